@@ -1,0 +1,59 @@
+"""`domainvlm` command line. Each sub-command lives in ``domainvlm/commands/<name>.py`` and exposes
+
+    NAME = "eval"                # sub-command name (defaults to the module name)
+    HELP = "one-line help"
+    def add_arguments(parser): ...
+    def run(args) -> int | None: ...
+
+so commands are added without touching this file. User mistakes raise :class:`UserError`, which is printed
+as one line (``domainvlm: error: ...``) with exit code 2; tracebacks are kept for real bugs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import __version__, commands
+from .errors import UserError
+
+
+def _command_modules():
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            yield importlib.import_module(f"{commands.__name__}.{info.name}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="domainvlm", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"domainvlm {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        name = getattr(mod, "NAME", mod.__name__.rsplit(".", 1)[-1].replace("_", "-"))
+        sp = sub.add_parser(name, help=getattr(mod, "HELP", None), description=getattr(mod, "HELP", None))
+        mod.add_arguments(sp)
+        sp.set_defaults(_run=mod.run)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        rc = args._run(args)
+    except UserError as e:
+        print(f"domainvlm: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("domainvlm: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

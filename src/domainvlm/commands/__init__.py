@@ -1,0 +1,1 @@
+"""Sub-commands of the `domainvlm` CLI, one module each (see domainvlm.cli)."""

@@ -1,0 +1,17 @@
+"""User-facing errors: the CLI prints these as one line and exits non-zero, without a traceback."""
+
+
+class UserError(Exception):
+    """A mistake in the user's input (file, record, field, option). Message must name where."""
+
+    exit_code = 2
+
+
+def where(path, line=None, field=None) -> str:
+    """Format a location prefix such as ``data.jsonl:12: field 'messages'``."""
+    s = str(path)
+    if line is not None:
+        s += f":{line}"
+    if field is not None:
+        s += f": field '{field}'"
+    return s
