@@ -1,0 +1,104 @@
+"""`domainvlm data build|validate|export`: make, check and convert instruction data."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from ..errors import UserError
+
+NAME = "data"
+HELP = "build instruction data from wafer/X-ray sources, validate it, export to sharegpt/LLaVA"
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="data_cmd", metavar="ACTION", required=True)
+    b = sub.add_parser("build", help="source files -> record JSONL, one file per split")
+    b.add_argument("--source", action="append", required=True, help="npz / LSWMD.pkl / JSON / JSONL / XML; repeatable")
+    b.add_argument("--out", required=True, help="output folder (writes <split>.jsonl)")
+    b.add_argument("--split", action="append", help="only these splits (default: all present)")
+    b.add_argument("--langs", default="en,zh", help="question/answer languages, e.g. en or en,zh")
+    b.add_argument("--allow-pickle", action="store_true",
+                   help="allow reading a pickle (WM-811K LSWMD.pkl); pickles can run code: only for trusted files")
+    b.add_argument("--image-root", help="folder that image paths in JSON sources are relative to")
+    b.add_argument("--no-explain", action="store_true", help="answers give the diagnosis line only")
+    b.add_argument("--follow-up-frac", type=float, default=0.0, help="share of records with a second turn")
+    b.add_argument("--limit", type=int, help="at most N records per split (for quick experiments)")
+    b.add_argument("--seed", type=int, default=0)
+    v = sub.add_parser("validate", help="check a record JSONL (or any source): structure and images")
+    v.add_argument("path")
+    v.add_argument("--no-images", action="store_true", help="skip opening every image")
+    v.add_argument("--allow-pickle", action="store_true")
+    e = sub.add_parser("export", help="record JSONL -> LLaMA-Factory sharegpt or LLaVA json")
+    e.add_argument("path")
+    e.add_argument("--format", choices=["sharegpt", "llava"], required=True)
+    e.add_argument("--out", required=True)
+
+
+def run(args):
+    return {"build": _build, "validate": _validate, "export": _export}[args.data_cmd](args)
+
+
+def _build(args):
+    from ..data.record import write_records
+    from ..data.sources import load_any
+
+    langs = tuple(x.strip() for x in args.langs.split(",") if x.strip())
+    bad = [x for x in langs if x not in ("en", "zh")]
+    if bad:
+        raise UserError(f"--langs: unsupported language(s) {', '.join(bad)} (en, zh)")
+    out = Path(args.out)
+    by_split: dict[str, list] = {}
+    for src in args.source:
+        recs = load_any(src, allow_pickle=args.allow_pickle, langs=langs, seed=args.seed,
+                        explain=not args.no_explain, follow_up_frac=args.follow_up_frac,
+                        image_root=args.image_root, convert_dir=out)
+        for r in recs:
+            by_split.setdefault(r.meta.get("split") or "all", []).append(r)
+    if args.split:
+        missing = [s for s in args.split if s not in by_split]
+        if missing:
+            raise UserError(f"--split: {', '.join(missing)} not in the sources (present: {', '.join(sorted(by_split))})")
+        by_split = {s: by_split[s] for s in args.split}
+    for split, recs in sorted(by_split.items()):
+        if args.limit:
+            recs = recs[: args.limit]
+        n = write_records(out / f"{split}.jsonl", recs)
+        langs_n = Counter(r.meta.get("lang") for r in recs)
+        print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
+    return 0
+
+
+def _validate(args):
+    from ..data.images import load_image
+    from ..data.sources import load_any
+
+    p = Path(args.path)
+    recs = load_any(p, allow_pickle=args.allow_pickle)
+    base = p.resolve().parent
+    if not args.no_images:
+        seen = set()
+        for r in recs:
+            for j, ref in enumerate(r.images):
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                try:
+                    load_image(ref, base)
+                except UserError as e:
+                    raise UserError(f"record {r.id!r} field 'images[{j}]': {e}") from None
+    tasks = Counter(r.labels.get("task", "?") for r in recs)
+    print(json.dumps({"path": str(p), "records": len(recs), "images_checked": not args.no_images,
+                      "tasks": dict(tasks)}))
+    return 0
+
+
+def _export(args):
+    from ..data.formats import write_llava, write_sharegpt
+    from ..data.sources import load_any
+
+    recs = load_any(args.path)
+    (write_sharegpt if args.format == "sharegpt" else write_llava)(recs, args.out)
+    print(f"{args.out}: {len(recs):,} records ({args.format})")
+    return 0

@@ -1,0 +1,26 @@
+"""`domainvlm train`: fine-tune any local model (or build and train the compact one)."""
+
+from __future__ import annotations
+
+NAME = "train"
+HELP = "train a model: --config YAML plus key=value overrides (e.g. max_steps=300 mode=lora)"
+
+
+def add_arguments(p):
+    p.add_argument("--config", help="YAML file with TrainConfig fields")
+    p.add_argument("overrides", nargs="*", help="key=value, dotted for nested (lora.r=8, compact.layers=2)")
+    p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args):
+    import json
+
+    from ..config import load_config
+    from ..train.config import TrainConfig
+    from ..train.trainer import train
+
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    res = train(cfg, resume=args.resume, progress=not args.no_progress)
+    print(json.dumps(res))
+    return 0

@@ -1,0 +1,77 @@
+"""Dataclass configs loaded from YAML with ``key=value`` CLI overrides (dotted keys reach nested configs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+
+
+def _coerce(value, typ, key: str):
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            return None
+        typ = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise UserError(f"config: field '{key}' must be a mapping")
+        return from_dict(typ, value, prefix=key + ".")
+    if isinstance(value, str) and typ is not str:
+        value = yaml.safe_load(value)  # CLI strings: '3' -> 3, 'true' -> True, '[a,b]' -> list
+    try:
+        if typ is bool and not isinstance(value, bool):
+            raise ValueError
+        if typ in (int, float, str) and not isinstance(value, typ):
+            if typ is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            value = typ(value)
+        if origin is list and not isinstance(value, list):
+            value = [value]
+    except (TypeError, ValueError):
+        raise UserError(f"config: field '{key}' expects {getattr(typ, '__name__', typ)}, got {value!r}") from None
+    return value
+
+
+def from_dict(cls, d: dict, prefix: str = ""):
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise UserError(f"config: unknown field(s) {', '.join(prefix + u for u in sorted(unknown))}")
+    return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in d.items()})
+
+
+def load_config(cls, path: str | Path | None = None, overrides: list[str] | None = None):
+    """YAML file (optional) + 'a.b=value' overrides -> dataclass instance, with field-named errors."""
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise UserError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{p}: top level must be a mapping")
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise UserError(f"override {ov!r}: expected key=value")
+        key, val = ov.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = val
+    return from_dict(cls, data)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

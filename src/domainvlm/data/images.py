@@ -1,0 +1,65 @@
+"""Resolve an image reference from a record to an RGB PIL image.
+
+References: a path to an image file (png/jpg/...), a DICOM file (.dcm or DICM preamble), or
+``<file>#<index>`` for a raw wafer map stored in an npz (rendered with the fixed wafer palette).
+Relative paths are resolved against ``base_dir`` (usually the folder of the data file).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import UserError
+
+# Refuse decompression bombs early (PIL's own limit warns at ~89 MP; we raise at 64 MP).
+MAX_PIXELS = 64_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def _is_dicom(p: Path) -> bool:
+    if p.suffix.lower() in (".dcm", ".dicom"):
+        return True
+    try:
+        with open(p, "rb") as fh:
+            return fh.read(132)[128:132] == b"DICM"
+    except OSError:
+        return False
+
+
+def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
+    path, _, idx = ref.partition("#")
+    p = Path(path).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    index = None
+    if idx:
+        try:
+            index = int(idx)
+        except ValueError:
+            raise UserError(f"{ref}: image reference index must be an integer") from None
+    return p, index
+
+
+def load_image(ref: str, base_dir: str | Path | None = None, map_size: int | None = None) -> Image.Image:
+    p, index = resolve(ref, base_dir)
+    if not p.exists():
+        raise UserError(f"{p}: image not found")
+    if index is not None:
+        from .wafer_render import render_map
+        from .wafer_sources import get_map
+
+        return render_map(get_map(str(p), index), size=map_size)
+    if _is_dicom(p):
+        from .dicom import read_dicom
+
+        return read_dicom(p).convert("RGB")
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.convert("RGB")
+    except Image.DecompressionBombError:
+        raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None

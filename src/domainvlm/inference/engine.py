@@ -1,0 +1,104 @@
+"""The one inference engine behind ask, eval, predict, chat, the HTTP API and the web UI.
+
+It wraps any model the common loader reads; batched greedy or sampled generation, and token streaming.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from ..data.images import load_image
+from ..models.chat_format import collate, encode_prompt
+from ..models.loader import load_model
+
+
+@dataclass
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.0     # 0 -> greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+
+    def generate_kwargs(self) -> dict:
+        kw = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
+        if self.temperature and self.temperature > 0:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        else:
+            kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        return kw
+
+
+class Engine:
+    """Thread-safe (one generate at a time per engine; the servers queue requests through it)."""
+
+    def __init__(self, model_dir=None, device=None, dtype=None, quantization=None, model=None, processor=None,
+                 trust_remote_code: bool = False, threads: int | None = None):
+        if threads:
+            torch.set_num_threads(threads)
+        if model is None:
+            model, processor = load_model(model_dir, device=device, dtype=dtype, quantization=quantization,
+                                          trust_remote_code=trust_remote_code)
+        self.model, self.processor = model, processor
+        self.model_dir = str(model_dir) if model_dir else getattr(model, "name_or_path", "model")
+        self.lock = threading.Lock()
+        tok = processor.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        from . import answer_heads
+
+        self.head = answer_heads.for_model(self.model)  # None -> free decoding
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def _inputs(self, convs: list[tuple[list[dict], list]]) -> dict:
+        encs = []
+        for messages, images in convs:
+            imgs = [load_image(i) if isinstance(i, str) else i for i in images]
+            encs.append(encode_prompt(self.processor, messages, imgs))
+        batch = collate(encs, self.pad_id)
+        dtype = next(self.model.parameters()).dtype
+        return {k: (v.to(self.device, dtype) if k == "pixel_values" and v.is_floating_point() else v.to(self.device))
+                for k, v in batch.items()}
+
+    @torch.inference_mode()
+    def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None) -> list[str]:
+        """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation."""
+        sampling = sampling or Sampling()
+        if self.head is not None:
+            with self.lock:
+                return self.head(self, convs, sampling)
+        with self.lock:
+            inputs = self._inputs(convs)
+            out = self.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=self.pad_id)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
+        """Yield text pieces as they are generated (one conversation)."""
+        from transformers import TextIteratorStreamer
+
+        sampling = sampling or Sampling()
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.lock.acquire()
+        try:
+            inputs = self._inputs([(messages, images)])
+        except BaseException:
+            self.lock.release()
+            raise
+
+        def work():
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
+                                        pad_token_id=self.pad_id)
+            finally:
+                self.lock.release()
+
+        threading.Thread(target=work, daemon=True).start()
+        yield from streamer

@@ -1,0 +1,119 @@
+"""One loader for every model folder: the bundled compact expert, a real local base (Qwen2-VL, Qwen2.5-VL,
+LLaVA, ...), or a peft LoRA adapter folder on top of either. Local and offline only; no remote code unless
+asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ..errors import UserError
+
+# The model that ships inside the package; the default for ask/eval/chat/serve.
+BUNDLED = Path(__file__).resolve().parents[1] / "assets" / "wafer-expert"
+QWEN_FAMILY = {"qwen2_vl", "qwen2_5_vl"}
+
+
+def default_model_dir() -> Path:
+    env = os.environ.get("DOMAINVLM_MODEL")
+    return Path(env) if env else BUNDLED
+
+
+def _read_json(p: Path) -> dict:
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: malformed JSON ({e.msg}, line {e.lineno})") from None
+
+
+def inspect_dir(path: str | Path) -> dict:
+    """What is in a model folder: {'kind': 'model'|'adapter', 'model_type', 'base'}."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise UserError(f"{p}: model directory not found (models load from local folders only)")
+    if (p / "adapter_config.json").exists():
+        cfg = _read_json(p / "adapter_config.json")
+        base = cfg.get("base_model_name_or_path")
+        if not base:
+            raise UserError(f"{p / 'adapter_config.json'}: field 'base_model_name_or_path' missing")
+        return {"kind": "adapter", "base": base, "model_type": None}
+    if not (p / "config.json").exists():
+        raise UserError(f"{p}: no config.json (not a Hugging Face model folder)")
+    cfg = _read_json(p / "config.json")
+    if "model_type" not in cfg:
+        raise UserError(f"{p / 'config.json'}: field 'model_type' missing")
+    return {"kind": "model", "model_type": cfg["model_type"], "base": None}
+
+
+def load_processor(path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoProcessor
+
+    info = inspect_dir(path)
+    if info["model_type"] in QWEN_FAMILY:
+        from .processor import ImageOnlyQwen2VLProcessor
+
+        return ImageOnlyQwen2VLProcessor.from_dir(str(path))
+    proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
+    # AutoProcessor silently falls back to a bare tokenizer when the image processor can't be built.
+    if not hasattr(proc, "image_processor"):
+        raise UserError(f"{path}: no usable image processor (AutoProcessor returned {type(proc).__name__})")
+    return proc
+
+
+def _model_class(model_type: str):
+    import transformers
+
+    named = {"qwen2_vl": "Qwen2VLForConditionalGeneration", "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+             "llava": "LlavaForConditionalGeneration"}
+    if model_type in named:
+        return getattr(transformers, named[model_type])
+    return transformers.AutoModelForImageTextToText
+
+
+def load_model(path: str | Path | None = None, device: str | None = None, dtype: str | None = None,
+               quantization: str | None = None, trust_remote_code: bool = False, attn_implementation=None):
+    """Load (model, processor) from a local folder. ``path`` None -> the bundled default model.
+
+    dtype: 'float32' | 'bfloat16' | 'float16' | None (bf16 on CUDA, fp32 on CPU).
+    quantization: None | '4bit' | '8bit' (bitsandbytes; language model only, vision tower kept unquantized).
+    """
+    import torch
+
+    path = Path(path).expanduser() if path else default_model_dir()
+    if not path.exists() and path == BUNDLED:
+        raise UserError(f"{path}: the bundled model is missing from this install; pass --model DIR")
+    info = inspect_dir(path)
+    adapter = None
+    if info["kind"] == "adapter":
+        adapter, path = path, Path(info["base"]).expanduser()
+        if not path.is_absolute():
+            path = (adapter / path).resolve() if (adapter / path).exists() else path
+        info = inspect_dir(path)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    kw = {"dtype": getattr(torch, dtype), "local_files_only": True, "trust_remote_code": trust_remote_code}
+    if attn_implementation:
+        kw["attn_implementation"] = attn_implementation
+    if quantization:
+        from .quant import bnb_config
+
+        kw["quantization_config"] = bnb_config(quantization, info["model_type"])
+    try:
+        model = _model_class(info["model_type"]).from_pretrained(str(path), **kw)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
+    processor = load_processor(path, trust_remote_code)
+    if adapter is not None:
+        from peft import PeftModel
+
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise UserError(f"{adapter}: adapter does not fit base {path} ({str(e).splitlines()[0][:200]})") from None
+    if not quantization:
+        model.to(device)
+    model.eval()
+    return model, processor

@@ -1,0 +1,213 @@
+"""The one trainer: any loader-readable model (or a fresh compact one), full or LoRA, on record JSONL.
+
+accelerate handles devices, bf16, gradient accumulation and DDP/FSDP when started with `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ..config import to_dict
+from ..errors import UserError
+from ..io import write_json
+from ..models.chat_format import collate
+from .checkpoint import load_checkpoint_state, save_checkpoint, save_model_dir
+from .config import TrainConfig
+from .dataset import RecordDataset, load_records
+from .plots import plot_curves
+from .tuning import apply_tuning, count_trainable
+
+
+def _split(records, cfg: TrainConfig):
+    if cfg.val_data:
+        return records, load_records(cfg.val_data)
+    rng = random.Random(cfg.seed)
+    idx = list(range(len(records)))
+    rng.shuffle(idx)
+    n_val = min(max(1, int(len(records) * cfg.val_fraction)), len(records) - 1) if len(records) > 1 else 0
+    val = set(idx[:n_val])
+    return [r for i, r in enumerate(records) if i not in val], [records[i] for i in sorted(val)]
+
+
+def _corpus(records):
+    for r in records:
+        for m in r.messages:
+            yield m["content"].replace("<image>", "")
+
+
+def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None):
+    from ..models.loader import load_model
+
+    if ckpt is not None and cfg.mode == "lora":
+        from peft import PeftModel
+
+        base, proc = load_model(cfg.model, device="cpu", dtype="float32", trust_remote_code=cfg.trust_remote_code)
+        return PeftModel.from_pretrained(base, str(ckpt / "model"), is_trainable=True), proc
+    if ckpt is not None:
+        model, proc = load_model(ckpt / "model", device="cpu", dtype="float32")
+        return apply_tuning(model, cfg), proc
+    if cfg.model:
+        model, proc = load_model(cfg.model, device="cpu", dtype="float32", trust_remote_code=cfg.trust_remote_code)
+    else:
+        from ..models.compact import build_compact
+
+        model, proc = build_compact(out / "init", _corpus(train_records), cfg.compact, cfg.seed)
+    return apply_tuning(model, cfg), proc
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+    if not cfg.data:
+        raise UserError("train: no data given (data=path/to/train.jsonl)")
+    out = Path(cfg.output_dir)
+    ckpt = out / "checkpoint"
+    if resume and not (ckpt / "trainer_state.json").exists():
+        raise UserError(f"--resume: no checkpoint in {ckpt}")
+    set_seed(cfg.seed)
+    records = load_records(cfg.data)
+    if not records:
+        raise UserError(f"{cfg.data}: no records")
+    train_recs, val_recs = _split(records, cfg)
+    base_dir = Path(cfg.data).resolve().parent
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if torch.cuda.is_available() else "fp32"
+    acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
+                      gradient_accumulation_steps=cfg.grad_accum)
+    out.mkdir(parents=True, exist_ok=True)
+    model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None)
+    n_train, n_total = count_trainable(model)
+    tok = proc.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    ds = RecordDataset(train_recs, proc, cfg.max_length, base_dir)
+    g = torch.Generator().manual_seed(cfg.seed)
+    dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
+                    collate_fn=lambda b: collate(b, pad), drop_last=len(ds) > cfg.batch_size,
+                    persistent_workers=cfg.num_workers > 0)
+    steps_per_epoch = max(1, len(dl) // cfg.grad_accum)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
+                            fused=torch.cuda.is_available())
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total,
+                                                        min_lr_rate=cfg.min_lr_ratio)
+    state = {"step": 0, "best": None, "history": []}
+    if resume:
+        state, optim_state = load_checkpoint_state(ckpt)
+        opt.load_state_dict(optim_state["optimizer"])
+        sched.load_state_dict(optim_state["scheduler"])
+    model, opt, dl, sched = acc.prepare(model, opt, dl, sched)
+    tb = SummaryWriter(str(out / "tb")) if acc.is_main_process else None
+    if acc.is_main_process:
+        write_json(out / "train_config.json", to_dict(cfg))
+        print(f"training {n_train:,} of {n_total:,} parameters on {len(train_recs):,} records "
+              f"({len(val_recs):,} val), {total} steps, device {acc.device}, {precision}")
+    bar = tqdm(total=total, initial=state["step"], desc="train", disable=not (progress and acc.is_main_process))
+    epoch = state["step"] // steps_per_epoch
+    model.train()
+    running, n_run = 0.0, 0
+    while state["step"] < total:
+        if hasattr(dl, "set_epoch"):
+            dl.set_epoch(epoch)
+        g.manual_seed(cfg.seed + epoch)
+        skip = (state["step"] % steps_per_epoch) * cfg.grad_accum if epoch == state["step"] // steps_per_epoch else 0
+        for i, batch in enumerate(dl):
+            if i < skip:  # resume mid-epoch: replay the same shuffled order, skip what was done
+                continue
+            with acc.accumulate(model):
+                loss = model(**batch).loss
+                acc.backward(loss)
+                if acc.sync_gradients and cfg.max_grad_norm:
+                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            running += loss.item()
+            n_run += 1
+            if not acc.sync_gradients:
+                continue
+            state["step"] += 1
+            step = state["step"]
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                rec = {"step": step, "loss": running / n_run, "lr": sched.get_last_lr()[0]}
+                state["history"].append(rec)
+                bar.set_postfix(loss=f"{rec['loss']:.4f}")
+                if tb:
+                    tb.add_scalar("train/loss", rec["loss"], step)
+                    tb.add_scalar("train/lr", rec["lr"], step)
+                running, n_run = 0.0, 0
+            if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+                _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad)
+                model.train()
+            if acc.is_main_process and ((cfg.save_every and step % cfg.save_every == 0) or step == total):
+                save_checkpoint(acc.unwrap_model(model), proc, opt, sched, state, ckpt)
+                plot_curves(state["history"], out / "loss_curve.png")
+            if step >= total:
+                break
+        epoch += 1
+    bar.close()
+    if tb:
+        tb.close()
+    final = state["history"][-1] if state["history"] else {}
+    if acc.is_main_process:
+        if not (out / "model").exists():  # no eval improved anything: ship the last weights
+            save_model_dir(acc.unwrap_model(model), proc, out / "model")
+        write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
+                                                "trainable_params": n_train, "total_params": n_total})
+    return {"steps": state["step"], "best": state["best"], "last": final, "model_dir": str(out / "model")}
+
+
+@torch.no_grad()
+def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
+    if not val_recs:
+        return
+    model.eval()
+    ds = RecordDataset(val_recs[:512], proc, cfg.max_length, base_dir)
+    dl = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=lambda b: collate(b, pad))
+    tot, n = 0.0, 0
+    for batch in dl:
+        batch = {k: v.to(acc.device) for k, v in batch.items()}
+        with acc.autocast():
+            tot += model(**batch).loss.item() * batch["input_ids"].shape[0]
+        n += batch["input_ids"].shape[0]
+    rec = {"step": state["step"], "val_loss": tot / max(n, 1)}
+    if acc.is_main_process and cfg.eval_samples:
+        from ..evaluate.runner import evaluate_records
+        from ..inference.engine import Engine, Sampling
+
+        eng = Engine(model=acc.unwrap_model(model), processor=proc)
+        metrics, _ = evaluate_records(eng, val_recs[:cfg.eval_samples], base_dir, cfg.batch_size,
+                                      Sampling(max_new_tokens=cfg.eval_max_new_tokens), progress=False)
+        for k in ("exact_match", "macro_f1", "unparsed_rate", "bleu_4", "ce_f1_micro"):
+            if k in metrics:
+                rec[k] = metrics[k]
+    state["history"].append(rec)
+    if tb:
+        for k, v in rec.items():
+            if k != "step" and v is not None:
+                tb.add_scalar(f"val/{k}", v, state["step"])
+    if acc.is_main_process:
+        print(json.dumps(rec))
+        key = cfg.select_metric
+        val = rec.get(key)
+        if val is not None:
+            better = state["best"] is None or (val < state["best"][key] if key == "val_loss"
+                                               else val > state["best"][key])
+            if better:
+                state["best"] = dict(rec)
+                save_model_dir(acc.unwrap_model(model), proc, out / "model")
