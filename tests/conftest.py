@@ -23,3 +23,25 @@ def shared_data() -> Path:
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+TINY = dict(image_size=32, patch_size=4, merge_size=2, vision_dim=32, vision_depth=1, vision_heads=2,
+            hidden=64, layers=2, heads=2, kv_heads=1, intermediate=128, vocab_size=600, max_position=1024)
+
+
+def build_tiny_compact(out_dir: Path, seed: int = 0):
+    """An untrained tiny compact model folder (fast to build; outputs are arbitrary but well-formed)."""
+    from domainvlm.data.wafer_instruct import QUESTIONS
+    from domainvlm.domain.wafer_knowledge import answer
+    from domainvlm.domain.wafer_patterns import PATTERNS
+    from domainvlm.models.compact import CompactConfig, build_compact
+
+    corpus = [answer((p,), lang) for p in PATTERNS for lang in ("en", "zh")] + QUESTIONS["en"] + QUESTIONS["zh"]
+    build_compact(out_dir, corpus * 3, CompactConfig(**TINY), seed=seed)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """Session-wide untrained tiny compact model (Qwen2-VL architecture) for interface tests."""
+    return build_tiny_compact(tmp_path_factory.mktemp("tiny-model") / "model")
