@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from .formats import _loc, detect_json_format, load_items, read_llava, read_sharegpt, resolve_image_ref
-from .record import IMAGE_TOKEN, Record, read_jsonl
+from .record import IMAGE_TOKEN, Record
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +212,8 @@ def load_xray(path, image_root=None, split=None, lang=None) -> list[Record]:
         raise UserError(f"--lang must be 'en' or 'zh', not {lang!r}")
     fmt = detect_xray_format(path)
     if fmt in ("sharegpt", "llava", "records"):
-        if fmt == "records":
-            recs = list(read_jsonl(path))
-        else:
-            recs = (read_llava if fmt == "llava" else read_sharegpt)(path, image_root)
+        # domainvlm records are the role/content sharegpt variant plus id/labels/meta (JSON array or JSONL)
+        recs = (read_llava if fmt == "llava" else read_sharegpt)(path, image_root)
         if split:
             recs = [r for r in recs if r.meta.get("split") == split]
         return recs

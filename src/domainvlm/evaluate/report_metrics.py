@@ -15,7 +15,8 @@ Preprocessing (both predictions and references), so numbers are comparable with 
 Scores are corpus-level (pycocoevalcap's ``compute_score`` over dicts id -> [text]). CIDEr's IDF comes
 from the references given, so it needs a corpus: one pair always scores 0. METEOR runs pycocoevalcap's
 ``meteor-1.5.jar`` and needs ``java`` on PATH; without it (or if it fails) ``meteor`` is None and a warning
-is issued. The JVM (about 10 s to start, it loads paraphrase tables) is started once per process.
+is issued. The JVM (10-25 s to start: it loads paraphrase tables) is started once per process. For "zh",
+METEOR runs on the character tokens with its English settings, so only exact matches count: indicative only.
 """
 
 from __future__ import annotations
