@@ -223,7 +223,7 @@ def _first_str(v) -> str:
 
 def _pandas_unpickler():
     try:
-        import pandas  # noqa: F401
+        import pandas  # noqa: F401  (checked first: submodules can still sit in sys.modules without it)
         from pandas.core.indexes.base import Index
         from pandas.core.internals import BlockManager
     except ImportError:
@@ -363,7 +363,10 @@ def _write_npz(path, arrays: dict) -> None:
 
 @functools.lru_cache(maxsize=4)
 def _cached_set(path: str, mtime_ns: int, size: int) -> WaferSet:
-    return load_wafer_file(path)  # mtime/size in the key: a rewritten file is reloaded, not served stale
+    ws = load_wafer_file(path)  # mtime/size in the key: a rewritten file is reloaded, not served stale
+    for m in ws.maps:  # shared by every caller: an in-place edit must fail instead of corrupting the cache
+        m.flags.writeable = False
+    return ws
 
 
 def get_map(path, index: int) -> np.ndarray:

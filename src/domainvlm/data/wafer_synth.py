@@ -34,7 +34,7 @@ def _dense(region: np.ndarray, rng, lo=0.75, hi=0.95) -> np.ndarray:
 
 
 def _center(g, rng):
-    r, _, y, x = g
+    _, _, y, x = g
     oy, ox = rng.normal(0, 0.04, 2)
     return _dense(np.hypot(y - oy, x - ox) < rng.uniform(0.16, 0.35), rng)
 
@@ -55,7 +55,8 @@ def _edge_loc(g, rng):
 
 def _edge_ring(g, rng):
     r = g[0]
-    return _dense((r <= 1) & (r > 1 - rng.uniform(0.05, 0.12)), rng, 0.8, 0.97)
+    width = max(rng.uniform(0.05, 0.12), 3 / r.shape[0])  # at least ~1.5 dies wide on small maps
+    return _dense((r <= 1) & (r > 1 - width), rng, 0.8, 0.97)
 
 
 def _loc(g, rng):
@@ -78,7 +79,7 @@ def _scratch(g, rng):
     c, rad = (size - 1) / 2, size / 2
     a0 = rng.uniform(-np.pi, np.pi)
     p = c + rng.uniform(0.0, 0.6) * rad * np.array([np.sin(a0), np.cos(a0)])
-    heading, turn = rng.uniform(-np.pi, np.pi), rng.uniform(-0.03, 0.03)
+    heading, turn = rng.uniform(-np.pi, np.pi), rng.uniform(-0.03, 0.03) * 52 / size  # same arc at any size
     width = max(1, round(size / 52))  # one die wide at MixedWM38 resolution
     for _ in range(int(rng.uniform(0.6, 1.1) * size * 2)):  # half-die steps leave no gaps
         iy, ix = int(round(p[0])), int(round(p[1]))
