@@ -30,6 +30,13 @@ def add_arguments(p):
     v.add_argument("path")
     v.add_argument("--no-images", action="store_true", help="skip opening every image")
     v.add_argument("--allow-pickle", action="store_true")
+    s = sub.add_parser("synth", help="write a seeded synthetic wafer-map npz (MixedWM38 layout, with split)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--n", type=int, default=3800)
+    s.add_argument("--size", type=int, default=52)
+    s.add_argument("--classes", help="comma-separated classes such as Normal,Center,Center+Scratch (default: all 38)")
+    s.add_argument("--val-fraction", type=float, default=0.2)
+    s.add_argument("--seed", type=int, default=0)
     e = sub.add_parser("export", help="record JSONL -> LLaMA-Factory sharegpt or LLaVA json")
     e.add_argument("path")
     e.add_argument("--format", choices=["sharegpt", "llava"], required=True)
@@ -37,7 +44,23 @@ def add_arguments(p):
 
 
 def run(args):
-    return {"build": _build, "validate": _validate, "export": _export}[args.data_cmd](args)
+    return {"build": _build, "validate": _validate, "export": _export, "synth": _synth}[args.data_cmd](args)
+
+
+def _synth(args):
+    from ..data.wafer_sources import save_mixedwm38_npz
+    from ..data.wafer_synth import synth_set
+
+    if args.n < 1:
+        raise UserError("--n: must be at least 1")
+    if not 0 <= args.val_fraction < 1:
+        raise UserError("--val-fraction: must be in [0, 1)")
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    ws = synth_set(args.n, args.size, args.seed, classes,
+                   {"train": 1 - args.val_fraction, "val": args.val_fraction} if args.val_fraction else None)
+    save_mixedwm38_npz(ws, args.out, with_split=bool(args.val_fraction))
+    print(f"{args.out}: {len(ws):,} synthetic maps of {args.size}x{args.size}")
+    return 0
 
 
 def _build(args):
