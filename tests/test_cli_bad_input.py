@@ -1,0 +1,86 @@
+"""User mistakes: one clear line on stderr naming the file/record/field, exit 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from domainvlm.cli import main
+
+
+def _run(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    return rc, err
+
+
+def _good_npz(path, n=4):
+    maps = np.ones((n, 52, 52), np.uint8)
+    np.savez(path, arr_0=maps, arr_1=np.zeros((n, 8), np.uint8))
+
+
+@pytest.mark.parametrize("case", ["corrupt", "values", "labels"])
+def test_bad_npz_build(tmp_path, capsys, case):
+    src = tmp_path / "bad.npz"
+    if case == "corrupt":
+        _good_npz(src)
+        src.write_bytes(src.read_bytes()[:200])
+    elif case == "values":
+        maps = np.ones((3, 52, 52), np.uint8)
+        maps[1, 5, 5] = 7
+        np.savez(src, arr_0=maps, arr_1=np.zeros((3, 8), np.uint8))
+    else:
+        np.savez(src, arr_0=np.ones((3, 52, 52), np.uint8), arr_1=np.zeros((3, 7), np.uint8))
+    out = tmp_path / "out"
+    rc, err = _run(capsys, ["data", "build", "--source", str(src), "--out", str(out)])
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("domainvlm: error:") and "bad.npz" in err[0]
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_malformed_jsonl_line_in_eval_and_validate(tmp_path, capsys, tiny_model_dir):
+    p = tmp_path / "d.jsonl"
+    rec = {"id": "1", "images": [], "messages": [{"role": "user", "content": "q"},
+                                                  {"role": "assistant", "content": "a"}],
+           "labels": {"task": "wafer", "defects": []}}
+    p.write_text(json.dumps(rec) + "\n" + '{"id": 2, "images": [\n')
+    out = tmp_path / "m.json"
+    rc, err = _run(capsys, ["eval", "--model", str(tiny_model_dir), "--data", str(p), "--out", str(out)])
+    assert rc == 2 and len(err) == 1 and "d.jsonl:2: malformed JSON" in err[0]
+    assert not out.exists()
+    rc, err = _run(capsys, ["data", "validate", str(p)])
+    assert rc == 2 and "d.jsonl:2" in err[0]
+
+
+def test_missing_image(tmp_path, capsys):
+    p = tmp_path / "d.jsonl"
+    rec = {"id": "r7", "images": ["nowhere.png"], "messages": [{"role": "user", "content": "<image>\nq"},
+                                                              {"role": "assistant", "content": "a"}]}
+    p.write_text(json.dumps(rec) + "\n")
+    rc, err = _run(capsys, ["data", "validate", str(p)])
+    assert rc == 2 and len(err) == 1
+    assert "r7" in err[0] and "images[0]" in err[0] and "nowhere.png" in err[0] and "not found" in err[0]
+    rc, err = _run(capsys, ["ask", "--image", str(tmp_path / "nope.png"), "hi", "--model", str(tmp_path)])
+    assert rc == 2 and "nope.png: image not found" in err[0]
+
+
+def test_not_an_image_and_bad_override(tmp_path, capsys):
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"hello, not a png")
+    rc, err = _run(capsys, ["ask", "--image", str(junk), "hi"])
+    assert rc == 2 and "junk.png: not a readable image" in err[0]
+    rc, err = _run(capsys, ["train", "data=x.jsonl", "max_steps=many"])
+    assert rc == 2 and "max_steps" in err[0]
+
+
+def test_subprocess_no_traceback(tmp_path):
+    src = tmp_path / "bad.npz"
+    src.write_bytes(b"PK\x03\x04garbage")
+    r = subprocess.run([sys.executable, "-m", "domainvlm", "data", "build", "--source", str(src), "--out",
+                        str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "bad.npz" in r.stderr

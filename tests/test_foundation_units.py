@@ -1,0 +1,84 @@
+"""Record validation, config loading, chat encoding (answer-only loss) and the common loader."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from domainvlm.config import load_config
+from domainvlm.data.record import Record, read_jsonl
+from domainvlm.errors import UserError
+from domainvlm.models.chat_format import IGNORE, collate, encode_prompt, encode_train
+from domainvlm.models.loader import inspect_dir, load_model
+from domainvlm.train.config import TrainConfig
+
+
+def _rec(**kw):
+    d = {"id": "a", "images": ["x.png"], "messages": [{"role": "user", "content": "<image>\nq"},
+                                                       {"role": "assistant", "content": "a"}]}
+    d.update(kw)
+    return d
+
+
+def test_record_errors_name_line_and_field(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps(_rec()) + "\n" + json.dumps(_rec(images=[])) + "\n")
+    with pytest.raises(UserError, match=r"d.jsonl:2: field 'images'"):
+        list(read_jsonl(p))
+    p.write_text(json.dumps(_rec()) + "\n{not json\n")
+    with pytest.raises(UserError, match=r"d.jsonl:2: malformed JSON"):
+        list(read_jsonl(p))
+    bad_role = _rec(messages=[{"role": "bot", "content": "<image>"}, {"role": "assistant", "content": "x"}])
+    with pytest.raises(UserError, match=r"messages\[0\].role"):
+        Record.from_dict(bad_role, "f", 1)
+    with pytest.raises(UserError, match="last turn"):
+        Record.from_dict(_rec(messages=[{"role": "user", "content": "<image>"}]), "f", 1)
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("data: a.jsonl\nlr: 0.01\nlora:\n  r: 4\n")
+    cfg = load_config(TrainConfig, y, ["lora.alpha=8", "max_steps=7", "compact.layers=2", "lora.target_modules=[q_proj]"])
+    assert (cfg.data, cfg.lr, cfg.lora.r, cfg.lora.alpha, cfg.max_steps) == ("a.jsonl", 0.01, 4, 8, 7)
+    assert cfg.compact.layers == 2 and cfg.lora.target_modules == ["q_proj"]
+    with pytest.raises(UserError, match="unknown field"):
+        load_config(TrainConfig, None, ["nope=1"])
+    with pytest.raises(UserError, match="'max_steps' expects int"):
+        load_config(TrainConfig, None, ["max_steps=abc"])
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(TrainConfig, tmp_path / "missing.yaml")
+
+
+def test_answer_only_labels_multi_turn(tiny_model_dir):
+    _, proc = load_model(tiny_model_dir, device="cpu")
+    img = Image.new("RGB", (32, 32), (10, 20, 30))
+    msgs = [{"role": "user", "content": "<image>\nDiagnose this wafer map."},
+            {"role": "assistant", "content": "Diagnosis: Center"},
+            {"role": "user", "content": "What are the likely causes?"},
+            {"role": "assistant", "content": "Check CMP."}]
+    enc = encode_train(proc, msgs, [img])
+    ids, labels = enc["input_ids"][0], enc["labels"][0]
+    tok = proc.tokenizer
+    supervised = tok.decode(ids[labels != IGNORE])
+    assert "Diagnosis: Center" in supervised and "Check CMP." in supervised
+    assert "Diagnose this" not in supervised and "likely causes" not in supervised
+    assert supervised.count("<|im_end|>") == 2  # the model learns to stop after each answer
+    assert (ids == proc.image_token_id).sum() > 0 and (labels[ids == proc.image_token_id] == IGNORE).all()
+    p = encode_prompt(proc, msgs[:1], [img])
+    batch = collate([p, encode_prompt(proc, [{"role": "user", "content": "hi"}], [])], tok.pad_token_id)
+    assert batch["input_ids"].shape[0] == 2 and batch["attention_mask"][1, 0] == 0  # left padded
+    assert batch["image_grid_thw"].shape[0] == 1
+
+
+def test_loader_errors(tmp_path, tiny_model_dir):
+    with pytest.raises(UserError, match="model directory not found"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no config.json"):
+        inspect_dir(tmp_path / "empty")
+    assert inspect_dir(tiny_model_dir)["model_type"] == "qwen2_vl"
+    model, _ = load_model(tiny_model_dir, device="cpu")
+    assert not model.training and next(model.parameters()).dtype == torch.float32
