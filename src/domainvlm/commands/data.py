@@ -25,6 +25,9 @@ def add_arguments(p):
     b.add_argument("--no-explain", action="store_true", help="answers give the diagnosis line only")
     b.add_argument("--follow-up-frac", type=float, default=0.0, help="share of records with a second turn")
     b.add_argument("--limit", type=int, help="at most N records per split (for quick experiments)")
+    b.add_argument("--qa-per-report", type=int, metavar="N",
+                   help="X-ray reports: varied report prompts + N 'is there X?' turns (+ impression question); "
+                        "default: keep the source's single report turn")
     b.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("validate", help="check a record JSONL (or any source): structure and images")
     v.add_argument("path")
@@ -76,7 +79,7 @@ def _build(args):
     for src in args.source:
         recs = load_any(src, allow_pickle=args.allow_pickle, langs=langs, seed=args.seed,
                         explain=not args.no_explain, follow_up_frac=args.follow_up_frac,
-                        image_root=args.image_root, convert_dir=out)
+                        image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report)
         for r in recs:
             by_split.setdefault(r.meta.get("split") or "all", []).append(r)
     if args.split:

@@ -38,8 +38,9 @@ def sniff(path: Path) -> str:
 
 def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = False, langs=("en", "zh"),
              seed: int = 0, explain: bool = True, follow_up_frac: float = 0.0, image_root=None,
-             convert_dir: Path | None = None) -> list[Record]:
-    """Load records from any supported source, optionally only one split."""
+             convert_dir: Path | None = None, qa_per_report: int | None = None) -> list[Record]:
+    """Load records from any supported source, optionally only one split. ``qa_per_report`` (X-ray sources):
+    turn report records into instruction records with that many "is there X?" turns (data/report_instruct)."""
     p = Path(path).expanduser().resolve()
     kind = sniff(p)
     if kind == "records":
@@ -64,6 +65,10 @@ def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = Fa
         return build_wafer_records(ws, str(ref_path), langs, seed, explain, follow_up_frac, idx)
     else:
         recs = _load_other(p, kind, image_root)
+        if qa_per_report is not None:
+            from .report_instruct import build_report_records
+
+            recs = build_report_records(recs, langs, qa_per_report, seed)
     if split:
         recs = [r for r in recs if r.meta.get("split") == split]
     return recs
