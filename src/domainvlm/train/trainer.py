@@ -11,6 +11,7 @@ import random
 from pathlib import Path
 
 import torch
+from accelerate.utils import DistributedType
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -22,7 +23,12 @@ from .checkpoint import load_checkpoint_state, save_checkpoint, save_model_dir
 from .config import TrainConfig
 from .dataset import RecordDataset, load_records
 from .plots import plot_curves
-from .tuning import apply_tuning, count_trainable
+from .speed import step_loss
+from .tuning import apply_memory_options, apply_tuning, count_trainable
+
+
+def _one_thread(_):
+    torch.set_num_threads(1)  # loader workers only preprocess; extra BLAS threads starve the training step
 
 
 def _split(records, cfg: TrainConfig):
@@ -42,19 +48,25 @@ def _corpus(records):
             yield m["content"].replace("<image>", "")
 
 
-def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None):
+def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None, device="cpu", precision="fp32"):
     from ..models.loader import load_model
 
+    # LoRA never updates base weights: keep them in bf16 (half the memory); full fine-tuning keeps fp32 masters.
+    # bitsandbytes quantizes while loading, so a quantized base loads straight onto its training device.
+    kw = dict(device=str(device) if cfg.quantization else "cpu", quantization=cfg.quantization,
+              dtype="bfloat16" if cfg.mode == "lora" and precision == "bf16" else "float32",
+              trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
     if ckpt is not None and cfg.mode == "lora":
         from peft import PeftModel
 
-        base, proc = load_model(cfg.model, device="cpu", dtype="float32", trust_remote_code=cfg.trust_remote_code)
+        base, proc = load_model(cfg.model, **kw)
         return PeftModel.from_pretrained(base, str(ckpt / "model"), is_trainable=True), proc
     if ckpt is not None:
-        model, proc = load_model(ckpt / "model", device="cpu", dtype="float32")
+        model, proc = load_model(ckpt / "model", device="cpu", dtype="float32",
+                                 attn_implementation=cfg.attn_implementation)
         return apply_tuning(model, cfg), proc
     if cfg.model:
-        model, proc = load_model(cfg.model, device="cpu", dtype="float32", trust_remote_code=cfg.trust_remote_code)
+        model, proc = load_model(cfg.model, **kw)
     else:
         from ..models.compact import build_compact
 
@@ -62,7 +74,10 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
     return apply_tuning(model, cfg), proc
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=None, processor=None,
+          on_step=None) -> dict:
+    """Train per ``cfg``. model/processor: an in-memory base instead of cfg.model (benchmarks);
+    on_step(step, loss, batch): called after every optimizer step (timing hooks)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
@@ -86,15 +101,19 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
                       gradient_accumulation_steps=cfg.grad_accum)
     out.mkdir(parents=True, exist_ok=True)
-    model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None)
+    if model is not None:
+        model, proc = apply_tuning(model, cfg), processor
+    else:
+        model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None, acc.device, precision)
+    apply_memory_options(model, cfg)
     n_train, n_total = count_trainable(model)
     tok = proc.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ds = RecordDataset(train_recs, proc, cfg.max_length, base_dir)
+    ds = RecordDataset(train_recs, proc, cfg.max_length, base_dir, augment=cfg.augment)
     g = torch.Generator().manual_seed(cfg.seed)
     dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
                     collate_fn=lambda b: collate(b, pad), drop_last=len(ds) > cfg.batch_size,
-                    persistent_workers=cfg.num_workers > 0)
+                    persistent_workers=cfg.num_workers > 0, worker_init_fn=_one_thread)
     steps_per_epoch = max(1, len(dl) // cfg.grad_accum)
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
@@ -129,20 +148,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             if i < skip:  # resume mid-epoch: replay the same shuffled order, skip what was done
                 continue
             with acc.accumulate(model):
-                loss = model(**batch).loss
+                loss = step_loss(model, batch, cfg)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            running += loss.item()
+            # the logged loss is the mean over processes, so multi-GPU curves compare with one GPU's
+            running += (acc.reduce(loss.detach(), "mean") if acc.num_processes > 1 else loss).item()
             n_run += 1
             if not acc.sync_gradients:
                 continue
             state["step"] += 1
             step = state["step"]
             bar.update(1)
+            if on_step is not None:
+                on_step(step, loss, batch)
             if step % cfg.log_every == 0 or step == total:
                 rec = {"step": step, "loss": running / n_run, "lr": sched.get_last_lr()[0]}
                 state["history"].append(rec)
@@ -154,8 +176,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
                 _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad)
                 model.train()
-            if acc.is_main_process and ((cfg.save_every and step % cfg.save_every == 0) or step == total):
-                save_checkpoint(acc.unwrap_model(model), proc, opt, sched, state, ckpt)
+            if (cfg.save_every and step % cfg.save_every == 0) or step == total:
+                to_save = _saveable(acc, model)  # every rank: gathering FSDP shards is a collective
+                if acc.is_main_process:
+                    save_checkpoint(to_save, proc, opt, sched, state, ckpt)
                 plot_curves(state["history"], out / "loss_curve.png")
             if step >= total:
                 break
@@ -164,12 +188,35 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if tb:
         tb.close()
     final = state["history"][-1] if state["history"] else {}
+    acc.wait_for_everyone()  # all ranks must see the same out/model before deciding to gather
+    if not (out / "model").exists():  # no eval improved anything: ship the last weights
+        to_save = _saveable(acc, model)
+        if acc.is_main_process:
+            save_model_dir(to_save, proc, out / "model")
     if acc.is_main_process:
-        if not (out / "model").exists():  # no eval improved anything: ship the last weights
-            save_model_dir(acc.unwrap_model(model), proc, out / "model")
         write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
                                                 "trainable_params": n_train, "total_params": n_total})
     return {"steps": state["step"], "best": state["best"], "last": final, "model_dir": str(out / "model")}
+
+
+class _Gathered:
+    """An unwrapped model whose save_pretrained writes a state dict gathered from FSDP shards beforehand."""
+
+    def __init__(self, model, state_dict):
+        self._model, self._sd = model, state_dict
+
+    def save_pretrained(self, path, **kw):
+        return self._model.save_pretrained(path, state_dict=self._sd, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def _saveable(acc, model):
+    """What rank 0 saves. Under FSDP every rank must call this (it all-gathers the shards)."""
+    if acc.distributed_type != DistributedType.FSDP:
+        return acc.unwrap_model(model)
+    return _Gathered(acc.unwrap_model(model), acc.get_state_dict(model))
 
 
 @torch.no_grad()
@@ -186,7 +233,10 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
             tot += model(**batch).loss.item() * batch["input_ids"].shape[0]
         n += batch["input_ids"].shape[0]
     rec = {"step": state["step"], "val_loss": tot / max(n, 1)}
-    if acc.is_main_process and cfg.eval_samples:
+    fsdp = acc.distributed_type == DistributedType.FSDP
+    if acc.is_main_process and cfg.eval_samples and fsdp:
+        print("eval: generation metrics skipped under FSDP (sharded weights: rank 0 cannot decode alone)")
+    if acc.is_main_process and cfg.eval_samples and not fsdp:
         from ..evaluate.runner import evaluate_records
         from ..inference.engine import Engine, Sampling
 
@@ -201,6 +251,7 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
         for k, v in rec.items():
             if k != "step" and v is not None:
                 tb.add_scalar(f"val/{k}", v, state["step"])
+    to_save = _saveable(acc, model) if fsdp else None  # collective before the rank-0-only branch
     if acc.is_main_process:
         print(json.dumps(rec))
         key = cfg.select_metric
@@ -210,4 +261,4 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
                                                else val > state["best"][key])
             if better:
                 state["best"] = dict(rec)
-                save_model_dir(acc.unwrap_model(model), proc, out / "model")
+                save_model_dir(to_save or acc.unwrap_model(model), proc, out / "model")
