@@ -27,7 +27,8 @@ def _command_modules():
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="domainvlm", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="domainvlm", description="domainvlm: labelled images -> fine-tuned expert "
+                                "VLM -> measured evaluation -> chat, HTTP API and web UI.")
     p.add_argument("--version", action="version", version=f"domainvlm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in _command_modules():
