@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
+from transformers import StoppingCriteria
 
 from ..data.images import load_image
 from ..models.chat_format import collate, encode_prompt
@@ -80,11 +81,19 @@ class Engine:
         return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
-        """Yield text pieces as they are generated (one conversation)."""
-        from transformers import TextIteratorStreamer
+        """Yield text pieces as they are generated (one conversation).
+
+        A generation error is re-raised to the consumer (never a silent hang), and closing the iterator early
+        (client gone, Ctrl-C) stops generation at the next token so the engine is free for the next request.
+        """
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         sampling = sampling or Sampling()
+        if self.head is not None:  # heads answer whole conversations: one piece, same text as generate()
+            yield self.generate([(messages, images)], sampling)[0]
+            return
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel, errors = threading.Event(), []
         self.lock.acquire()
         try:
             inputs = self._inputs([(messages, images)])
@@ -96,9 +105,28 @@ class Engine:
             try:
                 with torch.inference_mode():
                     self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
                                         pad_token_id=self.pad_id)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer below
+                errors.append(e)
+                streamer.end()  # unblock the consumer
             finally:
                 self.lock.release()
 
         threading.Thread(target=work, daemon=True).start()
-        yield from streamer
+        try:
+            yield from streamer
+        finally:
+            cancel.set()
+        if errors:
+            raise errors[0]
+
+
+class _Cancelled(StoppingCriteria):
+    """Stopping criterion that ends generation once the stream's consumer has gone away."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kw):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)

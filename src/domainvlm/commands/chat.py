@@ -1,0 +1,150 @@
+"""`domainvlm chat`: multi-turn terminal chat about an image, with streamed answers.
+
+Type an image path to (re)start the conversation about that image, then ask questions; text-only turns work
+without an image. ``clear`` starts over, ``stop`` quits (Ctrl-D too); Ctrl-C stops the current answer.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+NAME = "chat"
+HELP = "interactive chat about an image in the terminal (type an image path, then questions)"
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
+TEXT = {
+    "en": {"welcome": "domainvlm chat with {model}. Type an image path to look at an image, then ask about it. "
+                      "'clear' starts over, 'stop' quits.",
+           "user": "User: ", "model": "Model: ", "loaded": "[image {path} loaded ({w}x{h}); ask about it]",
+           "cleared": "[conversation cleared]", "bye": "bye", "interrupted": "[answer stopped]",
+           "error": "error: {msg}"},
+    "zh": {"welcome": "domainvlm 对话（模型 {model}）。输入图像路径加载图像，然后提问；"
+                      "输入 clear 重新开始，输入 stop 退出。",
+           "user": "用户：", "model": "模型：", "loaded": "[已加载图像 {path}（{w}x{h}），请提问]",
+           "cleared": "[对话已清空]", "bye": "再见", "interrupted": "[已停止回答]", "error": "错误：{msg}"},
+}
+
+
+def add_arguments(p):
+    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
+    p.add_argument("--image", help="image to start with (file, DICOM, or wafer npz#N)")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the chat's own messages")
+    p.add_argument("--device")
+    p.add_argument("--threads", type=int)
+
+
+def image_ref(line: str) -> str | None:
+    """The image reference a line names, or None if the line is a question.
+
+    Terminals quote dragged-in paths, so quotes are stripped. A line ending in an image suffix counts as an
+    image path even when missing, so a typo gets 'not found' instead of being sent to the model as a question.
+    """
+    s = line.strip().strip("'\"")
+    if not s or "\n" in s:
+        return None
+    base = s.partition("#")[0] if ".npz#" in s else s
+    p = Path(base).expanduser()
+    try:
+        if p.is_file():
+            return s
+    except OSError:  # over-long "paths" that are really questions
+        return None
+    return s if p.suffix.lower() in IMAGE_SUFFIXES and " " not in s.strip() else None
+
+
+def _check(args) -> None:
+    from ..errors import UserError
+
+    if args.max_new_tokens < 1:
+        raise UserError("--max-new-tokens: must be at least 1")
+    if args.temperature < 0:
+        raise UserError("--temperature: must be >= 0")
+    if not 0 < args.top_p <= 1:
+        raise UserError("--top-p: must be in (0, 1]")
+    if args.top_k < 0:
+        raise UserError("--top-k: must be >= 0")
+
+
+def run(args):
+    _check(args)
+    from transformers.utils import logging as hf_logging
+
+    from ..data.images import load_image
+    from ..data.record import IMAGE_TOKEN
+    from ..errors import UserError
+    from ..inference.engine import Engine, Sampling
+
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:
+        pass
+    hf_logging.disable_progress_bar()
+    t = TEXT[args.lang]
+    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        top_k=args.top_k)
+    eng = Engine(args.model, device=args.device, threads=args.threads)
+    out = sys.stdout
+    print(t["welcome"].format(model=eng.model_dir), flush=True)
+    history: list[dict] = []
+    image = None
+
+    def set_image(ref: str):
+        nonlocal image, history
+        try:
+            img = load_image(ref)
+        except UserError as e:
+            print(t["error"].format(msg=e), flush=True)
+            return
+        image, history = img, []  # a new image starts a new conversation
+        print(t["loaded"].format(path=ref, w=img.width, h=img.height), flush=True)
+
+    if args.image:
+        set_image(args.image)
+    while True:
+        try:
+            line = input(t["user"])
+        except EOFError:
+            print(flush=True)
+            break
+        cmd = line.strip()
+        if not cmd:
+            continue
+        if cmd.lower() in ("stop", "quit", "exit"):
+            break
+        if cmd.lower() == "clear":
+            image, history = None, []
+            print(t["cleared"], flush=True)
+            continue
+        ref = image_ref(cmd)
+        if ref is not None:
+            set_image(ref)
+            continue
+        first_turn = not history
+        content = f"{IMAGE_TOKEN}\n{cmd}" if image is not None and first_turn else cmd
+        msgs = history + [{"role": "user", "content": content}]
+        out.write(t["model"])
+        out.flush()
+        pieces = []
+        it = eng.stream(msgs, [image] if image is not None else [], sampling)
+        try:
+            for piece in it:
+                pieces.append(piece)
+                out.write(piece)
+                out.flush()
+        except KeyboardInterrupt:
+            it.close()  # stops generation; keep what was said so far
+            out.write(f"\n{t['interrupted']}")
+        except Exception as e:  # noqa: BLE001 - keep the session alive; the turn is dropped
+            it.close()
+            print(f"\n{t['error'].format(msg=f'{e.__class__.__name__}: {e}')}", flush=True)
+            continue
+        out.write("\n")
+        out.flush()
+        history = msgs + [{"role": "assistant", "content": "".join(pieces).strip()}]
+    print(t["bye"], flush=True)
+    return 0

@@ -1,0 +1,113 @@
+"""`domainvlm predict`: batch inference over a folder, CSV or JSONL of (image, question) -> JSONL or CSV.
+
+Rows are generated ``--batch-size`` at a time on the device. Re-running the same command resumes: rows already
+in the output are skipped. A row that fails (missing or unreadable image, bad JSON line) gets its ``error``
+filled in and the batch carries on; the exit code is 1 when any row failed.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+NAME = "predict"
+HELP = "batch inference: domainvlm predict INPUT (folder | .csv | .jsonl) -o answers.jsonl|csv"
+
+
+def add_arguments(p):
+    p.add_argument("input", help="folder of images, CSV (image,question[,id]) or JSONL ({image, question[, id]} "
+                                 "or domainvlm records)")
+    p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
+    p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
+    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
+    p.add_argument("--retry-errors", action="store_true", help="when resuming, redo rows that failed before")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--device")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int)
+
+
+def _default_output(inp: Path) -> Path:
+    inp = inp.expanduser().resolve()
+    return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.jsonl"
+
+
+def _load(row):
+    """(conversation, None) or (None, error message) for one row."""
+    from ..data.images import load_image
+    from ..errors import UserError
+
+    if row.error:
+        return None, row.error
+    try:
+        return (row.messages, [load_image(ref, row.base_dir) for ref in row.images]), None
+    except UserError as e:
+        msg = str(e)
+        return None, msg if msg.startswith(row.where) else f"{row.where}: {msg}"
+
+
+def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None) -> None:
+    """Generate answers for ``rows`` batch by batch, writing each batch before the next starts."""
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        loaded = [_load(r) for r in chunk]
+        ok = [i for i, (conv, _) in enumerate(loaded) if conv is not None]
+        answers: dict[int, tuple] = {i: (None, loaded[i][1]) for i in range(len(chunk)) if i not in ok}
+        if ok:
+            try:
+                texts = engine.generate([loaded[i][0] for i in ok], sampling)
+                answers.update({i: (t, None) for i, t in zip(ok, texts)})
+            except Exception:  # noqa: BLE001 - find the row(s) that break the batch; keep the rest
+                for i in ok:
+                    try:
+                        answers[i] = (engine.generate([loaded[i][0]], sampling)[0], None)
+                    except Exception as e:  # noqa: BLE001 - recorded in the output, run continues
+                        answers[i] = (None, f"{chunk[i].where}: generation failed ({e.__class__.__name__}: {e})")
+        writer.write([r.result(*answers[i]) for i, r in enumerate(chunk)])
+        if progress is not None:
+            progress.update(len(chunk))
+
+
+def run(args):
+    from ..errors import UserError
+    from ..inference.batch_io import ResultWriter, read_inputs
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size: must be at least 1")
+    if args.max_new_tokens < 1:
+        raise UserError("--max-new-tokens: must be at least 1")
+    rows = read_inputs(args.input, args.question)
+    out = Path(args.output).expanduser() if args.output else _default_output(Path(args.input))
+    writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)
+    todo = [r for r in rows if r.id not in writer.done]
+    skipped = len(rows) - len(todo)
+    if skipped:
+        print(f"domainvlm: resuming {out}: {skipped} row(s) already done, {len(todo)} to go", file=sys.stderr)
+    try:
+        if todo:
+            from tqdm import tqdm
+            from transformers.utils import logging as hf_logging
+
+            from ..inference.engine import Engine, Sampling
+
+            hf_logging.disable_progress_bar()
+            engine = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+            sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                top_p=args.top_p, top_k=args.top_k)
+            with tqdm(total=len(todo), unit="row", desc="predict", file=sys.stderr,
+                      disable=args.no_progress) as bar:
+                predict_rows(engine, todo, writer, sampling, args.batch_size, bar)
+    finally:
+        writer.close()
+    total = len(writer.done)
+    print(f"domainvlm: {total} row(s) in {out}, {writer.errors} with errors", file=sys.stderr)
+    if writer.errors:
+        print(f"domainvlm: {writer.errors} row(s) failed; see the 'error' field in {out}", file=sys.stderr)
+        return 1
+    return 0

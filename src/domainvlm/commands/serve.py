@@ -1,0 +1,98 @@
+"""`domainvlm serve`: OpenAI-compatible HTTP API (+ VisualGLM-style POST /) over FastAPI and uvicorn."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+NAME = "serve"
+HELP = "serve a model over HTTP: OpenAI-compatible /v1/chat/completions, POST /, /health, /docs"
+
+
+def add_arguments(p):
+    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to expose; set --api-key then)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--api-key", default=os.environ.get("DOMAINVLM_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' (default: $DOMAINVLM_API_KEY; none = open)")
+    p.add_argument("--served-model-name", help="model id reported by /v1/models (default: folder name)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="default when a request gives no max_tokens")
+    p.add_argument("--max-tokens-cap", type=int, default=2048, help="largest max_tokens a request may ask for")
+    p.add_argument("--temperature", type=float, default=0.0, help="default temperature (0 = greedy)")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-batch", type=int, default=8, help="requests generated together on the device")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long to wait to fill a batch")
+    p.add_argument("--max-queue", type=int, default=256, help="queued requests before answering 503")
+    p.add_argument("--max-body-mb", type=float, default=20.0)
+    p.add_argument("--max-image-pixels", type=int, default=16_000_000)
+    p.add_argument("--max-images", type=int, default=4, help="images per request")
+    p.add_argument("--allow-local-files", metavar="DIR",
+                   help="accept file:// image URLs, only for files inside DIR (off by default)")
+    p.add_argument("--device")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def _check_port(host: str, port: int) -> None:
+    from ..errors import UserError
+
+    if not 0 < port < 65536:
+        raise UserError(f"--port: {port} is not a valid port")
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            raise UserError(f"--host/--port: cannot listen on {host}:{port} ({e.strerror})") from None
+
+
+def build(args):
+    """(app, batcher) from parsed args; separate from run() so tests and the load check can reuse it."""
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..inference.batcher import Batcher
+    from ..inference.engine import Engine, Sampling
+    from ..models.loader import default_model_dir
+    from ..serve.app import ServeConfig, create_app
+
+    for name in ("max_new_tokens", "max_tokens_cap", "max_batch", "max_queue", "max_image_pixels", "max_images"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')}: must be at least 1")
+    if args.max_new_tokens > args.max_tokens_cap:
+        raise UserError(f"--max-new-tokens {args.max_new_tokens} is over --max-tokens-cap {args.max_tokens_cap}")
+    root = None
+    if args.allow_local_files:
+        root = Path(args.allow_local_files).expanduser().resolve()
+        if not root.is_dir():
+            raise UserError(f"--allow-local-files: {root} is not a folder")
+    eng = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    name = args.served_model_name or Path(args.model or default_model_dir()).resolve().name
+    cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
+                      max_image_pixels=args.max_image_pixels, max_images=args.max_images,
+                      max_tokens_cap=args.max_tokens_cap, local_files_root=root, max_streams=args.max_queue,
+                      sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                        top_p=args.top_p, top_k=args.top_k))
+    batcher = Batcher(eng, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+    return create_app(batcher, cfg), batcher
+
+
+def run(args):
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn
+    except ImportError:
+        from ..errors import UserError
+
+        raise UserError("serving needs the 'serve' extra: pip install 'domainvlm[serve]'") from None
+    _check_port(args.host, args.port)
+    app, batcher = build(args)
+    key = "API key required" if args.api_key else "no API key (open)"
+    print(f"domainvlm: serving {app.title} for model '{batcher.engine.model_dir}' on "
+          f"http://{args.host}:{args.port} (OpenAI base_url http://{args.host}:{args.port}/v1; {key})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    batcher.close()
+    return 0

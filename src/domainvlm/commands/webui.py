@@ -1,0 +1,61 @@
+"""`domainvlm webui`: Gradio chat in the browser (upload or webcam image, streamed answers, examples)."""
+
+from __future__ import annotations
+
+import os
+
+NAME = "webui"
+HELP = "browser chat UI (Gradio): domainvlm webui [--model DIR] [--port 7860] [--share]"
+
+
+def add_arguments(p):
+    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to expose on the network)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (contacts gradio.app)")
+    p.add_argument("--auth", metavar="USER:PASSWORD", help="require a login (default: $DOMAINVLM_WEBUI_AUTH)",
+                   default=os.environ.get("DOMAINVLM_WEBUI_AUTH"))
+    p.add_argument("--examples", metavar="DIR", help="folder of example images (default: synthetic wafer maps)")
+    p.add_argument("--title", default="domainvlm")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--threads", type=int)
+
+
+def run(args):
+    from ..errors import UserError
+    from .serve import _check_port
+
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError("the web UI needs the 'serve' extra: pip install 'domainvlm[serve]'") from None
+    if args.examples and not os.path.isdir(os.path.expanduser(args.examples)):
+        raise UserError(f"--examples: {args.examples} is not a folder")
+    auth = None
+    if args.auth:
+        user, sep, pw = args.auth.partition(":")
+        if not sep or not user or not pw:
+            raise UserError("--auth: expected USER:PASSWORD")
+        auth = (user, pw)
+    if not 1 <= args.max_new_tokens <= 1024:
+        raise UserError("--max-new-tokens: must be between 1 and 1024")
+    _check_port(args.host, args.port)
+    from transformers.utils import logging as hf_logging
+
+    from ..inference.engine import Engine, Sampling
+    from ..webui.app import build_demo, example_images, launch
+
+    hf_logging.disable_progress_bar()
+    engine = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    defaults = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                        top_k=args.top_k)
+    demo = build_demo(engine, defaults, example_images(args.examples), title=args.title)
+    print(f"domainvlm: web UI for '{engine.model_dir}' on http://{args.host}:{args.port}", flush=True)
+    launch(demo, args.host, args.port, share=args.share, auth=auth)
+    return 0

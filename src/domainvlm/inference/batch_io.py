@@ -1,0 +1,212 @@
+"""Inputs and resumable outputs of batch prediction (`domainvlm predict`).
+
+Inputs: a folder of images (one question for all), a CSV (columns ``image``, ``question``, optional ``id``) or a
+JSONL (``{"id", "image", "question"}`` or a domainvlm record ``{"images", "messages"}``). Relative image paths
+are resolved against the input file's folder. Problems in one row become that row's error; problems with the
+file as a whole (missing column, duplicate ids) stop before any work with one line naming file/line/field.
+
+Outputs (JSONL or CSV) are appended row by row and fsynced per batch, so an interrupted run loses at most the
+batch in flight; on restart rows already present are skipped and a half-written last line is dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..data.record import IMAGE_TOKEN
+from ..errors import UserError, where
+from ..io import atomic_open
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
+COLUMNS = ["id", "image", "question", "answer", "error", "reference"]
+
+
+@dataclass
+class Row:
+    id: str
+    where: str                      # "file:line" for error messages
+    images: list[str] = field(default_factory=list)
+    messages: list[dict] | None = None
+    question: str | None = None
+    reference: str | None = None
+    error: str | None = None
+    base_dir: Path | None = None
+
+    def result(self, answer: str | None, error: str | None) -> dict:
+        d = {"id": self.id, "image": self.images[0] if len(self.images) == 1 else (self.images or None),
+             "question": self.question, "answer": answer, "error": error}
+        if self.reference is not None:
+            d["reference"] = self.reference
+        return d
+
+
+def _pick(d: dict, keys) -> object:
+    for k in keys:
+        if d.get(k) not in (None, ""):
+            return d[k]
+    return None
+
+
+def _simple_row(rid: str, loc: str, d: dict, question: str | None, base: Path | None) -> Row:
+    row = Row(id=rid, where=loc, base_dir=base)
+    img = _pick(d, IMAGE_KEYS)
+    if img is None and isinstance(d.get("images"), list) and d["images"]:
+        img = d["images"][0]
+    if img is not None and not isinstance(img, str):
+        row.error = f"{loc}: field 'image': expected a path string"
+        return row
+    q = _pick(d, QUESTION_KEYS) or question
+    if not isinstance(q, str) or not q.strip():
+        row.error = f"{loc}: field 'question': missing (or pass --question)"
+        return row
+    row.question, row.images = q, [img] if img else []
+    row.messages = [{"role": "user", "content": (f"{IMAGE_TOKEN}\n{q}" if img else q)}]
+    return row
+
+
+def _record_row(rid: str, loc: str, d: dict, base: Path) -> Row:
+    from ..data.record import Record
+
+    msgs = d["messages"]
+    ref = None
+    if isinstance(msgs, list) and msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
+        ref, msgs = msgs[-1].get("content"), msgs[:-1]
+    try:  # validate as a record whose answer is a placeholder
+        rec = Record.from_dict({**d, "id": rid, "messages": [*msgs, {"role": "assistant", "content": ""}]}, loc)
+    except UserError as e:
+        return Row(id=rid, where=loc, error=str(e))
+    users = [m["content"] for m in msgs if m["role"] == "user"]
+    return Row(id=rid, where=loc, images=rec.images, messages=msgs, reference=ref,
+               question=users[-1].replace(IMAGE_TOKEN, "").strip() if users else None, base_dir=base)
+
+
+def read_folder(path: Path, question: str | None) -> list[Row]:
+    if not question:
+        raise UserError(f"{path}: a folder input needs --question (asked about every image)")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    # refs keep the folder prefix as given, so base_dir is None (resolving against the folder would double it)
+    return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files]
+
+
+def read_csv(path: Path, question: str | None) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        if not any(k in cols for k in IMAGE_KEYS):
+            raise UserError(f"{path}:1: no image column (expected one of: {', '.join(IMAGE_KEYS)}); got "
+                            f"{', '.join(cols) or 'an empty file'}")
+        if question is None and not any(k in cols for k in QUESTION_KEYS):
+            raise UserError(f"{path}:1: no question column (expected one of: {', '.join(QUESTION_KEYS)}) "
+                            "and no --question given")
+        for n, d in enumerate(reader, 1):
+            rid = (d.get("id") or "").strip() or str(n)
+            rows.append(_simple_row(rid, f"{path}:{reader.line_num}", d, question, path.parent))
+    return rows
+
+
+def read_jsonl(path: Path, question: str | None) -> list[Row]:
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            loc = f"{path}:{n}"
+            try:
+                d = json.loads(line)
+            except json.JSONDecodeError as e:
+                rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({e.msg} at column {e.colno})"))
+                continue
+            if not isinstance(d, dict):
+                rows.append(Row(id=str(n), where=loc, error=f"{loc}: expected a JSON object"))
+                continue
+            rid = str(d["id"]) if d.get("id") not in (None, "") else str(n)
+            rows.append(_record_row(rid, loc, d, path.parent) if "messages" in d
+                        else _simple_row(rid, loc, d, question, path.parent))
+    return rows
+
+
+def read_inputs(path: str | Path, question: str | None = None) -> list[Row]:
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path}: no such file or folder")
+    if path.is_dir():
+        rows = read_folder(path, question)
+    elif path.suffix.lower() == ".csv":
+        rows = read_csv(path, question)
+    elif path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = read_jsonl(path, question)
+    else:
+        raise UserError(f"{path}: expected a folder of images, a .csv or a .jsonl file")
+    seen: dict[str, str] = {}
+    for r in rows:  # resume keys on ids, so they must be unique
+        if r.id in seen:
+            raise UserError(f"{where(r.where, field='id')}: duplicate id {r.id!r} (also at {seen[r.id]})")
+        seen[r.id] = r.where
+    return rows
+
+
+class ResultWriter:
+    """Append-only JSONL/CSV result file that knows which ids it already holds."""
+
+    def __init__(self, path: str | Path, overwrite: bool = False, retry_errors: bool = False):
+        self.path = Path(path).expanduser()
+        self.csv = self.path.suffix.lower() == ".csv"
+        if not self.csv and self.path.suffix.lower() not in (".jsonl", ".ndjson"):
+            raise UserError(f"{self.path}: output must end in .jsonl or .csv")
+        kept = [] if overwrite or not self.path.exists() else self._existing(retry_errors)
+        self.done = {r["id"] for r in kept}
+        self.errors = sum(1 for r in kept if r.get("error"))
+        with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
+            if self.csv:
+                w = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(kept)
+            else:
+                fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
+        self.fh = open(self.path, "a", encoding="utf-8", newline="")
+        self._csv = csv.DictWriter(self.fh, COLUMNS, extrasaction="ignore") if self.csv else None
+
+    def _existing(self, retry_errors: bool) -> list[dict]:
+        text = self.path.read_text(encoding="utf-8")
+        if text and not text.endswith("\n"):  # interrupted mid-line: that row is redone
+            text = text[: text.rfind("\n") + 1]
+        if self.csv:
+            reader = csv.DictReader(text.splitlines(keepends=True))
+            if text and (reader.fieldnames or [])[:5] != COLUMNS[:5]:
+                raise UserError(f"{self.path}:1: exists but is not a predictions CSV; pass --overwrite or "
+                                "choose another --output")
+            rows = [{k: (v if v != "" else None) for k, v in r.items()} for r in reader]
+        else:
+            rows = []
+            for n, line in enumerate(text.splitlines(), 1):
+                try:
+                    r = json.loads(line)
+                except json.JSONDecodeError:
+                    r = None
+                if not isinstance(r, dict) or "id" not in r:
+                    raise UserError(f"{self.path}:{n}: exists but is not a predictions file; pass --overwrite "
+                                    "or choose another --output")
+                rows.append(r)
+        return [r for r in rows if not (retry_errors and r.get("error"))]
+
+    def write(self, results: list[dict]) -> None:
+        for r in results:
+            if self._csv:
+                self._csv.writerow(r)
+            else:
+                self.fh.write(json.dumps(r, ensure_ascii=False) + "\n")
+            self.done.add(r["id"])
+            self.errors += bool(r.get("error"))
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()

@@ -1,0 +1,128 @@
+"""Untrusted image input (HTTP API, uploads): bytes / base64 / data: URL / file: URL -> RGB PIL image.
+
+Every failure is an :class:`ImageInputError` naming the field, with an HTTP status (400 unreadable, 413 too
+large). The pixel count is checked from the header *before* decoding, so decompression bombs (a few KB of
+PNG claiming 20000x20000 pixels) cost nothing; truncated files fail instead of being silently padded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import os
+import re
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+from PIL import Image
+
+from ..errors import UserError
+
+DEFAULT_MAX_PIXELS = 16_000_000  # 4000x4000; far above what the vision encoders use after resizing
+
+
+class ImageInputError(UserError):
+    status = 400
+
+
+class ImageTooLarge(ImageInputError):
+    status = 413
+
+
+def _check_size(w: int, h: int, what: str, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise ImageTooLarge(f"{what}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
+
+
+def _decode_dicom(data: bytes, what: str, max_pixels: int) -> Image.Image:
+    from ..data.dicom import _import_pydicom, read_dicom
+
+    pydicom = _import_pydicom()
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        _check_size(int(ds.Columns), int(ds.Rows), what, max_pixels)
+    except ImageInputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes is the sender's problem
+        raise ImageInputError(f"{what}: unreadable DICOM ({e.__class__.__name__})") from None
+    fd, tmp = tempfile.mkstemp(suffix=".dcm")  # read_dicom reads paths; the temp file never outlives the call
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            return read_dicom(tmp).convert("RGB")
+        except UserError as e:
+            raise ImageInputError(f"{what}: {str(e).split(': ', 1)[-1]}") from None
+    finally:
+        os.unlink(tmp)
+
+
+def decode_image(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode image bytes (PNG/JPEG/WebP/BMP/TIFF/GIF..., or DICOM) into an RGB image."""
+    if not data:
+        raise ImageInputError(f"{what}: empty image data")
+    if data[128:132] == b"DICM":
+        return _decode_dicom(data, what, max_pixels)
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:  # PIL's own guard fires first for gross sizes
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        size = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise ImageTooLarge(f"{what}: image has {size}, over the limit of {max_pixels:,}") from None
+    except Exception:  # noqa: BLE001 - PIL raises many types for garbage
+        raise ImageInputError(f"{what}: not a recognised image format") from None
+    _check_size(*im.size, what, max_pixels)
+    try:
+        im.load()
+        return im.convert("RGB")
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{what}: image over the pixel limit of {max_pixels:,}") from None
+    except MemoryError:
+        raise ImageTooLarge(f"{what}: image too large to decode") from None
+    except Exception as e:  # noqa: BLE001 - truncated / corrupt data
+        raise ImageInputError(f"{what}: corrupt or truncated image ({e.__class__.__name__}: {e})") from None
+
+
+def decode_base64(s: str, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Plain base64 or a ``data:<mime>;base64,...`` URL."""
+    if not isinstance(s, str) or not s.strip():
+        raise ImageInputError(f"{what}: expected a base64 string")
+    s = s.strip()
+    if s.startswith("data:"):
+        head, sep, s = s.partition(",")
+        if not sep or ";base64" not in head:
+            raise ImageInputError(f"{what}: data URL must be 'data:<mime>;base64,<data>'")
+    try:
+        data = base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageInputError(f"{what}: invalid base64") from None
+    return decode_image(data, what, max_pixels)
+
+
+def load_url(url: str, what: str = "image_url", max_pixels: int = DEFAULT_MAX_PIXELS,
+             local_root: str | Path | None = None, max_bytes: int = 64 << 20) -> Image.Image:
+    """A data: URL, or a file: URL when ``local_root`` allows it (only files inside that folder)."""
+    if not isinstance(url, str) or not url:
+        raise ImageInputError(f"{what}: expected a URL string")
+    if url.startswith("data:"):
+        return decode_base64(url, what, max_pixels)
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "file":
+        if local_root is None:
+            raise ImageInputError(f"{what}: file: URLs are disabled on this server (start it with "
+                                  "--allow-local-files DIR)")
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).resolve()
+        root = Path(local_root).resolve()
+        if not path.is_relative_to(root):
+            raise ImageInputError(f"{what}: {path} is outside the allowed folder {root}")
+        if not path.is_file():
+            raise ImageInputError(f"{what}: {path}: no such file")
+        if path.stat().st_size > max_bytes:
+            raise ImageTooLarge(f"{what}: {path} is over {max_bytes:,} bytes")
+        return decode_image(path.read_bytes(), what, max_pixels)
+    if scheme in ("http", "https"):
+        raise ImageInputError(f"{what}: remote URLs are not fetched; send the image as a data: URL "
+                              "(data:image/png;base64,...)")
+    raise ImageInputError(f"{what}: unsupported URL scheme {scheme or url[:20]!r}; use a data: URL")

@@ -1,0 +1,180 @@
+"""The HTTP API: OpenAI-compatible chat completions, the VisualGLM-style ``POST /``, /health, /v1/models.
+
+Every error is JSON (``{"error": {...}, "status": N}``); user mistakes are 4xx and never take the server
+down. Non-streaming requests go through the micro-batcher; streams are served by the engine one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..inference.batcher import Batcher, Busy
+from ..inference.engine import Sampling
+from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
+from . import openai_compat as oc
+from .limits import BodyLimit
+from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse
+
+
+@dataclass
+class ServeConfig:
+    model_name: str = "domainvlm"
+    api_key: str | None = None
+    max_body_bytes: int = 20 << 20
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    max_images: int = 4
+    max_tokens_cap: int = 2048
+    max_streams: int = 64  # streams waiting for or holding the engine; beyond this -> 503
+    local_files_root: Path | None = None
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
+    return JSONResponse(oc.error_body(status, message, type_, param), status_code=status)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    e = exc.errors()[0]
+    if e.get("type") == "json_invalid":
+        return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})"
+    loc = [str(x) for x in e.get("loc", ()) if x != "body"]
+    if not loc and e.get("type") in ("model_attributes_type", "dict_type"):
+        return "request body must be a JSON object (send it with Content-Type: application/json)"
+    # pydantic names the union member it tried ('str', 'list[dict[str,any]]'); users need the field
+    union = [x for x in loc if x in ("str", "int", "float", "bool") or "[" in x]
+    loc = [x for x in loc if x not in union]
+    path = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or "body"
+    if e.get("type") == "missing":
+        return f"{path}: field required"
+    if union:
+        return f"{path}: wrong type ({type(e.get('input')).__name__})"
+    return f"{path}: {e.get('msg', 'invalid value')}"
+
+
+def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=None) -> Sampling:
+    d = cfg.sampling
+    n = max_tokens or d.max_new_tokens
+    if n > cfg.max_tokens_cap:
+        raise oc.ApiError(400, f"max_tokens: {n} is over this server's limit of {cfg.max_tokens_cap}",
+                          param="max_tokens")
+    return Sampling(max_new_tokens=n, temperature=d.temperature if temperature is None else temperature,
+                    top_p=d.top_p if top_p is None else top_p, top_k=d.top_k if top_k is None else top_k,
+                    repetition_penalty=d.repetition_penalty if rep is None else rep)
+
+
+def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
+    app = FastAPI(title="domainvlm API", version="1", description="OpenAI-compatible chat completions with "
+                  "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    tok = batcher.engine.processor.tokenizer
+    streams = {"n": 0}
+    streams_lock = threading.Lock()
+
+    async def auth(request: Request):
+        if cfg.api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, key = given.partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(key.strip().encode(), cfg.api_key.encode()):
+            raise oc.ApiError(401, "invalid or missing API key (send 'Authorization: Bearer <key>')",
+                              "authentication_error")
+
+    @app.exception_handler(oc.ApiError)
+    async def _api_error(_, e: oc.ApiError):
+        return _err(e.status, e.message, e.type, e.param)
+
+    @app.exception_handler(ImageInputError)
+    async def _image_error(_, e: ImageInputError):
+        return _err(e.status, str(e), param=str(e).split(":", 1)[0])
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_, e: RequestValidationError):
+        return _err(400, _validation_message(e))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_, e: StarletteHTTPException):
+        return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error")
+
+    @app.exception_handler(Busy)
+    async def _busy(_, e: Busy):
+        return _err(503, str(e), "server_busy")
+
+    @app.exception_handler(Exception)
+    async def _crash(_, e: Exception):  # a bug or a generation failure; the server keeps running
+        return _err(500, f"generation failed: {e.__class__.__name__}: {e}", "server_error")
+
+    def finish_reason(text: str, s: Sampling) -> str:
+        return "length" if len(tok(text, add_special_tokens=False)["input_ids"]) >= s.max_new_tokens else "stop"
+
+    async def answer(messages, images, s: Sampling) -> str:
+        fut = batcher.submit(messages, images, s)
+        try:
+            return await asyncio.wrap_future(fut)
+        except asyncio.CancelledError:  # client went away: drop the job if it has not started
+            fut.cancel()
+            raise
+
+    @app.get("/health", tags=["meta"])
+    async def health():
+        return {"status": "ok", "model": cfg.model_name, "queued": batcher.pending, "streams": streams["n"],
+                "batches_run": batcher.batches_run, "largest_batch": batcher.largest_batch}
+
+    @app.get("/v1/models", tags=["openai"], dependencies=[Depends(auth)])
+    async def models():
+        return {"object": "list", "data": [{"id": cfg.model_name, "object": "model", "created": 0,
+                                            "owned_by": "domainvlm"}]}
+
+    @app.post("/v1/chat/completions", tags=["openai"], dependencies=[Depends(auth)])
+    async def chat_completions(req: ChatCompletionRequest):
+        s = _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p, req.top_k,
+                      req.repetition_penalty)
+        messages, images = await run_in_threadpool(oc.to_conversation, req.messages, cfg)
+        cid = oc.new_id()
+        if not req.stream:
+            text = await answer(messages, images, s)
+            return oc.completion(cid, cfg.model_name, text, finish_reason(text, s))
+        with streams_lock:
+            if streams["n"] >= cfg.max_streams:
+                raise Busy(f"server busy: {streams['n']} streams active (limit {cfg.max_streams})")
+            streams["n"] += 1
+        return StreamingResponse(_events(cid, messages, images, s), media_type="text/event-stream")
+
+    def _events(cid, messages, images, s):
+        """SSE: role chunk, content chunks, finish chunk, [DONE]. Runs in Starlette's thread pool."""
+        it = batcher.stream(messages, images, s)
+        parts = []
+        try:
+            yield oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""})
+            for piece in it:
+                if piece:
+                    parts.append(piece)
+                    yield oc.chunk(cid, cfg.model_name, {"content": piece})
+            yield oc.chunk(cid, cfg.model_name, {}, finish_reason("".join(parts), s))
+        except Exception as e:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
+            yield oc.sse_error(f"generation failed: {e.__class__.__name__}: {e}")
+        finally:
+            it.close()
+            with streams_lock:
+                streams["n"] -= 1
+        yield "data: [DONE]\n\n"
+
+    @app.post("/", tags=["legacy"], response_model=LegacyResponse, dependencies=[Depends(auth)])
+    async def legacy(req: LegacyRequest):
+        s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
+        messages, images = await run_in_threadpool(oc.legacy_conversation, req, cfg)
+        text = await answer(messages, images, s)
+        return {"response": text, "history": [*req.history, [req.text, text]], "status": 200,
+                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+    return app

@@ -1,0 +1,119 @@
+"""OpenAI chat format <-> domainvlm conversations, and the response / stream-chunk objects.
+
+OpenAI content parts become one domainvlm message string with '<image>' placeholders where image parts were,
+so every model's own chat template places the images (see models.chat_format.to_hf_messages).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from ..data.record import IMAGE_TOKEN
+from ..inference.image_input import ImageInputError, decode_base64, load_url
+
+
+class ApiError(Exception):
+    """A 4xx/5xx answer with an OpenAI-style JSON error body."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param = status, message, type_, param
+
+
+def error_body(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
+    return {"error": {"message": message, "type": type_, "param": param, "code": status}, "status": status}
+
+
+def _text(s: str, where: str) -> str:
+    # a literal '<image>' in user text would be taken for an image slot and break the image/placeholder count
+    if IMAGE_TOKEN in s:
+        raise ApiError(400, f"{where}: text may not contain the reserved token '{IMAGE_TOKEN}'", param=where)
+    return s
+
+
+def _image_url(part: dict, where: str) -> str:
+    iu = part.get("image_url")
+    url = iu.get("url") if isinstance(iu, dict) else iu
+    if not isinstance(url, str) or not url:
+        raise ApiError(400, f"{where}.image_url.url: missing (expected {{'url': 'data:image/png;base64,...'}})",
+                       param=f"{where}.image_url")
+    return url
+
+
+def to_conversation(messages, cfg) -> tuple[list[dict], list]:
+    """Validated request messages -> (domainvlm messages, PIL images). Raises ApiError / ImageInputError."""
+    out, images = [], []
+    for i, m in enumerate(messages):
+        where = f"messages[{i}].content"
+        role = "system" if m.role == "developer" else m.role
+        content = m.content
+        if content is None or isinstance(content, str):
+            out.append({"role": role, "content": _text(content or "", where)})
+            continue
+        pieces = []
+        for j, part in enumerate(content):
+            pw = f"{where}[{j}]"
+            kind = part.get("type")
+            if kind == "text":
+                if not isinstance(part.get("text"), str):
+                    raise ApiError(400, f"{pw}.text: missing or not a string", param=f"{pw}.text")
+                pieces.append(_text(part["text"], f"{pw}.text"))
+            elif kind in ("image_url", "image", "input_image"):
+                if role != "user":
+                    raise ApiError(400, f"{pw}: images are only allowed in user messages", param=pw)
+                if len(images) >= cfg.max_images:
+                    raise ApiError(400, f"{pw}: more than {cfg.max_images} images in one request", param=pw)
+                if kind == "image" and isinstance(part.get("image"), str):  # bare base64 convenience form
+                    images.append(decode_base64(part["image"], f"{pw}.image", cfg.max_image_pixels))
+                else:
+                    url = _image_url(part, pw)
+                    images.append(load_url(url, f"{pw}.image_url", cfg.max_image_pixels, cfg.local_files_root))
+                pieces.append(IMAGE_TOKEN)
+            else:
+                raise ApiError(400, f"{pw}.type: unsupported part type {kind!r} (use 'text' or 'image_url')",
+                               param=f"{pw}.type")
+        out.append({"role": role, "content": "\n".join(pieces)})
+    if out[-1]["role"] != "user":
+        raise ApiError(400, "messages: the last message must be from the user", param="messages")
+    return out, images
+
+
+def legacy_conversation(req, cfg) -> tuple[list[dict], list]:
+    """VisualGLM-style {text, image, history}: the image belongs to the first user turn."""
+    images = [decode_base64(req.image, "image", cfg.max_image_pixels)] if req.image else []
+    turns = []
+    for i, pair in enumerate(req.history):
+        if len(pair) != 2:
+            raise ApiError(400, f"history[{i}]: expected [question, answer], got {len(pair)} item(s)",
+                           param=f"history[{i}]")
+        turns += [("user", _text(pair[0], f"history[{i}][0]")), ("assistant", pair[1])]
+    turns.append(("user", _text(req.text, "text")))
+    msgs = [{"role": r, "content": c} for r, c in turns]
+    if images:
+        msgs[0]["content"] = f"{IMAGE_TOKEN}\n{msgs[0]['content']}"
+    return msgs, images
+
+
+def new_id() -> str:
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def completion(cid: str, model: str, text: str, finish: str) -> dict:
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+
+
+def chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> str:
+    obj = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+def sse_error(message: str, type_: str = "server_error") -> str:
+    return f"data: {json.dumps(error_body(500, message, type_), ensure_ascii=False)}\n\n"
+
+
+__all__ = ["ApiError", "ImageInputError", "error_body", "to_conversation", "legacy_conversation", "completion",
+           "chunk", "sse_error", "new_id"]

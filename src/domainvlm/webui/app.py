@@ -1,0 +1,128 @@
+"""Gradio chat UI: upload or webcam image, streamed multi-turn answers, example images, sampling controls.
+
+The conversation lives in a ``gr.State`` of domainvlm messages (the chatbot only displays it), so the UI
+does not depend on Gradio's message format. Choosing another image starts a new conversation.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Before gradio is imported: no telemetry or version checks, and nothing fetched at start.
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+from pathlib import Path  # noqa: E402
+
+from ..data.record import IMAGE_TOKEN  # noqa: E402
+from ..inference.engine import Engine, Sampling  # noqa: E402
+
+EXAMPLE_PATTERNS = ("Center", "Donut", "Edge-Ring", "Scratch", ())  # () = a normal wafer
+EXAMPLE_QUESTION = "What defect pattern does this wafer map show?"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def example_images(folder: str | Path | None = None, cache: str | Path | None = None) -> list[str]:
+    """Images from ``folder`` (up to 8), else a few synthetic wafer maps rendered once into ``cache``."""
+    if folder:
+        files = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        return [str(p) for p in files[:8]]
+    import numpy as np
+
+    from ..data.wafer_render import render_map
+    from ..data.wafer_synth import synth_map
+    from ..io import atomic_path
+
+    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = Path(cache or cache_home / "domainvlm" / "webui-examples")
+    out = []
+    for i, pats in enumerate(EXAMPLE_PATTERNS):
+        dest = cache / f"{'+'.join(pats) or 'Normal'}.png"
+        if not dest.exists():
+            img = render_map(synth_map(tuple(pats) if isinstance(pats, tuple) else (pats,), 52,
+                                       np.random.default_rng(i)), size=224)
+            with atomic_path(dest, suffix=".png") as tmp:
+                img.save(tmp, "PNG")
+        out.append(str(dest))
+    return out
+
+
+def _display(history: list[dict]) -> list[dict]:
+    return [{"role": m["role"], "content": m["content"].replace(IMAGE_TOKEN, "").strip()} for m in history]
+
+
+def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[str] | None = None,
+               title: str = "domainvlm"):
+    import gradio as gr
+
+    d = defaults or Sampling()
+
+    def respond(question, image, history, max_new, temperature, top_p, top_k):
+        question = (question or "").strip()
+        history = list(history or [])
+        if not question:
+            yield _display(history), history, ""
+            return
+        content = f"{IMAGE_TOKEN}\n{question}" if image is not None and not history else question
+        msgs = history + [{"role": "user", "content": content}]
+        images = [image.convert("RGB")] if image is not None and IMAGE_TOKEN in msgs[0]["content"] else []
+        s = Sampling(max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p),
+                     top_k=int(top_k))
+        shown = _display(msgs) + [{"role": "assistant", "content": ""}]
+        yield shown, history, ""
+        text = ""
+        try:
+            for piece in engine.stream(msgs, images, s):
+                text += piece
+                shown[-1]["content"] = text.strip()
+                yield shown, history, ""
+        except Exception as e:  # noqa: BLE001 - show it in the chat; the session stays usable
+            raise gr.Error(f"generation failed: {e.__class__.__name__}: {e}") from None
+        history = msgs + [{"role": "assistant", "content": text.strip()}]
+        yield _display(history), history, ""
+
+    def reset():
+        return [], [], ""
+
+    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+        gr.Markdown(f"## {title}\nUpload a picture (or use the webcam), ask a question, keep talking. "
+                    "A new image starts a new conversation.")
+        history = gr.State([])
+        with gr.Row():
+            with gr.Column(scale=2):
+                image = gr.Image(type="pil", sources=["upload", "webcam", "clipboard"], label="Image",
+                                 elem_id="image", height=320)
+                with gr.Accordion("Sampling", open=False):
+                    max_new = gr.Slider(1, 1024, value=d.max_new_tokens, step=1, label="max new tokens",
+                                        elem_id="max-new-tokens")
+                    temperature = gr.Slider(0.0, 2.0, value=d.temperature, step=0.05,
+                                            label="temperature (0 = greedy)")
+                    top_p = gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top-p")
+                    top_k = gr.Slider(0, 200, value=d.top_k, step=1, label="top-k (0 = off)")
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=420, render_markdown=False,
+                                     feedback_options=None)
+                question = gr.Textbox(label="Question", placeholder="Ask about the image, press Enter",
+                                      elem_id="question", lines=1)
+                with gr.Row():
+                    send = gr.Button("Send", variant="primary", elem_id="send")
+                    clear = gr.Button("Clear", elem_id="clear")
+        if examples:
+            gr.Examples([[p, EXAMPLE_QUESTION] for p in examples], inputs=[image, question],
+                        label="Examples (click one, then Send)")
+        inputs = [question, image, history, max_new, temperature, top_p, top_k]
+        outputs = [chatbot, history, question]
+        send.click(respond, inputs, outputs)
+        question.submit(respond, inputs, outputs)
+        clear.click(reset, None, outputs)
+        image.change(reset, None, outputs)
+    return demo
+
+
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, concurrency: int = 1,
+           auth: tuple[str, str] | None = None):
+    """Queue requests (one generation at a time per engine) and serve; blocks until stopped."""
+    demo.queue(default_concurrency_limit=concurrency, max_size=64)
+    return demo.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True,
+                       ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False, auth=auth,
+                       footer_links=["api"], max_file_size="20mb")

@@ -1,0 +1,153 @@
+"""`domainvlm predict`: folder / CSV / JSONL in, JSONL / CSV out, per-row errors, resume after interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from domainvlm.cli import main
+from domainvlm.inference.engine import Engine, Sampling
+
+N = 5
+Q = "What defect pattern does this wafer map show?"
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir):
+    return Engine(tiny_model_dir)
+
+
+def make_images(folder, n=5):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        arr = (np.random.default_rng(i).random((24 + 4 * i, 30, 3)) * 255).astype("uint8")
+        Image.fromarray(arr).save(folder / f"m{i}.png")
+    return sorted(folder.glob("*.png"))
+
+
+def want(engine, image_path, q=Q):
+    msgs = [{"role": "user", "content": f"<image>\n{q}" if image_path else q}]
+    imgs = [Image.open(image_path).convert("RGB")] if image_path else []
+    return engine.generate([(msgs, imgs)], Sampling(max_new_tokens=N))[0]
+
+
+def run(*argv, model):
+    return main(["predict", *map(str, argv), "--model", str(model), "--max-new-tokens", str(N), "--no-progress"])
+
+
+def read_jsonl(p):
+    return [json.loads(line) for line in p.read_text().splitlines()]
+
+
+def test_csv_in_csv_out_with_per_row_errors(tmp_path, tiny_model_dir, engine, capsys):
+    imgs = make_images(tmp_path / "img")
+    (tmp_path / "img" / "junk.png").write_bytes(b"not a png")
+    src = tmp_path / "in.csv"
+    src.write_text("id,image,question\n"
+                   f"a,img/m0.png,{Q}\n"          # relative to the CSV's folder
+                   f"b,{imgs[1]},Is it normal?\n"
+                   "c,img/missing.png,hi\n"
+                   "d,img/junk.png,hi\n"
+                   "e,,text only question\n"
+                   "f,img/m2.png,\n")           # no question and no --question
+    out = tmp_path / "out.csv"
+    assert run(src, "-o", out, "--batch-size", "2", model=tiny_model_dir) == 1
+    rows = {r["id"]: r for r in csv.DictReader(out.open())}
+    assert list(rows) == list("abcdef")
+    assert rows["a"]["answer"] == want(engine, imgs[0]) and not rows["a"]["error"]
+    assert rows["b"]["answer"] == want(engine, imgs[1], "Is it normal?")
+    assert rows["e"]["answer"] == want(engine, None, "text only question")
+    assert "in.csv:4" in rows["c"]["error"] and "image not found" in rows["c"]["error"]
+    assert "not a readable image" in rows["d"]["error"] and not rows["d"]["answer"]
+    assert "in.csv:7: field 'question'" in rows["f"]["error"]
+    assert "3 row(s) failed" in capsys.readouterr().err
+
+
+def test_folder_in_jsonl_out_batched(tmp_path, tiny_model_dir, engine):
+    imgs = make_images(tmp_path / "maps")
+    out = tmp_path / "res.jsonl"
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, "--batch-size", "3", model=tiny_model_dir) == 0
+    rows = read_jsonl(out)
+    assert [r["id"] for r in rows] == [p.name for p in imgs]
+    assert [r["answer"] for r in rows] == [want(engine, p) for p in imgs]
+    assert all(r["error"] is None for r in rows)
+
+
+def test_jsonl_simple_and_record_rows(tmp_path, tiny_model_dir, engine):
+    imgs = make_images(tmp_path / "i", 2)
+    rec = {"id": "r1", "images": ["i/m1.png"], "messages": [{"role": "user", "content": f"<image>\n{Q}"},
+                                                             {"role": "assistant", "content": "Center."}]}
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"image": "i/m0.png", "question": Q}) + "\n" + json.dumps(rec) + "\n"
+                   + '{"image": "i/m0.png", "question": \n'
+                   + json.dumps({"id": "r2", "images": [], "messages": [{"role": "user", "content": "<image>x"}]})
+                   + "\n")
+    out = tmp_path / "out.jsonl"
+    assert run(src, "-o", out, model=tiny_model_dir) == 1
+    rows = {r["id"]: r for r in read_jsonl(out)}
+    assert rows["1"]["answer"] == want(engine, imgs[0])
+    assert rows["r1"]["answer"] == want(engine, imgs[1]) and rows["r1"]["reference"] == "Center."
+    assert "in.jsonl:3: malformed JSON" in rows["3"]["error"]
+    assert "in.jsonl:4" in rows["r2"]["error"] and "placeholder" in rows["r2"]["error"]
+
+
+def test_resume_after_interruption_skips_done_rows(tmp_path, tiny_model_dir, monkeypatch):
+    make_images(tmp_path / "maps", 5)
+    full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
+    assert run(tmp_path / "maps", "-q", Q, "-o", full, "--batch-size", "2", model=tiny_model_dir) == 0
+    real, calls, interrupt = Engine.generate, [], [True]
+
+    def interrupted_on_second_batch(self, convs, sampling=None):
+        calls.append(len(convs))
+        if len(calls) == 2 and interrupt and interrupt.pop():
+            raise KeyboardInterrupt
+        return real(self, convs, sampling)
+
+    monkeypatch.setattr(Engine, "generate", interrupted_on_second_batch)
+    assert run(tmp_path / "maps", "-q", Q, "-o", part, "--batch-size", "2", model=tiny_model_dir) == 130
+    assert len(read_jsonl(part)) == 2  # the first batch survived the interruption
+    with part.open("a") as fh:
+        fh.write('{"id": "m2.png", "answ')  # a kill in the middle of writing a line
+    calls.clear()
+    assert run(tmp_path / "maps", "-q", Q, "-o", part, "--batch-size", "2", model=tiny_model_dir) == 0
+    assert sum(calls) == 3  # only the three missing rows were generated
+    assert read_jsonl(part) == read_jsonl(full)
+    calls.clear()
+    assert run(tmp_path / "maps", "-q", Q, "-o", part, model=tiny_model_dir) == 0 and calls == []
+
+
+def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
+    make_images(tmp_path / "maps", 2)
+    src = tmp_path / "in.csv"
+    src.write_text(f"image,question\nmaps/m0.png,{Q}\nmaps/late.png,{Q}\n")
+    out = tmp_path / "o.jsonl"
+    assert run(src, "-o", out, model=tiny_model_dir) == 1
+    (tmp_path / "maps" / "late.png").write_bytes((tmp_path / "maps" / "m1.png").read_bytes())  # it appears
+    assert run(src, "-o", out, model=tiny_model_dir) == 1  # plain resume keeps the recorded error
+    assert run(src, "-o", out, "--retry-errors", model=tiny_model_dir) == 0
+    assert [r["error"] for r in read_jsonl(out)] == [None, None]
+    assert run(src, "-o", out, "--overwrite", model=tiny_model_dir) == 0 and len(read_jsonl(out)) == 2
+
+
+@pytest.mark.parametrize("setup, argv, msg", [
+    (lambda d: (d / "x.csv").write_text("file_name,q\na.png,hi\n"), ["x.csv"], "x.csv:1: no image column"),
+    (lambda d: (d / "x.csv").write_text("id,image,question\n1,a.png,hi\n1,b.png,hi\n"), ["x.csv"],
+     "field 'id': duplicate id '1'"),
+    (lambda d: (d / "x.txt").write_text("hi"), ["x.txt"], "expected a folder of images, a .csv or a .jsonl"),
+    (lambda d: (d / "f").mkdir(), ["f"], "needs --question"),
+    (lambda d: None, ["nothere.jsonl"], "no such file"),
+    (lambda d: ((d / "x.csv").write_text("image,question\na.png,hi\n"), (d / "o.jsonl").write_text("[1]\n")),
+     ["x.csv", "-o", "o.jsonl"], "o.jsonl:1: exists but is not a predictions file"),
+    (lambda d: (d / "x.csv").write_text("image,question\na.png,hi\n"), ["x.csv", "--batch-size", "0"],
+     "--batch-size"),
+])
+def test_bad_input_files_fail_in_one_line(tmp_path, tiny_model_dir, capsys, monkeypatch, setup, argv, msg):
+    monkeypatch.chdir(tmp_path)
+    setup(tmp_path)
+    assert run(*argv, model=tiny_model_dir) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1, err
