@@ -11,6 +11,7 @@ import zlib
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from domainvlm.inference.batcher import Batcher, Busy
@@ -203,3 +204,32 @@ def test_stream_uses_the_models_answer_head(engine, monkeypatch):
     monkeypatch.setattr(engine, "head", lambda eng, convs, s: [f"Diagnosis: Center ({len(convs)})"] * len(convs))
     assert list(engine.stream(*conv("What defect?"), S)) == ["Diagnosis: Center (1)"]
     assert engine.generate([conv("What defect?")], S) == ["Diagnosis: Center (1)"]
+
+
+def test_streams_are_batched_token_by_token_and_a_closed_one_stops_alone(engine):
+    convs = [conv("What defect is this?", seed) for seed in range(4)]
+    long = Sampling(max_new_tokens=40)
+    want = [engine.generate([c], long)[0] for c in convs]
+    b = Batcher(engine, max_batch=8, max_wait_ms=300)
+    its = [b.stream(m, i, long) for m, i in convs]  # all queued before the worker's wait ends: one batch
+    first = [next(it) for it in its[:3]]  # pieces arrive while the batch is still generating
+    its[3].close()  # this client leaves; its row stops, the others carry on
+    got = [(f + "".join(it)).strip() for f, it in zip(first, its[:3])]
+    assert got == want[:3]
+    assert b.largest_batch == 4 and b.batches_run == 1 and b.streams == 0
+    b.close()
+
+
+def test_row_streamer_pieces_rebuild_the_answer(engine):
+    from domainvlm.inference.streaming import RowStreamer
+
+    pieces: dict[int, list[str]] = {0: [], 1: []}
+    rs = RowStreamer(engine.processor.tokenizer, 2, lambda i, s: pieces[i].append(s))
+    tok = engine.processor.tokenizer
+    ids = tok("Center 模式 pattern", add_special_tokens=False)["input_ids"]
+    rs.put(torch.zeros((2, 3), dtype=torch.long))  # the prompt comes first and is not shown
+    for t in ids:
+        rs.put(torch.tensor([t, tok.eos_token_id]))  # row 1 has ended: only end-of-turn tokens
+    rs.end()
+    assert "".join(pieces[0]) == tok.decode(ids, skip_special_tokens=True) and "".join(pieces[1]) == ""
+    assert all("\ufffd" not in p for p in pieces[0])  # half characters are held back, never shown

@@ -73,7 +73,7 @@ def build(args):
     name = args.served_model_name or Path(args.model or default_model_dir()).resolve().name
     cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
                       max_image_pixels=args.max_image_pixels, max_images=args.max_images,
-                      max_tokens_cap=args.max_tokens_cap, local_files_root=root, max_streams=args.max_queue,
+                      max_tokens_cap=args.max_tokens_cap, local_files_root=root,
                       sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                         top_p=args.top_p, top_k=args.top_k))
     batcher = Batcher(eng, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)

@@ -1,10 +1,11 @@
 """Micro-batcher: concurrent callers (HTTP requests, web sessions) share one :class:`Engine` safely.
 
-Non-streaming requests wait in a bounded queue; one worker thread takes whatever is waiting (up to
-``max_batch``, after at most ``max_wait_ms``), groups requests with identical sampling settings and runs each
-group as one batched ``Engine.generate``. A failing batch is split in halves and retried until the failing
-request is isolated, so one bad request cannot fail its neighbours. Streaming requests go straight to
-``Engine.stream``; the engine lock serialises them against the batches. A full queue raises :class:`Busy` (the server answers 503) instead of growing without bound.
+Requests wait in one bounded FIFO queue; a worker thread takes whatever is waiting (up to ``max_batch``, after
+at most ``max_wait_ms``), groups requests with identical sampling settings and runs each group as one batched
+generation. Streamed requests ride in the same batches (their text is handed over token by token), so under
+load they are neither starved by nor starving the others. A failing batch is split in halves and retried
+until the failing request is isolated, so one bad request cannot fail its neighbours. A full queue raises
+:class:`Busy` (the server answers 503) instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -18,9 +19,20 @@ from typing import Iterator
 
 from .engine import Engine, Sampling
 
+_END = object()
+
 
 class Busy(RuntimeError):
     """The request queue is full."""
+
+
+class _Job:
+    __slots__ = ("messages", "images", "sampling", "future", "sink", "cancelled", "emitted")
+
+    def __init__(self, messages, images, sampling, sink=None):
+        self.messages, self.images, self.sampling, self.sink = messages, images, sampling, sink
+        self.future: Future = Future()
+        self.cancelled = self.emitted = False
 
 
 class Batcher:
@@ -31,6 +43,7 @@ class Batcher:
         self._pending = 0  # queued + running; guarded by _count_lock
         self._count_lock = threading.Lock()
         self._closed = False
+        self.streams = 0  # stream iterators alive (observability)
         self.batches_run = 0  # observability (/health) and tests: proves requests really were batched
         self.largest_batch = 0
         self._worker = threading.Thread(target=self._loop, name="domainvlm-batcher", daemon=True)
@@ -40,23 +53,41 @@ class Batcher:
     def pending(self) -> int:
         return self._pending
 
-    def submit(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Future:
-        """Queue one conversation; the Future resolves to the answer text (or the generation error)."""
+    def _enqueue(self, job: _Job) -> _Job:
         if self._closed:
             raise RuntimeError("batcher is closed")
         with self._count_lock:
             if self._pending >= self.max_queue:
                 raise Busy(f"server busy: {self._pending} requests queued (limit {self.max_queue})")
             self._pending += 1
-        fut: Future = Future()
-        self._q.put((messages, images, sampling or Sampling(), fut))
-        return fut
+        self._q.put(job)
+        return job
+
+    def submit(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Future:
+        """Queue one conversation; the Future resolves to the answer text (or the generation error)."""
+        return self._enqueue(_Job(messages, images, sampling or Sampling())).future
 
     def generate(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> str:
         return self.submit(messages, images, sampling).result()
 
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
-        return self.engine.stream(messages, images, sampling)
+        """Queue one conversation (Busy if full) and return an iterator over its text pieces.
+
+        Closing the iterator early ends that row's generation at the next token."""
+        job = self._enqueue(_Job(messages, images, sampling or Sampling(), queue.SimpleQueue()))
+        return self._pieces(job)
+
+    def _pieces(self, job: _Job) -> Iterator[str]:
+        with self._count_lock:
+            self.streams += 1
+        try:
+            while (item := job.sink.get()) is not _END:
+                yield item
+            job.future.result()  # re-raise a generation error
+        finally:
+            job.cancelled = True
+            with self._count_lock:
+                self.streams -= 1
 
     def close(self) -> None:
         self._closed = True
@@ -80,27 +111,55 @@ class Batcher:
 
     def _loop(self) -> None:
         while (jobs := self._take()) is not None:
-            # a caller that gave up (cancelled future) costs nothing
-            live = [j for j in jobs if j[3].set_running_or_notify_cancel()]
+            # callers that gave up before their turn cost nothing
+            live = [j for j in jobs if not j.cancelled and j.future.set_running_or_notify_cancel()]
             groups: dict[tuple, list] = {}
             for j in live:
-                groups.setdefault(astuple(j[2]), []).append(j)
+                groups.setdefault(astuple(j.sampling), []).append(j)
             for group in groups.values():
                 self._run(group)
+            for j in jobs:
+                if j.sink is not None and not j.future.done():  # cancelled before it ran
+                    j.sink.put(_END)
             with self._count_lock:
                 self._pending -= len(jobs)
 
+    def _emit(self, group: list, row: int, piece: str) -> None:
+        job = group[row]
+        if job.sink is not None and not job.cancelled:
+            job.emitted = True
+            job.sink.put(piece)
+
     def _run(self, group: list) -> None:
+        convs = [(j.messages, j.images) for j in group]
         try:
-            answers = self.engine.generate([(m, i) for m, i, _, _ in group], group[0][2])
+            if any(j.sink is not None for j in group):
+                answers = self.engine.generate_streaming(convs, group[0].sampling,
+                                                         lambda i, s: self._emit(group, i, s),
+                                                         lambda i: group[i].cancelled)
+            else:
+                answers = self.engine.generate(convs, group[0].sampling)
         except Exception as e:  # noqa: BLE001 - bisect to isolate the culprit; the rest stay batched
-            if len(group) > 1:
-                self._run(group[: len(group) // 2])
-                self._run(group[len(group) // 2:])
-                return
-            group[0][3].set_exception(e)
+            # a stream that already showed text cannot be replayed: it gets the error
+            done = [j for j in group if j.emitted] if len(group) > 1 else group
+            for j in done:
+                self._finish(j, error=e)
+            retry = [j for j in group if j not in done]
+            if retry:
+                self._run(retry[: len(retry) // 2 or 1])
+                if len(retry) > 1:
+                    self._run(retry[len(retry) // 2:])
             return
         self.batches_run += 1
         self.largest_batch = max(self.largest_batch, len(group))
         for job, ans in zip(group, answers):
-            job[3].set_result(ans)
+            self._finish(job, answer=ans)
+
+    @staticmethod
+    def _finish(job: _Job, answer: str | None = None, error: BaseException | None = None) -> None:
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(answer)
+        if job.sink is not None:
+            job.sink.put(_END)

@@ -80,6 +80,31 @@ class Engine:
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
+    @torch.inference_mode()
+    def generate_streaming(self, convs, sampling: Sampling | None = None, emit=None, cancelled=None) -> list[str]:
+        """Like :meth:`generate`, also calling ``emit(row, piece)`` as each row's text grows (the server's
+        batched streams); ``cancelled(row)`` true ends that row early. With an answer head each row's answer
+        is emitted whole, as :meth:`stream` does."""
+        from transformers import StoppingCriteriaList
+
+        from .streaming import RowCancel, RowStreamer
+
+        sampling = sampling or Sampling()
+        emit = emit or (lambda i, s: None)
+        if self.head is not None:
+            answers = self.generate(convs, sampling)
+            for i, a in enumerate(answers):
+                emit(i, a)
+            return answers
+        with self.lock:
+            inputs = self._inputs(convs)
+            streamer = RowStreamer(self.processor.tokenizer, len(convs), emit)
+            stop = StoppingCriteriaList([RowCancel(cancelled)]) if cancelled else None
+            out = self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
+                                      stopping_criteria=stop, pad_token_id=self.pad_id)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated (one conversation).
 

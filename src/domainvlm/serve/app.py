@@ -1,14 +1,13 @@
 """The HTTP API: OpenAI-compatible chat completions, the VisualGLM-style ``POST /``, /health, /v1/models.
 
 Every error is JSON (``{"error": {...}, "status": N}``); user mistakes are 4xx and never take the server
-down. Non-streaming requests go through the micro-batcher; streams are served by the engine one at a time.
+down. All requests, streamed or not, go through the micro-batcher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,6 @@ class ServeConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = 4
     max_tokens_cap: int = 2048
-    max_streams: int = 64  # streams waiting for or holding the engine; beyond this -> 503
     local_files_root: Path | None = None
     sampling: Sampling = field(default_factory=Sampling)
 
@@ -78,8 +76,6 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     tok = batcher.engine.processor.tokenizer
-    streams = {"n": 0}
-    streams_lock = threading.Lock()
 
     async def auth(request: Request):
         if cfg.api_key is None:
@@ -127,7 +123,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health", tags=["meta"])
     async def health():
-        return {"status": "ok", "model": cfg.model_name, "queued": batcher.pending, "streams": streams["n"],
+        return {"status": "ok", "model": cfg.model_name, "queued": batcher.pending, "streams": batcher.streams,
                 "batches_run": batcher.batches_run, "largest_batch": batcher.largest_batch}
 
     @app.get("/v1/models", tags=["openai"], dependencies=[Depends(auth)])
@@ -144,15 +140,11 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
         if not req.stream:
             text = await answer(messages, images, s)
             return oc.completion(cid, cfg.model_name, text, finish_reason(text, s))
-        with streams_lock:
-            if streams["n"] >= cfg.max_streams:
-                raise Busy(f"server busy: {streams['n']} streams active (limit {cfg.max_streams})")
-            streams["n"] += 1
-        return StreamingResponse(_events(cid, messages, images, s), media_type="text/event-stream")
+        it = batcher.stream(messages, images, s)  # queued now: a full queue is a 503 before streaming starts
+        return StreamingResponse(_events(cid, it, s), media_type="text/event-stream")
 
-    def _events(cid, messages, images, s):
+    def _events(cid, it, s):
         """SSE: role chunk, content chunks, finish chunk, [DONE]. Runs in Starlette's thread pool."""
-        it = batcher.stream(messages, images, s)
         parts = []
         try:
             yield oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""})
@@ -164,9 +156,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
         except Exception as e:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
             yield oc.sse_error(f"generation failed: {e.__class__.__name__}: {e}")
         finally:
-            it.close()
-            with streams_lock:
-                streams["n"] -= 1
+            it.close()  # client gone early: its row stops generating
         yield "data: [DONE]\n\n"
 
     @app.post("/", tags=["legacy"], response_model=LegacyResponse, dependencies=[Depends(auth)])
