@@ -46,3 +46,4 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     trust_remote_code: bool = False
+    augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept)

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch.utils.data import Dataset
 
 from ..data.images import load_image
 from ..data.record import Record, read_jsonl
+from ..errors import UserError
 from ..models.chat_format import encode_train
 
 
 class RecordDataset(Dataset):
-    def __init__(self, records: list[Record], processor, max_length: int, base_dir: str | Path | None = None):
+    """``augment="dihedral"``: each wafer record's images get one random rotation/mirror (labels unchanged)."""
+
+    def __init__(self, records: list[Record], processor, max_length: int, base_dir: str | Path | None = None,
+                 augment: str = "none"):
         self.records, self.processor, self.max_length, self.base_dir = records, processor, max_length, base_dir
+        if augment not in ("none", "dihedral"):
+            raise UserError(f"augment: unknown augmentation {augment!r} (use none or dihedral)")
+        self.augment = augment
 
     def __len__(self):
         return len(self.records)
@@ -21,6 +29,11 @@ class RecordDataset(Dataset):
     def __getitem__(self, i):
         r = self.records[i]
         images = [load_image(ref, self.base_dir) for ref in r.images]
+        if self.augment == "dihedral" and r.labels.get("task") == "wafer":
+            from ..data.wafer_canvas import dihedral
+
+            k = int(torch.randint(0, 8, ()))  # torch RNG: seeded per DataLoader worker
+            images = [dihedral(im, k) for im in images]
         return encode_train(self.processor, r.messages, images, self.max_length)
 
 
