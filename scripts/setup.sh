@@ -12,7 +12,7 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then exit 0; fi
 python -m pip install -q --upgrade pip >/dev/null
 python -m pip install -q "torch==2.13.0"
 if [ "${1:-base}" = "test" ]; then
-  python -m pip install -q -e ".[pickle,radiology,serve,test]"
+  python -m pip install -q -e ".[pickle,radiology,serve,test,quant]"
 else
   python -m pip install -q -e ".[pickle,radiology,serve]"
 fi

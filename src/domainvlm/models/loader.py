@@ -90,6 +90,9 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
         adapter, path = path, Path(info["base"]).expanduser()
         if not path.is_absolute():
             path = (adapter / path).resolve() if (adapter / path).exists() else path
+        if not path.is_dir():
+            raise UserError(f"{adapter / 'adapter_config.json'}: field 'base_model_name_or_path': base model "
+                            f"directory {path} not found (bases load from local folders only)")
         info = inspect_dir(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
@@ -100,7 +103,8 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
     if quantization:
         from .quant import bnb_config
 
-        kw["quantization_config"] = bnb_config(quantization, info["model_type"])
+        kw["quantization_config"] = bnb_config(quantization, info["model_type"], compute_dtype=kw["dtype"])
+        kw["device_map"] = {"": device}  # bitsandbytes quantizes while loading onto the target device
     try:
         model = _model_class(info["model_type"]).from_pretrained(str(path), **kw)
     except (OSError, ValueError) as e:
@@ -109,6 +113,9 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
     if adapter is not None:
         from peft import PeftModel
 
+        from .export import check_adapter_fits
+
+        check_adapter_fits(model, adapter, path)
         try:
             model = PeftModel.from_pretrained(model, str(adapter))
         except (RuntimeError, ValueError, KeyError) as e:

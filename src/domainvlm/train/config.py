@@ -14,6 +14,9 @@ class LoraConfig:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
+    layers: str | None = None             # LM layers that get LoRA: "0-7,12", "-4--1" (last four); None = all
+    lm: bool = True                       # LoRA on the language model
+    vision: bool = False                  # LoRA on the vision tower's linears too
 
 
 @dataclass
@@ -26,6 +29,18 @@ class TrainConfig:
     compact: CompactConfig = field(default_factory=CompactConfig)
     mode: str = "full"                    # full | lora
     lora: LoraConfig = field(default_factory=LoraConfig)
+    # Dense training per part (None = mode default: all for full, none for lora; see train/tuning.py).
+    train_vision: bool | None = None
+    train_projector: bool | None = None
+    train_lm: bool | None = None
+    stage: str | None = None              # align (projector only) | instruct; two-stage recipes in configs/
+    init_adapter: str | None = None       # continue training this LoRA adapter folder (stage 2 of two)
+    quantization: str | None = None       # 4bit | 8bit: QLoRA (bitsandbytes, language model only; mode=lora)
+    gradient_checkpointing: float = 0.0   # fraction of LM layers recomputed in backward (true = 1.0)
+    attn_implementation: str | None = None  # sdpa | eager | flex_attention | flash_attention_2
+    packing: bool = False                 # drop padding: one packed row per batch, per-sample positions
+    answer_logits: bool = False           # compute the LM head only where labels are (same loss, less memory)
+    compile: bool = False                 # experimental: torch.compile LM decoder layers (measured slower so far)
     max_steps: int = 0                    # > 0 overrides epochs
     epochs: float = 1.0
     batch_size: int = 8

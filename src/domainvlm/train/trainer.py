@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint_state, save_checkpoint, save_model_dir
 from .config import TrainConfig
 from .dataset import RecordDataset, load_records
 from .plots import plot_curves
-from .speed import step_loss
+from .speed import rank_weight, step_loss
 from .tuning import apply_memory_options, apply_tuning, count_trainable
 
 
@@ -114,7 +114,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
                     collate_fn=lambda b: collate(b, pad), drop_last=len(ds) > cfg.batch_size,
                     persistent_workers=cfg.num_workers > 0, worker_init_fn=_one_thread)
-    steps_per_epoch = max(1, len(dl) // cfg.grad_accum)
+    n_proc = acc.num_processes  # each optimizer step consumes one batch per process
+    steps_per_epoch = max(1, len(dl) // (cfg.grad_accum * n_proc))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
@@ -122,7 +123,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95),
                             fused=torch.cuda.is_available())
-    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total,
+    # accelerate steps a prepared scheduler once per process per optimizer step: count in those units
+    sched = get_cosine_with_min_lr_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n_proc, total * n_proc,
                                                         min_lr_rate=cfg.min_lr_ratio)
     state = {"step": 0, "best": None, "history": []}
     if resume:
@@ -148,7 +150,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
             if i < skip:  # resume mid-epoch: replay the same shuffled order, skip what was done
                 continue
             with acc.accumulate(model):
-                loss = step_loss(model, batch, cfg)
+                loss = step_loss(model, batch, cfg) * rank_weight(acc, batch)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
                     acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)

@@ -1,0 +1,31 @@
+"""`domainvlm export`: merge a LoRA/QLoRA adapter into its base -> standalone Hugging Face model folder."""
+
+from __future__ import annotations
+
+NAME = "export"
+HELP = "merge a LoRA adapter into its local base and write a standalone model folder (safetensors)"
+
+
+def add_arguments(p):
+    p.add_argument("adapter", help="adapter folder (e.g. runs/x/model from a mode=lora run)")
+    p.add_argument("--out", required=True, help="output folder for the merged model")
+    p.add_argument("--base", help="base model folder (default: base_model_name_or_path in adapter_config.json)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                   help="weights dtype written (default: the base's)")
+    p.add_argument("--check", action="store_true",
+                   help="verify that the merged model's greedy tokens match the unmerged adapter's on a probe")
+    p.add_argument("--force", action="store_true", help="replace a non-empty output folder")
+    p.add_argument("--trust-remote-code", action="store_true")
+
+
+def run(args):
+    import json
+
+    from ..models.export import export_merged
+
+    res = export_merged(args.adapter, args.out, base=args.base, dtype=args.dtype, check=args.check,
+                        force=args.force, trust_remote_code=args.trust_remote_code)
+    print(json.dumps(res))
+    print(f"load it with: domainvlm ask --model {res['out']} ...  (or transformers from_pretrained; "
+          f"4/8-bit: load_model(path, quantization='4bit'))")
+    return 0

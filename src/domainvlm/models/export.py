@@ -1,0 +1,174 @@
+"""Merge a LoRA/QLoRA adapter into its base and write a standalone Hugging Face folder.
+
+The merged folder (safetensors weights, processor, chat template) loads with plain ``from_pretrained`` and
+needs neither peft nor the base folder. QLoRA adapters are merged into the *full-precision* base, never into
+4-bit weights (that is what breaks "QLoRA weights in the demo"): quantize again at load time if wanted
+(``load_model(..., quantization='4bit')``). Merging is done in float32 and cast to the output dtype last.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from ..errors import UserError
+
+_PREFIX = "base_model.model."
+PROBE = [{"role": "user", "content": "<image>\nDescribe the findings."}]
+
+
+def read_adapter_config(adapter: Path) -> dict:
+    p = Path(adapter) / "adapter_config.json"
+    if not p.exists():
+        if (Path(adapter) / "config.json").exists():
+            raise UserError(f"{adapter}: a full model folder, not a LoRA adapter - nothing to merge")
+        raise UserError(f"{adapter}: no adapter_config.json (not a LoRA adapter folder)")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{p}: malformed JSON ({e.msg}, line {e.lineno})") from None
+
+
+def resolve_base(adapter: Path, base: str | Path | None) -> Path:
+    """The base folder: given explicitly, else the one recorded in adapter_config.json (relative to it)."""
+    cfg = read_adapter_config(adapter)
+    if base is None:
+        rec = cfg.get("base_model_name_or_path")
+        if not rec:
+            raise UserError(f"{adapter / 'adapter_config.json'}: field 'base_model_name_or_path' missing; pass --base")
+        base = Path(rec).expanduser()
+        if not base.is_absolute() and (adapter / base).exists():
+            base = (adapter / base).resolve()
+        where = f"{adapter / 'adapter_config.json'}: field 'base_model_name_or_path': "
+    else:
+        base, where = Path(base).expanduser(), "--base: "
+    if not base.is_dir():
+        raise UserError(f"{where}base model directory {base} not found (bases load from local folders only)")
+    if not (base / "config.json").exists():
+        raise UserError(f"{where}{base} has no config.json (not a Hugging Face model folder)")
+    return base
+
+
+def _dims(cfg: dict) -> tuple:
+    t = cfg.get("text_config") or cfg
+    return (cfg.get("model_type"), t.get("hidden_size"), t.get("num_hidden_layers"), t.get("vocab_size"))
+
+
+def check_adapter_fits(model, adapter: str | Path, base: str | Path | None = None) -> None:
+    """One clear error when ``adapter`` was trained for another base: a different recorded base family or
+    size, a module the model lacks, or a LoRA matrix whose shape does not fit its layer. (peft itself only
+    warns about missing keys, and would silently put a same-shaped adapter on the wrong model.)"""
+    adapter = Path(adapter)
+    cfg = read_adapter_config(adapter)
+    mcfg = model.config.to_dict()
+    rec = Path(str(cfg.get("base_model_name_or_path") or "")).expanduser()
+    if rec.name and (rec / "config.json").exists() and (base is None or rec.resolve() != Path(base).resolve()):
+        rdims = _dims(json.loads((rec / "config.json").read_text(encoding="utf-8")))
+        if rdims != _dims(mcfg):
+            raise UserError(f"{adapter}: adapter was trained on {rec} ({rdims[0]}, hidden {rdims[1]}, {rdims[2]} "
+                            f"layers), not on this base ({_dims(mcfg)[0]}, hidden {_dims(mcfg)[1]}, "
+                            f"{_dims(mcfg)[2]} layers)")
+    wfile = adapter / "adapter_model.safetensors"
+    if not wfile.exists():
+        raise UserError(f"{adapter}: adapter_model.safetensors missing (only safetensors adapters are read)")
+    from safetensors import safe_open
+
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    by_suffix: dict[str, list[str]] = {}
+    with safe_open(str(wfile), "pt") as f:
+        keys = {k: f.get_slice(k).get_shape() for k in f.keys()}
+    for key, shape in keys.items():
+        k = key[len(_PREFIX):] if key.startswith(_PREFIX) else key
+        if ".lora_A." in k or ".lora_B." in k:
+            mod_name, ab = k.split(".lora_")[0], k.split(".lora_")[1][0]
+            mod = modules.get(mod_name) or _by_suffix(modules, mod_name, by_suffix)
+            if mod is None:
+                raise UserError(f"{adapter}: adapter for another base - it adapts '{mod_name}', which this base "
+                                f"({_dims(mcfg)[0]}) does not have")
+            want = getattr(mod, "in_features", None) if ab == "A" else getattr(mod, "out_features", None)
+            got = shape[1] if ab == "A" else shape[0]
+            if want is not None and got != want:
+                raise UserError(f"{adapter}: adapter for another base - '{mod_name}' has "
+                                f"{'input' if ab == 'A' else 'output'} size {want} here, {got} in the adapter")
+        elif k not in params and _by_suffix(params, k, by_suffix) is None:
+            raise UserError(f"{adapter}: adapter for another base - its weight '{k}' has no counterpart here")
+
+
+def _by_suffix(named: dict, name: str, cache: dict):
+    """Tolerate older checkpoint layouts ('model.layers.0...' vs 'model.language_model.layers.0...')."""
+    tail = ".".join(name.split(".")[-5:])
+    if tail not in cache:
+        cache[tail] = [n for n in named if n == tail or n.endswith("." + tail)]
+    hits = cache[tail]
+    return named[hits[0]] if len(hits) == 1 else None
+
+
+def greedy_tokens(model, processor, max_new_tokens: int = 16, image=None) -> list[int]:
+    """Greedy continuation of a fixed probe (an image + a question): the export equivalence check."""
+    import torch
+    from PIL import Image
+
+    from .chat_format import encode_prompt
+
+    image = image or Image.new("RGB", (64, 64), (90, 120, 150))
+    enc = encode_prompt(processor, PROBE, [image])
+    dtype = next(model.parameters()).dtype
+    enc = {k: (v.to(dtype) if k == "pixel_values" else v) for k, v in enc.items()}
+    tok = processor.tokenizer
+    with torch.inference_mode():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, min_new_tokens=max_new_tokens,
+                             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    return out[0, enc["input_ids"].shape[1]:].tolist()
+
+
+def export_merged(adapter: str | Path, out: str | Path, base: str | Path | None = None, dtype: str | None = None,
+                  check: bool = False, force: bool = False, trust_remote_code: bool = False) -> dict:
+    """Merge ``adapter`` into its base; write a standalone folder at ``out`` (atomically). Returns a summary."""
+    import torch
+    from peft import PeftModel
+
+    from ..io import write_json
+    from ..train.checkpoint import swap_in
+    from .loader import _model_class, inspect_dir, load_processor
+
+    adapter, out = Path(adapter).expanduser(), Path(out).expanduser()
+    base = resolve_base(adapter, base)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"{out}: output folder exists and is not empty (pass --force to replace it)")
+    info = inspect_dir(base)
+    bcfg = json.loads((base / "config.json").read_text(encoding="utf-8"))
+    dtype = dtype or bcfg.get("dtype") or bcfg.get("torch_dtype") or "float32"
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise UserError(f"--dtype: {dtype!r} is not one of float32, bfloat16, float16")
+    try:  # merge in float32: W + BA in bf16 would round away part of the update
+        model = _model_class(info["model_type"]).from_pretrained(str(base), dtype=torch.float32, local_files_only=True,
+                                                                 trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{base}: cannot load base model ({str(e).splitlines()[0]})") from None
+    check_adapter_fits(model, adapter, base)
+    proc = load_processor(base, trust_remote_code)  # the adapter changes weights, never the processor
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"{adapter}: adapter does not fit base {base} ({str(e).splitlines()[0][:200]})") from None
+    peft_model.eval()
+    ref = greedy_tokens(peft_model, proc) if check else None
+    merged = peft_model.merge_and_unload()
+    got = greedy_tokens(merged, proc) if check else None
+    if check and ref != got:
+        raise RuntimeError(f"merged model's greedy tokens differ from the adapter's: {ref} vs {got}")
+    merged = merged.to(getattr(torch, dtype))
+    merged.config.dtype = dtype
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp, safe_serialization=True)
+    proc.save_pretrained(tmp)
+    summary = {"base": str(base.resolve()), "adapter": str(adapter.resolve()), "dtype": dtype,
+               "model_type": info["model_type"], "greedy_check": None if ref is None else "match"}
+    write_json(tmp / "domainvlm_export.json", summary)
+    if force and out.exists():
+        shutil.rmtree(out)
+    swap_in(tmp, out)
+    return summary | {"out": str(out)}

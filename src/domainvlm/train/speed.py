@@ -1,0 +1,95 @@
+"""Training-step speed options: padding-free packing and answer-only logits (same loss, less work).
+
+``packing``: a padded batch becomes one row of only real tokens; every sample keeps its own positions (and
+Qwen's 3-D M-RoPE positions), and transformers' masking turns position resets into a block-diagonal causal
+mask, so samples never attend to each other. Pad tokens then cost no FLOPs.
+``compile`` (experimental): torch.compile each language-model decoder layer (regional compilation, dynamic
+shapes), meant to fuse the many small kernels of a LoRA layer (casts, dropout, adds, norms). Losses match
+eager; on the 7B benchmark it has so far been slower (docs/benchmarks.md), so it is off by default.
+``answer_logits``: labels are answer-only, so most positions never enter the loss; the LM head (152k-wide
+for Qwen2-VL) and its float32 softmax run only on labelled positions - gigabytes of activations saved.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..models.chat_format import IGNORE
+
+_SEQ = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
+
+
+def hf_model(model):
+    """The transformers model inside DDP/FSDP/peft wrappers."""
+    m = getattr(model, "module", model)
+    return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """targets[:, t] = labels[:, t + 1]: what position t predicts (IGNORE past each row's end)."""
+    t = torch.full_like(labels, IGNORE)
+    t[:, :-1] = labels[:, 1:]
+    return t
+
+
+def pack(model, batch: dict, targets: torch.Tensor) -> tuple[dict, torch.Tensor]:
+    """Padded batch -> one packed row without pad tokens (see module doc). Returns (batch, targets)."""
+    mask = batch["attention_mask"].bool()
+    text_pos = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    core = getattr(hf_model(model), "model", None)
+    out = {k: v for k, v in batch.items() if k not in _SEQ}
+    if hasattr(core, "get_rope_index") and "image_grid_thw" in batch:
+        # Qwen M-RoPE: (temporal, height, width) positions per sample, with the text positions prepended as
+        # row 0 - the layout transformers reads as "packed" (modeling_qwen2_vl, text_position_ids).
+        pos3, _ = core.get_rope_index(batch["input_ids"], mm_token_type_ids=batch.get("mm_token_type_ids"),
+                                      image_grid_thw=batch["image_grid_thw"], attention_mask=batch["attention_mask"])
+        out["position_ids"] = torch.cat([text_pos[None], pos3.to(text_pos)], 0)[:, mask][:, None]
+    else:
+        out["position_ids"] = text_pos[mask][None]
+    for k in ("input_ids", "mm_token_type_ids", "token_type_ids"):
+        if k in batch:
+            out[k] = batch[k][mask][None]
+    return out, targets[mask][None]
+
+
+def step_loss(model, batch: dict, cfg) -> torch.Tensor:
+    """The training loss of one micro-batch: the model's own loss, or the packed/answer-only equivalent."""
+    if not (cfg.packing or cfg.answer_logits):
+        return model(**batch).loss
+    batch = dict(batch)
+    targets = shifted_targets(batch.pop("labels"))
+    if cfg.packing:
+        batch, targets = pack(model, batch, targets)
+    keep = (targets != IGNORE).any(0).nonzero().squeeze(1) if cfg.answer_logits else None
+    out = model(**batch, use_cache=False, **({"logits_to_keep": keep} if keep is not None else {}))
+    logits = out.logits
+    if keep is not None:
+        targets = targets[:, keep]
+    if not (targets != IGNORE).any():  # nothing labelled (e.g. all answers truncated): zero, but keep the graph
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+
+
+def compile_layers(model) -> int:
+    """Compile the language model's decoder layers in place; returns how many."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from .tuning import part_of
+
+    n = 0
+    for name, m in hf_model(model).named_modules():
+        if isinstance(m, GradientCheckpointingLayer) and part_of(name) == "lm":
+            m.compile(dynamic=True)
+            n += 1
+    return n
+
+
+def rank_weight(acc, batch: dict) -> torch.Tensor | float:
+    """Scale for this rank's token-mean loss so that DDP/FSDP's gradient averaging equals the token mean over
+    the whole global batch (as on one GPU), not a mean of per-rank means: world * n_rank / n_global."""
+    if acc.num_processes == 1:
+        return 1.0
+    n = (batch["labels"][:, 1:] != IGNORE).sum().float()
+    total = acc.reduce(n.clone(), "sum")
+    return acc.num_processes * n / total.clamp(min=1)
