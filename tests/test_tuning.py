@@ -154,3 +154,17 @@ def test_gradient_checkpointing_fraction(bases):
 def test_bad_options_give_one_clear_error(bases, opts, msg):
     with pytest.raises(UserError, match=msg):
         apply_tuning(fresh(bases, "qwen2_vl"), make_cfg(**opts))
+
+
+def test_init_adapter_continues_an_adapter_and_rejects_a_foreign_one(bases, tmp_path):
+    """Stage 2 of a two-stage recipe may continue stage 1's adapter: exactly its LoRA weights train again."""
+    first = apply_tuning(fresh(bases, "qwen2_vl"), make_cfg(mode="lora", lora__layers="0", train_projector=True))
+    first.save_pretrained(tmp_path / "stage1")
+    want = count_by_part(first)
+    m = apply_tuning(fresh(bases, "qwen2_vl"), make_cfg(mode="lora", init_adapter=str(tmp_path / "stage1")))
+    got = count_by_part(m)
+    assert got == want and got["projector"][0] > 0 and got["lm"][0] > 0
+    with pytest.raises(UserError, match="adapter was trained on|adapter for another base"):
+        apply_tuning(fresh(bases, "llava"), make_cfg(mode="lora", init_adapter=str(tmp_path / "stage1")))
+    with pytest.raises(UserError, match="no adapter_config.json"):
+        apply_tuning(fresh(bases, "llava"), make_cfg(mode="lora", init_adapter=str(tmp_path)))
