@@ -19,28 +19,21 @@ def add_arguments(p) -> None:
 
 
 def _read(path: Path) -> list[tuple[object, str]]:
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    from ..data.record import iter_jsonl
+
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(d, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object, got {type(d).__name__}")
-            if "id" not in d:
-                raise UserError(f"{where(path, n, 'id')}: missing")
-            if not isinstance(d["id"], (str, int)) or isinstance(d["id"], bool):
-                raise UserError(f"{where(path, n, 'id')}: must be a string or integer")
-            if "report" not in d:
-                raise UserError(f"{where(path, n, 'report')}: missing")
-            if not isinstance(d["report"], str):
-                raise UserError(f"{where(path, n, 'report')}: must be a string, got {type(d['report']).__name__}")
-            rows.append((d["id"], d["report"]))
+    for n, d in iter_jsonl(path):
+        if not isinstance(d, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object, got {type(d).__name__}")
+        if "id" not in d:
+            raise UserError(f"{where(path, n, 'id')}: missing")
+        if not isinstance(d["id"], (str, int)) or isinstance(d["id"], bool):
+            raise UserError(f"{where(path, n, 'id')}: must be a string or integer")
+        if "report" not in d:
+            raise UserError(f"{where(path, n, 'report')}: missing")
+        if not isinstance(d["report"], str):
+            raise UserError(f"{where(path, n, 'report')}: must be a string, got {type(d['report']).__name__}")
+        rows.append((d["id"], d["report"]))
     return rows
 
 

@@ -18,16 +18,6 @@ MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 
-def _is_dicom(p: Path) -> bool:
-    if p.suffix.lower() in (".dcm", ".dicom"):
-        return True
-    try:
-        with open(p, "rb") as fh:
-            return fh.read(132)[128:132] == b"DICM"
-    except OSError:
-        return False
-
-
 def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
     path, _, idx = ref.partition("#")
     p = Path(path).expanduser()
@@ -51,9 +41,9 @@ def load_image(ref: str, base_dir: str | Path | None = None, map_size: int | Non
         from .wafer_sources import get_map
 
         return render_map(get_map(str(p), index), size=map_size)
-    if _is_dicom(p):
-        from .dicom import read_dicom
+    from .dicom import is_dicom, read_dicom
 
+    if is_dicom(p):
         return read_dicom(p).convert("RGB")
     try:
         with Image.open(p) as im:

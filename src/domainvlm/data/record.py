@@ -67,19 +67,24 @@ class Record:
                 raise UserError(f"{where(src, line, f'images[{j}]')}: must be a non-empty string")
 
 
-def read_jsonl(path: str | Path) -> Iterator[Record]:
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
+    """(line number, parsed JSON) for each non-blank line; malformed lines raise UserError naming file:line."""
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise UserError(f"{path}: no such file")
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
             try:
-                d = json.loads(line)
+                yield n, json.loads(line)
             except json.JSONDecodeError as e:
                 raise UserError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-            yield Record.from_dict(d, str(path), n)
+
+
+def read_jsonl(path: str | Path) -> Iterator[Record]:
+    for n, d in iter_jsonl(path):
+        yield Record.from_dict(d, str(path), n)
 
 
 def write_records(path: str | Path, records: Iterable[Record]) -> int:
