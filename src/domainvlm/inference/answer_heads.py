@@ -27,3 +27,6 @@ def for_model(model):
 
         raise UserError(f"model config: unknown answer_head {name!r} (known: {', '.join(sorted(HEADS)) or 'none'})")
     return HEADS[name]
+
+
+from . import wafer_head  # noqa: E402,F401  (registers "wafer-diagnosis", the bundled wafer expert's head)

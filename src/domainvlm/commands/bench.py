@@ -1,0 +1,66 @@
+"""`domainvlm bench`: CPU latency for one map (batch 1) and batched throughput, printed as a table."""
+
+from __future__ import annotations
+
+NAME = "bench"
+HELP = "measure answer latency (batch 1) and batched throughput of a model on wafer maps"
+
+
+def add_arguments(p):
+    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--source", help="wafer npz to take (val) maps from (default: synthetic maps)")
+    p.add_argument("--runs", type=int, default=100, help="batch-1 runs for the latency percentiles")
+    p.add_argument("--batch-size", type=int, action="append",
+                   help="throughput batch size(s); repeatable (default 32 on CPU, 2048 on GPU)")
+    p.add_argument("--maps", type=int, help="maps per throughput pass (default 4x the batch size)")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--question", default="What defect pattern does this wafer map show?")
+    p.add_argument("--out", help="also write the results as JSON")
+
+
+def run(args):
+    import json
+
+    import torch
+
+    from ..errors import UserError
+    from ..inference.bench import bench_images, latency, machine, throughput
+    from ..inference.engine import Engine
+    from ..io import write_json
+
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device visible to torch")
+    if args.threads < 1 or args.runs < 1:
+        raise UserError("--threads and --runs must be at least 1")
+    sizes = args.batch_size or ([2048] if args.device.startswith("cuda") else [32])
+    n = max([args.maps or 4 * b for b in sizes] + [args.runs])
+    images = bench_images(n, args.source)
+    eng = Engine(args.model, device=args.device, threads=args.threads)
+    res = {"machine": machine(), "device": str(eng.device), "threads": torch.get_num_threads(),
+           "model": str(eng.model_dir), "dtype": str(next(eng.model.parameters()).dtype),
+           "source": args.source or "synthetic", "rows": []}
+    if not args.no_latency:
+        res["rows"].append({"what": "latency, batch 1", **latency(eng, images, args.question, args.runs)})
+    for b in sizes:
+        imgs = images[: args.maps or 4 * b]
+        res["rows"].append({"what": f"throughput, batch {b}", **throughput(eng, imgs, args.question, b)})
+    _table(res)
+    if args.out:
+        write_json(args.out, res)
+    print(json.dumps(res))
+    return 0
+
+
+def _table(res: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"domainvlm bench: {res['device']}, {res['threads']} threads, {res['dtype']}",
+              caption=res["machine"])
+    for c in ("measurement", "p50 ms", "p95 ms", "maps/s"):
+        t.add_column(c, justify="left" if c == "measurement" else "right")
+    for r in res["rows"]:
+        t.add_row(r["what"], str(r.get("p50_ms", "")), str(r.get("p95_ms", "")), str(r.get("maps_per_s", "")))
+    Console(stderr=True).print(t)

@@ -1,0 +1,287 @@
+"""Constrained wafer diagnosis: the answer head of the bundled wafer expert (``answer_head: wafer-diagnosis``).
+
+For a first question about one wafer map that asks for a diagnosis, the model *decodes the diagnosis line
+greedily over a token trie* of the valid lines in the question's language (the 38 MixedWM38 defect sets;
+WM-811K's 9 types are among them), so every answer parses. Tokens with only one valid continuation are fed
+without a decision, several at once. The explanation lines after it are then appended verbatim from
+:func:`domainvlm.domain.wafer_knowledge.explain`: the same text the model was trained to produce after that
+diagnosis line, added without decoding.
+
+Which first questions get a diagnosis: those with a wafer/defect keyword (:func:`wants_diagnosis`), and those
+without one for which the model itself would rather start ``Diagnosis:`` / ``诊断：`` than its trained
+off-topic refusal (one extra prefill). Everything else (a follow-up turn, no image or several, an off-topic
+question) is decoded freely by the model, exactly as without a head.
+
+Language: Chinese when the question contains CJK characters, else English.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..data.wafer_canvas import CANVAS, canonical_image
+from ..domain import wafer_knowledge as wk
+from ..domain.wafer_patterns import canonical_set, mixedwm38_classes
+from ..models.chat_format import encode_prompt
+from ..models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
+from .answer_heads import register
+
+NAME = "wafer-diagnosis"
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_INTENT = {
+    "en": re.compile(r"defect|pattern|diagnos|classif|fail|wrong|wafer|\bmap\b|\bdies?\b|yield|systematic|problem|"
+                     r"issue|fault|anomal|what (do you see|does (it|this) show|is (this|it|shown))", re.I),
+    "zh": re.compile(r"缺陷|模式|诊断|分类|失效|晶圆|晶片|图|问题|故障|异常|良率|芯片|划痕|判断"),
+}
+
+
+def question_lang(text: str) -> str:
+    return "zh" if _CJK.search(text or "") else "en"
+
+
+def wants_diagnosis(question: str) -> bool:
+    return bool(_INTENT[question_lang(question)].search(question or ""))
+
+
+class _Node:
+    __slots__ = ("children", "leaf", "id", "next")
+
+    def __init__(self):
+        self.children: dict[int, _Node] = {}
+        self.leaf: tuple | None = None
+        self.id = -1
+        self.next: dict[int, tuple[list[int], _Node]] = {}  # token -> (forced tokens after it, node reached)
+
+
+def _line_tokens(tok, defects, lang) -> list[int]:
+    """Token ids of the diagnosis line and the newline after it, cut from the full training answer so the
+    tokenisation is exactly the one the model was trained on."""
+    ids = tok(wk.answer(defects, lang, True), add_special_tokens=False)["input_ids"]
+    for j, t in enumerate(ids):
+        if "\n" in tok.decode([t]):
+            return ids[: j + 1]
+    raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
+
+
+def _forced(node: _Node) -> tuple[list[int], _Node]:
+    """Follow single-child links from ``node``; returns the tokens passed and the node reached."""
+    out = []
+    while len(node.children) == 1 and node.leaf is None:
+        t, node = next(iter(node.children.items()))
+        out.append(t)
+    return out, node
+
+
+def build_trie(tok, lang: str, classes=None) -> _Node:
+    root = _Node()
+    for name in classes or mixedwm38_classes():
+        d = canonical_set(name.split("+"))
+        node = root
+        for t in _line_tokens(tok, d, lang):
+            node = node.children.setdefault(t, _Node())
+        if node.children or node.leaf is not None:
+            raise ValueError(f"diagnosis line for {name} ({lang}) is a prefix of another")
+        node.leaf = d
+    return root
+
+
+def _branch_nodes(root: _Node) -> list[_Node]:
+    """Nodes where a decision is taken (more than one child), with their forced continuations cached."""
+    out, stack = [], [_forced(root)[1]]
+    while stack:
+        node = stack.pop()
+        if node.leaf is not None or node.id >= 0:
+            continue
+        node.id = len(out)
+        out.append(node)
+        for t, child in node.children.items():
+            node.next[t] = _forced(child)
+            stack.append(node.next[t][1])
+    return out
+
+
+class WaferHead:
+    def __init__(self, model, processor):
+        self.model, self.processor, self.tok = model, processor, processor.tokenizer
+        self.tries = {lang: build_trie(self.tok, lang) for lang in ("en", "zh")}
+        self.branch: list[_Node] = []
+        for root in self.tries.values():
+            for node in _branch_nodes(root):
+                node.id = len(self.branch)
+                self.branch.append(node)
+        vocab = max(len(self.tok), model.get_output_embeddings().weight.shape[0])
+        allowed = torch.zeros(len(self.branch), vocab, dtype=torch.bool)
+        for node in self.branch:
+            allowed[node.id, list(node.children)] = True
+        self.allowed = allowed.to(model.device)
+        self.vision = FastVision(model)
+        from ..train.expert_data import REFUSAL
+
+        first = lambda text: self.tok(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+        self.diag_first = sorted({first(wk.format_diagnosis((), lg)) for lg in ("en", "zh")})
+        self.refusal_first = sorted({first(REFUSAL[lg]) for lg in ("en", "zh")} - set(self.diag_first))
+        self.ip = image_params(processor)
+        self.size = int(((getattr(model.config, "domainvlm", None) or {}).get("image_size")) or CANVAS)
+        self.image_token_id = model.config.image_token_id
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        self._prompts: dict[str, list[int]] = {}
+        self.grid = None
+        self.n_patches = (self.size // self.ip["patch"]) ** 2
+
+    # ---------------------------------------------------------------------------------------------- inputs
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        key = repr([(m["role"], m["content"]) for m in messages])
+        if key not in self._prompts:
+            from PIL import Image
+
+            blank = Image.new("RGB", (self.size, self.size))
+            enc = encode_prompt(self.processor, messages, [blank])
+            self._prompts[key] = enc["input_ids"][0].tolist()
+            self.grid = enc["image_grid_thw"][0].tolist()
+            if len(self._prompts) > 4096:
+                self._prompts.pop(next(iter(self._prompts)))
+        return self._prompts[key]
+
+    def pixel_values(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches of size x size images (others are resized to it, nearest) without the HF processor."""
+        import numpy as np
+        from PIL import Image
+
+        s, dev = self.size, self.model.device
+        arr = np.stack([np.asarray(im.convert("RGB") if im.size == (s, s) else
+                                   im.convert("RGB").resize((s, s), Image.Resampling.NEAREST)) for im in images])
+        pv = patchify(torch.from_numpy(arr).to(dev), **self.ip)
+        g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
+        return pv, g
+
+    # ---------------------------------------------------------------------------------------------- decode
+    def _prefill(self, pixel_values, grid_thw, seqs: list[list[int]]):
+        """One forward over left-padded prompts with their images: (output, attention mask, 3-D positions)."""
+        model, dev = self.model, self.model.device
+        n = max(map(len, seqs))
+        ids = torch.tensor([[self.pad_id] * (n - len(q)) + q for q in seqs], device=dev)
+        att = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=dev)
+        pos, _ = mrope_positions(ids, self.image_token_id, grid_thw, self.ip["merge"], att)
+        dtype = next(model.parameters()).dtype
+        emb = embed_with_images(model, ids, self.vision(pixel_values.to(dtype), tuple(grid_thw[0].tolist())))
+        out = model(inputs_embeds=emb, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1)
+        return out, att, pos
+
+    @torch.inference_mode()
+    def prefers_diagnosis(self, pixel_values, grid_thw, prompts: list[list[int]]) -> list[bool]:
+        """Would the model itself start a diagnosis (rather than its off-topic refusal) for this question?"""
+        if not self.refusal_first:
+            return [True] * len(prompts)
+        out, _, _ = self._prefill(pixel_values, grid_thw, prompts)
+        lg = out.logits[:, -1].float()
+        return (lg[:, self.diag_first].amax(-1) >= lg[:, self.refusal_first].amax(-1)).tolist()
+
+    @torch.inference_mode()
+    def diagnose(self, pixel_values, grid_thw, prompts: list[list[int]], langs: list[str]) -> list[tuple]:
+        """Defect set per row: greedy decoding restricted to the trie of valid diagnosis lines.
+
+        ``pixel_values`` of images that share one grid (``grid_thw`` rows). Prompts are left-padded; after the
+        prefill every row sits at a decision node; each step takes the best allowed token per row and feeds
+        it together with the tokens forced after it (rows pad to the longest feed, masked out).
+        """
+        model, dev = self.model, self.model.device
+        nb = len(prompts)
+        starts = [_forced(self.tries[lang]) for lang in langs]
+        seqs = [p + f for p, (f, _) in zip(prompts, starts)]
+        nodes = [node for _, node in starts]
+        out, att, pos = self._prefill(pixel_values, grid_thw, seqs)
+        cache, logits = out.past_key_values, out.logits[:, -1]
+        next_pos = pos.amax(dim=(0, 2)) + 1
+        result: list[tuple | None] = [None] * nb
+        active = list(range(nb))
+        while active:
+            rows = torch.tensor(active, device=dev)
+            ids_ = torch.tensor([nodes[b].id for b in active], device=dev)
+            pick = logits[rows].float().masked_fill(~self.allowed[ids_], float("-inf")).argmax(-1).tolist()
+            feed = {}
+            for b, t in zip(active, pick):
+                chain, node = nodes[b].next[t]
+                nodes[b] = node
+                if node.leaf is not None:
+                    result[b] = node.leaf
+                else:
+                    feed[b] = [t] + chain
+            active = list(feed)
+            if not active:
+                break
+            T = max(map(len, feed.values()))
+            lens = [len(feed.get(b, ())) for b in range(nb)]
+            step = torch.tensor([feed.get(b, []) + [self.pad_id] * (T - lens[b]) for b in range(nb)], device=dev)
+            m = torch.tensor([[1] * lens[b] + [0] * (T - lens[b]) for b in range(nb)], device=dev)
+            lens_t = torch.tensor(lens, device=dev)
+            p = (next_pos[:, None] + torch.arange(T, device=dev)[None])[None].expand(3, -1, -1)
+            next_pos = next_pos + lens_t
+            att = torch.cat([att, m], dim=1)
+            out = model(input_ids=step, attention_mask=att, position_ids=p, past_key_values=cache, use_cache=True)
+            cache = out.past_key_values
+            logits = out.logits[torch.arange(nb, device=dev), (lens_t - 1).clamp(min=0)]
+        return result
+
+    # ---------------------------------------------------------------------------------------------- answer
+    def first_turn_with_map(self, messages: list[dict], images: list) -> bool:
+        users = [m for m in messages if m["role"] == "user"]
+        return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
+
+    def answer(self, engine, convs, sampling, batch_size: int = 1024) -> list[str]:
+        """First questions about one map: diagnosis if the question asks for one (keywords) or, failing that,
+        if the model itself would start a diagnosis rather than its refusal; all else: free decoding."""
+        from ..data.images import load_image
+
+        convs = [(m, [canonical_image(load_image(i) if isinstance(i, str) else i, self.size) for i in ims])
+                 for m, ims in convs]
+        out: list[str | None] = [None] * len(convs)
+        todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s:s + batch_size]
+            qs = [convs[k][0][-1]["content"].replace("<image>", "") for k in chunk]
+            prompts = [self.prompt_ids(convs[k][0]) for k in chunk]
+            pv, g = self.pixel_values([convs[k][1][0] for k in chunk])
+            keep = [wants_diagnosis(q) for q in qs]
+            unsure = [j for j, ok in enumerate(keep) if not ok]
+            if unsure:
+                sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in unsure])
+                for j, ok in zip(unsure, self.prefers_diagnosis(pv[sel.to(pv.device)], g[unsure],
+                                                                [prompts[j] for j in unsure])):
+                    keep[j] = ok
+            rows = [j for j, ok in enumerate(keep) if ok]
+            if not rows:
+                continue
+            if len(rows) < len(chunk):
+                sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in rows])
+                pv, g = pv[sel.to(pv.device)], g[rows]
+            langs = [question_lang(qs[j]) for j in rows]
+            found = self.diagnose(pv, g, [prompts[j] for j in rows], langs)
+            for j, lang, d in zip(rows, langs, found):
+                out[chunk[j]] = wk.answer(d, lang, True)
+        free = [k for k in range(len(convs)) if out[k] is None]
+        if free:
+            for k, a in zip(free, free_generate(engine, [convs[k] for k in free], sampling)):
+                out[k] = a
+        return out
+
+
+def free_generate(engine, convs, sampling) -> list[str]:
+    """Plain decoding, as the engine does without a head (the engine's lock is already held)."""
+    inputs = engine._inputs(convs)
+    out = engine.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=engine.pad_id)
+    new = out[:, inputs["input_ids"].shape[1]:]
+    return [t.strip() for t in engine.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+
+def head_for(engine) -> WaferHead:
+    h = getattr(engine, "_wafer_head", None)
+    if h is None or h.model is not engine.model:
+        h = engine._wafer_head = WaferHead(engine.model, engine.processor)
+    return h
+
+
+@register(NAME)
+def wafer_diagnosis_head(engine, convs, sampling):
+    return head_for(engine).answer(engine, convs, sampling)

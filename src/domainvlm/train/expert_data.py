@@ -1,0 +1,172 @@
+"""Training data for the wafer expert, built once and sampled on the GPU.
+
+Every conversation the expert learns is one of a closed set of *templates* (defect set x language x question,
+optionally with a follow-up turn, plus a few out-of-scope questions with a polite refusal). Each template is
+encoded once through the generic record path (:func:`domainvlm.models.chat_format.encode_train`, answer-only
+labels), so a training batch is just: a sampled map canvas (randomly rotated/mirrored) + a sampled template.
+Maps are drawn on the fixed canvas once (:mod:`domainvlm.data.wafer_canvas`) and kept on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.wafer_canvas import canvas_batch
+from ..data.wafer_instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
+from ..data.wafer_render import _LUT
+from ..domain import wafer_knowledge as wk
+from ..domain.wafer_patterns import canonical_set, mixedwm38_classes, set_name
+from ..models.chat_format import IGNORE, encode_train
+from ..models.qwen_fast import image_params, mrope_positions, patchify
+
+OUT_OF_SCOPE = {
+    "en": ["What is the capital of France?", "Write a short poem about the sea.",
+           "Translate 'good morning' into German.", "Who won the football world cup in 2018?"],
+    "zh": ["法国的首都是哪里？", "写一首关于大海的短诗。", "把“早上好”翻译成德语。", "2018年世界杯冠军是谁？"],
+}
+REFUSAL = {
+    "en": "I am a wafer-map expert: I diagnose defect patterns on wafer maps and explain their likely causes. "
+          "Please ask me about the wafer map.",
+    "zh": "我是晶圆图专家：我可以诊断晶圆图上的缺陷模式并解释其可能原因。请向我询问这张晶圆图。",
+}
+LANGS = ("en", "zh")
+CLASSES = mixedwm38_classes()
+
+
+def conversations():
+    """(kind, class index or -1, lang, messages) for every template, in a fixed order."""
+    for c, name in enumerate(CLASSES):
+        d = canonical_set(name.split("+"))
+        for lang in LANGS:
+            for q in QUESTIONS[lang]:
+                base = [{"role": "user", "content": f"<image>\n{q}"},
+                        {"role": "assistant", "content": wk.answer(d, lang, True)}]
+                yield "diag", c, lang, base
+                for fu in FOLLOW_UPS[lang]:
+                    yield "follow", c, lang, base + [{"role": "user", "content": fu},
+                                                     {"role": "assistant", "content": follow_up_answer(d, lang)}]
+    for lang in LANGS:
+        for q in OUT_OF_SCOPE[lang]:
+            yield "oos", -1, lang, [{"role": "user", "content": f"<image>\n{q}"},
+                                    {"role": "assistant", "content": REFUSAL[lang]}]
+
+
+def corpus() -> list[str]:
+    """Every text the expert is trained on (the tokenizer is learnt from it)."""
+    texts = []
+    for _, _, _, msgs in conversations():
+        texts.extend(m["content"].replace("<image>", "").strip() for m in msgs)
+    return list(dict.fromkeys(texts))
+
+
+class Templates:
+    """All conversations encoded once: right-padded ids / labels / 3-D positions, indexed by template."""
+
+    def __init__(self, processor, image_token_id: int, size: int, device):
+        from PIL import Image
+
+        blank = Image.new("RGB", (size, size))
+        merge = processor.image_processor.merge_size
+        rows, self.kind, self.cls, self.lang = [], [], [], []
+        for kind, c, lang, msgs in conversations():
+            enc = encode_train(processor, msgs, [blank])
+            pos, _ = mrope_positions(enc["input_ids"], image_token_id, enc["image_grid_thw"], merge)
+            rows.append((enc["input_ids"][0], enc["labels"][0], pos[:, 0]))
+            self.kind.append(kind)
+            self.cls.append(c)
+            self.lang.append(lang)
+        self.grid = enc["image_grid_thw"][0].tolist()
+        n = max(len(r[0]) for r in rows)
+        pad = processor.tokenizer.pad_token_id
+        self.ids = torch.full((len(rows), n), pad, dtype=torch.long)
+        self.labels = torch.full((len(rows), n), IGNORE, dtype=torch.long)
+        self.pos = torch.zeros((len(rows), 3, n), dtype=torch.long)
+        self.length = torch.zeros(len(rows), dtype=torch.long)
+        for i, (a, b, p) in enumerate(rows):
+            k = len(a)
+            self.ids[i, :k], self.labels[i, :k], self.pos[i, :, :k] = a, b, p
+            self.pos[i, :, k:] = p.max() + 1 + torch.arange(n - k)  # padding: masked by labels, after all tokens
+            self.length[i] = k
+        for name in ("ids", "labels", "pos", "length"):
+            setattr(self, name, getattr(self, name).to(device))
+        self.device = device
+        # lookup tables: diag[c, lang, q], follow[c, lang, q*len(FOLLOW_UPS)], oos[lang, q]
+        idx = {}
+        for i, (kind, c, lang) in enumerate(zip(self.kind, self.cls, self.lang)):
+            idx.setdefault((kind, c, lang), []).append(i)
+        self.diag = torch.tensor([[idx[("diag", c, lg)] for lg in LANGS] for c in range(len(CLASSES))], device=device)
+        self.follow = torch.tensor([[idx[("follow", c, lg)] for lg in LANGS] for c in range(len(CLASSES))],
+                                   device=device)
+        self.oos = torch.tensor([idx[("oos", -1, lg)] for lg in LANGS], device=device)
+
+    def sample(self, cls: torch.Tensor, follow_frac: float, oos_frac: float, gen: torch.Generator) -> torch.Tensor:
+        """One template index per sample of class ``cls`` (random language, question, kind)."""
+        b, dev = len(cls), self.device
+        lang = torch.randint(0, len(LANGS), (b,), device=dev, generator=gen)
+        u = torch.rand(b, device=dev, generator=gen)
+        d = self.diag[cls, lang]
+        d = d.gather(1, torch.randint(0, d.shape[1], (b, 1), device=dev, generator=gen))[:, 0]
+        f = self.follow[cls, lang]
+        f = f.gather(1, torch.randint(0, f.shape[1], (b, 1), device=dev, generator=gen))[:, 0]
+        o = self.oos[lang]
+        o = o.gather(1, torch.randint(0, o.shape[1], (b, 1), device=dev, generator=gen))[:, 0]
+        return torch.where(u < oos_frac, o, torch.where(u < oos_frac + follow_frac, f, d))
+
+    def batch(self, t: torch.Tensor) -> dict:
+        n = int(self.length[t].max())
+        return {"input_ids": self.ids[t, :n], "labels": self.labels[t, :n],
+                "position_ids": self.pos[t, :, :n].permute(1, 0, 2).contiguous()}
+
+
+class MapBank:
+    """Canvases of one wafer set (one split) on the device, with class indices into CLASSES."""
+
+    def __init__(self, ws, size: int, device, source: str):
+        self.source, self.taxonomy, self.size = source, ws.taxonomy, size
+        self.canvas = torch.from_numpy(canvas_batch(ws.maps, size)).to(device)
+        self.cls = torch.tensor([CLASSES.index(set_name(d)) for d in ws.defects], device=device)
+        self.defects = [tuple(d) for d in ws.defects]
+
+    def __len__(self):
+        return len(self.cls)
+
+    def class_weights(self, alpha: float) -> torch.Tensor:
+        """Per-map sampling weight n_class^-alpha (0 = uniform over maps, 1 = uniform over classes)."""
+        counts = torch.bincount(self.cls, minlength=len(CLASSES)).float()
+        return counts[self.cls].pow(-alpha)
+
+
+def dihedral_batch(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) with per-sample transform k in 0..7 (rotate 90*(k%4), then mirror if k >= 4)."""
+    out = torch.empty_like(x)
+    for t in range(8):
+        sel = (k == t).nonzero().flatten()
+        if len(sel):
+            y = x[sel].rot90(t % 4, dims=(1, 2))
+            out[sel] = y.flip(2) if t >= 4 else y
+    return out
+
+
+class PixelMaker:
+    """Palette-index canvases -> pixel_values, exactly as the model's image processor would make them."""
+
+    def __init__(self, processor, device):
+        self.ip = image_params(processor)
+        self.lut = torch.from_numpy(_LUT).to(device)
+
+    def __call__(self, canvas: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, h, w = canvas.shape
+        pv = patchify(self.lut[canvas.long()], **self.ip)
+        p = self.ip["patch"]
+        grid = torch.tensor([[1, h // p, w // p]], device=canvas.device).expand(b, 3)
+        return pv, grid
+
+
+def numpy_canvas_check(ws, size: int, n: int = 64) -> bool:
+    """The vectorised canvas equals render_map for the first n maps (run at start-up as a guard)."""
+    from ..data.wafer_render import render_map
+
+    idx = list(range(min(n, len(ws))))
+    cb = canvas_batch([ws.maps[i] for i in idx], size)
+    return all(np.array_equal(_LUT[cb[j]], np.asarray(render_map(ws.maps[i], size=size))) for j, i in enumerate(idx))

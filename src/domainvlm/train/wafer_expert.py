@@ -1,0 +1,241 @@
+"""Recipe for the bundled wafer expert: a compact Qwen2-VL trained on MixedWM38 + WM-811K, selected on val.
+
+    domainvlm train-expert --config configs/wafer-expert.yaml [key=value ...]
+
+Full fine-tuning from scratch of the compact model (models/compact.py) with the fixed-canvas input
+(data/wafer_canvas.py), the 8 dihedral symmetries as augmentation, class-balanced sampling of WM-811K and
+every conversation template in English and Chinese (train/expert_data.py). The learning-rate schedule runs
+on the larger of step and wall-clock progress, so a run ends annealed inside its time budget. The model
+(raw or EMA weights) with the best val score, mean(MixedWM38 exact match, WM-811K macro-F1) decoded with the
+constrained answer head, is saved as a standard HF folder with ``answer_head: wafer-diagnosis``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..io import write_json
+from ..models.compact import CompactConfig
+
+
+def _expert_compact() -> CompactConfig:
+    return CompactConfig(image_size=224, patch_size=16, merge_size=2, vision_dim=192, vision_depth=6, vision_heads=6,
+                         hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vocab_size=4096)
+
+
+@dataclass
+class ExpertConfig:
+    mixedwm38: str = "../shared/data/mixedwm38/mixedwm38_trainval.npz"
+    wm811k: str = "../shared/data/wm811k/wm811k_trainval.npz"
+    output_dir: str = "runs/wafer-expert"
+    init_model: str | None = None        # continue from a model folder (weights only) instead of a new model
+    compact: CompactConfig = field(default_factory=_expert_compact)
+    max_steps: int = 6000
+    time_budget_s: float = 0.0            # > 0: also end (annealed) when this much training time has passed
+    batch_size: int = 512
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    warmup_steps: int = 300
+    weight_decay: float = 0.05
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999              # 0 = no EMA weights
+    mixed_frac: float = 0.5               # share of MixedWM38 maps per batch (the rest WM-811K)
+    wm811k_balance: float = 0.5           # class-balancing exponent for WM-811K sampling
+    dihedral: bool = True                 # random rotation/mirror of every training map
+    follow_up_frac: float = 0.08
+    out_of_scope_frac: float = 0.02
+    eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
+    eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
+    length_buckets: int = 2               # forward each batch in this many length-sorted parts
+    log_every: int = 50
+    limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
+    seed: int = 0
+
+
+def _log(fh, msg: str) -> None:
+    print(msg, flush=True)
+    if fh:
+        fh.write(msg + "\n")
+        fh.flush()
+
+
+def _build(cfg: ExpertConfig, out: Path):
+    from ..models.compact import build_compact
+    from ..models.loader import load_model
+    from .expert_data import corpus
+
+    if cfg.init_model:
+        model, proc = load_model(cfg.init_model, device="cpu", dtype="float32")
+    else:
+        model, proc = build_compact(out / "init", corpus(), cfg.compact, cfg.seed)
+    dv = dict(getattr(model.config, "domainvlm", None) or {})
+    dv["answer_head"] = "wafer-diagnosis"
+    model.config.domainvlm = dv
+    return model, proc
+
+
+def _head(ws, n: int):
+    if not n or n >= len(ws):
+        return ws
+    from ..data.wafer_sources import WaferSet
+
+    return WaferSet(ws.maps[:n], ws.defects[:n], ws.split[:n] if ws.split else None, ws.source, ws.taxonomy, ws.path)
+
+
+@torch.no_grad()
+def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0) -> dict:
+    """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does)."""
+    from ..data.wafer_instruct import QUESTIONS
+    from ..evaluate.wafer_metrics import wafer_metrics
+    from .expert_data import PixelMaker
+
+    px = PixelMaker(head.processor, head.model.device)
+    res = {}
+    for bank in banks:
+        rng = random.Random(seed)
+        n = len(bank) if not limit else min(limit, len(bank))
+        preds = []
+        for s in range(0, n, batch_size):
+            e = min(n, s + batch_size)
+            msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
+            pv, g = px(bank.canvas[s:e])
+            preds += head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs], ["en"] * (e - s))
+        m = wafer_metrics(bank.defects[:n], preds, bank.taxonomy)
+        res[bank.source] = {k: m[k] for k in ("n", "exact_match", "macro_f1", "unparsed_rate")}
+    res["score"] = sum(res[b.source]["exact_match" if b.taxonomy == "mixedwm38" else "macro_f1"]
+                       for b in banks) / len(banks)
+    return res
+
+
+def train_expert(cfg: ExpertConfig) -> dict:
+    from ..data.wafer_sources import load_wafer_file
+    from ..inference.wafer_head import WaferHead
+    from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
+    from ..train.checkpoint import save_model_dir
+    from .expert_data import MapBank, PixelMaker, Templates, dihedral_batch, numpy_canvas_check
+
+    t_start = time.time()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train_log.txt", "a", encoding="utf-8")
+    _log(log, f"# wafer expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
+              f"({torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
+    _log(log, "# config " + json.dumps(asdict(cfg)))
+    model, proc = _build(cfg, out)
+    size = model.config.domainvlm.get("image_size", cfg.compact.image_size)
+    model.to(dev)
+    enable_uniform_vision_attention(model)
+    sets = {}
+    for name, path in (("mixedwm38", cfg.mixedwm38), ("wm811k", cfg.wm811k)):
+        if not Path(path).exists():
+            raise UserError(f"{path}: wafer data not found (set {name}=PATH)")
+        ws = load_wafer_file(path)
+        if not numpy_canvas_check(ws, size):
+            raise RuntimeError("canvas_batch differs from render_map")
+        sets[name] = {s: MapBank(_head(ws.select(s), cfg.limit_maps), size, dev, name) for s in ("train", "val")}
+        _log(log, f"# {name}: train {len(sets[name]['train'])}, val {len(sets[name]['val'])} maps")
+    tmpl = Templates(proc, model.config.image_token_id, size, dev)
+    px = PixelMaker(proc, dev)
+    _log(log, f"# {len(tmpl.kind)} templates, longest {int(tmpl.length.max())} tokens; "
+              f"setup {time.time() - t_start:.0f}s")
+    mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
+    w_wm = wm.class_weights(cfg.wm811k_balance)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.98), fused=dev.type == "cuda")
+    ema = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
+    if ema is not None:
+        ema_p, model_p = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    vision = FastVision(model)
+    pv0, _ = px(mix.canvas[:3])
+    _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
+    head = WaferHead(model, proc)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    n_mix = round(cfg.batch_size * cfg.mixed_frac)
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    best, history, step, progress = None, [], 0, 0.0
+    evals = sorted(cfg.eval_at)
+    t0, t_eval = time.time(), 0.0
+    model.train()
+    while progress < 1.0:
+        lr_scale = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        lr_scale *= cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_scale
+        i_mix = torch.randint(0, len(mix), (n_mix,), device=dev, generator=gen)
+        i_wm = torch.multinomial(w_wm, cfg.batch_size - n_mix, replacement=True, generator=gen)
+        canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
+        cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
+        if cfg.dihedral:
+            canvas = dihedral_batch(canvas, torch.randint(0, 8, (len(cls),), device=dev, generator=gen))
+        t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen)
+        order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
+        n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
+        loss_sum = 0.0
+        for part in order.chunk(cfg.length_buckets):
+            pv, _ = px(canvas[part])
+            batch = tmpl.batch(t[part])
+            with amp:
+                emb = embed_with_images(model, batch.pop("input_ids"), vision(pv, tmpl.grid))
+                part_loss = model(inputs_embeds=emb, **batch).loss
+            part_loss = part_loss * (batch["labels"][:, 1:] != -100).sum() / n_tok
+            part_loss.backward()
+            loss_sum = loss_sum + part_loss.detach()
+        loss = loss_sum
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                d = min(cfg.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(ema_p, model_p, 1 - d)
+        step += 1
+        train_s = time.time() - t0 - t_eval
+        progress = min(1.0, max(step / cfg.max_steps, train_s / cfg.time_budget_s if cfg.time_budget_s else 0.0))
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "loss": round(loss.item(), 5), "lr": round(cfg.lr * lr_scale, 7),
+                   "progress": round(progress, 4), "train_s": round(train_s, 1),
+                   "maps_per_s": round(step * cfg.batch_size / max(train_s, 1e-9), 1)}
+            history.append(rec)
+            _log(log, json.dumps(rec))
+        while evals and progress >= evals[0] - 1e-9:
+            evals.pop(0)
+            te = time.time()
+            for tag, m in (("raw", model), ("ema", ema)):
+                if m is None:
+                    continue
+                m.eval()
+                h = head if m is model else WaferHead(m, proc)
+                res = evaluate(h, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]], limit=cfg.eval_limit)
+                rec = {"eval_step": step, "weights": tag, **res}
+                history.append(rec)
+                _log(log, json.dumps(rec))
+                if best is None or res["score"] > best["score"]:
+                    best = {**rec, "state": {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}}
+            model.train()
+            t_eval += time.time() - te
+    state = best.pop("state")
+    model.load_state_dict(state)
+    model.eval()
+    save_model_dir(model, proc, out / "model")
+    summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
+               "total_s": round(time.time() - t_start, 1)}
+    write_json(out / "val_selection.json", {"summary": summary, "history": history})
+    _log(log, "# best " + json.dumps(best))
+    _log(log, f"# done: {step} steps, {summary['total_s']}s total")
+    log.close()
+    return summary

@@ -1,0 +1,86 @@
+"""The exact fast paths (models/qwen_fast.py) give the same numbers as the HF Qwen2-VL code."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    from domainvlm.models.loader import load_model
+
+    return load_model(tiny_model_dir, device="cpu")
+
+
+def _batch(proc, n=3, two_images=False):
+    from domainvlm.data.wafer_render import render_map
+    from domainvlm.data.wafer_synth import synth_map
+    from domainvlm.models.chat_format import collate, encode_prompt
+
+    rng = np.random.default_rng(0)
+    encs, imgs = [], []
+    for i in range(n):
+        ims = [render_map(synth_map(("Loc",), 32, rng), size=32) for _ in range(2 if two_images else 1)]
+        text = "<image>\n" * len(ims) + "What defect?" + " really" * (2 * i)
+        encs.append(encode_prompt(proc, [{"role": "user", "content": text}], ims))
+        imgs += ims
+    return collate(encs, proc.tokenizer.pad_token_id), imgs
+
+
+def test_patchify_equals_the_image_processor(tiny):
+    from domainvlm.models.qwen_fast import image_params, patchify
+
+    _, proc = tiny
+    b, imgs = _batch(proc)
+    pv = patchify(torch.from_numpy(np.stack([np.asarray(i) for i in imgs])), **image_params(proc))
+    assert pv.shape == b["pixel_values"].shape
+    assert torch.allclose(pv, b["pixel_values"].float(), atol=1e-6)
+
+
+@pytest.mark.parametrize("two_images", [False, True])
+def test_mrope_positions_equal_get_rope_index(tiny, two_images):
+    from domainvlm.models.qwen_fast import mrope_positions
+
+    model, proc = tiny
+    b, _ = _batch(proc, two_images=two_images)
+    pos, d = mrope_positions(b["input_ids"], model.config.image_token_id, b["image_grid_thw"],
+                             proc.image_processor.merge_size, b["attention_mask"])
+    kw = {k: b[k] for k in ("mm_token_type_ids",) if k in b}
+    ref, dref = model.model.get_rope_index(b["input_ids"], image_grid_thw=b["image_grid_thw"],
+                                           attention_mask=b["attention_mask"], **kw)
+    assert torch.equal(pos, ref) and torch.equal(d.view(-1), dref.view(-1))
+
+
+def test_fast_vision_and_embeddings_match_the_model(tiny):
+    from domainvlm.models.qwen_fast import FastVision, embed_with_images, mrope_positions
+
+    model, proc = tiny
+    b, _ = _batch(proc)
+    grid = tuple(b["image_grid_thw"][0].tolist())
+    fv = FastVision(model)
+    assert fv.check(b["pixel_values"], grid) < 1e-5
+    pos, _ = mrope_positions(b["input_ids"], model.config.image_token_id, b["image_grid_thw"], 2, b["attention_mask"])
+    with torch.no_grad():
+        ref = model(**b).logits
+        emb = embed_with_images(model, b["input_ids"], fv(b["pixel_values"], grid))
+        got = model(inputs_embeds=emb, attention_mask=b["attention_mask"], position_ids=pos).logits
+    assert torch.allclose(ref, got, atol=1e-5)
+
+
+def test_uniform_attention_is_used_for_equal_images(tiny, monkeypatch):
+    import torch.nn.functional as F
+
+    from domainvlm.models import qwen_fast
+
+    model, proc = tiny
+    assert qwen_fast.enable_uniform_vision_attention(model) == model.config.vision_config.depth
+    calls = []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(qwen_fast.F, "scaled_dot_product_attention",
+                        lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
+    b, _ = _batch(proc)
+    with torch.no_grad():
+        model.model.visual(b["pixel_values"], grid_thw=b["image_grid_thw"])
+    assert calls and all(s[0] == 3 for s in calls)  # one batched call per layer over the 3 images
