@@ -16,7 +16,7 @@ from ..data.wafer_canvas import canvas_batch
 from ..data.wafer_instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
 from ..data.wafer_render import _LUT
 from ..domain import wafer_knowledge as wk
-from ..domain.wafer_patterns import canonical_set, mixedwm38_classes, set_name
+from ..domain.wafer_patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
 from ..models.chat_format import IGNORE, encode_train
 from ..models.qwen_fast import image_params, mrope_positions, patchify
 
@@ -135,6 +135,76 @@ class MapBank:
         """Per-map sampling weight n_class^-alpha (0 = uniform over maps, 1 = uniform over classes)."""
         counts = torch.bincount(self.cls, minlength=len(CLASSES)).float()
         return counts[self.cls].pow(-alpha)
+
+
+def pattern_only(maps: torch.Tensor, min_size: int = 10) -> torch.Tensor:
+    """(N, H, W) maps (0 off, 1 pass, 2 fail) with fail dies in 8-connected clusters smaller than min_size passed.
+
+    Keeps the defect pattern (blobs, rings, scratch lines) and drops most of the random background fails.
+    Cluster labels spread by 3x3 max-pooling until stable (per-map ids stay exact in float32).
+    """
+    import torch.nn.functional as F
+
+    n, h, w = maps.shape
+    fail = maps == 2
+    keepf = fail.unsqueeze(1).float()
+    lab = torch.arange(1, h * w + 1, dtype=torch.float32, device=maps.device).view(1, 1, h, w) * keepf
+    while True:
+        new = F.max_pool2d(lab, 3, 1, 1) * keepf
+        if torch.equal(new, lab):
+            break
+        lab = new
+    key = torch.arange(n, device=maps.device).view(n, 1, 1) * (h * w + 1) + lab[:, 0].long()
+    size = torch.bincount(key.flatten(), minlength=n * (h * w + 1))[key]
+    return torch.where(fail & (size < min_size), torch.ones_like(maps), maps)
+
+
+class Superposer:
+    """New MixedWM38 mixtures from real maps: the fail dies of map B laid over map A, labelled A | B.
+
+    MixedWM38's mixed classes are superpositions of its single patterns, so drawing (A, B) with disjoint pattern
+    sets whose union is one of the 38 classes gives unlimited new, plausible mixtures (notably Scratch and Loc in
+    3- and 4-pattern maps, the bundled model's main errors). Targets are drawn uniformly over the mixed classes
+    that have at least one decomposition in the bank; A's wafer outline and background noise are kept, and B
+    contributes only its pattern (:func:`pattern_only`), else the overlay would have twice the real noise.
+    """
+
+    def __init__(self, bank: "MapBank", maps):
+        dev = bank.cls.device
+        if len({np.shape(m) for m in maps}) != 1:
+            raise ValueError("superposition needs maps of one shape (MixedWM38: 52x52)")
+        grid = torch.from_numpy(np.stack(maps).astype(np.uint8)).to(dev)
+        self.pattern = torch.from_numpy(canvas_batch(list(pattern_only(grid).cpu().numpy()), bank.size)).to(dev)
+        masks = [sum(1 << i for i, p in enumerate(PATTERNS) if p in name.split("+")) for name in CLASSES]
+        index = {m: c for c, m in enumerate(masks)}
+        present = sorted(set(bank.cls.tolist()))
+        triples = [(a, b, index[masks[a] | masks[b]]) for a in present for b in present
+                   if masks[a] and masks[b] and not masks[a] & masks[b] and (masks[a] | masks[b]) in index]
+        if not triples:
+            raise ValueError("no two classes of the bank superpose into a MixedWM38 class")
+        per_target: dict[int, int] = {}
+        for _, _, t in triples:
+            per_target[t] = per_target.get(t, 0) + 1
+        self.triples = torch.tensor(triples, device=dev)
+        self.weight = torch.tensor([1.0 / per_target[t] for _, _, t in triples], device=dev)
+        order = torch.argsort(bank.cls)
+        counts = torch.bincount(bank.cls, minlength=len(CLASSES))
+        self.order, self.counts = order, counts
+        self.start = torch.cumsum(counts, 0) - counts
+        self.bank = bank
+
+    def _pick(self, cls: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        u = torch.rand(len(cls), device=cls.device, generator=gen)
+        return self.order[self.start[cls] + (u * self.counts[cls]).long().clamp_max(self.counts[cls] - 1)]
+
+    def sample(self, n: int, gen: torch.Generator, dihedral: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(canvas (n, H, W), class index (n,)) of n new mixtures."""
+        tr = self.triples[torch.multinomial(self.weight, n, replacement=True, generator=gen)]
+        a, b = self.bank.canvas[self._pick(tr[:, 0], gen)], self.pattern[self._pick(tr[:, 1], gen)]
+        if dihedral:  # independent symmetries: B's pattern lands anywhere relative to A's
+            a = dihedral_batch(a, torch.randint(0, 8, (n,), device=a.device, generator=gen))
+            b = dihedral_batch(b, torch.randint(0, 8, (n,), device=a.device, generator=gen))
+        return torch.where((a > 0) & (b == 2), b, a), tr[:, 2]
 
 
 def dihedral_batch(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:

@@ -51,6 +51,7 @@ class ExpertConfig:
     mixed_frac: float = 0.5               # share of MixedWM38 maps per batch (the rest WM-811K)
     wm811k_balance: float = 0.5           # class-balancing exponent for WM-811K sampling
     dihedral: bool = True                 # random rotation/mirror of every training map
+    superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
     follow_up_frac: float = 0.08
     out_of_scope_frac: float = 0.02
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
@@ -121,7 +122,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ..inference.wafer_head import WaferHead
     from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ..train.checkpoint import save_model_dir
-    from .expert_data import MapBank, PixelMaker, Templates, dihedral_batch, numpy_canvas_check
+    from .expert_data import MapBank, PixelMaker, Superposer, Templates, dihedral_batch, numpy_canvas_check
 
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -145,7 +146,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
         ws = load_wafer_file(path)
         if not numpy_canvas_check(ws, size):
             raise RuntimeError("canvas_batch differs from render_map")
-        sets[name] = {s: MapBank(_head(ws.select(s), cfg.limit_maps), size, dev, name) for s in ("train", "val")}
+        split = {s: _head(ws.select(s), cfg.limit_maps) for s in ("train", "val")}
+        sets[name] = {s: MapBank(w, size, dev, name) for s, w in split.items()}
+        if name == "mixedwm38":
+            mix_maps = split["train"].maps  # raw die grids, for superposed mixtures
         _log(log, f"# {name}: train {len(sets[name]['train'])}, val {len(sets[name]['val'])} maps")
     tmpl = Templates(proc, model.config.image_token_id, size, dev)
     px = PixelMaker(proc, dev)
@@ -153,6 +157,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
               f"setup {time.time() - t_start:.0f}s")
     mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
     w_wm = wm.class_weights(cfg.wm811k_balance)
+    sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
+    n_sup = round(cfg.batch_size * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
@@ -165,7 +171,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
     head = WaferHead(model, proc)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    n_mix = round(cfg.batch_size * cfg.mixed_frac)
+    n_mix = round(cfg.batch_size * cfg.mixed_frac) - n_sup
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     best, history, step, progress = None, [], 0, 0.0
     evals = sorted(cfg.eval_at)
@@ -177,11 +183,14 @@ def train_expert(cfg: ExpertConfig) -> dict:
         for g in opt.param_groups:
             g["lr"] = cfg.lr * lr_scale
         i_mix = torch.randint(0, len(mix), (n_mix,), device=dev, generator=gen)
-        i_wm = torch.multinomial(w_wm, cfg.batch_size - n_mix, replacement=True, generator=gen)
+        i_wm = torch.multinomial(w_wm, cfg.batch_size - n_mix - n_sup, replacement=True, generator=gen)
         canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
         cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
         if cfg.dihedral:
             canvas = dihedral_batch(canvas, torch.randint(0, 8, (len(cls),), device=dev, generator=gen))
+        if sup is not None:
+            c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
+            canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
         t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen)
         order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
         n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
