@@ -132,3 +132,19 @@ def test_is_dicom(rg1, tmp_path):
     copy = tmp_path / "noext"
     copy.write_bytes(Path(path).read_bytes()[:200])
     assert is_dicom(copy) and is_dicom(tmp_path / "x.DCM") and not is_dicom(tmp_path / "x.png")
+
+
+def test_uploaded_dicom_bytes(rg1):
+    """The HTTP/upload path decodes DICOM bytes like a file, checks size from the header, names the field."""
+    from domainvlm.inference.image_input import ImageInputError, ImageTooLarge, decode_image
+
+    path, ds = rg1
+    data = Path(path).read_bytes()
+    im = decode_image(data, "messages[0].image")
+    assert im.mode == "RGB" and np.array_equal(np.asarray(im.convert("L")), np.asarray(read_dicom(path)))
+    with pytest.raises(ImageTooLarge, match=r"messages\[0\]\.image: image is \d+x\d+") as e:
+        decode_image(data, "messages[0].image", max_pixels=int(ds.Rows) * int(ds.Columns) - 1)
+    assert e.value.status == 413
+    with pytest.raises(ImageInputError, match=r"^upload: unreadable DICOM") as e:
+        decode_image(data[:600], "upload")
+    assert e.value.status == 400

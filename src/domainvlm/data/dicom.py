@@ -8,6 +8,7 @@ Multi-frame files give frame 0; colour files are converted to "L".
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -98,19 +99,40 @@ def _to_uint8(arr: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.clip(np.rint((arr - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
 
 
-def read_dicom(path: str | Path) -> Image.Image:
-    """Read a DICOM image as an 8-bit 'L' PIL image (see module doc for the display pipeline)."""
+class DicomTooLarge(UserError):
+    """The header declares more pixels than the caller accepts."""
+
+
+def read_dicom(path: str | Path | bytes, name: str | None = None, max_pixels: int = 0) -> Image.Image:
+    """Read a DICOM image (a path, or the file's bytes) as an 8-bit 'L' PIL image (see module doc).
+
+    ``name`` labels errors for bytes input; ``max_pixels`` > 0 rejects larger images from the header alone,
+    before any pixel data is decoded (untrusted uploads), with :class:`DicomTooLarge`.
+    """
     pydicom = _import_pydicom()
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    if isinstance(path, (bytes, bytearray)):
+        src, path = io.BytesIO(path), name or "DICOM data"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        src = path
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(src, stop_before_pixels=bool(max_pixels))
+        if max_pixels:
+            w, h = int(ds.Columns), int(ds.Rows)
+            if w * h > max_pixels:
+                raise DicomTooLarge(f"{path}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
+            if isinstance(src, io.BytesIO):
+                src.seek(0)
+            ds = pydicom.dcmread(src)
     except InvalidDicomError:
         raise UserError(f"{path}: not a DICOM file (no 'DICM' header)") from None
+    except UserError:
+        raise
     except Exception as e:  # truncated headers surface as EOFError, struct.error, ValueError, ...
         raise UserError(f"{path}: unreadable DICOM ({e.__class__.__name__}: {e})") from None
     arr = _pixels(ds, path)

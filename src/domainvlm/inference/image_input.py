@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import os
 import re
-import tempfile
 import urllib.parse
 from pathlib import Path
 
@@ -37,26 +35,14 @@ def _check_size(w: int, h: int, what: str, max_pixels: int) -> None:
 
 
 def _decode_dicom(data: bytes, what: str, max_pixels: int) -> Image.Image:
-    from ..data.dicom import _import_pydicom, read_dicom
+    from ..data.dicom import DicomTooLarge, read_dicom
 
-    pydicom = _import_pydicom()
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-        _check_size(int(ds.Columns), int(ds.Rows), what, max_pixels)
-    except ImageInputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any parse failure of untrusted bytes is the sender's problem
-        raise ImageInputError(f"{what}: unreadable DICOM ({e.__class__.__name__})") from None
-    fd, tmp = tempfile.mkstemp(suffix=".dcm")  # read_dicom reads paths; the temp file never outlives the call
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        try:
-            return read_dicom(tmp).convert("RGB")
-        except UserError as e:
-            raise ImageInputError(f"{what}: {str(e).split(': ', 1)[-1]}") from None
-    finally:
-        os.unlink(tmp)
+        return read_dicom(data, name=what, max_pixels=max_pixels).convert("RGB")
+    except DicomTooLarge as e:
+        raise ImageTooLarge(str(e)) from None
+    except UserError as e:
+        raise ImageInputError(str(e)) from None
 
 
 def decode_image(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
