@@ -43,7 +43,16 @@ VARIANTS = {
     "ours_compile": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True, compile=True)),
     "ours_compile_gc50": ("ours", dict(gradient_checkpointing=0.5, packing=True, answer_logits=True, compile=True)),
     "ours_compile_gc": ("ours", dict(gradient_checkpointing=1.0, packing=True, answer_logits=True, compile=True)),
-    "ours_sdpa_pad_gc": ("ours", dict(gradient_checkpointing=1.0)),
+    "ours_sdpa_pad_gc": ("ours", dict(gradient_checkpointing=1.0, lora_fp32_inputs=True)),
+    "ours_fp32in": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True, lora_fp32_inputs=True)),
+    "ours_varlen": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
+                                 attn_implementation="varlen")),
+    "ours_varlen_gc50": ("ours", dict(gradient_checkpointing=0.5, packing=True, answer_logits=True,
+                                      attn_implementation="varlen")),
+    "ours_varlen_gc": ("ours", dict(gradient_checkpointing=1.0, packing=True, answer_logits=True,
+                                    attn_implementation="varlen")),
+    "ours_qlora_varlen_gc": ("ours", dict(gradient_checkpointing=1.0, packing=True, answer_logits=True,
+                                          attn_implementation="varlen", quantization="4bit")),
     "ours_qlora_gc": ("ours", dict(gradient_checkpointing=1.0, packing=True, answer_logits=True,
                                    quantization="4bit")),
     "hf_qlora_gc": ("hf", dict(gc=True, quantization="4bit")),
@@ -200,8 +209,16 @@ def run_ours(args, opts, data: Path) -> dict:
                       max_length=1024, **opts)
     model, proc = load_base(args, opts)
     meter = Meter(model, cuda)
-    train(cfg, progress=False, model=model, processor=proc, on_step=lambda *a: meter.step())
-    return meter.result(args.warmup)
+    losses = []
+
+    def on_step(step, loss, batch):
+        meter.step()
+        losses.append(round(loss.item(), 5))  # the step's loss: variants must agree (same data, seed)
+
+    train(cfg, progress=False, model=model, processor=proc, on_step=on_step)
+    from domainvlm.models.varlen_attention import _kernel
+
+    return meter.result(args.warmup) | {"losses": losses[:3], "varlen_kernel": _kernel()[0] is not None}
 
 
 def model_flops_per_sample(arch: str, s_mean: float, s2_mean: float, lab_mean: float) -> float:

@@ -9,6 +9,7 @@ from PIL import Image
 
 from domainvlm.models.chat_format import collate, encode_train
 from domainvlm.models.tiny import FAMILIES, build_tiny
+from domainvlm.models.varlen_attention import _configs
 from domainvlm.train import speed
 from domainvlm.train.config import TrainConfig
 
@@ -31,23 +32,38 @@ def cfg(**kw) -> TrainConfig:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_packed_and_answer_only_losses_match_padded(tmp_path, family):
+def test_packed_and_answer_only_losses_match_padded(tmp_path, family, monkeypatch):
+    from domainvlm.models import varlen_attention as va
+
+    calls = []
+    real = va.attention
+    monkeypatch.setattr(va, "attention", lambda m, *a, **k: calls.append(k.get("cu_seq_lens_q") is not None)
+                        or real(m, *a, **k))
     torch.manual_seed(0)
     model, proc = build_tiny(family, tmp_path, save=False)
     model.eval()  # no dropout: the comparison is exact up to float rounding
     b = batch_for(proc)
     assert (b["attention_mask"] == 0).any()  # the batch really is padded
     ref = model(**b).loss
-    for opts in (dict(answer_logits=True), dict(packing=True), dict(packing=True, answer_logits=True)):
-        got = speed.step_loss(model, b, cfg(**opts))
+    for opts in (dict(answer_logits=True), dict(packing=True), dict(packing=True, answer_logits=True),
+                 dict(packing=True, answer_logits=True, attn_implementation="varlen")):
+        with speed.train_context(model, cfg(**opts)):
+            got = speed.step_loss(model, b, cfg(**opts))
         assert torch.allclose(got, ref, rtol=1e-5, atol=1e-5), (opts, got.item(), ref.item())
     # gradients agree too (packing changes the attention layout, not the function)
     g_ref = torch.autograd.grad(ref, [p for p in model.parameters()], allow_unused=True)
-    got = speed.step_loss(model, b, cfg(packing=True, answer_logits=True))
-    g = torch.autograd.grad(got, [p for p in model.parameters()], allow_unused=True)
-    for a, c in zip(g_ref, g):
-        if a is not None:
-            assert torch.allclose(a, c, rtol=1e-3, atol=1e-5)
+    for opts in (dict(packing=True, answer_logits=True), dict(packing=True, attn_implementation="varlen")):
+        with speed.train_context(model, cfg(**opts)):
+            got = speed.step_loss(model, b, cfg(**opts))
+            g = torch.autograd.grad(got, [p for p in model.parameters()], allow_unused=True)
+        for a, c in zip(g_ref, g):
+            if a is not None:
+                assert torch.allclose(a, c, rtol=1e-3, atol=1e-5), opts
+    assert all(c._attn_implementation == "sdpa" for c in _configs(model))  # switched back after the forward
+    n_layers = model.config.get_text_config().num_hidden_layers
+    assert len(calls) >= 2 * n_layers  # the varlen forwards really ran through it (LM layers at least)
+    if family != "llava":
+        assert any(calls)  # Qwen vision towers: all images in one call from their cu_seqlens
 
 
 def test_packing_really_isolates_samples(tmp_path):
@@ -89,3 +105,28 @@ def test_rank_weight_turns_per_rank_means_into_the_global_token_mean():
     weighted = [speed.rank_weight(FakeAcc(), {"labels": lab}) * lo.mean() for lab, lo in zip(per_rank, losses)]
     averaged = sum(weighted) / 2  # what gradient averaging over the two ranks amounts to
     assert torch.isclose(averaged, torch.cat(losses).mean())  # 4.0, not the mean of means 6.0
+
+
+def test_varlen_and_bf16_lora_inputs_survive_checkpointed_training(tmp_path):
+    """Checkpointed layers re-run their forward inside backward: it must see the same attention and casting
+    (a mismatch raises CheckpointError). bf16 autocast on CPU exercises the LoRA-input path of the GPU."""
+    import json
+
+    from domainvlm.train.trainer import train
+
+    torch.manual_seed(0)
+    model, proc = build_tiny("qwen2_vl", tmp_path / "m", save=False)
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, a in enumerate(ANSWERS * 2):
+        Image.fromarray((rng.random((40, 40, 3)) * 255).astype("uint8")).save(tmp_path / f"{i}.png")
+        rows.append({"id": str(i), "images": [f"{i}.png"], "messages": [
+            {"role": "user", "content": "<image>\nDescribe the findings."}, {"role": "assistant", "content": a}]})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = TrainConfig(data=str(tmp_path / "d.jsonl"), output_dir=str(tmp_path / "run"), mode="lora", max_steps=2,
+                    batch_size=3, lr=1e-3, eval_every=0, eval_samples=0, save_every=0, precision="bf16",
+                    packing=True, answer_logits=True, attn_implementation="varlen", gradient_checkpointing=1.0)
+    losses = []
+    res = train(c, progress=False, model=model, processor=proc, on_step=lambda s, loss, b: losses.append(loss.item()))
+    assert res["steps"] == 2 and len(losses) == 2 and np.isfinite(losses).all()
+    assert all(getattr(m, "cast_input_dtype_enabled", True) for m in model.modules())  # restored after training

@@ -37,9 +37,11 @@ class TrainConfig:
     init_adapter: str | None = None       # continue training this LoRA adapter folder (stage 2 of two)
     quantization: str | None = None       # 4bit | 8bit: QLoRA (bitsandbytes, language model only; mode=lora)
     gradient_checkpointing: float = 0.0   # fraction of LM layers recomputed in backward (true = 1.0)
-    attn_implementation: str | None = None  # sdpa | eager | flex_attention | flash_attention_2
+    attn_implementation: str | None = None  # sdpa | eager | flash_attention_2 | varlen (packed training
+    #                                         forwards through torch's varlen flash attention; needs packing)
     packing: bool = False                 # drop padding: one packed row per batch, per-sample positions
     answer_logits: bool = False           # compute the LM head only where labels are (same loss, less memory)
+    lora_fp32_inputs: bool = False        # peft's default: copy LoRA inputs to float32 even under bf16 autocast
     compile: bool = False                 # experimental: torch.compile LM decoder layers (measured slower so far)
     max_steps: int = 0                    # > 0 overrides epochs
     epochs: float = 1.0

@@ -6,11 +6,16 @@ mask, so samples never attend to each other. Pad tokens then cost no FLOPs.
 ``compile`` (experimental): torch.compile each language-model decoder layer (regional compilation, dynamic
 shapes), meant to fuse the many small kernels of a LoRA layer (casts, dropout, adds, norms). Losses match
 eager; on the 7B benchmark it has so far been slower (docs/benchmarks.md), so it is off by default.
+``attn_implementation=varlen`` (with packing): attention per sample from the packed row's boundaries with
+torch's varlen flash attention - no (T x T) mask, no per-image loop in the vision tower
+(models/varlen_attention.py).
 ``answer_logits``: labels are answer-only, so most positions never enter the loss; the LM head (152k-wide
 for Qwen2-VL) and its float32 softmax run only on labelled positions - gigabytes of activations saved.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +58,56 @@ def pack(model, batch: dict, targets: torch.Tensor) -> tuple[dict, torch.Tensor]
     return out, targets[mask][None]
 
 
+def _attention(model, cfg):
+    if cfg.attn_implementation != "varlen":
+        return nullcontext()
+    from ..models.varlen_attention import use_varlen
+
+    return use_varlen(model)
+
+
+def load_attn(cfg) -> str | None:
+    """The attention implementation to load with: varlen is switched on per training forward (sdpa otherwise)."""
+    return "sdpa" if cfg.attn_implementation == "varlen" else cfg.attn_implementation
+
+
+@contextmanager
+def lora_inputs_uncast(model, active: bool):
+    """Keep LoRA inputs in the activation dtype (bf16) inside the block.
+
+    peft copies every LoRA layer's input to the adapter's float32 before dropout; under bf16 autocast the
+    adapter matmuls then run in bf16 anyway, so the copies (a float32 activation per adapted linear, kept for
+    backward by dropout) buy nothing. Only for autocast training forwards: without autocast a bf16 input
+    would meet float32 adapter weights.
+    """
+    if not active:
+        yield
+        return
+    layers = getattr(model, "_domainvlm_lora_layers", None)
+    if layers is None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        object.__setattr__(model, "_domainvlm_lora_layers", layers)
+    old = [getattr(m, "cast_input_dtype_enabled", True) for m in layers]
+    try:
+        for m in layers:
+            m.cast_input_dtype_enabled = False
+        yield
+    finally:
+        for m, o in zip(layers, old):
+            m.cast_input_dtype_enabled = o
+
+
+@contextmanager
+def train_context(model, cfg, autocast_lora: bool = False):
+    """Wrap forward *and* backward of a training step (checkpointed layers re-run their forward in backward, and
+    must see the same attention and casting): varlen attention, LoRA inputs kept in the autocast dtype.
+    autocast_lora: the forward runs under bf16/fp16 autocast with LoRA adapters (see lora_inputs_uncast)."""
+    with lora_inputs_uncast(model, autocast_lora), _attention(model, cfg):
+        yield
+
+
 def step_loss(model, batch: dict, cfg) -> torch.Tensor:
     """The training loss of one micro-batch: the model's own loss, or the packed/answer-only equivalent."""
     if not (cfg.packing or cfg.answer_logits):
@@ -62,7 +117,8 @@ def step_loss(model, batch: dict, cfg) -> torch.Tensor:
     if cfg.packing:
         batch, targets = pack(model, batch, targets)
     keep = (targets != IGNORE).any(0).nonzero().squeeze(1) if cfg.answer_logits else None
-    out = model(**batch, use_cache=False, **({"logits_to_keep": keep} if keep is not None else {}))
+    kw = {"logits_to_keep": keep} if keep is not None else {}
+    out = model(**batch, use_cache=False, **kw)
     logits = out.logits
     if keep is not None:
         targets = targets[:, keep]

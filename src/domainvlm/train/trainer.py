@@ -23,7 +23,7 @@ from .checkpoint import load_checkpoint_state, save_checkpoint, save_model_dir
 from .config import TrainConfig
 from .dataset import RecordDataset, load_records
 from .plots import plot_curves
-from .speed import rank_weight, step_loss
+from .speed import load_attn, rank_weight, step_loss, train_context
 from .tuning import apply_memory_options, apply_tuning, count_trainable
 
 
@@ -55,7 +55,7 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
     # bitsandbytes quantizes while loading, so a quantized base loads straight onto its training device.
     kw = dict(device=str(device) if cfg.quantization else "cpu", quantization=cfg.quantization,
               dtype="bfloat16" if cfg.mode == "lora" and precision == "bf16" else "float32",
-              trust_remote_code=cfg.trust_remote_code, attn_implementation=cfg.attn_implementation)
+              trust_remote_code=cfg.trust_remote_code, attn_implementation=load_attn(cfg))
     if ckpt is not None and cfg.mode == "lora":
         from peft import PeftModel
 
@@ -63,7 +63,7 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
         return PeftModel.from_pretrained(base, str(ckpt / "model"), is_trainable=True), proc
     if ckpt is not None:
         model, proc = load_model(ckpt / "model", device="cpu", dtype="float32",
-                                 attn_implementation=cfg.attn_implementation)
+                                 attn_implementation=load_attn(cfg))
         return apply_tuning(model, cfg), proc
     if cfg.model:
         model, proc = load_model(cfg.model, **kw)
@@ -85,6 +85,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
 
     if not cfg.data:
         raise UserError("train: no data given (data=path/to/train.jsonl)")
+    if cfg.attn_implementation == "varlen" and not cfg.packing:
+        raise UserError("attn_implementation=varlen attends within packed samples: set packing=true too")
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
     if resume and not (ckpt / "trainer_state.json").exists():
@@ -132,6 +134,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         opt.load_state_dict(optim_state["optimizer"])
         sched.load_state_dict(optim_state["scheduler"])
     model, opt, dl, sched = acc.prepare(model, opt, dl, sched)
+    autocast_lora = cfg.mode == "lora" and precision in ("bf16", "fp16") and not cfg.lora_fp32_inputs
     tb = SummaryWriter(str(out / "tb")) if acc.is_main_process else None
     if acc.is_main_process:
         write_json(out / "train_config.json", to_dict(cfg))
@@ -149,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         for i, batch in enumerate(dl):
             if i < skip:  # resume mid-epoch: replay the same shuffled order, skip what was done
                 continue
-            with acc.accumulate(model):
+            with acc.accumulate(model), train_context(model, cfg, autocast_lora):
                 loss = step_loss(model, batch, cfg) * rank_weight(acc, batch)
                 acc.backward(loss)
                 if acc.sync_gradients and cfg.max_grad_norm:
