@@ -24,6 +24,7 @@ def main() -> int:
 
     from domainvlm.config import from_dict, to_dict
     from domainvlm.train.config import LoraConfig, TrainConfig
+    from domainvlm.train.speed import load_attn
     from domainvlm.train.trainer import train
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -52,7 +53,7 @@ def main() -> int:
             node = node[part]
         node[parts[-1]] = v
     cfg = from_dict(TrainConfig, d)
-    model, proc = tlb.build_model(a.arch, "cuda" if cuda else "cpu", cfg.attn_implementation or "sdpa")
+    model, proc = tlb.build_model(a.arch, "cuda" if cuda else "cpu", load_attn(cfg) or "sdpa")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     times = []
     with profile(activities=acts, schedule=schedule(wait=3, warmup=1, active=2, repeat=1)) as prof:

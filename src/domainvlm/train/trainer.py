@@ -79,6 +79,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     """Train per ``cfg``. model/processor: an in-memory base instead of cfg.model (benchmarks);
     on_step(step, loss, batch): called after every optimizer step (timing hooks)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
     from torch.utils.tensorboard import SummaryWriter
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
@@ -100,6 +101,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "fp32"
+    # AcceleratorState is a process-wide singleton that refuses a second precision; each train() call (a
+    # two-stage recipe, a notebook, the test suite) sets its own, so drop the old one (keep PartialState: it holds
+    # the distributed process group).
+    AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
                       gradient_accumulation_steps=cfg.grad_accum)
     out.mkdir(parents=True, exist_ok=True)
