@@ -47,6 +47,8 @@ VARIANTS = {
     "ours_fp32in": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True, lora_fp32_inputs=True)),
     "ours_varlen": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
                                  attn_implementation="varlen")),
+    "ours_varlen_unfused": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
+                                         attn_implementation="varlen", fused_lora=False)),
     "ours_varlen_gc50": ("ours", dict(gradient_checkpointing=0.5, packing=True, answer_logits=True,
                                       attn_implementation="varlen")),
     "ours_varlen_gc": ("ours", dict(gradient_checkpointing=1.0, packing=True, answer_logits=True,
@@ -263,7 +265,7 @@ def _cuda() -> bool:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", choices=sorted(ARCHS), default="7b")
-    p.add_argument("--variants", default="hf_gc,hf,ours_gc,ours_gc50,ours,ours_qlora_gc")
+    p.add_argument("--variants", default="hf_gc,hf,ours_varlen,ours_varlen_unfused,ours_varlen_gc,ours_qlora_varlen_gc")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=10, help="timed optimizer steps (after --warmup)")
     p.add_argument("--warmup", type=int, default=3)

@@ -42,6 +42,7 @@ class TrainConfig:
     packing: bool = False                 # drop padding: one packed row per batch, per-sample positions
     answer_logits: bool = False           # compute the LM head only where labels are (same loss, less memory)
     lora_fp32_inputs: bool = False        # peft's default: copy LoRA inputs to float32 even under bf16 autocast
+    fused_lora: bool = True               # LoRA linears as one autograd node each (train/fused_lora.py)
     compile: bool = False                 # experimental: torch.compile LM decoder layers (measured slower so far)
     max_steps: int = 0                    # > 0 overrides epochs
     epochs: float = 1.0

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.chat_format import IGNORE
+from .fused_lora import fused_lora
 
 _SEQ = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 
@@ -102,9 +103,11 @@ def lora_inputs_uncast(model, active: bool):
 @contextmanager
 def train_context(model, cfg, autocast_lora: bool = False):
     """Wrap forward *and* backward of a training step (checkpointed layers re-run their forward in backward, and
-    must see the same attention and casting): varlen attention, LoRA inputs kept in the autocast dtype.
-    autocast_lora: the forward runs under bf16/fp16 autocast with LoRA adapters (see lora_inputs_uncast)."""
-    with lora_inputs_uncast(model, autocast_lora), _attention(model, cfg):
+    must see the same attention and casting): varlen attention, LoRA inputs kept in the autocast dtype, fused
+    LoRA linears. autocast_lora: the forward runs under bf16/fp16 autocast with LoRA adapters (see
+    lora_inputs_uncast); lora_fp32_inputs=true asks for peft's own path, so it also turns fusing off."""
+    fuse = cfg.mode == "lora" and cfg.fused_lora and not cfg.lora_fp32_inputs
+    with lora_inputs_uncast(model, autocast_lora), _attention(model, cfg), fused_lora(model, fuse):
         yield
 
 
