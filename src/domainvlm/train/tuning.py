@@ -212,7 +212,11 @@ def apply_memory_options(model, cfg) -> None:
 
 def _checkpoint_layers(base, frac: float) -> None:
     # non-reentrant checkpointing needs no input-grad hooks and works under DDP with frozen layers
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kw = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.2x; the old name warns there
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kw)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kw)
     layers = [m for n, m in base.named_modules() if part_of(n) == "lm" and hasattr(m, "gradient_checkpointing")
               and re.search(r"\.layers\.\d+$", n)]
     keep = round(frac * len(layers))
