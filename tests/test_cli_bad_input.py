@@ -84,3 +84,29 @@ def test_subprocess_no_traceback(tmp_path):
                         str(tmp_path / "o")], capture_output=True, text=True)
     assert r.returncode == 2
     assert "Traceback" not in r.stderr and r.stderr.count("\n") == 1 and "bad.npz" in r.stderr
+
+
+def test_eval_image_root(tmp_path, capsys, tiny_model_dir):
+    """Relative image paths resolve against --image-root; without it (or with a wrong one) one clear line."""
+    from PIL import Image
+
+    imgs = tmp_path / "pics"
+    imgs.mkdir()
+    Image.new("RGB", (52, 52), (0, 128, 0)).save(imgs / "m.png")
+    p = tmp_path / "ann" / "d.jsonl"
+    p.parent.mkdir()
+    rec = {"id": "w1", "images": ["m.png"], "messages": [{"role": "user", "content": "<image>\nWhat defect?"},
+                                                        {"role": "assistant", "content": "Diagnosis: Center."}],
+           "labels": {"task": "wafer", "defects": ["Center"]}}
+    p.write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "m.json"
+    base = ["eval", "--model", str(tiny_model_dir), "--data", str(p), "--out", str(out), "--max-new-tokens", "4",
+            "--quiet"]
+    rc, err = _run(capsys, base)
+    errors = [e for e in err if "error" in e]  # (stderr also carries the weight-loading progress bar)
+    assert rc == 2 and len(errors) == 1 and "m.png: image not found" in errors[0] and not out.exists()
+    rc, err = _run(capsys, base + ["--image-root", str(tmp_path / "nope")])
+    assert rc == 2 and err == [f"domainvlm: error: --image-root {tmp_path / 'nope'}: not a folder"]
+    assert not out.exists()
+    assert main(base + ["--image-root", str(imgs)]) == 0
+    assert json.loads(out.read_text())["n"] == 1

@@ -14,6 +14,8 @@ def add_arguments(p):
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--data", required=True, help="record JSONL or a raw source (npz, annotation.json, ...)")
     p.add_argument("--split", help="only records of this split (e.g. val)")
+    p.add_argument("--image-root", help="folder that relative image paths are relative to (default: the data "
+                   "file's folder; LLaVA's --image_folder)")
     p.add_argument("--limit", type=int, help="first N records only")
     p.add_argument("--out", required=True, help="metrics.json path")
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
@@ -38,14 +40,17 @@ def run(args):
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory, give a file name such as metrics.json")
     recs = load_any(args.data, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
-                    explain=False)
+                    explain=False, image_root=args.image_root)
     if args.limit:
         recs = recs[: args.limit]
     if not recs:
         raise UserError(f"{args.data}: no records to evaluate" + (f" in split {args.split!r}" if args.split else ""))
+    base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
+    if args.image_root and not base.is_dir():
+        raise UserError(f"--image-root {args.image_root}: not a folder")
     eng = Engine(args.model, device=args.device, threads=args.threads)
     t0 = time.perf_counter()
-    metrics, rows = evaluate_records(eng, recs, Path(args.data).resolve().parent, args.batch_size,
+    metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
                                      Sampling(max_new_tokens=args.max_new_tokens), progress=not args.quiet)
     secs = time.perf_counter() - t0
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
