@@ -154,9 +154,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
             dl.set_epoch(epoch)
         g.manual_seed(cfg.seed + epoch)
         skip = (state["step"] % steps_per_epoch) * cfg.grad_accum if epoch == state["step"] // steps_per_epoch else 0
-        for i, batch in enumerate(dl):
-            if i < skip:  # resume mid-epoch: replay the same shuffled order, skip what was done
-                continue
+        # resume mid-epoch: replay the same shuffled order; the batches already done are skipped in the batch
+        # sampler, so their images are never loaded
+        for batch in (acc.skip_first_batches(dl, skip) if skip else dl):
             with acc.accumulate(model), train_context(model, cfg, autocast_lora):
                 loss = step_loss(model, batch, cfg) * rank_weight(acc, batch)
                 acc.backward(loss)
