@@ -82,3 +82,19 @@ def test_loader_errors(tmp_path, tiny_model_dir):
     assert inspect_dir(tiny_model_dir)["model_type"] == "qwen2_vl"
     model, _ = load_model(tiny_model_dir, device="cpu")
     assert not model.training and next(model.parameters()).dtype == torch.float32
+
+
+def test_compact_resample_is_a_config_field(tmp_path):
+    """Wafer maps resize nearest (crisp dies); radiographs ask for bicubic; the choice survives save/load."""
+    from conftest import TINY
+
+    from domainvlm.errors import UserError
+    from domainvlm.models.compact import CompactConfig, build_compact
+    from domainvlm.models.loader import load_processor
+
+    corpus = ["Diagnosis: Center. 诊断：中心。"] * 20
+    for name, pil in (("nearest", 0), ("bicubic", 3)):
+        build_compact(tmp_path / name, corpus, CompactConfig(**TINY, resample=name))
+        assert load_processor(tmp_path / name).image_processor.resample == pil
+    with pytest.raises(UserError, match="compact.resample: 'cubic'"):
+        build_compact(tmp_path / "bad", corpus, CompactConfig(**TINY, resample="cubic"))

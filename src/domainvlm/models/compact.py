@@ -40,6 +40,11 @@ class CompactConfig:
     intermediate: int = 768
     vocab_size: int = 4096
     max_position: int = 2048
+    resample: str = "nearest"     # image resize filter: nearest keeps each wafer die a crisp block; bicubic for
+    #                               photographs and radiographs
+
+
+RESAMPLE = {"nearest": 0, "bilinear": 2, "bicubic": 3, "lanczos": 1}  # PIL filter ids
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):
@@ -68,6 +73,10 @@ def build_compact(out_dir: str | Path, corpus: Iterable[str], cfg: CompactConfig
     from .processor import ImageOnlyQwen2VLProcessor
 
     cfg = cfg or CompactConfig()
+    if cfg.resample not in RESAMPLE:
+        from ..errors import UserError
+
+        raise UserError(f"compact.resample: {cfg.resample!r} is not one of {', '.join(RESAMPLE)}")
     tok = train_tokenizer(corpus, cfg.vocab_size)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIALS}
     head_dim = cfg.hidden // cfg.heads
@@ -99,7 +108,7 @@ def build_compact(out_dir: str | Path, corpus: Iterable[str], cfg: CompactConfig
     px = cfg.image_size * cfg.image_size
     ip = Qwen2VLImageProcessorPil(
         min_pixels=px, max_pixels=px, patch_size=cfg.patch_size, merge_size=cfg.merge_size,
-        temporal_patch_size=2, resample=0,  # nearest: keep every die a crisp block
+        temporal_patch_size=2, resample=RESAMPLE[cfg.resample],
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
     proc = ImageOnlyQwen2VLProcessor(image_processor=ip, tokenizer=tok, chat_template=CHAT_TEMPLATE)
     out = Path(out_dir)
