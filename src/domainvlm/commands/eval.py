@@ -39,6 +39,8 @@ def run(args):
     out = Path(args.out)
     if out.is_dir():
         raise UserError(f"--out {out}: is a directory, give a file name such as metrics.json")
+    if args.image_root and not Path(args.image_root).is_dir():
+        raise UserError(f"--image-root {args.image_root}: not a folder")
     recs = load_any(args.data, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
                     explain=False, image_root=args.image_root)
     if args.limit:
@@ -46,8 +48,6 @@ def run(args):
     if not recs:
         raise UserError(f"{args.data}: no records to evaluate" + (f" in split {args.split!r}" if args.split else ""))
     base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
-    if args.image_root and not base.is_dir():
-        raise UserError(f"--image-root {args.image_root}: not a folder")
     eng = Engine(args.model, device=args.device, threads=args.threads)
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,

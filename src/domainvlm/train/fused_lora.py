@@ -98,15 +98,22 @@ def _fused_forward(self, x, *args, **kwargs):
     return LoraLinearFn.apply(x, *plan)
 
 
-def lora_layers(model) -> list:
-    """peft's plain ``lora.Linear`` layers of a model (cached on the model: the set does not change in training)."""
-    layers = getattr(model, "_domainvlm_fusable_lora", None)
-    if layers is None:
-        from peft.tuners.lora.layer import Linear
+def cached_modules(model, attr: str, keep) -> list:
+    """The model's submodules for which ``keep(m)`` holds, found once and cached on the model under ``attr``
+    (adapter layers do not change during training; object.__setattr__ keeps the list out of nn.Module's
+    registries)."""
+    found = getattr(model, attr, None)
+    if found is None:
+        found = [m for m in model.modules() if keep(m)]
+        object.__setattr__(model, attr, found)
+    return found
 
-        layers = [m for m in model.modules() if type(m) is Linear]
-        object.__setattr__(model, "_domainvlm_fusable_lora", layers)
-    return layers
+
+def lora_layers(model) -> list:
+    """peft's plain ``lora.Linear`` layers of a model."""
+    from peft.tuners.lora.layer import Linear
+
+    return cached_modules(model, "_domainvlm_fusable_lora", lambda m: type(m) is Linear)
 
 
 @contextmanager

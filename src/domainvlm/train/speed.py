@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.chat_format import IGNORE
-from .fused_lora import fused_lora
+from .fused_lora import cached_modules, fused_lora
 
 _SEQ = ("input_ids", "attention_mask", "labels", "mm_token_type_ids", "token_type_ids")
 
@@ -84,12 +84,9 @@ def lora_inputs_uncast(model, active: bool):
     if not active:
         yield
         return
-    layers = getattr(model, "_domainvlm_lora_layers", None)
-    if layers is None:
-        from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.tuners.tuners_utils import BaseTunerLayer
 
-        layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-        object.__setattr__(model, "_domainvlm_lora_layers", layers)
+    layers = cached_modules(model, "_domainvlm_lora_layers", lambda m: isinstance(m, BaseTunerLayer))
     old = [getattr(m, "cast_input_dtype_enabled", True) for m in layers]
     try:
         for m in layers:
