@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..data.wafer_canvas import canvas_batch
+from ..data.wafer_render import _layout
 from ..data.wafer_instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
 from ..data.wafer_render import _LUT
 from ..domain import wafer_knowledge as wk
@@ -125,6 +126,13 @@ class MapBank:
     def __init__(self, ws, size: int, device, source: str):
         self.source, self.taxonomy, self.size = source, ws.taxonomy, size
         self.canvas = torch.from_numpy(canvas_batch(ws.maps, size)).to(device)
+        # per map (rows, cols, die pixels k, top, left) on the canvas, for die-exact rotations
+        geo = []
+        for m in ws.maps:
+            h, w = np.shape(m)
+            k, _, top, left = _layout(h, w, size)
+            geo.append((h, w, k, top, left))
+        self.geometry = torch.tensor(geo, dtype=torch.float32, device=device)
         self.cls = torch.tensor([CLASSES.index(set_name(d)) for d in ws.defects], device=device)
         self.defects = [tuple(d) for d in ws.defects]
 
@@ -215,6 +223,55 @@ def dihedral_batch(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         if len(sel):
             y = x[sel].rot90(t % 4, dims=(1, 2))
             out[sel] = y.flip(2) if t >= 4 else y
+    return out
+
+
+def rotate_batch(canvas: torch.Tensor, geometry: torch.Tensor, angle: torch.Tensor,
+                 mirror: torch.Tensor) -> torch.Tensor:
+    """Rotate each map of a canvas batch by ``angle`` (radians), after mirroring where ``mirror``, die by die.
+
+    The rotation acts on the die grid, not on pixels, so every die stays one k x k block of one palette
+    colour, as real renders are. It runs in coordinates normalised to [-1, 1] on both axes: a wafer fills
+    its map's bounding box, so this is the physical rotation of the wafer also for non-square die grids
+    (WM-811K). Each output die takes the nearest source die; dies that come from outside the map are off-wafer.
+    Rotations by multiples of 90 degrees of a square map are exactly the dihedral ones.
+    ``canvas`` (B, S, S) palette indices, ``geometry`` (B, 5) rows of (h, w, k, top, left) as in MapBank.
+    """
+    b, size, _ = canvas.shape
+    h, w, k, top, left = (geometry[:, i].view(b, 1, 1) for i in range(5))
+    ok = k > 0  # maps larger than the canvas were subsampled: leave them as they are
+    k = k.clamp_min(1)
+    ax = torch.arange(size, device=canvas.device, dtype=torch.float32)
+    i = torch.floor((ax.view(1, size, 1) - top) / k)
+    j = torch.floor((ax.view(1, 1, size) - left) / k)
+    inside = (i >= 0) & (i < h) & (j >= 0) & (j < w)
+    u = (2 * i + 1) / h - 1
+    v = (2 * j + 1) / w - 1
+    v = torch.where(mirror.view(b, 1, 1), -v, v)
+    c, s = torch.cos(angle).view(b, 1, 1), torch.sin(angle).view(b, 1, 1)
+    i2 = torch.floor((c * u - s * v + 1) * h / 2 + 1e-4)
+    j2 = torch.floor((s * u + c * v + 1) * w / 2 + 1e-4)
+    valid = inside & (i2 >= 0) & (i2 < h) & (j2 >= 0) & (j2 < w)
+    sy = (top + i2 * k + k // 2).clamp(0, size - 1).long()
+    sx = (left + j2 * k + k // 2).clamp(0, size - 1).long()
+    flat = canvas.reshape(b, -1).gather(1, (sy * size + sx).reshape(b, -1)).view(b, size, size)
+    out = torch.where(valid, flat, torch.zeros_like(flat))
+    return torch.where(ok, out, canvas)
+
+
+def augment_batch(canvas: torch.Tensor, geometry: torch.Tensor, rotate_frac: float,
+                  gen: torch.Generator) -> torch.Tensor:
+    """Training symmetry of every map: a free rotation (+ random mirror) for ``rotate_frac`` of them, else one
+    of the 8 dihedral transforms."""
+    b, dev = len(canvas), canvas.device
+    out = dihedral_batch(canvas, torch.randint(0, 8, (b,), device=dev, generator=gen))
+    if rotate_frac <= 0:
+        return out
+    sel = (torch.rand(b, device=dev, generator=gen) < rotate_frac).nonzero().flatten()
+    if len(sel):
+        angle = torch.rand(len(sel), device=dev, generator=gen) * (2 * np.pi)
+        mirror = torch.rand(len(sel), device=dev, generator=gen) < 0.5
+        out[sel] = rotate_batch(canvas[sel], geometry[sel], angle, mirror)
     return out
 
 

@@ -3,7 +3,8 @@
     domainvlm train-expert --config configs/wafer-expert.yaml [key=value ...]
 
 Full fine-tuning from scratch of the compact model (models/compact.py) with the fixed-canvas input
-(data/wafer_canvas.py), the 8 dihedral symmetries as augmentation, class-balanced sampling of WM-811K and
+(data/wafer_canvas.py), the 8 dihedral symmetries and free die-grid rotations as augmentation, class-balanced
+sampling of WM-811K and
 every conversation template in English and Chinese (train/expert_data.py). The learning-rate schedule runs
 on the larger of step and wall-clock progress, so a run ends annealed inside its time budget. The model
 (raw or EMA weights) with the best val score, mean(MixedWM38 exact match, WM-811K macro-F1) decoded with the
@@ -51,6 +52,7 @@ class ExpertConfig:
     mixed_frac: float = 0.5               # share of MixedWM38 maps per batch (the rest WM-811K)
     wm811k_balance: float = 0.5           # class-balancing exponent for WM-811K sampling
     dihedral: bool = True                 # random rotation/mirror of every training map
+    rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
     superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
     follow_up_frac: float = 0.08
     out_of_scope_frac: float = 0.02
@@ -122,7 +124,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ..inference.wafer_head import WaferHead
     from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ..train.checkpoint import save_model_dir
-    from .expert_data import MapBank, PixelMaker, Superposer, Templates, dihedral_batch, numpy_canvas_check
+    from .expert_data import MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
 
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,7 +189,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
         canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
         cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
         if cfg.dihedral:
-            canvas = dihedral_batch(canvas, torch.randint(0, 8, (len(cls),), device=dev, generator=gen))
+            geo = torch.cat([mix.geometry[i_mix], wm.geometry[i_wm]])
+            canvas = augment_batch(canvas, geo, cfg.rotate_frac, gen)
         if sup is not None:
             c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
             canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
