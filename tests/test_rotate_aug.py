@@ -54,3 +54,31 @@ def test_augment_batch_mixes_free_and_dihedral_transforms():
     free = sum(not any(torch.equal(mixed[b], dihedral_batch(bank.canvas[b:b + 1], torch.tensor([t]))[0])
                        for t in range(8)) for b in range(len(bank)))
     assert 15 <= free <= 49  # about half of them turned by a free angle
+
+
+def test_short_answer_twins_end_after_the_diagnosis_line():
+    from domainvlm.domain import wafer_knowledge as wk
+    from domainvlm.domain.wafer_patterns import canonical_set
+    from domainvlm.models.loader import load_model
+    from domainvlm.train.expert_data import CLASSES, LANGS, Templates
+
+    _, proc = load_model(None, device="cpu")  # the bundled expert's tokenizer and processor
+    t = Templates(proc, 5, 224, "cpu")
+    tok = proc.tokenizer
+    short = [i for i, k in enumerate(t.kind) if k == "short"]
+    assert len(short) == t.diag.numel()
+    for c in (0, 7, len(CLASSES) - 1):
+        for li, lang in enumerate(LANGS):
+            full, twin = int(t.diag[c, li, 0]), int(t.short_of[t.diag[c, li, 0]])
+            n = int(t.length[twin])
+            assert t.kind[twin] == "short" and n < int(t.length[full])
+            assert torch.equal(t.ids[twin, :n], t.ids[full, :n]) and torch.equal(t.labels[twin, :n], t.labels[full, :n])
+            answer = tok.decode(t.ids[twin, :n][t.labels[twin, :n] != -100].tolist())
+            first_line = wk.answer(canonical_set(CLASSES[c].split("+")), lang, True).split("\n")[0]
+            assert answer.strip() == first_line
+    gen = torch.Generator().manual_seed(0)
+    cls = torch.zeros(400, dtype=torch.long)
+    picked = t.sample(cls, 0.0, 0.0, gen, short_frac=0.75)
+    frac = sum(t.kind[i] == "short" for i in picked.tolist()) / len(picked)
+    assert 0.65 < frac < 0.85
+    assert all(t.kind[i] == "diag" for i in t.sample(cls, 0.0, 0.0, gen).tolist())

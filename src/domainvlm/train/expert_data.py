@@ -70,6 +70,7 @@ class Templates:
         blank = Image.new("RGB", (size, size))
         merge = processor.image_processor.merge_size
         rows, self.kind, self.cls, self.lang = [], [], [], []
+        tok = processor.tokenizer
         for kind, c, lang, msgs in conversations():
             enc = encode_train(processor, msgs, [blank])
             pos, _ = mrope_positions(enc["input_ids"], image_token_id, enc["image_grid_thw"], merge)
@@ -77,6 +78,14 @@ class Templates:
             self.kind.append(kind)
             self.cls.append(c)
             self.lang.append(lang)
+            if kind == "diag":  # its twin cut after the diagnosis line (same tokens as the full answer)
+                ids, lab = rows[-1][0], rows[-1][1]
+                s = int((lab != IGNORE).nonzero()[0])
+                e = next(j for j in range(s, len(ids)) if "\n" in tok.decode([int(ids[j])])) + 1
+                rows.append((ids[:e], lab[:e], pos[:, 0, :e]))
+                self.kind.append("short")
+                self.cls.append(c)
+                self.lang.append(lang)
         self.grid = enc["image_grid_thw"][0].tolist()
         n = max(len(r[0]) for r in rows)
         pad = processor.tokenizer.pad_token_id
@@ -100,9 +109,16 @@ class Templates:
         self.follow = torch.tensor([[idx[("follow", c, lg)] for lg in LANGS] for c in range(len(CLASSES))],
                                    device=device)
         self.oos = torch.tensor([idx[("oos", -1, lg)] for lg in LANGS], device=device)
+        self.short_of = torch.arange(len(rows), device=device)  # full diagnosis template -> its short twin
+        self.short_of[self.diag.flatten()] = torch.tensor(
+            [idx[("short", c, lg)] for c in range(len(CLASSES)) for lg in LANGS], device=device).view(
+            len(CLASSES), len(LANGS), -1).flatten()
 
-    def sample(self, cls: torch.Tensor, follow_frac: float, oos_frac: float, gen: torch.Generator) -> torch.Tensor:
-        """One template index per sample of class ``cls`` (random language, question, kind)."""
+    def sample(self, cls: torch.Tensor, follow_frac: float, oos_frac: float, gen: torch.Generator,
+               short_frac: float = 0.0) -> torch.Tensor:
+        """One template index per sample of class ``cls`` (random language, question, kind); ``short_frac`` of
+        the diagnosis samples end after the diagnosis line (the templated explanation costs compute and carries
+        no information about the map)."""
         b, dev = len(cls), self.device
         lang = torch.randint(0, len(LANGS), (b,), device=dev, generator=gen)
         u = torch.rand(b, device=dev, generator=gen)
@@ -112,6 +128,8 @@ class Templates:
         f = f.gather(1, torch.randint(0, f.shape[1], (b, 1), device=dev, generator=gen))[:, 0]
         o = self.oos[lang]
         o = o.gather(1, torch.randint(0, o.shape[1], (b, 1), device=dev, generator=gen))[:, 0]
+        if short_frac > 0:
+            d = torch.where(torch.rand(b, device=dev, generator=gen) < short_frac, self.short_of[d], d)
         return torch.where(u < oos_frac, o, torch.where(u < oos_frac + follow_frac, f, d))
 
     def batch(self, t: torch.Tensor) -> dict:

@@ -55,6 +55,7 @@ class ExpertConfig:
     rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
     superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
     follow_up_frac: float = 0.08
+    short_answer_frac: float = 0.0        # share of diagnosis samples trained only up to the diagnosis line
     out_of_scope_frac: float = 0.02
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
     eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
@@ -194,7 +195,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
         if sup is not None:
             c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
             canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
-        t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen)
+        t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen, cfg.short_answer_frac)
         order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
         n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
         loss_sum = 0.0
