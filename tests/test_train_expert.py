@@ -31,7 +31,7 @@ def test_train_expert_smoke(tmp_path):
     tiny = ("compact.vision_dim=32 compact.vision_depth=1 compact.vision_heads=2 compact.hidden=64 compact.layers=1 "
             "compact.heads=2 compact.kv_heads=1 compact.intermediate=128").split()
     assert main(["train-expert", f"mixedwm38={mixed}", f"wm811k={wm}", f"output_dir={out}", "max_steps=3",
-                 "batch_size=8", "superpose_frac=0.5", "rotate_frac=0.5", "warmup_steps=1", "log_every=1", "eval_at=[1.0]", *tiny]) == 0
+                 "batch_size=8", "superpose_frac=0.5", "rotate_frac=0.5", "short_answer_frac=0.5", "length_buckets=4", "warmup_steps=1", "log_every=1", "eval_at=[1.0]", *tiny]) == 0
     sel = json.loads((out / "val_selection.json").read_text())
     assert sel["summary"]["steps"] == 3 and sel["summary"]["best"]["weights"] in ("raw", "ema")
     assert {r["weights"] for r in sel["history"] if "eval_step" in r} == {"raw", "ema"}
