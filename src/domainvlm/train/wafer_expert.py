@@ -63,6 +63,7 @@ class ExpertConfig:
     log_every: int = 50
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
     seed: int = 0
+    phases: list[dict] = field(default_factory=list)  # field overrides per phase (train/expert_phases.py)
 
 
 def _log(fh, msg: str) -> None:
@@ -121,6 +122,10 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
 
 
 def train_expert(cfg: ExpertConfig) -> dict:
+    if cfg.phases:
+        from .expert_phases import run_phases
+
+        return run_phases(cfg, train_expert)
     from ..data.wafer_sources import load_wafer_file
     from ..inference.wafer_head import WaferHead
     from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
