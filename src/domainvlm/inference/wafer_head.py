@@ -65,6 +65,17 @@ def _line_tokens(tok, defects, lang) -> list[int]:
     raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
 
 
+def _cache_kw(model) -> str:
+    """Name of the KV-cache argument: ``cache`` in newer transformers (the old name warns), else the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _out_cache(out):
+    return out["cache"] if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
+
+
 def _forced(node: _Node) -> tuple[list[int], _Node]:
     """Follow single-child links from ``node``; returns the tokens passed and the node reached."""
     out = []
@@ -105,6 +116,7 @@ def _branch_nodes(root: _Node) -> list[_Node]:
 class WaferHead:
     def __init__(self, model, processor):
         self.model, self.processor, self.tok = model, processor, processor.tokenizer
+        self.cache_kw = _cache_kw(model)
         self.tries = {lang: build_trie(self.tok, lang) for lang in ("en", "zh")}
         self.branch: list[_Node] = []
         for root in self.tries.values():
@@ -192,7 +204,7 @@ class WaferHead:
         seqs = [p + f for p, (f, _) in zip(prompts, starts)]
         nodes = [node for _, node in starts]
         out, att, pos = self._prefill(pixel_values, grid_thw, seqs)
-        cache, logits = out.past_key_values, out.logits[:, -1]
+        cache, logits = _out_cache(out), out.logits[:, -1]
         next_pos = pos.amax(dim=(0, 2)) + 1
         result: list[tuple | None] = [None] * nb
         active = list(range(nb))
@@ -219,8 +231,8 @@ class WaferHead:
             p = (next_pos[:, None] + torch.arange(T, device=dev)[None])[None].expand(3, -1, -1)
             next_pos = next_pos + lens_t
             att = torch.cat([att, m], dim=1)
-            out = model(input_ids=step, attention_mask=att, position_ids=p, past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(input_ids=step, attention_mask=att, position_ids=p, use_cache=True, **{self.cache_kw: cache})
+            cache = _out_cache(out)
             logits = out.logits[torch.arange(nb, device=dev), (lens_t - 1).clamp(min=0)]
         return result
 
