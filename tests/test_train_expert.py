@@ -82,3 +82,18 @@ def test_train_expert_bad_phase_is_one_clear_error(tmp_path, capsys):
     assert main(["train-expert", "--config", str(cfg)]) != 0
     err = capsys.readouterr().err
     assert "phases[0]" in err and "max_stepz" in err and "Traceback" not in err
+    cfg.write_text(f"output_dir: {tmp_path / 'run'}\nphases:\n  - {{max_steps: 3}}\n  - {{rotate_frac: 2}}\n")
+    assert main(["train-expert", "--config", str(cfg)]) != 0
+    err = capsys.readouterr().err
+    assert "phases[1]" in err and "rotate_frac" in err and not (tmp_path / "run").exists()  # phase 1 never ran
+
+
+@pytest.mark.parametrize("bad, field", [("rotate_frac=1.5", "rotate_frac"), ("short_answer_frac=-0.1", "short_answer_frac"),
+                                        ("length_buckets=0", "length_buckets"), ("eval_at=[0,1]", "eval_at")])
+def test_train_expert_bad_values_are_one_clear_error(tmp_path, capsys, bad, field):
+    from domainvlm.cli import main
+
+    assert main(["train-expert", f"output_dir={tmp_path / 'run'}", bad]) != 0
+    err = capsys.readouterr().err
+    assert field in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written

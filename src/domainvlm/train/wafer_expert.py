@@ -66,6 +66,24 @@ class ExpertConfig:
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (train/expert_phases.py)
 
 
+def _check(cfg: ExpertConfig) -> None:
+    """One clear error per bad field before any data is loaded."""
+    for name in ("mixed_frac", "rotate_frac", "superpose_frac", "follow_up_frac", "short_answer_frac",
+                 "out_of_scope_frac", "ema_decay"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v <= 1.0 or (name == "ema_decay" and v == 1.0):
+            raise UserError(f"config: {name} must be in [0, 1{')' if name == 'ema_decay' else ']'}, got {v}")
+    if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
+        raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
+    for name in ("max_steps", "batch_size", "length_buckets"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0:
+        raise UserError("config: lr must be positive, time_budget_s and warmup_steps not negative")
+    if any(not 0.0 < p <= 1.0 for p in cfg.eval_at):
+        raise UserError(f"config: eval_at progress points must be in (0, 1], got {cfg.eval_at}")
+
+
 def _log(fh, msg: str) -> None:
     print(msg, flush=True)
     if fh:
@@ -123,9 +141,15 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
 
 def train_expert(cfg: ExpertConfig) -> dict:
     if cfg.phases:
-        from .expert_phases import run_phases
+        from .expert_phases import phase_configs, run_phases
 
+        for i, pcfg in enumerate(phase_configs(cfg)):  # every phase checked before the first one trains
+            try:
+                _check(pcfg)
+            except UserError as e:
+                raise UserError(str(e).replace("config: ", f"config: phases[{i}]: ", 1)) from None
         return run_phases(cfg, train_expert)
+    _check(cfg)
     from ..data.wafer_sources import load_wafer_file
     from ..inference.wafer_head import WaferHead
     from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
