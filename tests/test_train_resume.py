@@ -48,3 +48,36 @@ def test_resume_mid_epoch_replays_the_same_batch_order(tmp_path, tiny_model_dir,
     # the 2 skipped batches are not loaded (skipped in the batch sampler, not by iterating the loader): loading
     # them would add 6 items to the 15 trained on (plus the loader's look-ahead; 25 before, 19 now)
     assert 5 * 3 <= len(loads) < 5 * 3 + 2 * 3
+
+
+def test_fsdp_refuses_resume_and_qlora_with_one_clear_error(tmp_path, tiny_model_dir, monkeypatch):
+    """Under FSDP, --resume (rank-0 optimizer shard) and QLoRA (not sharded) are refused before anything is
+    written; the distributed type is faked, as CPU CI has no process group."""
+    import accelerate
+    import pytest
+    from accelerate.utils import DistributedType
+
+    from domainvlm.errors import UserError
+
+    class FakeFSDP(accelerate.Accelerator):  # reports FSDP to the trainer once accelerate's own set-up is done
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self._fake = True
+
+        @property
+        def distributed_type(self):
+            return DistributedType.FSDP if getattr(self, "_fake", False) else super().distributed_type
+
+    data = _data(tmp_path)
+    _run(data, tiny_model_dir, tmp_path / "a", 1)  # a checkpoint to resume from, made without the fake
+    monkeypatch.setattr(accelerate, "Accelerator", FakeFSDP)
+    for kw, msg in (({"resume": True}, "--resume is not supported under FSDP"),
+                    ({"quantization": "4bit", "mode": "lora"}, "not sharded by FSDP")):
+        out = tmp_path / ("a" if kw.get("resume") else "q")
+        c = TrainConfig(model=str(tiny_model_dir), data=str(data), output_dir=str(out), max_steps=1, batch_size=3,
+                        eval_every=0, eval_samples=0, save_every=0,
+                        **{k: v for k, v in kw.items() if k != "resume"})
+        before = sorted(p.name for p in out.rglob("*")) if out.exists() else None
+        with pytest.raises(UserError, match=msg):
+            train(c, resume=kw.get("resume", False), progress=False)
+        assert (sorted(p.name for p in out.rglob("*")) if out.exists() else None) == before

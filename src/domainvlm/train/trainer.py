@@ -74,6 +74,18 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
     return apply_tuning(model, cfg), proc
 
 
+def _check_fsdp(acc, cfg: TrainConfig, resume: bool) -> None:
+    """What FSDP here cannot do (docs/multi_gpu.md), refused before anything is loaded or written."""
+    if acc.distributed_type != DistributedType.FSDP:
+        return
+    if resume:
+        raise UserError("--resume is not supported under FSDP (the saved optimizer state is rank 0's shard): "
+                        "resume with DDP or one GPU")
+    if cfg.quantization:
+        raise UserError(f"quantization={cfg.quantization} (QLoRA) is not sharded by FSDP here: use DDP "
+                        "(configs/accelerate_ddp.yaml)")
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=None, processor=None,
           on_step=None) -> dict:
     """Train per ``cfg``. model/processor: an in-memory base instead of cfg.model (benchmarks);
@@ -107,6 +119,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
                       gradient_accumulation_steps=cfg.grad_accum)
+    _check_fsdp(acc, cfg, resume)
     out.mkdir(parents=True, exist_ok=True)
     if model is not None:
         model, proc = apply_tuning(model, cfg), processor
