@@ -75,7 +75,7 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
 
 
 def _check_fsdp(acc, cfg: TrainConfig, resume: bool) -> None:
-    """What FSDP here cannot do (docs/multi_gpu.md), refused before anything is loaded or written."""
+    """What FSDP here cannot do (docs/multi_gpu.md), refused before the model is loaded or anything is written."""
     if acc.distributed_type != DistributedType.FSDP:
         return
     if resume:
