@@ -40,7 +40,8 @@ def test_train_expert_smoke(tmp_path):
     out = tmp_path / "run"
     tiny = TINY
     assert main(["train-expert", f"mixedwm38={mixed}", f"wm811k={wm}", f"output_dir={out}", "max_steps=3",
-                 "batch_size=8", "superpose_frac=0.5", "rotate_frac=0.5", "short_answer_frac=0.5", "length_buckets=4", "warmup_steps=1", "log_every=1", "eval_at=[1.0]", *tiny]) == 0
+                 "batch_size=8", "superpose_frac=0.5", "rotate_frac=0.5", "short_answer_frac=0.5", "length_buckets=4",
+                 "warmup_steps=1", "log_every=1", "eval_at=[1.0]", *tiny]) == 0
     sel = json.loads((out / "val_selection.json").read_text())
     assert sel["summary"]["steps"] == 3 and sel["summary"]["best"]["weights"] in ("raw", "ema")
     assert {r["weights"] for r in sel["history"] if "eval_step" in r} == {"raw", "ema"}

@@ -55,14 +55,19 @@ class _Node:
         self.next: dict[int, tuple[list[int], _Node]] = {}  # token -> (forced tokens after it, node reached)
 
 
+def line_end(tok, ids, start: int = 0) -> int | None:
+    """Index just past the first token at or after ``start`` whose text holds a newline (None if there is none)."""
+    return next((j + 1 for j in range(start, len(ids)) if "\n" in tok.decode([int(ids[j])])), None)
+
+
 def _line_tokens(tok, defects, lang) -> list[int]:
     """Token ids of the diagnosis line and the newline after it, cut from the full training answer so the
     tokenisation is exactly the one the model was trained on."""
     ids = tok(wk.answer(defects, lang, True), add_special_tokens=False)["input_ids"]
-    for j, t in enumerate(ids):
-        if "\n" in tok.decode([t]):
-            return ids[: j + 1]
-    raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
+    e = line_end(tok, ids)
+    if e is None:
+        raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
+    return ids[:e]
 
 
 def _cache_kw(model) -> str:

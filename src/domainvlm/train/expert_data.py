@@ -13,11 +13,11 @@ import numpy as np
 import torch
 
 from ..data.wafer_canvas import canvas_batch
-from ..data.wafer_render import _layout
 from ..data.wafer_instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
-from ..data.wafer_render import _LUT
+from ..data.wafer_render import _LUT, _layout
 from ..domain import wafer_knowledge as wk
 from ..domain.wafer_patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
+from ..inference.wafer_head import line_end
 from ..models.chat_format import IGNORE, encode_train
 from ..models.qwen_fast import image_params, mrope_positions, patchify
 
@@ -70,7 +70,7 @@ class Templates:
         blank = Image.new("RGB", (size, size))
         merge = processor.image_processor.merge_size
         rows, self.kind, self.cls, self.lang = [], [], [], []
-        tok = processor.tokenizer
+        twins = []  # (full diagnosis template, its short twin)
         for kind, c, lang, msgs in conversations():
             enc = encode_train(processor, msgs, [blank])
             pos, _ = mrope_positions(enc["input_ids"], image_token_id, enc["image_grid_thw"], merge)
@@ -80,8 +80,8 @@ class Templates:
             self.lang.append(lang)
             if kind == "diag":  # its twin cut after the diagnosis line (same tokens as the full answer)
                 ids, lab = rows[-1][0], rows[-1][1]
-                s = int((lab != IGNORE).nonzero()[0])
-                e = next(j for j in range(s, len(ids)) if "\n" in tok.decode([int(ids[j])])) + 1
+                e = line_end(processor.tokenizer, ids, int((lab != IGNORE).nonzero()[0]))
+                twins.append((len(rows) - 1, len(rows)))
                 rows.append((ids[:e], lab[:e], pos[:, 0, :e]))
                 self.kind.append("short")
                 self.cls.append(c)
@@ -110,9 +110,8 @@ class Templates:
                                    device=device)
         self.oos = torch.tensor([idx[("oos", -1, lg)] for lg in LANGS], device=device)
         self.short_of = torch.arange(len(rows), device=device)  # full diagnosis template -> its short twin
-        self.short_of[self.diag.flatten()] = torch.tensor(
-            [idx[("short", c, lg)] for c in range(len(CLASSES)) for lg in LANGS], device=device).view(
-            len(CLASSES), len(LANGS), -1).flatten()
+        full, short = zip(*twins)
+        self.short_of[list(full)] = torch.tensor(short, device=device)
 
     def sample(self, cls: torch.Tensor, follow_frac: float, oos_frac: float, gen: torch.Generator,
                short_frac: float = 0.0) -> torch.Tensor:

@@ -18,8 +18,9 @@ from ..config import from_dict
 from ..errors import UserError
 
 
-def phase_configs(cfg) -> list:
-    """One ExpertConfig per phase (the base config merged with each phase's overrides), output dirs set."""
+def phase_configs(cfg, check=None) -> list:
+    """One ExpertConfig per phase (the base config merged with each phase's overrides), output dirs set;
+    ``check(phase_cfg)`` (raising UserError) runs on each, so its errors name the phase."""
     base = dataclasses.asdict(cfg)
     base.pop("phases")
     out = []
@@ -36,14 +37,17 @@ def phase_configs(cfg) -> list:
             merged["init_model"] = str(Path(out[-1].output_dir) / "model")
         try:
             out.append(from_dict(type(cfg), merged))
+            if check:
+                check(out[-1])
         except UserError as e:
             raise UserError(str(e).replace("config: ", f"config: phases[{i - 1}]: ", 1)) from None
     return out
 
 
-def run_phases(cfg, train_one) -> dict:
-    """Run (or skip, when finished) every phase with ``train_one(cfg) -> summary``; returns the last summary."""
-    phases = phase_configs(cfg)
+def run_phases(cfg, train_one, check=None) -> dict:
+    """Run (or skip, when finished) every phase with ``train_one(cfg) -> summary``; returns the last summary.
+    Every phase is built and checked before the first one trains."""
+    phases = phase_configs(cfg, check)
     summary: dict = {}
     for i, pcfg in enumerate(phases, 1):
         done = Path(pcfg.output_dir) / "val_selection.json"

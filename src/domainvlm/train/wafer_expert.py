@@ -141,14 +141,9 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
 
 def train_expert(cfg: ExpertConfig) -> dict:
     if cfg.phases:
-        from .expert_phases import phase_configs, run_phases
+        from .expert_phases import run_phases
 
-        for i, pcfg in enumerate(phase_configs(cfg)):  # every phase checked before the first one trains
-            try:
-                _check(pcfg)
-            except UserError as e:
-                raise UserError(str(e).replace("config: ", f"config: phases[{i}]: ", 1)) from None
-        return run_phases(cfg, train_expert)
+        return run_phases(cfg, train_expert, check=_check)
     _check(cfg)
     from ..data.wafer_sources import load_wafer_file
     from ..inference.wafer_head import WaferHead
