@@ -47,6 +47,8 @@ VARIANTS = {
     "ours_fp32in": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True, lora_fp32_inputs=True)),
     "ours_varlen": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
                                  attn_implementation="varlen")),
+    "ours_varlen_liger": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
+                                       attn_implementation="varlen", liger_kernels=True)),
     "ours_varlen_unfused": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
                                          attn_implementation="varlen", fused_lora=False)),
     "ours_varlen_gc50": ("ours", dict(gradient_checkpointing=0.5, packing=True, answer_logits=True,

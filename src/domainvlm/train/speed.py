@@ -9,6 +9,10 @@ eager; on the 7B benchmark it has so far been slower (docs/benchmarks.md), so it
 ``attn_implementation=varlen`` (with packing): attention per sample from the packed row's boundaries with
 torch's varlen flash attention - no (T x T) mask, no per-image loop in the vision tower
 (models/varlen_attention.py).
+``liger_kernels``: Liger-Kernel's fused Triton kernels for RMSNorm, SwiGLU, RoPE and the vision LayerNorm,
+patched into the model instance (fewer, larger kernels: the LoRA step is partly launch-bound). The loss stays
+ours (its fused linear cross-entropy is off: answer-only logits already skip unlabelled positions). Its RoPE
+replacement is module-wide in transformers (every model of that family in the process).
 ``answer_logits``: labels are answer-only, so most positions never enter the loss; the LM head (152k-wide
 for Qwen2-VL) and its float32 softmax run only on labelled positions - gigabytes of activations saved.
 """
@@ -20,6 +24,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..models.chat_format import IGNORE
 from .fused_lora import cached_modules, fused_lora
 
@@ -139,6 +144,47 @@ def compile_layers(model) -> int:
             m.compile(dynamic=True)
             n += 1
     return n
+
+
+def liger_kernels(model) -> dict:
+    """Patch Liger-Kernel's fused kernels into this model instance (see module doc); returns what was patched.
+
+    Module by module rather than through Liger's per-family entry points: those also import its fused-loss
+    forwards, which do not import on transformers >= 5.2x (Qwen2-VL's output classes were renamed).
+    """
+    if not torch.cuda.is_available():
+        raise UserError("liger_kernels=true needs a CUDA GPU (Liger's kernels are Triton kernels)")
+    try:
+        from liger_kernel.transformers import LigerSwiGLUMLP, liger_rotary_pos_emb
+        from liger_kernel.transformers.monkey_patch import (_patch_layer_norm_module, _patch_rms_norm_module,
+                                                            _patch_swiglu_module)
+    except ImportError:
+        raise UserError("liger_kernels=true needs the liger-kernel package: pip install liger-kernel") from None
+    base = hf_model(model)
+    done = {"rms_norm": 0, "layer_norm": 0, "swiglu": 0, "rope": 0}
+    for m in base.modules():
+        if type(m).__name__.endswith("RMSNorm") and getattr(m, "weight", None) is not None:
+            _patch_rms_norm_module(m)
+            done["rms_norm"] += 1
+        elif isinstance(m, torch.nn.LayerNorm) and m.elementwise_affine:
+            _patch_layer_norm_module(m)
+            done["layer_norm"] += 1
+        elif all(hasattr(m, n) for n in ("gate_proj", "up_proj", "down_proj")) and \
+                type(getattr(m, "act_fn", None)).__name__ in ("SiLU", "SiLUActivation"):
+            _patch_swiglu_module(m, LigerSwiGLUMLP)
+            done["swiglu"] += 1
+    # RoPE: each family's text attention calls its modeling module's apply_rotary_pos_emb by name (older
+    # transformers applied Qwen's M-RoPE sections in a different function: those modules are left alone).
+    import sys
+
+    for name in {type(m).__module__ for m in base.modules()}:
+        mod = sys.modules.get(name)
+        if hasattr(mod, "apply_rotary_pos_emb") and not hasattr(mod, "apply_multimodal_rotary_pos_emb"):
+            mod.apply_rotary_pos_emb = liger_rotary_pos_emb
+            done["rope"] += 1
+    if not any(done.values()):
+        raise UserError(f"liger_kernels=true: nothing in {type(base).__name__} that Liger's kernels replace")
+    return done
 
 
 def rank_weight(acc, batch: dict) -> torch.Tensor | float:

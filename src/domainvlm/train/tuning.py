@@ -191,7 +191,7 @@ def apply_memory_options(model, cfg) -> None:
 
     Checkpointing trades a second forward pass for activation memory; a fraction keeps the rest of the layers'
     activations, so memory freed elsewhere (answer-only logits, packing) buys back speed. ``compile``
-    compiles the decoder layers (train/speed.py). Also turns the KV cache off for training.
+    compiles the decoder layers, ``liger_kernels`` patches in fused Triton kernels (train/speed.py). Also turns the KV cache off for training.
     """
     frac = float(cfg.gradient_checkpointing or 0)
     if not 0 <= frac <= 1:
@@ -208,6 +208,10 @@ def apply_memory_options(model, cfg) -> None:
         from .speed import compile_layers
 
         compile_layers(base)
+    if getattr(cfg, "liger_kernels", False):
+        from .speed import liger_kernels
+
+        liger_kernels(base)
 
 
 def _checkpoint_layers(base, frac: float) -> None:
