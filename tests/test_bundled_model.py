@@ -70,3 +70,24 @@ def test_eval_on_mixedwm38_val_sample(shared_data, tmp_path):
     m = json.loads(out.read_text())
     assert rc == 0 and m["n"] == 200 and m["unparsed"] == 0
     assert m["exact_match"] >= 0.95
+
+
+def test_more_bias_moves_the_trained_model_to_more_patterns(engine):
+    from domainvlm.data.images import load_image
+    from domainvlm.inference.wafer_head import head_for
+
+    head = head_for(engine)
+    names = ("wafer_center.png", "wafer_edge_ring.png", "wafer_scratch.png")
+    pv, g = head.pixel_values([load_image(str(EXAMPLES / n)) for n in names])
+    prompts = [head.prompt_ids([{"role": "user", "content": "<image>\nDiagnose this wafer map."}])] * 3
+    shipped = head.more_bias
+    try:
+        head.more_bias = 1e4
+        many = head.diagnose(pv, g, prompts, ["en"] * 3)
+        head.more_bias = shipped
+        assert head.diagnose(pv, g, prompts, ["en"] * 3) == [EXPECTED[n] for n in names]
+    finally:
+        head.more_bias = shipped
+    # the first pattern is kept and more follow; no pattern of MixedWM38 comes after Scratch in a mixture
+    assert many[0][0] == "Center" and many[1][0] == "Edge-Ring" and len(many[0]) >= 2 and len(many[1]) >= 2, many
+    assert many[2] == ("Scratch",)

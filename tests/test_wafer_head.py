@@ -124,3 +124,33 @@ def test_probe_compares_diagnosis_and_refusal_starts(engine):
     prompts = [h.prompt_ids([{"role": "user", "content": "<image>\nTell me about this."}])]
     pv, g = h.pixel_values([img.resize((h.size, h.size))])
     assert h.prefers_diagnosis(pv, g, prompts) in ([True], [False])
+
+
+def test_more_bias_is_the_threshold_for_naming_one_more_pattern(engine):
+    """+huge: ' +' wins every decision that offers it; -huge: never (single patterns only); read from config."""
+    tok = engine.processor.tokenizer
+    head = wh.WaferHead(engine.model, engine.processor)
+    assert head.more_bias == 0.0 and len(head.plus_ids) >= 1
+    assert all(tok.decode([t]) in " + " for t in head.plus_ids)  # the start of the separator
+    imgs = _maps(6, seed=5)
+    pv, g = head.pixel_values(imgs)
+    prompts = [head.prompt_ids([{"role": "user", "content": "<image>\nDiagnose this wafer map."}])] * len(imgs)
+    found = {}
+    for b in (1e4, -1e4):
+        head.more_bias = b
+        found[b] = head.diagnose(pv, g, prompts, ["en"] * len(imgs))
+    root = wh.build_trie(tok, "en")
+    for d in found[1e4]:
+        node = root
+        for t in wh._line_tokens(tok, d, "en"):
+            plus = [p for p in head.plus_ids if p in node.children]
+            if len(node.children) > 1 and plus:
+                assert t in plus, d  # a line that stops where it could go on is impossible here
+            node = node.children[t]
+    assert all(len(d) <= 1 for d in found[-1e4])  # (the trained model's side: tests/test_bundled_model.py)
+    dv = dict(engine.model.config.domainvlm)
+    try:
+        engine.model.config.domainvlm = {**dv, "diagnosis_more_bias": 0.7}
+        assert wh.WaferHead(engine.model, engine.processor).more_bias == 0.7
+    finally:
+        engine.model.config.domainvlm = dv
