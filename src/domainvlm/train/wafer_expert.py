@@ -59,7 +59,6 @@ class ExpertConfig:
     out_of_scope_frac: float = 0.02
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
     eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
-    more_bias_grid: list[float] = field(default_factory=list)  # after selection: pick the head's " +" bias on val
     length_buckets: int = 2               # forward each batch in this many length-sorted parts
     log_every: int = 50
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
@@ -83,8 +82,6 @@ def _check(cfg: ExpertConfig) -> None:
         raise UserError("config: lr must be positive, time_budget_s and warmup_steps not negative")
     if any(not 0.0 < p <= 1.0 for p in cfg.eval_at):
         raise UserError(f"config: eval_at progress points must be in (0, 1], got {cfg.eval_at}")
-    if any(not isinstance(b, (int, float)) or not math.isfinite(b) for b in cfg.more_bias_grid):
-        raise UserError(f"config: more_bias_grid must be a list of finite numbers, got {cfg.more_bias_grid}")
 
 
 def _log(fh, msg: str) -> None:
@@ -140,17 +137,6 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
     res["score"] = sum(res[b.source]["exact_match" if b.taxonomy == "mixedwm38" else "macro_f1"]
                        for b in banks) / len(banks)
     return res
-
-
-def choose_more_bias(head, banks, grid, limit: int = 0) -> tuple[float, list[dict]]:
-    """The head's diagnosis_more_bias with the best val score (ties: the smallest |bias|), and every score."""
-    rows = []
-    for b in grid:
-        head.more_bias = float(b)
-        rows.append({"more_bias": float(b), **evaluate(head, banks, limit=limit)})
-    best = max(rows, key=lambda r: (r["score"], -abs(r["more_bias"])))
-    head.more_bias = best["more_bias"]
-    return best["more_bias"], rows
 
 
 def train_expert(cfg: ExpertConfig) -> dict:
@@ -282,14 +268,6 @@ def train_expert(cfg: ExpertConfig) -> dict:
     state = best.pop("state")
     model.load_state_dict(state)
     model.eval()
-    if cfg.more_bias_grid:  # the decision threshold of the head, chosen on val like the checkpoint
-        bias, rows = choose_more_bias(head, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]], cfg.more_bias_grid,
-                                      cfg.eval_limit)
-        for r in rows:
-            history.append({"more_bias_eval": r["more_bias"], **{k: v for k, v in r.items() if k != "more_bias"}})
-            _log(log, json.dumps(history[-1]))
-        model.config.domainvlm = {**model.config.domainvlm, "diagnosis_more_bias": bias}
-        best["more_bias"] = bias
     save_model_dir(model, proc, out / "model")
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
                "total_s": round(time.time() - t_start, 1)}
