@@ -19,6 +19,7 @@ for Qwen2-VL) and its float32 softmax run only on labelled positions - gigabytes
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager, nullcontext
 
 import torch
@@ -175,8 +176,6 @@ def liger_kernels(model) -> dict:
             done["swiglu"] += 1
     # RoPE: each family's text attention calls its modeling module's apply_rotary_pos_emb by name (older
     # transformers applied Qwen's M-RoPE sections in a different function: those modules are left alone).
-    import sys
-
     for name in {type(m).__module__ for m in base.modules()}:
         mod = sys.modules.get(name)
         if hasattr(mod, "apply_rotary_pos_emb") and not hasattr(mod, "apply_multimodal_rotary_pos_emb"):
