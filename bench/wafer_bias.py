@@ -48,14 +48,12 @@ def main() -> None:
     model, proc = load_model(args.model or default_model_dir())
     model.eval()
     head, px = WaferHead(model, proc), PixelMaker(proc, model.device)
-    prefill, memo = head._prefill, {}
+    prefill, memo = head._prefill, {}  # memo: this batch's prefill, emptied when the next batch starts
 
     def cached_prefill(pv, g, seqs):  # one prefill per batch; each bias decodes from its own copy of the cache
-        key = id(pv)
-        if key not in memo:
-            memo.clear()
-            memo[key] = prefill(pv, g, seqs)
-        out, att, pos = memo[key]
+        if not memo:
+            memo["out"] = prefill(pv, g, seqs)
+        out, att, pos = memo["out"]
         out = copy.copy(out)
         for k in ("cache", "past_key_values"):
             if getattr(out, k, None) is not None:
@@ -73,6 +71,7 @@ def main() -> None:
             msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
             pv, g = px(bank.canvas[s:e])
             prompts = [head.prompt_ids(m) for m in msgs]
+            memo.clear()
             for b in biases:
                 head.more_bias = b
                 with torch.inference_mode():

@@ -152,13 +152,14 @@ class WaferHead:
         self.diag_first = sorted({first(wk.format_diagnosis((), lg)) for lg in ("en", "zh")})
         self.refusal_first = sorted({first(REFUSAL[lg]) for lg in ("en", "zh")} - set(self.diag_first))
         self.ip = image_params(processor)
-        self.size = int(((getattr(model.config, "domainvlm", None) or {}).get("image_size")) or CANVAS)
+        dv = getattr(model.config, "domainvlm", None) or {}  # domainvlm's own section of config.json
+        self.size = int(dv.get("image_size") or CANVAS)
         self.image_token_id = model.config.image_token_id
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
         self._prompts: dict[str, list[int]] = {}
         self.grid = None
         self.n_patches = (self.size // self.ip["patch"]) ** 2
-        self.more_bias = float(((getattr(model.config, "domainvlm", None) or {}).get("diagnosis_more_bias")) or 0.0)
+        self.more_bias = float(dv.get("diagnosis_more_bias") or 0.0)
         self.plus_ids = sorted({_plus_token(self.tok, lang) for lang in ("en", "zh")})
 
     # ---------------------------------------------------------------------------------------------- inputs

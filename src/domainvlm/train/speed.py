@@ -163,7 +163,9 @@ def liger_kernels(model) -> dict:
         raise UserError("liger_kernels=true needs the liger-kernel package: pip install liger-kernel") from None
     base = hf_model(model)
     done = {"rms_norm": 0, "layer_norm": 0, "swiglu": 0, "rope": 0}
+    modeling = set()  # the modeling modules the model's classes come from (for RoPE below)
     for m in base.modules():
+        modeling.add(type(m).__module__)
         if type(m).__name__.endswith("RMSNorm") and getattr(m, "weight", None) is not None:
             _patch_rms_norm_module(m)
             done["rms_norm"] += 1
@@ -176,7 +178,7 @@ def liger_kernels(model) -> dict:
             done["swiglu"] += 1
     # RoPE: each family's text attention calls its modeling module's apply_rotary_pos_emb by name (older
     # transformers applied Qwen's M-RoPE sections in a different function: those modules are left alone).
-    for name in {type(m).__module__ for m in base.modules()}:
+    for name in modeling:
         mod = sys.modules.get(name)
         if hasattr(mod, "apply_rotary_pos_emb") and not hasattr(mod, "apply_multimodal_rotary_pos_emb"):
             mod.apply_rotary_pos_emb = liger_rotary_pos_emb

@@ -191,7 +191,8 @@ def apply_memory_options(model, cfg) -> None:
 
     Checkpointing trades a second forward pass for activation memory; a fraction keeps the rest of the layers'
     activations, so memory freed elsewhere (answer-only logits, packing) buys back speed. ``compile``
-    compiles the decoder layers, ``liger_kernels`` patches in fused Triton kernels (train/speed.py). Also turns the KV cache off for training.
+    compiles the decoder layers, ``liger_kernels`` patches in fused Triton kernels (train/speed.py). Also turns
+    the KV cache off for training.
     """
     frac = float(cfg.gradient_checkpointing or 0)
     if not 0 <= frac <= 1:
