@@ -49,6 +49,8 @@ VARIANTS = {
                                  attn_implementation="varlen")),
     "ours_varlen_liger": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
                                        attn_implementation="varlen", liger_kernels=True)),
+    "ours_varlen_compile": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
+                                         attn_implementation="varlen", compile=True)),
     "ours_varlen_unfused": ("ours", dict(gradient_checkpointing=0.0, packing=True, answer_logits=True,
                                          attn_implementation="varlen", fused_lora=False)),
     "ours_varlen_gc50": ("ours", dict(gradient_checkpointing=0.5, packing=True, answer_logits=True,

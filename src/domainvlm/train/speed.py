@@ -3,9 +3,10 @@
 ``packing``: a padded batch becomes one row of only real tokens; every sample keeps its own positions (and
 Qwen's 3-D M-RoPE positions), and transformers' masking turns position resets into a block-diagonal causal
 mask, so samples never attend to each other. Pad tokens then cost no FLOPs.
-``compile`` (experimental): torch.compile each language-model decoder layer (regional compilation, dynamic
-shapes), meant to fuse the many small kernels of a LoRA layer (casts, dropout, adds, norms). Losses match
-eager; on the 7B benchmark it has so far been slower (docs/benchmarks.md), so it is off by default.
+``compile``: torch.compile each language-model decoder layer (regional compilation, dynamic shapes), to fuse
+the many small kernels of a LoRA layer (casts, dropout, adds, norms, RoPE, SwiGLU). Attention stays eager
+(data-dependent sample boundaries), and the fused LoRA linears are not used (inductor fuses those ops). Losses
+match eager; compiling costs about a minute on the first steps (docs/benchmarks.md).
 ``attn_implementation=varlen`` (with packing): attention per sample from the packed row's boundaries with
 torch's varlen flash attention - no (T x T) mask, no per-image loop in the vision tower
 (models/varlen_attention.py).
@@ -109,7 +110,9 @@ def train_context(model, cfg, autocast_lora: bool = False):
     must see the same attention and casting): varlen attention, LoRA inputs kept in the autocast dtype, fused
     LoRA linears. autocast_lora: the forward runs under bf16/fp16 autocast with LoRA adapters (see
     lora_inputs_uncast); lora_fp32_inputs=true asks for peft's own path, so it also turns fusing off."""
-    fuse = cfg.mode == "lora" and cfg.fused_lora and not cfg.lora_fp32_inputs
+    # compiled layers fuse the LoRA ops themselves; the fused linears' per-step bound methods would also
+    # fail dynamo's guards and recompile every step
+    fuse = cfg.mode == "lora" and cfg.fused_lora and not cfg.lora_fp32_inputs and not getattr(cfg, "compile", False)
     with lora_inputs_uncast(model, autocast_lora), _attention(model, cfg), fused_lora(model, fuse):
         yield
 
@@ -134,7 +137,9 @@ def step_loss(model, batch: dict, cfg) -> torch.Tensor:
 
 
 def compile_layers(model) -> int:
-    """Compile the language model's decoder layers in place; returns how many."""
+    """Compile the language model's decoder layers in place (regional compilation, dynamic shapes); returns how
+    many. One compiled graph serves every layer; attention stays eager (a graph break per layer). The frozen
+    vision tower is left eager: it also runs under no_grad, which would recompile its blocks."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
     from .tuning import part_of
