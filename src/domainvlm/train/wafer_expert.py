@@ -54,6 +54,7 @@ class ExpertConfig:
     dihedral: bool = True                 # random rotation/mirror of every training map
     rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
     superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
+    presence_loss: float = 0.0            # > 0: weight of the pattern-presence loss on the image tokens (presence.py)
     follow_up_frac: float = 0.08
     short_answer_frac: float = 0.0        # share of diagnosis samples trained only up to the diagnosis line
     out_of_scope_frac: float = 0.02
@@ -78,8 +79,8 @@ def _check(cfg: ExpertConfig) -> None:
     for name in ("max_steps", "batch_size", "length_buckets"):
         if getattr(cfg, name) < 1:
             raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0:
-        raise UserError("config: lr must be positive, time_budget_s and warmup_steps not negative")
+    if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0 or cfg.presence_loss < 0:
+        raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
     if any(not 0.0 < p <= 1.0 for p in cfg.eval_at):
         raise UserError(f"config: eval_at progress points must be in (0, 1], got {cfg.eval_at}")
 
@@ -149,7 +150,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ..inference.wafer_head import WaferHead
     from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ..train.checkpoint import save_model_dir
-    from .expert_data import MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
+    from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
+    from .presence import PresenceHead, pattern_targets
 
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -187,6 +189,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
     n_sup = round(cfg.batch_size * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
     params = [p for p in model.parameters() if p.requires_grad]
+    presence = PresenceHead(model.config.text_config.hidden_size).to(dev) if cfg.presence_loss > 0 else None
+    if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
+        params += list(presence.parameters())
+        present = pattern_targets(CLASSES, dev)
     opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.98), fused=dev.type == "cuda")
@@ -222,14 +228,19 @@ def train_expert(cfg: ExpertConfig) -> dict:
         t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen, cfg.short_answer_frac)
         order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
         n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
-        loss_sum = 0.0
+        loss_sum, aux_sum = 0.0, 0.0
         for part in order.chunk(cfg.length_buckets):
             pv, _ = px(canvas[part])
             batch = tmpl.batch(t[part])
             with amp:
-                emb = embed_with_images(model, batch.pop("input_ids"), vision(pv, tmpl.grid))
+                img = vision(pv, tmpl.grid)
+                emb = embed_with_images(model, batch.pop("input_ids"), img)
                 part_loss = model(inputs_embeds=emb, **batch).loss
             part_loss = part_loss * (batch["labels"][:, 1:] != -100).sum() / n_tok
+            if presence is not None:
+                aux = presence.loss(img, present[cls[part]])
+                part_loss = part_loss + cfg.presence_loss * aux * len(part) / len(order)
+                aux_sum = aux_sum + aux.detach() * len(part) / len(order)
             part_loss.backward()
             loss_sum = loss_sum + part_loss.detach()
         loss = loss_sum
@@ -247,6 +258,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
             rec = {"step": step, "loss": round(loss.item(), 5), "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1),
                    "maps_per_s": round(step * cfg.batch_size / max(train_s, 1e-9), 1)}
+            if presence is not None:
+                rec["presence_loss"] = round(float(aux_sum), 5)
             history.append(rec)
             _log(log, json.dumps(rec))
         while evals and progress >= evals[0] - 1e-9:
