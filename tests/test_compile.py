@@ -11,10 +11,10 @@ from domainvlm.train.tuning import apply_memory_options, apply_tuning, part_of
 
 
 def compiled(model) -> dict[str, int]:
-    out = {"lm": 0, "vision": 0}
+    out = dict.fromkeys(("lm", "vision", "projector"), 0)
     for name, m in speed.hf_model(model).named_modules():
         if getattr(m, "_compiled_call_impl", None) is not None:
-            out["vision" if part_of(name) == "vision" else part_of(name)] += 1
+            out[part_of(name)] += 1
     return out
 
 
@@ -22,9 +22,9 @@ def test_compile_marks_every_lm_layer_and_no_vision_block(tmp_path):
     model, _ = build_tiny("qwen2_vl", tmp_path, save=False)
     peft_model = apply_tuning(model, TrainConfig(mode="lora"))
     apply_memory_options(peft_model, TrainConfig(mode="lora"))
-    assert compiled(peft_model) == {"lm": 0, "vision": 0}  # off by default
+    assert compiled(peft_model) == {"lm": 0, "vision": 0, "projector": 0}  # off by default
     apply_memory_options(peft_model, TrainConfig(mode="lora", compile=True))
-    assert compiled(peft_model) == {"lm": model.config.text_config.num_hidden_layers, "vision": 0}
+    assert compiled(peft_model) == {"lm": model.config.text_config.num_hidden_layers, "vision": 0, "projector": 0}
 
 
 def test_compile_turns_the_fused_lora_linears_off(tmp_path):
@@ -39,6 +39,7 @@ def test_compile_turns_the_fused_lora_linears_off(tmp_path):
 def test_compiled_lora_step_matches_eager(tmp_path):
     """One packed varlen LoRA step, eager vs compiled layers: same loss, same LoRA gradients (CPU inductor)."""
     from test_tuning_speed import batch_for
+    from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     torch.manual_seed(0)
@@ -57,8 +58,6 @@ def test_compiled_lora_step_matches_eager(tmp_path):
     ref, g_ref = step(TrainConfig(**opts))
     c = TrainConfig(**opts, compile=True)
     apply_memory_options(peft_model, c)
-    from torch._dynamo.utils import counters
-
     try:
         got, g = step(c)
         assert counters["stats"]["unique_graphs"] > 0  # really compiled, not a silent eager fallback
