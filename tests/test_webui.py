@@ -83,6 +83,15 @@ def wait_text(page, selector: str, index: int, want: str, timeout: float = 60) -
     return got
 
 
+def diagnose(page, webui, artifacts_dir) -> str:
+    """What the page and the server showed, for a failure message (the CI log is all we get)."""
+    page.screenshot(path=str(artifacts_dir / "webui-failure.png"), full_page=True)
+    q = page.locator("#question textarea").input_value()
+    n_user, n_bot = (page.locator(f"#chatbot [data-testid={r}]").count() for r in ("user", "bot"))
+    log = webui["log"].read_text(errors="replace")[-1500:] if webui["log"].exists() else "(no log)"
+    return f"question box={q!r}, user bubbles={n_user}, bot bubbles={n_bot}; web UI log tail:\n{log}"
+
+
 def test_webui_upload_ask_and_read_answer(webui, tiny_model_dir, tmp_path, artifacts_dir):
     playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
     chromium = find_chromium()
@@ -101,14 +110,17 @@ def test_webui_upload_ask_and_read_answer(webui, tiny_model_dir, tmp_path, artif
             page.goto(webui["url"], wait_until="domcontentloaded")
             page.wait_for_selector("#question textarea", timeout=60_000)
             assert page.locator("#image button[aria-label='Capture from camera']").count() == 1  # webcam source
+            page.fill("#question textarea", Q1)  # typed first: choosing the image must not wipe it
             page.locator("#image input[type=file]").set_input_files(str(img))
             page.wait_for_selector("#image img", timeout=30_000)
-            page.fill("#question textarea", Q1)
+            assert page.locator("#question textarea").input_value() == Q1
             page.click("#send")
-            assert wait_text(page, "#chatbot [data-testid=bot]", 0, a1) == clean(a1)
+            got = wait_text(page, "#chatbot [data-testid=bot]", 0, a1, timeout=120)
+            assert got == clean(a1), diagnose(page, webui, artifacts_dir)
             page.fill("#question textarea", Q2)
             page.press("#question textarea", "Enter")  # second turn: Enter submits, history is kept
-            assert wait_text(page, "#chatbot [data-testid=bot]", 1, a2) == clean(a2)
+            got = wait_text(page, "#chatbot [data-testid=bot]", 1, a2, timeout=120)
+            assert got == clean(a2), diagnose(page, webui, artifacts_dir)
             assert clean(page.locator("#chatbot [data-testid=user]").nth(1).inner_text()) == Q2
             page.screenshot(path=str(artifacts_dir / "webui.png"), full_page=True)
             page.locator("[data-testid=dataset-cell-0-0]").click()  # an example: sets image + question
@@ -145,3 +157,19 @@ def test_webui_bad_options_one_line(tmp_path, capsys):
     assert main(["webui", "--examples", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and "--auth" in err[0] and "--examples" in err[1]
+
+
+def test_webui_new_image_resets_chat_keeps_question_and_queues_in_order(tiny_model_dir, monkeypatch, tmp_path):
+    """The reset a new image triggers leaves the question box alone and shares the answer's queue group,
+    so it cannot land between typing and sending (the race behind a flaky CI run) or after the answer."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from domainvlm.webui.app import build_demo
+
+    demo = build_demo(Engine(tiny_model_dir))
+    events = {(fn.name, trigger[1]): fn for fn in demo.fns.values() for trigger in fn.targets}
+    outputs = {k: [getattr(o, "elem_id", None) or type(o).__name__ for o in fn.outputs] for k, fn in events.items()}
+    assert outputs[("new_conversation", "change")] == ["chatbot", "State"]
+    assert outputs[("reset", "click")] == ["chatbot", "State", "question"]  # the Clear button still clears all
+    assert {fn.concurrency_id for fn in events.values()} == {"chat"}
+    assert set(events) == {("respond", "click"), ("respond", "submit"), ("reset", "click"),
+                           ("new_conversation", "change")}

@@ -84,6 +84,9 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
     def reset():
         return [], [], ""
 
+    def new_conversation():  # keeps a question typed before the image was chosen
+        return [], []
+
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"## {title}\nUpload a picture (or use the webcam), ask a question, keep talking. "
                     "A new image starts a new conversation.")
@@ -112,10 +115,11 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
                         label="Examples (click one, then Send)")
         inputs = [question, image, history, max_new, temperature, top_p, top_k]
         outputs = [chatbot, history, question]
-        send.click(respond, inputs, outputs)
-        question.submit(respond, inputs, outputs)
-        clear.click(reset, None, outputs)
-        image.change(reset, None, outputs)
+        # One queue group: a reset triggered by a new image is applied before the answer that follows it.
+        send.click(respond, inputs, outputs, concurrency_id="chat")
+        question.submit(respond, inputs, outputs, concurrency_id="chat")
+        clear.click(reset, None, outputs, concurrency_id="chat")
+        image.change(new_conversation, None, [chatbot, history], concurrency_id="chat")
     return demo
 
 
