@@ -90,7 +90,7 @@ def test_train_expert_bad_phase_is_one_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("bad, field", [("rotate_frac=1.5", "rotate_frac"), ("short_answer_frac=-0.1", "short_answer_frac"),
-                                        ("length_buckets=0", "length_buckets"), ("eval_at=[0,1]", "eval_at"),
+                                        ("length_buckets=0", "length_buckets"), ("eval_at=[0,1]", "eval_at"), ("eval_at=[]", "eval_at"),
                                         ("presence_loss=-1", "presence_loss")])
 def test_train_expert_bad_values_are_one_clear_error(tmp_path, capsys, bad, field):
     from domainvlm.cli import main

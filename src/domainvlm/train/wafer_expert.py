@@ -81,8 +81,8 @@ def _check(cfg: ExpertConfig) -> None:
             raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0 or cfg.presence_loss < 0:
         raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
-    if any(not 0.0 < p <= 1.0 for p in cfg.eval_at):
-        raise UserError(f"config: eval_at progress points must be in (0, 1], got {cfg.eval_at}")
+    if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):  # the model saved is the best one
+        raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
 
 
 def _log(fh, msg: str) -> None:
