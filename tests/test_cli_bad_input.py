@@ -51,6 +51,10 @@ def test_malformed_jsonl_line_in_eval_and_validate(tmp_path, capsys, tiny_model_
     out = tmp_path / "m.json"
     rc, err = _run(capsys, ["eval", "--model", str(tiny_model_dir), "--data", str(p), "--out", str(out)])
     assert rc == 2 and len(err) == 1 and "d.jsonl:2: malformed JSON" in err[0]
+    p.write_text(json.dumps(rec) + "\n" + '{"id": "3\tx"}\n')  # a raw tab inside a string
+    rc, err = _run(capsys, ["eval", "--model", str(tiny_model_dir), "--data", str(p), "--out", str(out)])
+    assert rc == 2 and err == ["domainvlm: error: " + str(p) + ":2: malformed JSON (Invalid control character, "
+                               "column 10)"]
     assert not out.exists()
     rc, err = _run(capsys, ["data", "validate", str(p)])
     assert rc == 2 and "d.jsonl:2" in err[0]

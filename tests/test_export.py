@@ -94,6 +94,10 @@ def test_bad_inputs_give_one_clear_error(setups, tmp_path):
         export_merged(qadapter, tmp_path / "x", base=tmp_path / "no-such-base")
     with pytest.raises(UserError, match="a full model folder, not a LoRA adapter"):
         export_merged(qbase, tmp_path / "x")
+    with pytest.raises(UserError, match="no-such-adapter: no such adapter folder"):
+        export_merged(tmp_path / "no-such-adapter", tmp_path / "x")
+    with pytest.raises(UserError, match="no adapter_config.json"):
+        export_merged(tmp_path, tmp_path / "x")  # a folder, but nothing in it to merge
     # an adapter whose recorded base is gone
     moved = tmp_path / "moved"
     moved.mkdir()

@@ -15,3 +15,9 @@ def where(path, line=None, field=None) -> str:
     if field is not None:
         s += f": field '{field}'"
     return s
+
+
+def json_problem(e, line: bool = False) -> str:
+    """``JSONDecodeError`` as "<what>, column C" (or "line L column C"); json's "... at" suffix dropped."""
+    what = e.msg.removesuffix(" at")
+    return f"{what}, line {e.lineno} column {e.colno}" if line else f"{what}, column {e.colno}"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, json_problem
 from ..io import write_json
 from .record import IMAGE_TOKEN, Record
 
@@ -40,14 +40,14 @@ def load_items(path: str | Path) -> list:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         if e.msg != "Extra data":
-            raise UserError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+            raise UserError(f"{path}: malformed JSON ({json_problem(e, line=True)})") from None
         data = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
                 try:
                     data.append(json.loads(line))
                 except json.JSONDecodeError as e2:
-                    raise UserError(f"{path}:{n}: malformed JSON ({e2.msg} at column {e2.colno})") from None
+                    raise UserError(f"{path}:{n}: malformed JSON ({json_problem(e2)})") from None
     if isinstance(data, dict):
         data = [data]
     if not isinstance(data, list):

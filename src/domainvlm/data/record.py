@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import UserError, where
+from ..errors import UserError, json_problem, where
 
 IMAGE_TOKEN = "<image>"
 ROLES = ("system", "user", "assistant")
@@ -79,7 +79,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
             try:
                 yield n, json.loads(line)
             except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
+                raise UserError(f"{path}:{n}: malformed JSON ({json_problem(e)})") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[Record]:

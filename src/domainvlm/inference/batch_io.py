@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.record import IMAGE_TOKEN
-from ..errors import UserError, where
+from ..errors import UserError, json_problem, where
 from ..io import atomic_open
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
@@ -122,7 +122,7 @@ def read_jsonl(path: Path, question: str | None) -> list[Row]:
             try:
                 d = json.loads(line)
             except json.JSONDecodeError as e:
-                rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({e.msg} at column {e.colno})"))
+                rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({json_problem(e)})"))
                 continue
             if not isinstance(d, dict):
                 rows.append(Row(id=str(n), where=loc, error=f"{loc}: expected a JSON object"))

@@ -20,6 +20,8 @@ PROBE = [{"role": "user", "content": "<image>\nDescribe the findings."}]
 
 def read_adapter_config(adapter: Path) -> dict:
     p = Path(adapter) / "adapter_config.json"
+    if not Path(adapter).is_dir():
+        raise UserError(f"{adapter}: no such adapter folder")
     if not p.exists():
         if (Path(adapter) / "config.json").exists():
             raise UserError(f"{adapter}: a full model folder, not a LoRA adapter - nothing to merge")
