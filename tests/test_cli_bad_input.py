@@ -114,3 +114,27 @@ def test_eval_image_root(tmp_path, capsys, tiny_model_dir):
     assert not out.exists()
     assert main(base + ["--image-root", str(imgs)]) == 0
     assert json.loads(out.read_text())["n"] == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["ask", "--image", "x.png", "q", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1, got 0"),
+    (["ask", "--image", "x.png", "q", "--temperature", "-1"], "--temperature: must be 0 or more, got -1"),
+    (["bench", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),  # was a ValueError traceback
+    (["bench", "--threads", "two"], "--threads: expects an integer, got 'two'"),
+    (["chat", "--top-p", "0"], "--top-p: must be in (0, 1], got 0"),
+    (["eval", "--data", "d.jsonl", "--out", "m.json", "--limit", "0"], "--limit: must be at least 1, got 0"),
+    (["predict", "in.csv", "--top-k", "-2"], "--top-k: must be 0 or more, got -2"),
+    (["predict", "in.csv", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["serve", "--max-body-mb", "0"], "--max-body-mb: must be above 0, got 0"),
+    (["serve", "--batch-wait-ms", "nan"], "--batch-wait-ms: must be 0 or more, got nan"),
+    (["webui", "--max-new-tokens", "-5"], "--max-new-tokens: must be at least 1, got -5"),
+    (["data", "synth", "--out", "s.npz", "--n", "0"], "--n: must be at least 1, got 0"),
+])
+def test_bad_numeric_options_stop_at_parse_time(tmp_path, capsys, monkeypatch, argv, message):
+    """Checked by the option's type, before a model loads or a file is opened: one line, exit 2."""
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, argv)
+    assert rc == 2 and len(err) == 1, err
+    prog = "domainvlm " + " ".join(argv[:2] if argv[0] == "data" else argv[:1])  # data has sub-commands
+    assert err[0] == f"{prog}: error: argument {message} (see {prog} --help)", err
+    assert "Traceback" not in "\n".join(err) and not any(tmp_path.iterdir())

@@ -99,3 +99,14 @@ def test_train_expert_bad_values_are_one_clear_error(tmp_path, capsys, bad, fiel
     err = capsys.readouterr().err
     assert field in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_train_expert_missing_data_writes_nothing(tmp_path, capsys):
+    from domainvlm.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train-expert", f"output_dir={out}", f"mixedwm38={tmp_path / 'nope.npz'}",
+                 f"wm811k={tmp_path / 'nope2.npz'}", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"domainvlm: error: {tmp_path / 'nope.npz'}: wafer data not found (set mixedwm38=PATH)"]
+    assert not out.exists()  # used to build and save an init model and open a log first

@@ -27,8 +27,15 @@ def _command_modules():
             yield importlib.import_module(f"{commands.__name__}.{info.name}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes as one line (like every other user error); the full usage stays behind --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="domainvlm", description="domainvlm: labelled images -> fine-tuned expert "
+    p = _Parser(prog="domainvlm", description="domainvlm: labelled images -> fine-tuned expert "
                                 "VLM -> measured evaluation -> chat, HTTP API and web UI.")
     p.add_argument("--version", action="version", version=f"domainvlm {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -44,12 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     # bitsandbytes' CPU backend warns at import (via peft) about an optional hub kernel we never use offline.
     logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # key=value overrides may sit anywhere on the line (argparse stops a positional list at the first flag)
-    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
-        args.overrides = list(args.overrides or []) + extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:  # --help, --version and usage errors exit from inside argparse: return their code instead
+        args, extra = parser.parse_known_args(argv)
+        # key=value overrides may sit anywhere on the line (argparse stops a positional list at the first flag)
+        if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = list(args.overrides or []) + extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._args import nonneg_float, nonneg_int, positive_int
+
 NAME = "ask"
 HELP = "ask a question about an image: domainvlm ask --image map.png \"What defect is this?\""
 
@@ -9,12 +11,12 @@ HELP = "ask a question about an image: domainvlm ask --image map.png \"What defe
 def add_arguments(p):
     p.add_argument("question")
     p.add_argument("--image", required=True, help="image file, DICOM, or wafer npz (with --index, or file.npz#N)")
-    p.add_argument("--index", type=int, help="map index when --image is an npz of wafer maps")
+    p.add_argument("--index", type=nonneg_int, help="map index when --image is an npz of wafer maps")
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--temperature", type=nonneg_float, default=0.0)
     p.add_argument("--device")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
 
 
 def run(args):

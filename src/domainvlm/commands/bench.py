@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._args import positive_int
+
 NAME = "bench"
 HELP = "measure answer latency (batch 1) and batched throughput of a model on wafer maps"
 
@@ -9,12 +11,12 @@ HELP = "measure answer latency (batch 1) and batched throughput of a model on wa
 def add_arguments(p):
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
     p.add_argument("--source", help="wafer npz to take (val) maps from (default: synthetic maps)")
-    p.add_argument("--runs", type=int, default=100, help="batch-1 runs for the latency percentiles")
-    p.add_argument("--batch-size", type=int, action="append",
+    p.add_argument("--runs", type=positive_int, default=100, help="batch-1 runs for the latency percentiles")
+    p.add_argument("--batch-size", type=positive_int, action="append",
                    help="throughput batch size(s); repeatable (default 32 on CPU, 2048 on GPU)")
-    p.add_argument("--maps", type=int, help="maps per throughput pass (default 4x the batch size)")
+    p.add_argument("--maps", type=positive_int, help="maps per throughput pass (default 4x the batch size)")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--question", default="What defect pattern does this wafer map show?")
     p.add_argument("--out", help="also write the results as JSON")
@@ -32,8 +34,6 @@ def run(args):
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device visible to torch")
-    if args.threads < 1 or args.runs < 1:
-        raise UserError("--threads and --runs must be at least 1")
     sizes = args.batch_size or ([2048] if args.device.startswith("cuda") else [32])
     n = max([args.maps or 4 * b for b in sizes] + [args.runs])
     images = bench_images(n, args.source)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._args import nonneg_float, nonneg_int, positive_int, top_p
+
 NAME = "chat"
 HELP = "interactive chat about an image in the terminal (type an image path, then questions)"
 
@@ -29,13 +31,13 @@ TEXT = {
 def add_arguments(p):
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--image", help="image to start with (file, DICOM, or wafer npz#N)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=top_p, default=1.0)
+    p.add_argument("--top-k", type=nonneg_int, default=0)
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the chat's own messages")
     p.add_argument("--device")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
 
 
 def image_ref(line: str) -> str | None:
@@ -57,21 +59,7 @@ def image_ref(line: str) -> str | None:
     return s if p.suffix.lower() in IMAGE_SUFFIXES and " " not in s.strip() else None
 
 
-def _check(args) -> None:
-    from ..errors import UserError
-
-    if args.max_new_tokens < 1:
-        raise UserError("--max-new-tokens: must be at least 1")
-    if args.temperature < 0:
-        raise UserError("--temperature: must be >= 0")
-    if not 0 < args.top_p <= 1:
-        raise UserError("--top-p: must be in (0, 1]")
-    if args.top_k < 0:
-        raise UserError("--top-k: must be >= 0")
-
-
 def run(args):
-    _check(args)
     from transformers.utils import logging as hf_logging
 
     from ..data.images import load_image

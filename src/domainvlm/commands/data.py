@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import UserError
+from ._args import positive_int
 
 NAME = "data"
 HELP = "build instruction data from wafer/X-ray sources, validate it, export to sharegpt/LLaVA"
@@ -24,8 +25,8 @@ def add_arguments(p):
     b.add_argument("--image-root", help="folder that image paths in JSON sources are relative to")
     b.add_argument("--no-explain", action="store_true", help="answers give the diagnosis line only")
     b.add_argument("--follow-up-frac", type=float, default=0.0, help="share of records with a second turn")
-    b.add_argument("--limit", type=int, help="at most N records per split (for quick experiments)")
-    b.add_argument("--qa-per-report", type=int, metavar="N",
+    b.add_argument("--limit", type=positive_int, help="at most N records per split (for quick experiments)")
+    b.add_argument("--qa-per-report", type=positive_int, metavar="N",
                    help="X-ray reports: varied report prompts + N 'is there X?' turns (+ impression question); "
                         "default: keep the source's single report turn")
     b.add_argument("--seed", type=int, default=0)
@@ -35,7 +36,7 @@ def add_arguments(p):
     v.add_argument("--allow-pickle", action="store_true")
     s = sub.add_parser("synth", help="write a seeded synthetic wafer-map npz (MixedWM38 layout, with split)")
     s.add_argument("--out", required=True)
-    s.add_argument("--n", type=int, default=3800)
+    s.add_argument("--n", type=positive_int, default=3800)
     s.add_argument("--size", type=int, default=52)
     s.add_argument("--classes", help="comma-separated classes such as Normal,Center,Center+Scratch (default: all 38)")
     s.add_argument("--val-fraction", type=float, default=0.2)
@@ -54,8 +55,6 @@ def _synth(args):
     from ..data.wafer_sources import save_mixedwm38_npz
     from ..data.wafer_synth import synth_set
 
-    if args.n < 1:
-        raise UserError("--n: must be at least 1")
     if not 0 <= args.val_fraction < 1:
         raise UserError("--val-fraction: must be in [0, 1)")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None

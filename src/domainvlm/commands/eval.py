@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+from ._args import positive_int
+
 NAME = "eval"
 HELP = "evaluate a model on labelled data (wafer: exact match, F1, confusion; reports: BLEU..CIDEr, CE-F1)"
 
@@ -16,14 +18,14 @@ def add_arguments(p):
     p.add_argument("--split", help="only records of this split (e.g. val)")
     p.add_argument("--image-root", help="folder that relative image paths are relative to (default: the data "
                    "file's folder; LLaVA's --image_folder)")
-    p.add_argument("--limit", type=int, help="first N records only")
+    p.add_argument("--limit", type=positive_int, help="first N records only")
     p.add_argument("--out", required=True, help="metrics.json path")
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-new-tokens", type=positive_int, default=96)
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw wafer sources")
     p.add_argument("--device")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--quiet", action="store_true")
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._args import nonneg_float, nonneg_int, positive_int, top_p
+
 NAME = "predict"
 HELP = "batch inference: domainvlm predict INPUT (folder | .csv | .jsonl) -o answers.jsonl|csv"
 
@@ -20,17 +22,17 @@ def add_arguments(p):
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=top_p, default=1.0)
+    p.add_argument("--top-k", type=nonneg_int, default=0)
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--retry-errors", action="store_true", help="when resuming, redo rows that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--device")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
 
 
 def _default_output(inp: Path) -> Path:
@@ -75,13 +77,8 @@ def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None)
 
 
 def run(args):
-    from ..errors import UserError
     from ..inference.batch_io import ResultWriter, read_inputs
 
-    if args.batch_size < 1:
-        raise UserError("--batch-size: must be at least 1")
-    if args.max_new_tokens < 1:
-        raise UserError("--max-new-tokens: must be at least 1")
     rows = read_inputs(args.input, args.question)
     out = Path(args.output).expanduser() if args.output else _default_output(Path(args.input))
     writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
+from ._args import nonneg_float, nonneg_int, positive_float, positive_int, top_p
+
 NAME = "serve"
 HELP = "serve a model over HTTP: OpenAI-compatible /v1/chat/completions, POST /, /health, /docs"
 
@@ -16,22 +18,22 @@ def add_arguments(p):
     p.add_argument("--api-key", default=os.environ.get("DOMAINVLM_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $DOMAINVLM_API_KEY; none = open)")
     p.add_argument("--served-model-name", help="model id reported by /v1/models (default: folder name)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="default when a request gives no max_tokens")
-    p.add_argument("--max-tokens-cap", type=int, default=2048, help="largest max_tokens a request may ask for")
-    p.add_argument("--temperature", type=float, default=0.0, help="default temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--max-batch", type=int, default=8, help="requests generated together on the device")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long to wait to fill a batch")
-    p.add_argument("--max-queue", type=int, default=256, help="queued requests before answering 503")
-    p.add_argument("--max-body-mb", type=float, default=20.0)
-    p.add_argument("--max-image-pixels", type=int, default=16_000_000)
-    p.add_argument("--max-images", type=int, default=4, help="images per request")
+    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="default when a request gives no max_tokens")
+    p.add_argument("--max-tokens-cap", type=positive_int, default=2048, help="largest max_tokens a request may ask for")
+    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="default temperature (0 = greedy)")
+    p.add_argument("--top-p", type=top_p, default=1.0)
+    p.add_argument("--top-k", type=nonneg_int, default=0)
+    p.add_argument("--max-batch", type=positive_int, default=8, help="requests generated together on the device")
+    p.add_argument("--batch-wait-ms", type=nonneg_float, default=5.0, help="how long to wait to fill a batch")
+    p.add_argument("--max-queue", type=positive_int, default=256, help="queued requests before answering 503")
+    p.add_argument("--max-body-mb", type=positive_float, default=20.0)
+    p.add_argument("--max-image-pixels", type=positive_int, default=16_000_000)
+    p.add_argument("--max-images", type=positive_int, default=4, help="images per request")
     p.add_argument("--allow-local-files", metavar="DIR",
                    help="accept file:// image URLs, only for files inside DIR (off by default)")
     p.add_argument("--device")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
 
 
@@ -59,9 +61,6 @@ def build(args):
     from ..models.loader import default_model_dir
     from ..serve.app import ServeConfig, create_app
 
-    for name in ("max_new_tokens", "max_tokens_cap", "max_batch", "max_queue", "max_image_pixels", "max_images"):
-        if getattr(args, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')}: must be at least 1")
     if args.max_new_tokens > args.max_tokens_cap:
         raise UserError(f"--max-new-tokens {args.max_new_tokens} is over --max-tokens-cap {args.max_tokens_cap}")
     root = None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from ._args import nonneg_float, nonneg_int, positive_int, top_p
+
 NAME = "webui"
 HELP = "browser chat UI (Gradio): domainvlm webui [--model DIR] [--port 7860] [--share]"
 
@@ -17,13 +19,13 @@ def add_arguments(p):
                    default=os.environ.get("DOMAINVLM_WEBUI_AUTH"))
     p.add_argument("--examples", metavar="DIR", help="folder of example images (default: synthetic wafer maps)")
     p.add_argument("--title", default="domainvlm")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
+    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=top_p, default=1.0)
+    p.add_argument("--top-k", type=nonneg_int, default=0)
     p.add_argument("--device")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=positive_int)
 
 
 def run(args):

@@ -146,6 +146,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
 
         return run_phases(cfg, train_expert, check=_check)
     _check(cfg)
+    for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
+        if not Path(getattr(cfg, name)).exists():
+            raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
     from ..data.wafer_sources import load_wafer_file
     from ..inference.wafer_head import WaferHead
     from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
@@ -170,8 +173,6 @@ def train_expert(cfg: ExpertConfig) -> dict:
     enable_uniform_vision_attention(model)
     sets = {}
     for name, path in (("mixedwm38", cfg.mixedwm38), ("wm811k", cfg.wm811k)):
-        if not Path(path).exists():
-            raise UserError(f"{path}: wafer data not found (set {name}=PATH)")
         ws = load_wafer_file(path)
         if not numpy_canvas_check(ws, size):
             raise RuntimeError("canvas_batch differs from render_map")
