@@ -69,6 +69,27 @@ def test_fast_vision_and_embeddings_match_the_model(tiny):
     assert torch.allclose(ref, got, atol=1e-5)
 
 
+def test_single_frame_patches_give_the_same_embeddings(tiny):
+    """patchify(temporal=1) + the time-summed kernel equals the processor's repeated frames through the Conv3d."""
+    from domainvlm.models.qwen_fast import FastVision, image_params, patchify
+
+    model, proc = tiny
+    b, imgs = _batch(proc)
+    grid = tuple(b["image_grid_thw"][0].tolist())
+    ip = image_params(proc)
+    arr = torch.from_numpy(np.stack([np.asarray(i) for i in imgs]))
+    one = patchify(arr, **dict(ip, temporal=1))
+    fv = FastVision(model)
+    assert ip["temporal"] == 2 and one.shape[1] * 2 == b["pixel_values"].shape[1]
+    with torch.no_grad():
+        conv = fv.visual.patch_embed(b["pixel_values"])
+        assert torch.allclose(fv.embed_patches(b["pixel_values"]), conv, atol=1e-5)  # the matmul form
+        assert torch.allclose(fv.embed_patches(one), conv, atol=1e-5)  # folded over time
+        assert fv.check(one, grid) < 1e-5  # whole tower vs the plain one on the repeated frames
+    with pytest.raises(ValueError, match="fit neither"):
+        fv.embed_patches(one[:, :-1])
+
+
 def test_uniform_attention_is_used_for_equal_images(tiny, monkeypatch):
     import torch.nn.functional as F
 

@@ -177,14 +177,16 @@ class WaferHead:
         return self._prompts[key]
 
     def pixel_values(self, images) -> tuple[torch.Tensor, torch.Tensor]:
-        """Patches of size x size images (others are resized to it, nearest) without the HF processor."""
+        """Patches of size x size images (others are resized to it, nearest) without the HF processor: one
+        frame per patch where the vision path folds the temporal kernel (FastVision.embed_patches)."""
         import numpy as np
         from PIL import Image
 
         s, dev = self.size, self.model.device
         arr = np.stack([np.asarray(im.convert("RGB") if im.size == (s, s) else
                                    im.convert("RGB").resize((s, s), Image.Resampling.NEAREST)) for im in images])
-        pv = patchify(torch.from_numpy(arr).to(dev), **self.ip)
+        ip = dict(self.ip, temporal=1) if self.vision._kernel() is not None else self.ip
+        pv = patchify(torch.from_numpy(arr).to(dev), **ip)
         g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
         return pv, g
 

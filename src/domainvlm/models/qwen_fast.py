@@ -200,10 +200,35 @@ class FastVision:
             self._cache[key] = (got["kwargs"], n)
         return self._cache[key]
 
+    def _kernel(self):
+        """The patch embedding's Conv3d weight (D, C, T, p, p), or None for another kind of embedding."""
+        proj = getattr(self.visual.patch_embed, "proj", None)
+        w = getattr(proj, "weight", None)
+        return w if isinstance(proj, torch.nn.Conv3d) and proj.bias is None and w.ndim == 5 else None
+
+    def embed_patches(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The patch embedding as one matmul (a stride = kernel Conv3d is a linear map; on CPU the conv is
+        about 6x slower). Single-frame patches (C*p*p, from ``patchify(..., temporal=1)``) use the kernel
+        summed over its time axis: the processor repeats a still image over the T frames, so this is the
+        same map on 1/T of the input."""
+        w = self._kernel()
+        if w is None:
+            return self.visual.patch_embed(pixel_values)
+        x = pixel_values.to(w.dtype)
+        if x.shape[1] == w[0].numel():
+            return x @ w.flatten(1).T
+        if x.shape[1] * w.shape[2] == w[0].numel():
+            return x @ w.sum(2).flatten(1).T
+        raise ValueError(f"pixel_values rows of {x.shape[1]} values fit neither {w[0].numel()} nor "
+                         f"{w[0].numel() // w.shape[2]} (one frame)")
+
     def __call__(self, pixel_values: torch.Tensor, grid: tuple) -> torch.Tensor:
-        """pixel_values of B images with the same (t, h, w) grid -> merged image embeddings (B * tokens, hidden)."""
+        """pixel_values of B images with the same (t, h, w) grid -> merged image embeddings (B * tokens, hidden).
+        Rows are full patches (C*T*p*p, as the processor makes them) or single frames (C*p*p)."""
         grid = tuple(int(x) for x in grid)
-        kw0, n = self._captured(grid, pixel_values.shape[1], pixel_values.device, pixel_values.dtype)
+        w = self._kernel()
+        full = w[0].numel() if w is not None else pixel_values.shape[1]
+        kw0, n = self._captured(grid, full, pixel_values.device, pixel_values.dtype)
         b = pixel_values.shape[0] // n
 
         def tile(v):
@@ -215,7 +240,7 @@ class FastVision:
 
         kw = {k: tile(v) for k, v in kw0.items()}
         kw["cu_seqlens"] = torch.arange(b + 1, device=pixel_values.device, dtype=torch.int32) * n
-        hs = self.visual.patch_embed(pixel_values)
+        hs = self.embed_patches(pixel_values)
         for blk in self.visual.blocks:
             hs = blk(hs, **kw)
         return self.visual.merger(hs)
@@ -224,7 +249,11 @@ class FastVision:
     def check(self, pixel_values: torch.Tensor, grid: tuple, atol: float = 1e-4) -> float:
         """Max abs difference to the plain vision tower (raises if above ``atol``)."""
         b = pixel_values.shape[0] // (grid[0] * grid[1] * grid[2])
-        ref = self.visual(pixel_values, grid_thw=torch.tensor([list(grid)] * b, device=pixel_values.device))
+        w, full = self._kernel(), pixel_values
+        if w is not None and pixel_values.shape[1] * w.shape[2] == w[0].numel():  # one frame: repeat it over T
+            c, t, p = w.shape[1], w.shape[2], w.shape[3]
+            full = pixel_values.view(-1, c, 1, p, p).expand(-1, c, t, p, p).reshape(-1, c * t * p * p)
+        ref = self.visual(full, grid_thw=torch.tensor([list(grid)] * b, device=pixel_values.device))
         ref = getattr(ref, "pooler_output", ref)
         if isinstance(ref, (list, tuple)):
             ref = torch.cat(list(ref))
