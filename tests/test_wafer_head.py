@@ -154,3 +154,20 @@ def test_more_bias_is_the_threshold_for_naming_one_more_pattern(engine):
         assert wh.WaferHead(engine.model, engine.processor).more_bias == 0.7
     finally:
         engine.model.config.domainvlm = dv
+
+
+def test_pixel_values_single_frames_of_any_mode_and_size(engine):
+    """Grey, palette and RGBA inputs and other sizes are read as RGB at the head's size; one frame per patch."""
+    import torch
+    from PIL import Image
+
+    from domainvlm.models.qwen_fast import patchify
+
+    h = wh.head_for(engine)
+    rgb = [im.convert("RGB").resize((h.size, h.size), Image.Resampling.NEAREST) for im in _maps(4, seed=2)]
+    odd = [rgb[0].convert("L"), rgb[1].convert("P"), rgb[2].convert("RGBA"), rgb[3].resize((h.size + 9, h.size - 5))]
+    pv, g = h.pixel_values(odd)
+    want = [im.convert("RGB") for im in odd[:3]] + [odd[3].resize((h.size, h.size), Image.Resampling.NEAREST)]
+    ref = patchify(torch.from_numpy(np.stack([np.asarray(im) for im in want])), **dict(h.ip, temporal=1))
+    assert torch.equal(pv, ref) and pv.shape[1] == 3 * h.ip["patch"] ** 2
+    assert g.tolist() == [[1, h.size // h.ip["patch"], h.size // h.ip["patch"]]] * 4

@@ -183,8 +183,11 @@ class WaferHead:
         from PIL import Image
 
         s, dev = self.size, self.model.device
-        arr = np.stack([np.asarray(im.convert("RGB") if im.size == (s, s) else
-                                   im.convert("RGB").resize((s, s), Image.Resampling.NEAREST)) for im in images])
+        # filled in place, 2-3x faster than np.stack: host time per map that bounds the GPU's batched rate
+        arr = np.empty((len(images), s, s, 3), np.uint8)
+        for i, im in enumerate(images):
+            im = im if im.mode == "RGB" else im.convert("RGB")
+            arr[i] = np.asarray(im if im.size == (s, s) else im.resize((s, s), Image.Resampling.NEAREST))
         ip = dict(self.ip, temporal=1) if self.vision._kernel() is not None else self.ip
         pv = patchify(torch.from_numpy(arr).to(dev), **ip)
         g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
