@@ -33,3 +33,18 @@ def test_bench_refuses_cuda_without_gpu(capsys):
         return
     assert main(["bench", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_host_time_bench_prints_every_stage():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "bench" / "wafer_host_time.py"), "--maps", "64", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stage in ("canonical_image", "PIL -> uint8 array", "patchify (CPU)", "patch embedding (CPU)"):
+        row = next(line for line in r.stdout.splitlines() if stage in line)
+        assert len([c for c in row.split("│") if c.strip()]) == 4, row  # stage + three numbers
+    assert "host time for 64 maps" in r.stdout

@@ -77,7 +77,7 @@ def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
     """The canvas rendering of a wafer-map image: a size x size image passes as is; another rendering of a
     map in the wafer palette (e.g. an unpadded PNG) is read back into its map and redrawn; anything else is
     returned unchanged (the processor resizes it)."""
-    img = img.convert("RGB")
+    img = img if img.mode == "RGB" else img.convert("RGB")  # no copy of an RGB image: host time per map
     if img.size == (size, size) or not is_palette_image(img):
         return img
     return render_map(image_to_map(img), size=size)
