@@ -138,3 +138,43 @@ def test_bad_numeric_options_stop_at_parse_time(tmp_path, capsys, monkeypatch, a
     prog = "domainvlm " + " ".join(argv[:2] if argv[0] == "data" else argv[:1])  # data has sub-commands
     assert err[0] == f"{prog}: error: argument {message} (see {prog} --help)", err
     assert "Traceback" not in "\n".join(err) and not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("labels, says", [({}, "records must all carry one labels.task, one of wafer, report (found None)"),
+                                          ({"task": "vqa"}, "no metrics for labels.task 'vqa'")])
+def test_eval_without_a_known_task_fails_before_generating(tmp_path, capsys, monkeypatch, labels, says):
+    from PIL import Image
+
+    from domainvlm.inference import engine
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    p = tmp_path / "d.jsonl"
+    p.write_text(json.dumps({"id": "1", "images": ["a.png"], "labels": labels, "messages": [
+        {"role": "user", "content": "<image>\nq"}, {"role": "assistant", "content": "a"}]}) + "\n")
+    monkeypatch.setattr(engine.Engine, "__init__", lambda *a, **k: pytest.fail("model loaded before the check"))
+    rc, err = _run(capsys, ["eval", "--data", str(p), "--out", str(tmp_path / "m.json")])
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"domainvlm: error: {p}: {says}"), err
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_empty_data_file_says_empty(tmp_path, capsys):
+    p = tmp_path / "empty.jsonl"
+    p.write_text("\n  \n")
+    for argv in (["data", "validate", str(p)], ["eval", "--data", str(p), "--out", str(tmp_path / "m.json")]):
+        rc, err = _run(capsys, argv)
+        assert rc == 2 and err == [f"domainvlm: error: {p}: empty file (no records)"], err
+
+
+def test_train_with_unlabelled_val_and_task_metric_fails_before_training(tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    rec = {"id": "1", "images": ["a.png"], "messages": [{"role": "user", "content": "<image>\nq"},
+                                                        {"role": "assistant", "content": "a"}]}
+    (tmp_path / "d.jsonl").write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "run"
+    argv = ["train", f"data={tmp_path / 'd.jsonl'}", f"val_data={tmp_path / 'd.jsonl'}", f"output_dir={out}",
+            "max_steps=1", "compact.layers=1", "compact.hidden=32", "compact.heads=2", "compact.kv_heads=1"]
+    rc, err = _run(capsys, argv)
+    assert rc == 2 and len(err) == 1 and "d.jsonl: records must all carry one labels.task" in err[0], err
+    assert "eval_samples=0" in err[0] and not out.exists()

@@ -33,7 +33,7 @@ def add_arguments(p):
 def run(args):
     from ..data.sources import load_any
     from ..errors import UserError
-    from ..evaluate.runner import evaluate_records
+    from ..evaluate.runner import evaluate_records, task_of
     from ..evaluate.summary import print_summary
     from ..inference.engine import Engine, Sampling
     from ..io import write_json, write_jsonl
@@ -49,6 +49,10 @@ def run(args):
         recs = recs[: args.limit]
     if not recs:
         raise UserError(f"{args.data}: no records to evaluate" + (f" in split {args.split!r}" if args.split else ""))
+    try:
+        task_of(recs)
+    except UserError as e:
+        raise UserError(f"{args.data}: {e}") from None
     base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
     eng = Engine(args.model, device=args.device, threads=args.threads)
     t0 = time.perf_counter()

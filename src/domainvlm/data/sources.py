@@ -33,6 +33,8 @@ def sniff(path: Path) -> str:
         return "jsonl-other" if path.suffix == ".jsonl" else "json"
     if text.startswith("["):
         return "json"
+    if not text and not path.read_bytes().strip():
+        raise UserError(f"{path}: empty file (no records)")
     raise UserError(f"{path}: unrecognised data format (expected npz, pickle, JSON, JSONL or XML)")
 
 

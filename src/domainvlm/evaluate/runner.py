@@ -38,11 +38,19 @@ def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch
     return out
 
 
+TASKS = ("wafer", "report")  # the tasks with metrics
+
+
 def task_of(records: list[Record]) -> str:
+    """The one task of the records (raises before any answer is generated if there is none or no metric)."""
     tasks = {r.labels.get("task") for r in records}
     if len(tasks) != 1 or None in tasks:
-        raise UserError(f"eval: records must all carry one labels.task (found {sorted(map(str, tasks))})")
-    return tasks.pop()
+        raise UserError(f"records must all carry one labels.task, one of {', '.join(TASKS)} "
+                        f"(found {', '.join(sorted(map(str, tasks)))})")
+    task = tasks.pop()
+    if task not in TASKS:
+        raise UserError(f"no metrics for labels.task {task!r} (known: {', '.join(TASKS)})")
+    return task
 
 
 def score(records: list[Record], answers: list[str]) -> dict:
@@ -54,15 +62,14 @@ def score(records: list[Record], answers: list[str]) -> dict:
         taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
         gold = [tuple(r.labels["defects"]) for r in records]
         return wafer_metrics(gold, [parse_diagnosis(a) for a in answers], taxonomy)
-    if task == "report":
-        from .report_eval import report_scores
+    from .report_eval import report_scores
 
-        return report_scores(records, answers)
-    raise UserError(f"eval: no metrics for task {task!r}")
+    return report_scores(records, answers)
 
 
 def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int = 16,
                      sampling: Sampling | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
+    task_of(records)  # a label problem is reported before minutes of generation, not after
     answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress)
     metrics = score(records, answers)
     rows = [{"id": r.id, "answer": a, "reference": r.messages[_prompt(r)[1]]["content"]}

@@ -109,6 +109,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     if not records:
         raise UserError(f"{cfg.data}: no records")
     train_recs, val_recs = _split(records, cfg)
+    if cfg.eval_samples and val_recs:  # the task metric needs labels: say so now, not at the first eval
+        from ..evaluate.runner import task_of
+
+        try:
+            task_of(val_recs[:cfg.eval_samples])
+        except UserError as e:
+            raise UserError(f"{cfg.val_data or cfg.data}: {e} (or set eval_samples=0 for the val loss only)") from None
     base_dir = Path(cfg.data).resolve().parent
     precision = cfg.precision
     if precision == "auto":
