@@ -50,7 +50,7 @@ def main() -> None:
     head = head_for(Engine(None, device="cpu"))
     n_patch = min(256, args.maps)  # the patch stages run on at most 256 maps (memory), scaled to --maps
     arr = torch.from_numpy(np.stack([np.asarray(im) for im in imgs[:n_patch]]))
-    pv2, pv1 = patchify(arr, **head.ip), patchify(arr, **dict(head.ip, temporal=1))
+    pv2, pv1 = patchify(arr, **head.ip), patchify(arr, **head.patch_ip)
     w, conv = head.vision._kernel(), head.vision.visual.patch_embed
     scale = args.maps / n_patch
 
@@ -59,7 +59,7 @@ def main() -> None:
          lambda: [canonical_image(im, head.size) for im in imgs], 1.0),
         ("PIL -> uint8 array", lambda: np.stack([np.asarray(im.convert("RGB")) for im in imgs]),
          lambda: head.rgb_array(imgs), 1.0),
-        ("patchify (CPU)", lambda: patchify(arr, **head.ip), lambda: patchify(arr, **dict(head.ip, temporal=1)), scale),
+        ("patchify (CPU)", lambda: patchify(arr, **head.ip), lambda: patchify(arr, **head.patch_ip), scale),
         ("patch embedding (CPU)", lambda: conv(pv2), lambda: head.vision.embed_patches(pv1), scale),
     ]
     t = Table(title=f"host time for {args.maps} maps, {args.threads} threads")

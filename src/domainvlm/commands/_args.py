@@ -17,7 +17,6 @@ def _number(kind, lo=None, hi=None, lo_open=False, what=None):
             raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
         return v
 
-    parse.__name__ = kind.__name__  # argparse names the type in its own messages
     return parse
 
 

@@ -152,6 +152,8 @@ class WaferHead:
         self.diag_first = sorted({first(wk.format_diagnosis((), lg)) for lg in ("en", "zh")})
         self.refusal_first = sorted({first(REFUSAL[lg]) for lg in ("en", "zh")} - set(self.diag_first))
         self.ip = image_params(processor)
+        # what pixel_values sends: single frames where the vision path folds the temporal kernel
+        self.patch_ip = dict(self.ip, temporal=1) if self.vision._kernel() is not None else self.ip
         dv = getattr(model.config, "domainvlm", None) or {}  # domainvlm's own section of config.json
         self.size = int(dv.get("image_size") or CANVAS)
         self.image_token_id = model.config.image_token_id
@@ -193,8 +195,7 @@ class WaferHead:
         """Patches of the images without the HF processor: one frame per patch where the vision path folds
         the temporal kernel (FastVision.embed_patches)."""
         s, dev = self.size, self.model.device
-        ip = dict(self.ip, temporal=1) if self.vision._kernel() is not None else self.ip
-        pv = patchify(torch.from_numpy(self.rgb_array(images)).to(dev), **ip)
+        pv = patchify(torch.from_numpy(self.rgb_array(images)).to(dev), **self.patch_ip)
         g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
         return pv, g
 
