@@ -1,0 +1,77 @@
+"""Domain registry: everything task-specific lives in ``domainvlm/domains/<name>/`` and is found here.
+
+A domain package registers one :class:`Domain` in its ``__init__.py``; generic packages (data, models, train,
+evaluate, inference, serve, webui, commands) look domains up by ``labels.task`` (records), by source content
+(``sniff``) or by ``config.domainvlm.answer_head`` (models), and never import a domain module themselves.
+Domains are discovered the way cli.py finds commands: every sub-package of this package is imported once.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..errors import UserError
+
+
+@dataclass
+class Domain:
+    name: str                                   # the records' labels.task value, e.g. "wafer"
+    score: Callable | None = None               # (records, answers) -> metrics dict (eval)
+    sniff: Callable | None = None               # (path) -> bool: is this source file/folder mine? (data build)
+    read_source: Callable | None = None         # (path, **options) -> list[Record] with labels.task == name
+    answer_heads: dict = field(default_factory=dict)  # config.domainvlm.answer_head -> factory(model, processor)
+    augment: Callable | None = None             # (record, PIL image, random.Random) -> image (training)
+    eval_artifacts: Callable | None = None      # (metrics, out_path) -> None: plots beside metrics.json
+    summary: Callable | None = None             # (metrics) -> str: the table eval prints
+    load_image: Callable | None = None          # (ref, base_dir) -> PIL image | None, for refs this domain owns
+    extra: dict = field(default_factory=dict)   # anything else a domain's own commands need
+
+_REGISTRY: dict[str, Domain] = {}
+_loaded = False
+
+
+def register(domain: Domain) -> Domain:
+    _REGISTRY[domain.name] = domain
+    return domain
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.ispkg and not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def all_domains() -> list[Domain]:
+    _load_all()
+    return list(_REGISTRY.values())
+
+
+def get(name: str) -> Domain:
+    _load_all()
+    if name not in _REGISTRY:
+        raise UserError(f"unknown task {name!r} (known: {', '.join(sorted(_REGISTRY)) or 'none'})")
+    return _REGISTRY[name]
+
+
+def answer_head(name: str) -> Callable:
+    """The head factory registered under ``name`` by any domain."""
+    for d in all_domains():
+        if name in d.answer_heads:
+            return d.answer_heads[name]
+    known = sorted(h for d in all_domains() for h in d.answer_heads)
+    raise UserError(f"model config: unknown answer_head {name!r} (known: {', '.join(known) or 'none'})")
+
+
+def sniff(path) -> Domain | None:
+    """The first domain whose ``sniff`` claims this source."""
+    for d in all_domains():
+        if d.sniff is not None and d.sniff(path):
+            return d
+    return None

@@ -1,0 +1,198 @@
+"""A taxonomy is data: the classes a model answers with, stored as ``taxonomy.json`` in its model folder.
+
+It is read by the constrained answer head (the valid answer lines), the instruction builder (names and
+descriptions in en/zh) and the metrics (class order). Users write it as YAML or JSON::
+
+    name: neu-steel
+    multi_label: false            # true: an answer names a set of classes ("A + B"), or the none class
+    none_label: Normal            # multi-label only: the answer when no class is present (optional)
+    classes:
+      - name: crazing
+        zh: 龟裂
+        description: {en: "a network of fine cracks over the surface", zh: "表面细密的网状裂纹"}
+      - scratches                 # a bare name is allowed
+    combinations:                 # multi-label only, optional: the allowed label sets (default: any)
+      - [crazing, scratches]
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import UserError
+from .io import write_json
+
+FILE_NAME = "taxonomy.json"
+
+
+@dataclass(frozen=True)
+class TaxonomyClass:
+    name: str
+    zh: str = ""
+    description: dict = field(default_factory=dict)  # {"en": "...", "zh": "..."}
+
+    def display(self, lang: str = "en") -> str:
+        """The class name as an answer shows it: 'crazing' (en) or '龟裂(crazing)' (zh, when a zh name exists)."""
+        return f"{self.zh}({self.name})" if lang == "zh" and self.zh else self.name
+
+    def describe(self, lang: str = "en") -> str:
+        return self.description.get(lang) or self.description.get("en", "")
+
+
+@dataclass
+class Taxonomy:
+    name: str
+    classes: list[TaxonomyClass]
+    multi_label: bool = False
+    none_label: str | None = None
+    combinations: list[tuple[str, ...]] | None = None
+
+    def __post_init__(self):
+        self.validate()
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def get(self, name: str) -> TaxonomyClass:
+        for c in self.classes:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def canonical(self, labels) -> tuple[str, ...]:
+        """Labels in taxonomy order, the none label dropped; unknown names raise ValueError."""
+        order = {n: i for i, n in enumerate(self.names)}
+        got = set()
+        for n in labels:
+            if n == self.none_label or n in ("", None):
+                continue
+            if n not in order:
+                raise ValueError(f"unknown class {n!r} (known: {', '.join(self.names)})")
+            got.add(n)
+        if not self.multi_label and len(got) > 1:
+            raise ValueError(f"{sorted(got)}: taxonomy {self.name!r} is single-label")
+        return tuple(sorted(got, key=order.__getitem__))
+
+    def answer_sets(self) -> list[tuple[str, ...]]:
+        """Every label set an answer may name: one class each (single-label); for multi-label the empty set
+        (if a none label exists), the singles and the allowed combinations (all subsets if none are listed)."""
+        if not self.multi_label:
+            return [(n,) for n in self.names]
+        if self.combinations is not None:
+            sets = [()] if self.none_label else []
+            sets += [(n,) for n in self.names]
+            return sets + [tuple(c) for c in self.combinations if len(c) > 1]
+        from itertools import combinations
+
+        sets = [()] if self.none_label else []
+        for k in range(1, len(self.names) + 1):
+            sets += list(combinations(self.names, k))
+        return sets
+
+    def validate(self, source: str = "taxonomy") -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise UserError(f"{source}: field 'name' must be a non-empty string")
+        if not self.classes:
+            raise UserError(f"{source}: field 'classes' must list at least one class")
+        seen = set()
+        for i, c in enumerate(self.classes):
+            if not c.name or not isinstance(c.name, str):
+                raise UserError(f"{source}: classes[{i}]: field 'name' must be a non-empty string")
+            if c.name in seen:
+                raise UserError(f"{source}: classes[{i}]: duplicate class {c.name!r}")
+            if "+" in c.name or "\n" in c.name:
+                raise UserError(f"{source}: classes[{i}]: class name {c.name!r} may not contain '+' or a newline")
+            seen.add(c.name)
+        if self.none_label is not None and self.none_label in seen:
+            raise UserError(f"{source}: field 'none_label': {self.none_label!r} is also a class")
+        if self.combinations is not None:
+            if not self.multi_label:
+                raise UserError(f"{source}: field 'combinations' needs multi_label: true")
+            for i, combo in enumerate(self.combinations):
+                bad = [n for n in combo if n not in seen]
+                if bad:
+                    raise UserError(f"{source}: combinations[{i}]: unknown class {bad[0]!r}")
+                if len(set(combo)) != len(combo):
+                    raise UserError(f"{source}: combinations[{i}]: a class is named twice")
+
+    def to_dict(self) -> dict:
+        d = {"name": self.name, "multi_label": self.multi_label,
+             "classes": [{"name": c.name, "zh": c.zh, "description": dict(c.description)} for c in self.classes]}
+        if self.none_label is not None:
+            d["none_label"] = self.none_label
+        if self.combinations is not None:
+            d["combinations"] = [list(c) for c in self.combinations]
+        return d
+
+    def save(self, folder) -> Path:
+        path = Path(folder) / FILE_NAME
+        write_json(path, self.to_dict())
+        return path
+
+
+def from_dict(d, source: str = "taxonomy") -> Taxonomy:
+    if not isinstance(d, dict):
+        raise UserError(f"{source}: a taxonomy must be a mapping with 'name' and 'classes'")
+    unknown = set(d) - {"name", "multi_label", "none_label", "classes", "combinations"}
+    if unknown:
+        raise UserError(f"{source}: unknown field {sorted(unknown)[0]!r}")
+    raw = d.get("classes")
+    if not isinstance(raw, list):
+        raise UserError(f"{source}: field 'classes' must be a list")
+    classes = []
+    for i, c in enumerate(raw):
+        if isinstance(c, str):
+            c = {"name": c}
+        if not isinstance(c, dict):
+            raise UserError(f"{source}: classes[{i}] must be a name or a mapping")
+        desc = c.get("description") or {}
+        if isinstance(desc, str):
+            desc = {"en": desc}
+        if not isinstance(desc, dict):
+            raise UserError(f"{source}: classes[{i}]: field 'description' must be text or {{en, zh}}")
+        classes.append(TaxonomyClass(str(c.get("name") or ""), str(c.get("zh") or ""),
+                                     {str(k): str(v) for k, v in desc.items()}))
+    combos = d.get("combinations")
+    if combos is not None:
+        if not isinstance(combos, list) or not all(isinstance(x, list) for x in combos):
+            raise UserError(f"{source}: field 'combinations' must be a list of lists of class names")
+        combos = [tuple(str(n) for n in x) for x in combos]
+    multi = d.get("multi_label", False)
+    if not isinstance(multi, bool):
+        raise UserError(f"{source}: field 'multi_label' must be true or false")
+    tax = Taxonomy.__new__(Taxonomy)  # validate with the file named, not the default source
+    tax.name, tax.classes, tax.multi_label = str(d.get("name") or ""), classes, multi
+    tax.none_label = d.get("none_label")
+    tax.combinations = combos
+    tax.validate(source)
+    return tax
+
+
+def load(path) -> Taxonomy:
+    """A taxonomy from a YAML/JSON file, or from a model folder's taxonomy.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such taxonomy file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
+                        f"{str(e).splitlines()[0]}") from None
+    return from_dict(d, str(path))
+
+
+def from_model_dir(folder) -> Taxonomy | None:
+    """The taxonomy stored in a model folder, or None if it has none."""
+    p = Path(folder) / FILE_NAME
+    return load(p) if p.is_file() else None

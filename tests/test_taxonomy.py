@@ -1,0 +1,53 @@
+"""Taxonomy as data: YAML/JSON in, taxonomy.json in a model folder out, one-line errors naming the field."""
+
+import pytest
+
+from domainvlm import taxonomy
+from domainvlm.errors import UserError
+
+
+def _write(tmp_path, text, name="tax.yaml"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_yaml_round_trip_through_model_folder(tmp_path):
+    p = _write(tmp_path, "name: steel\nclasses:\n  - {name: crazing, zh: 龟裂, description: {en: cracks, zh: 裂纹}}\n"
+                         "  - scratches\n")
+    t = taxonomy.load(p)
+    assert t.names == ["crazing", "scratches"] and not t.multi_label
+    assert t.get("crazing").display("zh") == "龟裂(crazing)" and t.get("scratches").display("zh") == "scratches"
+    assert t.get("crazing").describe("zh") == "裂纹"
+    t.save(tmp_path / "model")
+    back = taxonomy.from_model_dir(tmp_path / "model")
+    assert back.to_dict() == t.to_dict()
+    assert taxonomy.from_model_dir(tmp_path) is None
+
+
+def test_multi_label_answer_sets_and_canonical_order():
+    t = taxonomy.from_dict({"name": "w", "multi_label": True, "none_label": "Normal",
+                            "classes": ["A", "B", "C"], "combinations": [["A", "C"]]})
+    assert t.answer_sets() == [(), ("A",), ("B",), ("C",), ("A", "C")]
+    assert t.canonical(["C", "Normal", "A"]) == ("A", "C")
+    with pytest.raises(ValueError, match="unknown class 'D'"):
+        t.canonical(["D"])
+    free = taxonomy.from_dict({"name": "w", "multi_label": True, "classes": ["A", "B"]})
+    assert free.answer_sets() == [("A",), ("B",), ("A", "B")]
+
+
+@pytest.mark.parametrize("text, msg", [
+    ("name: x\nclasses: [a, a]\n", "classes[1]: duplicate class 'a'"),
+    ("name: x\nclasses: []\n", "field 'classes' must list at least one class"),
+    ("classes: [a]\n", "field 'name'"),
+    ("name: x\nclasses: [a, {zh: 乙}]\n", "classes[1]: field 'name'"),
+    ("name: x\nmulti_label: true\nclasses: [a, b]\ncombinations: [[a, c]]\n", "combinations[0]: unknown class 'c'"),
+    ("name: x\nclasses: [a]\ncolour: red\n", "unknown field 'colour'"),
+    ("name: x\nclasses: [a+b]\n", "may not contain '+'"),
+    ("name: [x\n", "not valid YAML"),
+])
+def test_bad_taxonomy_is_one_line_naming_the_field(tmp_path, text, msg):
+    p = _write(tmp_path, text)
+    with pytest.raises(UserError) as e:
+        taxonomy.load(p)
+    assert msg in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
