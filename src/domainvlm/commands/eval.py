@@ -21,7 +21,8 @@ def add_arguments(p):
     p.add_argument("--limit", type=positive_int, help="first N records only")
     p.add_argument("--out", required=True, help="metrics.json path")
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int,
+                   help="records per batch (default 1024 on a GPU with an answer head, else 32)")
     p.add_argument("--max-new-tokens", type=positive_int, default=96)
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw wafer sources")
     p.add_argument("--device")

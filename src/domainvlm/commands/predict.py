@@ -22,7 +22,9 @@ def add_arguments(p):
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
-    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--batch-size", type=positive_int,
+                   help="rows per batch, written before the next starts (default 256 on a GPU with an answer "
+                        "head, else 8)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
     p.add_argument("--top-p", type=top_p, default=1.0)
@@ -40,7 +42,7 @@ def _default_output(inp: Path) -> Path:
     return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.jsonl"
 
 
-def _load(row):
+def _load(row, map_size=None):
     """(conversation, None) or (None, error message) for one row."""
     from ..data.images import load_image
     from ..errors import UserError
@@ -48,7 +50,7 @@ def _load(row):
     if row.error:
         return None, row.error
     try:
-        return (row.messages, [load_image(ref, row.base_dir) for ref in row.images]), None
+        return (row.messages, [load_image(ref, row.base_dir, map_size) for ref in row.images]), None
     except UserError as e:
         msg = str(e)
         return None, msg if msg.startswith(row.where) else f"{row.where}: {msg}"
@@ -56,9 +58,10 @@ def _load(row):
 
 def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None) -> None:
     """Generate answers for ``rows`` batch by batch, writing each batch before the next starts."""
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        loaded = [_load(r) for r in chunk]
+    from ..inference.prefetch import parallel_map, prefetched
+
+    chunks = (rows[s:s + batch_size] for s in range(0, len(rows), batch_size))
+    for chunk, loaded in prefetched(chunks, lambda c: parallel_map(lambda r: _load(r, getattr(engine, "map_size", None)), c)):
         ok = [i for i, (conv, _) in enumerate(loaded) if conv is not None]
         answers: dict[int, tuple] = {i: (None, loaded[i][1]) for i in range(len(chunk)) if i not in ok}
         if ok:
@@ -99,7 +102,10 @@ def run(args):
                                 top_p=args.top_p, top_k=args.top_k)
             with tqdm(total=len(todo), unit="row", desc="predict", file=sys.stderr,
                       disable=args.no_progress) as bar:
-                predict_rows(engine, todo, writer, sampling, args.batch_size, bar)
+                from ..inference.prefetch import default_batch_size
+
+                bs = args.batch_size or min(256, default_batch_size(engine, 8))
+                predict_rows(engine, todo, writer, sampling, bs, bar)
     finally:
         writer.close()
     total = len(writer.done)

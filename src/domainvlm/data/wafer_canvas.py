@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .wafer_render import _LUT, _layout, image_to_map, render_map
+from .wafer_render import _LUT, _layout, labels_to_map, palette_index, render_map
 
 CANVAS = 224  # the wafer expert's input side (16-pixel patches, 2x2 merge -> 49 image tokens)
 
@@ -28,18 +28,12 @@ def canvas_batch(maps, size: int = CANVAS) -> np.ndarray:
         k, s, top, left = _layout(h, w, size)
         if k == 0:  # larger than the canvas: fall back to the renderer's own sampling
             for i in idx:
-                out[i] = _to_index(render_map(maps[i], size=size))
+                out[i] = palette_index(render_map(maps[i], size=size))
             continue
         block = np.stack([np.asarray(maps[i], np.uint8) for i in idx])
         block = block.repeat(k, axis=1).repeat(k, axis=2)
         out[idx, top:top + h * k, left:left + w * k] = block
     return out
-
-
-def _to_index(img: Image.Image) -> np.ndarray:
-    a = np.asarray(img.convert("RGB"), dtype=np.int32)
-    d = ((a[:, :, None, :] - _LUT[None, None].astype(np.int32)) ** 2).sum(-1)
-    return d.argmin(-1).astype(np.uint8)
 
 
 def canvas_rgb(index: np.ndarray) -> np.ndarray:
@@ -68,9 +62,7 @@ def dihedral(x, k: int):
 
 def is_palette_image(img: Image.Image, tol: int = 24) -> bool:
     """True if every pixel is within ``tol`` (per channel) of one of the three wafer colours."""
-    a = np.asarray(img.convert("RGB"), dtype=np.int32)
-    d = np.abs(a[:, :, None, :] - _LUT[None, None].astype(np.int32)).max(-1).min(-1)
-    return bool((d <= tol).all())
+    return palette_index(img, tol) is not None
 
 
 def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
@@ -78,6 +70,9 @@ def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
     map in the wafer palette (e.g. an unpadded PNG) is read back into its map and redrawn; anything else is
     returned unchanged (the processor resizes it)."""
     img = img if img.mode == "RGB" else img.convert("RGB")  # no copy of an RGB image: host time per map
-    if img.size == (size, size) or not is_palette_image(img):
+    if img.size == (size, size):
         return img
-    return render_map(image_to_map(img), size=size)
+    lab = palette_index(img, tol=24)
+    if lab is None:
+        return img
+    return render_map(labels_to_map(lab), size=size)

@@ -21,17 +21,25 @@ def _prompt(r: Record) -> tuple[list[dict], int]:
     return r.messages[:k], k
 
 
-def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch_size: int = 16,
+def _load_batch(records: list[Record], base_dir, map_size: int | None = None) -> list:
+    from ..inference.prefetch import parallel_map
+
+    return parallel_map(lambda r: (_prompt(r)[0], [load_image(ref, base_dir, map_size) for ref in r.images]),
+                        records)
+
+
+def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
                      sampling: Sampling | None = None, progress: bool = True) -> list[str]:
+    """Answers in record order. The next batch's images are read and rendered in a worker thread while the
+    current batch generates: on a GPU the host-side loading otherwise bounds the rate."""
+    from ..inference.prefetch import default_batch_size, prefetched
+
     sampling = sampling or Sampling(max_new_tokens=96)
+    batch_size = batch_size or default_batch_size(engine, 32)
     out: list[str] = []
     bar = tqdm(total=len(records), desc="eval", unit="rec", disable=not progress, leave=False)
-    for s in range(0, len(records), batch_size):
-        chunk = records[s:s + batch_size]
-        convs = []
-        for r in chunk:
-            msgs, _ = _prompt(r)
-            convs.append((msgs, [load_image(ref, base_dir) for ref in r.images]))
+    chunks = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
+    for chunk, convs in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.map_size)):
         out.extend(engine.generate(convs, sampling))
         bar.update(len(chunk))
     bar.close()
@@ -67,7 +75,7 @@ def score(records: list[Record], answers: list[str]) -> dict:
     return report_scores(records, answers)
 
 
-def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int = 16,
+def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
                      sampling: Sampling | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
     task_of(records)  # a label problem is reported before minutes of generation, not after
     answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress)

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# GPU smoke test (<= 3 minutes on one H200): every code path that runs on a GPU, on the code as it is now.
+# CI is CPU-only and cannot see these paths; run this on a GPU machine after every change to code that runs
+# there (trainers, fast paths, kernels, answer heads, eval/bench on cuda) and record its last run in
+# docs/benchmarks.md ("GPU smoke").
+#
+#   scripts/gpu-smoke.sh [OUT_DIR]          DATA=../shared/data (MixedWM38 + WM-811K npz) by default
+#
+# Steps: 1 a few train-expert steps (fast vision path check under TF32, bf16 autocast, EMA, val selection,
+# save); 2 a bf16 LoRA step of the generic trainer on a tiny Qwen2-VL; 3 eval of the bundled expert on cuda
+# over both full val sets; 4 bench on cuda; then the eval/bench speed ratio. Exit 0 only if all pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/gpu-smoke}
+DATA=${DATA:-../shared/data}
+PY=${PYTHON:-python3}
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+LOG="$OUT/gpu-smoke.log"
+: > "$LOG"
+fail=0
+MIX="$DATA/mixedwm38/mixedwm38_trainval.npz"
+WM="$DATA/wm811k/wm811k_trainval.npz"
+
+step() {  # step NAME CMD...: run, time, log; record PASS/FAIL
+  local name=$1; shift
+  local t0=$SECONDS
+  echo "=== $name: $*" | tee -a "$LOG"
+  if "$@" >>"$LOG" 2>&1; then
+    echo "PASS $name ($((SECONDS - t0)) s)" | tee -a "$LOG"
+  else
+    echo "FAIL $name ($((SECONDS - t0)) s, exit $?): last lines:" | tee -a "$LOG"
+    tail -n 25 "$LOG"
+    fail=1
+  fi
+}
+
+"$PY" - <<'EOF' | tee -a "$LOG"
+import torch, transformers, peft
+ok = torch.cuda.is_available()
+print(f"# torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}, "
+      f"cuda {'yes: ' + torch.cuda.get_device_name(0) if ok else 'NO'}")
+raise SystemExit(0 if ok else 1)
+EOF
+[ "${PIPESTATUS[0]}" = 0 ] || { echo "FAIL no CUDA device"; exit 1; }
+for f in "$MIX" "$WM"; do [ -f "$f" ] || { echo "FAIL missing $f (set DATA=)"; exit 1; }; done
+
+step train-expert "$PY" -m domainvlm train-expert --config configs/wafer-expert.yaml "phases=[]" \
+  mixedwm38="$MIX" wm811k="$WM" output_dir="$OUT/expert" max_steps=30 batch_size=256 warmup_steps=5 \
+  limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=10
+
+step lora-bf16 bash -c "
+  set -e
+  '$PY' -c \"from domainvlm.models.tiny import build_tiny; build_tiny('qwen2_vl', '$OUT/tiny', hidden=64, layers=2)\"
+  '$PY' -m domainvlm data synth --out '$OUT/synth.npz' --n 96 --size 52
+  '$PY' -m domainvlm data build --source '$OUT/synth.npz' --out '$OUT/synth' --langs en
+  '$PY' -m domainvlm train model='$OUT/tiny' data='$OUT/synth/train.jsonl' mode=lora precision=bf16 \
+    output_dir='$OUT/lora' max_steps=4 batch_size=4 eval_every=0 save_every=0 log_every=1 eval_samples=8
+  test -f '$OUT/lora/model/adapter_config.json'
+  '$PY' -c \"import json, math; s = json.load(open('$OUT/lora/train_summary.json')); v = s['last']['val_loss']; print('# lora val_loss', v); assert math.isfinite(v)\"
+"
+
+step eval-mixedwm38 "$PY" -m domainvlm eval --device cuda --data "$MIX" --split val \
+  --out "$OUT/eval_mixedwm38.json" --quiet
+step eval-wm811k "$PY" -m domainvlm eval --device cuda --data "$WM" --split val \
+  --out "$OUT/eval_wm811k.json" --quiet
+step bench "$PY" -m domainvlm bench --device cuda --source "$MIX" --runs 100 --out "$OUT/bench.json"
+
+"$PY" - "$OUT" <<'EOF' | tee -a "$LOG"
+import json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+try:
+    b = json.loads((out / "bench.json").read_text())
+    bench = max(r["maps_per_s"] for r in b["rows"] if "maps_per_s" in r)
+    lat = next((r["p50_ms"] for r in b["rows"] if "p50_ms" in r), None)
+except (OSError, ValueError, StopIteration):
+    raise SystemExit("# no bench result")
+print(f"# bench on cuda: {bench} maps/s batched, p50 {lat} ms at batch 1 ({b['machine']})")
+for name in ("mixedwm38", "wm811k"):
+    p = out / f"eval_{name}.json"
+    if not p.exists():
+        continue
+    m = json.loads(p.read_text())
+    score = f"exact match {m['exact_match']:.4f}" if name == "mixedwm38" else f"macro-F1 {m['macro_f1']:.4f}"
+    print(f"# eval {name} val on cuda: n {m['n']}, {score}, unparsed {m['unparsed']}, "
+          f"{m['records_per_s']} maps/s = {m['records_per_s'] / bench:.0%} of bench")
+EOF
+if [ $fail = 0 ]; then echo "GPU SMOKE: PASS" | tee -a "$LOG"; else echo "GPU SMOKE: FAIL" | tee -a "$LOG"; fi
+exit $fail

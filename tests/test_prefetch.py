@@ -1,0 +1,47 @@
+"""inference/prefetch.py: loading overlapped with generation keeps order and raises where a loop would."""
+
+import threading
+
+import pytest
+
+from domainvlm.inference.prefetch import prefetched
+
+
+def test_prefetched_keeps_order_and_loads_the_next_chunk_in_a_worker():
+    threads = []
+
+    def load(c):
+        threads.append(threading.current_thread().name)
+        return [x * 10 for x in c]
+
+    got = list(prefetched(iter([[1, 2], [3], [4, 5]]), load))
+    assert got == [([1, 2], [10, 20]), ([3], [30]), ([4, 5], [40, 50])]
+    assert all(t.startswith("prefetch") for t in threads) and len(threads) == 3
+    assert list(prefetched([], load)) == []
+
+
+def test_prefetched_raises_at_the_failing_chunk_after_yielding_the_earlier_ones():
+    def load(c):
+        if c == "bad":
+            raise ValueError("bad chunk")
+        return c.upper()
+
+    it = prefetched(["a", "bad", "c"], load)
+    assert next(it) == ("a", "A")
+    with pytest.raises(ValueError, match="bad chunk"):
+        next(it)
+
+
+def test_parallel_map_keeps_order_and_raises_like_a_loop():
+    from domainvlm.inference.prefetch import parallel_map
+
+    assert parallel_map(lambda x: x * x, list(range(1000))) == [x * x for x in range(1000)]
+    assert parallel_map(str, []) == []
+
+    def boom(x):
+        if x == 500:
+            raise ValueError("row 500")
+        return x
+
+    with pytest.raises(ValueError, match="row 500"):
+        parallel_map(boom, list(range(1000)))
