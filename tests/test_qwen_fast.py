@@ -105,3 +105,33 @@ def test_uniform_attention_is_used_for_equal_images(tiny, monkeypatch):
     with torch.no_grad():
         model.model.visual(b["pixel_values"], grid_thw=b["image_grid_thw"])
     assert calls and all(s[0] == 3 for s in calls)  # one batched call per layer over the 3 images
+
+
+def test_fast_vision_check_runs_in_full_fp32_and_restores_tf32_flags(tiny):
+    """The check compares algorithms: TF32 is off inside it (a recipe's allow_tf32 made the H200 differ by
+    7e-3 between the matmul and the HF Conv3d) and the caller's flags come back afterwards, also on error."""
+    from domainvlm.models.qwen_fast import FastVision
+
+    model, proc = tiny
+    b, _ = _batch(proc)
+    grid = tuple(b["image_grid_thw"][0].tolist())
+    fv = FastVision(model)
+    seen = {}
+    real = fv._check
+
+    def spy(*a):
+        seen["flags"] = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+        return real(*a)
+
+    fv._check = spy
+    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        assert fv.check(b["pixel_values"], grid) < 1e-5
+        assert seen["flags"] == (False, False)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+        with pytest.raises(RuntimeError, match="differs"):
+            fv.check(b["pixel_values"], grid, atol=-1.0)
+        assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == (True, True)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old

@@ -92,3 +92,19 @@ def test_record_dataset_dihedral_keeps_labels_and_transforms_images(tmp_path, mo
     assert got <= expected
     with pytest.raises(Exception, match="augment"):
         ds_mod.RecordDataset([rec], processor=None, max_length=64, augment="mixup")
+
+
+def test_maps_drawn_at_the_canvas_equal_the_redrawn_unpadded_render(shared_data):
+    """eval/predict draw raw maps (file.npz#i) straight at the model's canvas; the head used to get them
+    unpadded and redraw them: both give the same pixels, so the answers are the same."""
+    import numpy as np
+
+    from domainvlm.data.images import load_image
+    from domainvlm.data.wafer_canvas import canonical_image
+
+    for rel in ("mixedwm38/mixedwm38_trainval.npz", "wm811k/wm811k_trainval.npz"):
+        for i in range(0, 2000, 40):
+            ref = f"{shared_data / rel}#{i}"
+            direct = np.asarray(load_image(ref, None, 224))
+            assert direct.shape == (224, 224, 3)
+            assert np.array_equal(direct, np.asarray(canonical_image(load_image(ref)))), ref
