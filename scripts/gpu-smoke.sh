@@ -5,6 +5,7 @@
 # docs/benchmarks.md ("GPU smoke").
 #
 #   scripts/gpu-smoke.sh [OUT_DIR]          DATA=../shared/data (MixedWM38 + WM-811K npz) by default
+#   EVAL_LIMIT=4096 scripts/gpu-smoke.sh    evaluate the first N val maps of each set (default: all)
 #
 # Steps: 1 a few train-expert steps (fast vision path check under TF32, bf16 autocast, EMA, val selection,
 # save); 2 a bf16 LoRA step of the generic trainer on a tiny Qwen2-VL; 3 eval of the bundled expert on cuda
@@ -21,6 +22,8 @@ LOG="$OUT/gpu-smoke.log"
 fail=0
 MIX="$DATA/mixedwm38/mixedwm38_trainval.npz"
 WM="$DATA/wm811k/wm811k_trainval.npz"
+LIMIT=()
+if [ "${EVAL_LIMIT:-0}" != 0 ]; then LIMIT=(--limit "$EVAL_LIMIT"); fi
 
 step() {  # step NAME CMD...: run, time, log; record PASS/FAIL
   local name=$1; shift
@@ -60,9 +63,9 @@ step lora-bf16 bash -c "
   '$PY' -c \"import json, math; s = json.load(open('$OUT/lora/train_summary.json')); v = s['last']['val_loss']; print('# lora val_loss', v); assert math.isfinite(v)\"
 "
 
-step eval-mixedwm38 "$PY" -m domainvlm eval --device cuda --data "$MIX" --split val \
+step eval-mixedwm38 "$PY" -m domainvlm eval --device cuda --data "$MIX" --split val "${LIMIT[@]}" \
   --out "$OUT/eval_mixedwm38.json" --quiet
-step eval-wm811k "$PY" -m domainvlm eval --device cuda --data "$WM" --split val \
+step eval-wm811k "$PY" -m domainvlm eval --device cuda --data "$WM" --split val "${LIMIT[@]}" \
   --out "$OUT/eval_wm811k.json" --quiet
 step bench "$PY" -m domainvlm bench --device cuda --source "$MIX" --runs 100 --out "$OUT/bench.json"
 
