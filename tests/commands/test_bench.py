@@ -40,7 +40,7 @@ def test_host_time_bench_prints_every_stage():
     import sys
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     r = subprocess.run([sys.executable, str(root / "bench" / "wafer_host_time.py"), "--maps", "64", "--repeats", "1"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

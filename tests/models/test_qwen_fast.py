@@ -15,8 +15,8 @@ def tiny(tiny_model_dir):
 
 
 def _batch(proc, n=3, two_images=False):
-    from domainvlm.data.wafer_render import render_map
-    from domainvlm.data.wafer_synth import synth_map
+    from domainvlm.domains.wafer.render import render_map
+    from domainvlm.domains.wafer.synth import synth_map
     from domainvlm.models.chat_format import collate, encode_prompt
 
     rng = np.random.default_rng(0)

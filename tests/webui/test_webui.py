@@ -15,9 +15,10 @@ from PIL import Image
 
 from domainvlm.inference.engine import Engine, Sampling
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the server start-up helpers' folder
 from test_serve import free_port, start, stop  # noqa: E402 - shared server start-up helpers
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N = 6
 Q1, Q2 = "What defect pattern does this wafer map show?", "What are the likely causes?"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

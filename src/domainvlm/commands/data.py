@@ -52,8 +52,8 @@ def run(args):
 
 
 def _synth(args):
-    from ..data.wafer_sources import save_mixedwm38_npz
-    from ..data.wafer_synth import synth_set
+    from ..domains.wafer.sources import save_mixedwm38_npz
+    from ..domains.wafer.synth import synth_set
 
     if not 0 <= args.val_fraction < 1:
         raise UserError("--val-fraction: must be in [0, 1)")

@@ -37,8 +37,8 @@ def load_image(ref: str, base_dir: str | Path | None = None, map_size: int | Non
     if not p.exists():
         raise UserError(f"{p}: image not found")
     if index is not None:
-        from .wafer_render import render_map
-        from .wafer_sources import get_map
+        from ..domains.wafer.render import render_map
+        from ..domains.wafer.sources import get_map
 
         return render_map(get_map(str(p), index), size=map_size)
     from .dicom import is_dicom, read_dicom

@@ -42,14 +42,14 @@ def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = Fa
              seed: int = 0, explain: bool = True, follow_up_frac: float = 0.0, image_root=None,
              convert_dir: Path | None = None, qa_per_report: int | None = None) -> list[Record]:
     """Load records from any supported source, optionally only one split. ``qa_per_report`` (X-ray sources):
-    turn report records into instruction records with that many "is there X?" turns (data/report_instruct)."""
+    turn report records into instruction records with that many "is there X?" turns (domains/radiology/instruct)."""
     p = Path(path).expanduser().resolve()
     kind = sniff(p)
     if kind == "records":
         recs = list(read_jsonl(p))
     elif kind == "wafer":
-        from .wafer_instruct import build_wafer_records
-        from .wafer_sources import detect_format, load_wafer_file, save_wm811k_npz
+        from ..domains.wafer.instruct import build_wafer_records
+        from ..domains.wafer.sources import detect_format, load_wafer_file, save_wm811k_npz
 
         ws = load_wafer_file(p, allow_pickle=allow_pickle)
         ref_path = p
@@ -68,7 +68,7 @@ def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = Fa
     else:
         recs = _load_other(p, kind, image_root)
         if qa_per_report is not None:
-            from .report_instruct import build_report_records
+            from ..domains.radiology.instruct import build_report_records
 
             recs = build_report_records(recs, langs, qa_per_report, seed)
     if split:
@@ -78,7 +78,7 @@ def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = Fa
 
 def _load_other(p: Path, kind: str, image_root) -> list[Record]:
     if kind in ("xml", "dir", "jsonl-other"):
-        from .xray_sources import load_xray
+        from ..domains.radiology.sources import load_xray
 
         return load_xray(p, image_root=image_root)
     from .formats import detect_json_format, read_llava, read_sharegpt
@@ -88,6 +88,6 @@ def _load_other(p: Path, kind: str, image_root) -> list[Record]:
         return read_sharegpt(p, image_root=image_root)
     if fmt == "llava":
         return read_llava(p, image_root=image_root)
-    from .xray_sources import load_xray
+    from ..domains.radiology.sources import load_xray
 
     return load_xray(p, image_root=image_root)

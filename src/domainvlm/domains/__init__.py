@@ -9,6 +9,7 @@ Domains are discovered the way cli.py finds commands: every sub-package of this 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
@@ -46,6 +47,17 @@ def _load_all() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.ispkg and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+
+
+def command_packages() -> list:
+    """Each domain's ``commands`` sub-package (same contract as ``domainvlm/commands``), found without
+    importing the domain itself beyond its ``__init__``."""
+    out = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.ispkg and not info.name.startswith("_") and importlib.util.find_spec(
+                f"{__name__}.{info.name}.commands") is not None:
+            out.append(importlib.import_module(f"{__name__}.{info.name}.commands"))
+    return out
 
 
 def all_domains() -> list[Domain]:

@@ -56,13 +56,13 @@ def task_of(records: list[Record]) -> str:
 def score(records: list[Record], answers: list[str]) -> dict:
     task = task_of(records)
     if task == "wafer":
-        from ..domain.wafer_knowledge import parse_diagnosis
-        from .wafer_metrics import wafer_metrics
+        from ..domains.wafer.knowledge import parse_diagnosis
+        from ..domains.wafer.metrics import wafer_metrics
 
         taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
         gold = [tuple(r.labels["defects"]) for r in records]
         return wafer_metrics(gold, [parse_diagnosis(a) for a in answers], taxonomy)
-    from .report_eval import report_scores
+    from ..domains.radiology.report_eval import report_scores
 
     return report_scores(records, answers)
 

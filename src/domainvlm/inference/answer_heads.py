@@ -29,4 +29,4 @@ def for_model(model):
     return HEADS[name]
 
 
-from . import wafer_head  # noqa: E402,F401  (registers "wafer-diagnosis", the bundled wafer expert's head)
+from ..domains.wafer import head  # noqa: E402,F401  (registers "wafer-diagnosis", the bundled wafer expert's head)

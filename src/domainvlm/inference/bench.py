@@ -3,7 +3,7 @@
 What is timed is :meth:`Engine.generate` on in-memory canvas images (224 x 224 PNG-equivalent PIL images):
 prompt building, pixel preprocessing, vision tower, prefill, constrained decoding and answer text. Reading
 the file from disk and loading the model are not included. Maps are real val maps when a wafer file is given,
-otherwise seeded synthetic maps (data/wafer_synth.py), so the benchmark runs without any data set.
+otherwise seeded synthetic maps (domains/wafer/synth.py), so the benchmark runs without any data set.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import numpy as np
 
 def bench_images(n: int, source: str | None = None, seed: int = 0):
     """``n`` canvas images: maps of ``source`` (val split if it has one) or synthetic MixedWM38-like maps."""
-    from ..data.wafer_canvas import canvas_batch, canvas_rgb
+    from ..domains.wafer.canvas import canvas_batch, canvas_rgb
     from PIL import Image
 
     if source:
-        from ..data.wafer_sources import load_wafer_file
+        from ..domains.wafer.sources import load_wafer_file
 
         ws = load_wafer_file(source)
         if ws.split is not None and "val" in ws.splits():
@@ -28,7 +28,7 @@ def bench_images(n: int, source: str | None = None, seed: int = 0):
         idx = np.random.default_rng(seed).choice(len(ws), size=min(n, len(ws)), replace=False)
         maps = [ws.maps[i] for i in idx]
     else:
-        from ..data.wafer_synth import synth_set
+        from ..domains.wafer.synth import synth_set
 
         maps = synth_set(n, seed=seed).maps
     return [Image.fromarray(a) for a in canvas_rgb(canvas_batch(maps))]

@@ -30,7 +30,7 @@ class RecordDataset(Dataset):
         r = self.records[i]
         images = [load_image(ref, self.base_dir) for ref in r.images]
         if self.augment == "dihedral" and r.labels.get("task") == "wafer":
-            from ..data.wafer_canvas import dihedral
+            from ..domains.wafer.canvas import dihedral
 
             k = int(torch.randint(0, 8, ()))  # torch RNG: seeded per DataLoader worker
             images = [dihedral(im, k) for im in images]

@@ -29,8 +29,8 @@ def example_images(folder: str | Path | None = None, cache: str | Path | None = 
         return [str(p) for p in files[:8]]
     import numpy as np
 
-    from ..data.wafer_render import render_map
-    from ..data.wafer_synth import synth_map
+    from ..domains.wafer.render import render_map
+    from ..domains.wafer.synth import synth_map
     from ..io import atomic_path
 
     cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")

@@ -18,8 +18,8 @@ import sys
 import pytest
 
 from domainvlm.cli import main
-from domainvlm.domain.chexpert_labeler import OBSERVATIONS, label_report
-from domainvlm.evaluate.clinical import clinical_efficacy, clinical_efficacy_from_labels
+from domainvlm.domains.radiology.chexpert_labeler import OBSERVATIONS, label_report
+from domainvlm.domains.radiology.clinical import clinical_efficacy, clinical_efficacy_from_labels
 
 CODES = dict(zip("NF ECM CM LL LO ED CO PN AT PX PE PO FX SD".split(), OBSERVATIONS))
 

@@ -1,4 +1,4 @@
-"""R2Gen-style report metrics (evaluate/report_metrics.py) against pycocoevalcap called directly."""
+"""R2Gen-style report metrics (domains/radiology/report_metrics.py) against pycocoevalcap called directly."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge 
 
 from domainvlm.errors import UserError 
-from domainvlm.evaluate import report_metrics as rm 
-from domainvlm.evaluate.report_metrics import clean_report_en, preprocess, report_metrics, tokenize_zh 
+from domainvlm.domains.radiology import report_metrics as rm 
+from domainvlm.domains.radiology.report_metrics import clean_report_en, preprocess, report_metrics, tokenize_zh 
 
 PREDS = [
     "The heart size is normal. The lungs are clear. No pneumothorax or pleural effusion.",

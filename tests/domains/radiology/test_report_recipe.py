@@ -1,4 +1,4 @@
-"""Report recipe: instruction builder (data/report_instruct.py) and report scores (evaluate/report_eval.py)."""
+"""Report recipe: instruction builder (domains/radiology/instruct.py) and report scores (domains/radiology/report_eval.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import pytest
 
 from domainvlm.cli import main
 from domainvlm.data.record import IMAGE_TOKEN, Record, read_jsonl
-from domainvlm.data.report_instruct import build_report_records
+from domainvlm.domains.radiology.instruct import build_report_records
 from domainvlm.data.sources import load_any
-from domainvlm.data.xray_sources import make_report_record
-from domainvlm.domain import radiology_prompts as rp
+from domainvlm.domains.radiology.sources import make_report_record
+from domainvlm.domains.radiology import prompts as rp
 from domainvlm.errors import UserError
-from domainvlm.evaluate.report_eval import report_scores
+from domainvlm.domains.radiology.report_eval import report_scores
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 EN_FINDINGS = "Mild cardiomegaly. No pleural effusion. Possible left basilar atelectasis. Sternotomy wires are intact."
@@ -167,7 +167,7 @@ def test_mixed_languages_scored_per_group():
 
 
 def test_runner_dispatches_report_task(monkeypatch):
-    from domainvlm.evaluate import report_eval
+    from domainvlm.domains.radiology import report_eval
     from domainvlm.evaluate.runner import score
 
     real = report_eval.report_metrics
@@ -183,7 +183,7 @@ def test_committed_config_loads():
     from domainvlm.config import load_config
     from domainvlm.train.config import TrainConfig
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "xray_report.yaml"
+    path = Path(__file__).resolve().parents[3] / "configs" / "xray_report.yaml"
     cfg = load_config(TrainConfig, path, ["model=/models/Qwen2-VL-2B-Instruct", "mode=lora"])
     c = cfg.compact
     assert cfg.mode == "lora" and c.image_size % (c.patch_size * c.merge_size) == 0

@@ -1,4 +1,4 @@
-"""Chest X-ray report sources -> records (data/xray_sources.py)."""
+"""Chest X-ray report sources -> records (domains/radiology/sources.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from domainvlm.data.formats import check_images
 from domainvlm.data.record import IMAGE_TOKEN
-from domainvlm.data.xray_sources import load_xray
+from domainvlm.domains.radiology.sources import load_xray
 from domainvlm.errors import UserError
 
 # Structure of an IU-Xray / OpenI ecgen-radiology report (NLMCXR_reports.tgz: 1.xml ... 3955.xml), modelled on

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from domainvlm.domain.wafer_knowledge import parse_diagnosis
+from domainvlm.domains.wafer.knowledge import parse_diagnosis
 from domainvlm.models.loader import BUNDLED
 
 EXAMPLES = Path(BUNDLED).parent / "examples"
@@ -74,7 +74,7 @@ def test_eval_on_mixedwm38_val_sample(shared_data, tmp_path):
 
 def test_more_bias_moves_the_trained_model_to_more_patterns(engine):
     from domainvlm.data.images import load_image
-    from domainvlm.inference.wafer_head import head_for
+    from domainvlm.domains.wafer.head import head_for
 
     head = head_for(engine)
     names = ("wafer_center.png", "wafer_edge_ring.png", "wafer_scratch.png")

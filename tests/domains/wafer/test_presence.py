@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from domainvlm.domain.wafer_patterns import PATTERNS
-from domainvlm.train.presence import PresenceHead, pattern_targets
+from domainvlm.domains.wafer.patterns import PATTERNS
+from domainvlm.domains.wafer.presence import PresenceHead, pattern_targets
 
 
 def test_pattern_targets_are_the_multi_hot_of_each_class_name():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from domainvlm.data.wafer_canvas import canvas_batch
-from domainvlm.data.wafer_sources import WaferSet
-from domainvlm.data.wafer_synth import synth_map
-from domainvlm.train.expert_data import MapBank, augment_batch, dihedral_batch, rotate_batch
+from domainvlm.domains.wafer.canvas import canvas_batch
+from domainvlm.domains.wafer.sources import WaferSet
+from domainvlm.domains.wafer.synth import synth_map
+from domainvlm.domains.wafer.expert_data import MapBank, augment_batch, dihedral_batch, rotate_batch
 
 
 def _bank(shapes):
@@ -57,10 +57,10 @@ def test_augment_batch_mixes_free_and_dihedral_transforms():
 
 
 def test_short_answer_twins_end_after_the_diagnosis_line():
-    from domainvlm.domain import wafer_knowledge as wk
-    from domainvlm.domain.wafer_patterns import canonical_set
+    from domainvlm.domains.wafer import knowledge as wk
+    from domainvlm.domains.wafer.patterns import canonical_set
     from domainvlm.models.loader import load_model
-    from domainvlm.train.expert_data import CLASSES, LANGS, Templates
+    from domainvlm.domains.wafer.expert_data import CLASSES, LANGS, Templates
 
     _, proc = load_model(None, device="cpu")  # the bundled expert's tokenizer and processor
     t = Templates(proc, 5, 224, "cpu")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from domainvlm.data.wafer_canvas import canvas_batch
-from domainvlm.data.wafer_sources import WaferSet
-from domainvlm.data.wafer_synth import synth_map
-from domainvlm.train.expert_data import CLASSES, MapBank, Superposer, pattern_only
+from domainvlm.domains.wafer.canvas import canvas_batch
+from domainvlm.domains.wafer.sources import WaferSet
+from domainvlm.domains.wafer.synth import synth_map
+from domainvlm.domains.wafer.expert_data import CLASSES, MapBank, Superposer, pattern_only
 
 
 def test_pattern_only_drops_small_clusters_and_keeps_lines_and_blobs():

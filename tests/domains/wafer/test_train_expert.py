@@ -13,8 +13,8 @@ TINY = ("compact.vision_dim=32 compact.vision_depth=1 compact.vision_heads=2 com
 
 
 def _data(tmp_path):
-    from domainvlm.data.wafer_sources import WaferSet, save_mixedwm38_npz, save_wm811k_npz
-    from domainvlm.data.wafer_synth import synth_map, synth_set
+    from domainvlm.domains.wafer.sources import WaferSet, save_mixedwm38_npz, save_wm811k_npz
+    from domainvlm.domains.wafer.synth import synth_map, synth_set
 
     mixed = tmp_path / "mixed.npz"
     save_mixedwm38_npz(synth_set(40, seed=1, split_fracs={"train": 0.7, "val": 0.3}), mixed)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domainvlm.domain.wafer_knowledge import answer, format_diagnosis, parse_diagnosis
-from domainvlm.domain.wafer_patterns import canonical_set, mixedwm38_classes, set_name, wm811k_classes
-from domainvlm.evaluate.wafer_metrics import wafer_metrics
+from domainvlm.domains.wafer.knowledge import answer, format_diagnosis, parse_diagnosis
+from domainvlm.domains.wafer.patterns import canonical_set, mixedwm38_classes, set_name, wm811k_classes
+from domainvlm.domains.wafer.metrics import wafer_metrics
 
 
 @pytest.mark.parametrize("lang", ["en", "zh"])

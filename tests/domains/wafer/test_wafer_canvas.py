@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from domainvlm.data.wafer_canvas import CANVAS, canonical_image, canvas_batch, canvas_rgb, dihedral
-from domainvlm.data.wafer_render import render_map
-from domainvlm.data.wafer_synth import synth_map
+from domainvlm.domains.wafer.canvas import CANVAS, canonical_image, canvas_batch, canvas_rgb, dihedral
+from domainvlm.domains.wafer.render import render_map
+from domainvlm.domains.wafer.synth import synth_map
 
 
 def _maps():
@@ -51,7 +51,7 @@ def test_dihedral_gives_eight_distinct_maps_and_agrees_across_types():
     for k in range(8):
         assert np.array_equal(dihedral(torch.from_numpy(m), k).numpy(), outs[k])
         img = render_map(m)
-        from domainvlm.data.wafer_render import image_to_map
+        from domainvlm.domains.wafer.render import image_to_map
 
         assert np.array_equal(image_to_map(dihedral(img, k)), outs[k])
     with pytest.raises(ValueError):
@@ -83,7 +83,7 @@ def test_record_dataset_dihedral_keeps_labels_and_transforms_images(tmp_path, mo
     torch.manual_seed(0)
     for _ in range(24):
         d[0]
-    from domainvlm.data.wafer_render import image_to_map
+    from domainvlm.domains.wafer.render import image_to_map
 
     got = {image_to_map(imgs[0]).tobytes() for _, imgs in seen}
     assert len(got) > 1  # maps were transformed

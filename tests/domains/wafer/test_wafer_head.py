@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from domainvlm.domain.wafer_knowledge import parse_diagnosis
-from domainvlm.domain.wafer_patterns import mixedwm38_classes, set_name
-from domainvlm.inference import wafer_head as wh
+from domainvlm.domains.wafer.knowledge import parse_diagnosis
+from domainvlm.domains.wafer.patterns import mixedwm38_classes, set_name
+from domainvlm.domains.wafer import head as wh
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def engine(tiny_model_dir, tmp_path_factory):
 
 
 def _maps(n, seed=0):
-    from domainvlm.data.wafer_render import render_map
-    from domainvlm.data.wafer_synth import synth_map
+    from domainvlm.domains.wafer.render import render_map
+    from domainvlm.domains.wafer.synth import synth_map
 
     rng = np.random.default_rng(seed)
     return [render_map(synth_map((), 52, rng)) for _ in range(n)]
@@ -42,7 +42,7 @@ def test_language_and_intent_detection():
     assert wh.wants_diagnosis("What do you see?")
     assert not wh.wants_diagnosis("What is the capital of France?")
     assert not wh.wants_diagnosis("法国的首都是哪里？")
-    from domainvlm.data.wafer_instruct import QUESTIONS
+    from domainvlm.domains.wafer.instruct import QUESTIONS
 
     assert all(wh.wants_diagnosis(q) for lang in QUESTIONS for q in QUESTIONS[lang])  # eval questions: no probe
 
@@ -72,7 +72,7 @@ def test_answers_always_parse_in_the_question_language(engine):
         assert d is not None, a
         zh = wh.question_lang(msgs[-1]["content"]) == "zh"
         assert a.startswith("诊断：" if zh else "Diagnosis:")
-        from domainvlm.domain.wafer_knowledge import answer
+        from domainvlm.domains.wafer.knowledge import answer
 
         assert a == answer(d, "zh" if zh else "en", True)  # diagnosis line + the trained explanation
 

@@ -13,9 +13,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from domainvlm.data.wafer_sources import (WaferSet, detect_format, get_map, load_wafer_file, save_mixedwm38_npz,
+from domainvlm.domains.wafer.sources import (WaferSet, detect_format, get_map, load_wafer_file, save_mixedwm38_npz,
                                           save_wm811k_npz)
-from domainvlm.domain.wafer_patterns import CODES, canonical_set
+from domainvlm.domains.wafer.patterns import CODES, canonical_set
 from domainvlm.errors import UserError
 
 MIXED = "mixedwm38/mixedwm38_trainval.npz"

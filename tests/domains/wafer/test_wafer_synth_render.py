@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from domainvlm.data.wafer_render import PALETTE, image_to_map, render_map
-from domainvlm.data.wafer_sources import load_wafer_file
-from domainvlm.data.wafer_synth import save_mixedwm38_npz, synth_map, synth_set
-from domainvlm.domain.wafer_patterns import PATTERNS, mixedwm38_classes
+from domainvlm.domains.wafer.render import PALETTE, image_to_map, render_map
+from domainvlm.domains.wafer.sources import load_wafer_file
+from domainvlm.domains.wafer.synth import save_mixedwm38_npz, synth_map, synth_set
+from domainvlm.domains.wafer.patterns import PATTERNS, mixedwm38_classes
 from domainvlm.errors import UserError
 
 # ------------------------------------------------------------------------------------------------- synthetic

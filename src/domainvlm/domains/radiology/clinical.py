@@ -11,7 +11,7 @@ absent from both sides lowers macro scores: compare macro numbers only on the sa
 
 from __future__ import annotations
 
-from ..domain.chexpert_labeler import OBSERVATIONS, label_report
+from .chexpert_labeler import OBSERVATIONS, label_report
 
 
 def _div(a: float, b: float) -> float:

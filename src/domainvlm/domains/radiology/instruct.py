@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import random
 
-from ..domain import radiology_prompts as rp
-from ..domain.chexpert_labeler import detect_lang, label_mentions, label_report
-from ..errors import UserError
-from .record import IMAGE_TOKEN, Record
+from . import prompts as rp
+from .chexpert_labeler import detect_lang, label_mentions, label_report
+from ...errors import UserError
+from ...data.record import IMAGE_TOKEN, Record
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from ..data.xray_sources import PROMPTS as LOADER_PROMPTS
+from .sources import PROMPTS as LOADER_PROMPTS
 
 REPORT_PROMPTS = {
     "en": [

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from ..data.record import Record
-from ..domain.chexpert_labeler import detect_lang, label_report
+from ...data.record import Record
+from .chexpert_labeler import detect_lang, label_report
 from .clinical import clinical_efficacy_from_labels
 from .report_metrics import report_metrics
 
@@ -48,7 +48,7 @@ def _weighted(groups: dict[str, dict], sizes: dict[str, int]) -> dict:
 
 def report_scores(records: list[Record], answers: list[str], meteor: bool = True) -> dict:
     """Metrics dict for ``domainvlm eval`` on report records (see module doc). ``meteor=False`` skips Java."""
-    from .runner import collapse_rate, most_common_answers
+    from ...evaluate.runner import collapse_rate, most_common_answers
 
     if len(records) != len(answers):
         raise ValueError(f"{len(records)} records but {len(answers)} answers")

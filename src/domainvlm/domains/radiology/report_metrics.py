@@ -26,7 +26,7 @@ import shutil
 import threading
 import warnings
 
-from ..errors import UserError
+from ...errors import UserError
 
 _SENT_PUNCT = re.compile(r"[.,?;*!%^&_+():-\[\]{}]")
 _ZH_TOKEN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]|[a-z0-9]+")

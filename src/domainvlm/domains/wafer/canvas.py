@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .wafer_render import _LUT, _layout, image_to_map, render_map
+from .render import _LUT, _layout, image_to_map, render_map
 
 CANVAS = 224  # the wafer expert's input side (16-pixel patches, 2x2 merge -> 49 image tokens)
 

@@ -3,9 +3,9 @@
     domainvlm train-expert --config configs/wafer-expert.yaml [key=value ...]
 
 Full fine-tuning from scratch of the compact model (models/compact.py) with the fixed-canvas input
-(data/wafer_canvas.py), the 8 dihedral symmetries and free die-grid rotations as augmentation, class-balanced
+(domains/wafer/canvas.py), the 8 dihedral symmetries and free die-grid rotations as augmentation, class-balanced
 sampling of WM-811K and
-every conversation template in English and Chinese (train/expert_data.py). The learning-rate schedule runs
+every conversation template in English and Chinese (domains/wafer/expert_data.py). The learning-rate schedule runs
 on the larger of step and wall-clock progress, so a run ends annealed inside its time budget. The model
 (raw or EMA weights) with the best val score, mean(MixedWM38 exact match, WM-811K macro-F1) decoded with the
 constrained answer head, is saved as a standard HF folder with ``answer_head: wafer-diagnosis``.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UserError
-from ..io import write_json
-from ..models.compact import CompactConfig
+from ...errors import UserError
+from ...io import write_json
+from ...models.compact import CompactConfig
 
 
 def _expert_compact() -> CompactConfig:
@@ -64,7 +64,7 @@ class ExpertConfig:
     log_every: int = 50
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
     seed: int = 0
-    phases: list[dict] = field(default_factory=list)  # field overrides per phase (train/expert_phases.py)
+    phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
 
 
 def _check(cfg: ExpertConfig) -> None:
@@ -93,8 +93,8 @@ def _log(fh, msg: str) -> None:
 
 
 def _build(cfg: ExpertConfig, out: Path):
-    from ..models.compact import build_compact
-    from ..models.loader import load_model
+    from ...models.compact import build_compact
+    from ...models.loader import load_model
     from .expert_data import corpus
 
     if cfg.init_model:
@@ -110,7 +110,7 @@ def _build(cfg: ExpertConfig, out: Path):
 def _head(ws, n: int):
     if not n or n >= len(ws):
         return ws
-    from ..data.wafer_sources import WaferSet
+    from .sources import WaferSet
 
     return WaferSet(ws.maps[:n], ws.defects[:n], ws.split[:n] if ws.split else None, ws.source, ws.taxonomy, ws.path)
 
@@ -118,8 +118,8 @@ def _head(ws, n: int):
 @torch.no_grad()
 def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0) -> dict:
     """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does)."""
-    from ..data.wafer_instruct import QUESTIONS
-    from ..evaluate.wafer_metrics import wafer_metrics
+    from .instruct import QUESTIONS
+    from .metrics import wafer_metrics
     from .expert_data import PixelMaker
 
     px = PixelMaker(head.processor, head.model.device)
@@ -149,10 +149,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
         if not Path(getattr(cfg, name)).exists():
             raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
-    from ..data.wafer_sources import load_wafer_file
-    from ..inference.wafer_head import WaferHead
-    from ..models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
-    from ..train.checkpoint import save_model_dir
+    from .sources import load_wafer_file
+    from .head import WaferHead
+    from ...models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
+    from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
     from .presence import PresenceHead, pattern_targets
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.wafer_canvas import canvas_batch
-from ..data.wafer_instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
-from ..data.wafer_render import _LUT, _layout
-from ..domain import wafer_knowledge as wk
-from ..domain.wafer_patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
-from ..inference.wafer_head import line_end
-from ..models.chat_format import IGNORE, encode_train
-from ..models.qwen_fast import image_params, mrope_positions, patchify
+from .canvas import canvas_batch
+from .instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
+from .render import _LUT, _layout
+from . import knowledge as wk
+from .patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
+from .head import line_end
+from ...models.chat_format import IGNORE, encode_train
+from ...models.qwen_fast import image_params, mrope_positions, patchify
 
 OUT_OF_SCOPE = {
     "en": ["What is the capital of France?", "Write a short poem about the sea.",
@@ -309,7 +309,7 @@ class PixelMaker:
 
 def numpy_canvas_check(ws, size: int, n: int = 64) -> bool:
     """The vectorised canvas equals render_map for the first n maps (run at start-up as a guard)."""
-    from ..data.wafer_render import render_map
+    from .render import render_map
 
     idx = list(range(min(n, len(ws))))
     cb = canvas_batch([ws.maps[i] for i in idx], size)

@@ -14,8 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
-from ..config import from_dict
-from ..errors import UserError
+from ...config import from_dict
+from ...errors import UserError
 
 
 def phase_configs(cfg, check=None) -> list:

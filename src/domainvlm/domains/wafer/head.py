@@ -27,12 +27,12 @@ import re
 
 import torch
 
-from ..data.wafer_canvas import CANVAS, canonical_image
-from ..domain import wafer_knowledge as wk
-from ..domain.wafer_patterns import canonical_set, mixedwm38_classes
-from ..models.chat_format import encode_prompt
-from ..models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
-from .answer_heads import register
+from .canvas import CANVAS, canonical_image
+from . import knowledge as wk
+from .patterns import canonical_set, mixedwm38_classes
+from ...models.chat_format import encode_prompt
+from ...models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
+from ...inference.answer_heads import register
 
 NAME = "wafer-diagnosis"
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -146,7 +146,7 @@ class WaferHead:
             allowed[node.id, list(node.children)] = True
         self.allowed = allowed.to(model.device)
         self.vision = FastVision(model)
-        from ..train.expert_data import REFUSAL
+        from .expert_data import REFUSAL
 
         first = lambda text: self.tok(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
         self.diag_first = sorted({first(wk.format_diagnosis((), lg)) for lg in ("en", "zh")})
@@ -278,7 +278,7 @@ class WaferHead:
     def answer(self, engine, convs, sampling, batch_size: int = 1024) -> list[str]:
         """First questions about one map: diagnosis if the question asks for one (keywords) or, failing that,
         if the model itself would start a diagnosis rather than its refusal; all else: free decoding."""
-        from ..data.images import load_image
+        from ...data.images import load_image
 
         convs = [(m, [canonical_image(load_image(i) if isinstance(i, str) else i, self.size) for i in ims])
                  for m, ims in convs]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .wafer_patterns import NORMAL, PATTERNS, canonical_set
+from .patterns import NORMAL, PATTERNS, canonical_set
 
 ZH_NAME = {"Center": "中心", "Donut": "环形", "Edge-Loc": "边缘局部", "Edge-Ring": "边缘环",
            "Loc": "局部", "Near-full": "近满", "Scratch": "划痕", "Random": "随机", NORMAL: "正常"}

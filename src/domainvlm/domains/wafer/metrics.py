@@ -6,7 +6,7 @@ An answer whose diagnosis cannot be parsed counts as wrong and is tallied in ``u
 
 from __future__ import annotations
 
-from ..domain.wafer_patterns import NORMAL, PATTERNS, mixedwm38_classes, set_name, wm811k_classes
+from .patterns import NORMAL, PATTERNS, mixedwm38_classes, set_name, wm811k_classes
 
 UNPARSED, OTHER = "(unparsed)", "(other)"
 

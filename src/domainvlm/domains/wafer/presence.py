@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..domain.wafer_patterns import PATTERNS
+from .patterns import PATTERNS
 
 
 def pattern_targets(classes: list[str], device) -> torch.Tensor:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ...errors import UserError
 
 # viridis at 0 / 0.5 / 1: the look of most published WM-811K figures; dark, mid and bright are easy to tell
 # apart, also in greyscale and for colour-blind readers.

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..domain.wafer_patterns import PATTERNS, canonical_set, mixedwm38_classes
-from ..errors import UserError
-from .wafer_sources import WaferSet, save_mixedwm38_npz
+from .patterns import PATTERNS, canonical_set, mixedwm38_classes
+from ...errors import UserError
+from .sources import WaferSet, save_mixedwm38_npz
 
 __all__ = ["synth_map", "synth_set", "save_mixedwm38_npz"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import UserError, where
+from ....errors import UserError, where
 
 NAME = "report-labels"
 HELP = "label chest X-ray reports (JSONL of {id, report}) with the 14 CheXpert observations"
@@ -18,7 +18,7 @@ def add_arguments(p) -> None:
 
 
 def _read(path: Path) -> list[tuple[object, str]]:
-    from ..data.record import iter_jsonl
+    from ....data.record import iter_jsonl
 
     rows = []
     for n, d in iter_jsonl(path):
@@ -37,8 +37,8 @@ def _read(path: Path) -> list[tuple[object, str]]:
 
 
 def run(args) -> int:
-    from ..domain.chexpert_labeler import label_report
-    from ..io import write_jsonl
+    from ..chexpert_labeler import label_report
+    from ....io import write_jsonl
 
     rows = _read(Path(args.input))  # validate everything before writing anything
     n = write_jsonl(args.out, ({"id": i, "labels": label_report(t, args.lang)} for i, t in rows))

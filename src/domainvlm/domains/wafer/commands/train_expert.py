@@ -1,4 +1,4 @@
-"""`domainvlm train-expert`: the recipe that trains the bundled wafer expert (train/wafer_expert.py)."""
+"""`domainvlm train-expert`: the recipe that trains the bundled wafer expert (domains/wafer/expert.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ def add_arguments(p):
 def run(args):
     import json
 
-    from ..config import load_config
-    from ..train.wafer_expert import ExpertConfig, train_expert
+    from ....config import load_config
+    from ..expert import ExpertConfig, train_expert
 
     cfg = load_config(ExpertConfig, args.config, args.overrides)
     res = train_expert(cfg)
