@@ -35,7 +35,8 @@ def main() -> None:
     from rich.table import Table
 
     from domainvlm.domains.wafer.canvas import canonical_image
-    from domainvlm.inference.bench import bench_images, machine
+    from domainvlm.domains.wafer.bench import bench_images
+    from domainvlm.inference.bench import machine
     from domainvlm.inference.engine import Engine
     from domainvlm.domains.wafer.head import head_for
     from domainvlm.models.qwen_fast import patchify

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from domainvlm import domains
 from domainvlm.cli import main
 
 
@@ -140,7 +141,10 @@ def test_bad_numeric_options_stop_at_parse_time(tmp_path, capsys, monkeypatch, a
     assert "Traceback" not in "\n".join(err) and not any(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("labels, says", [({}, "records must all carry one labels.task, one of wafer, report (found None)"),
+_SCORED = ", ".join(sorted(d.name for d in domains.all_domains() if d.score))  # the tasks with metrics
+
+
+@pytest.mark.parametrize("labels, says", [({}, f"records must all carry one labels.task, one of {_SCORED} (found None)"),
                                           ({"task": "vqa"}, "no metrics for labels.task 'vqa'")])
 def test_eval_without_a_known_task_fails_before_generating(tmp_path, capsys, monkeypatch, labels, says):
     from PIL import Image

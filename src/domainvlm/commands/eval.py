@@ -31,6 +31,7 @@ def add_arguments(p):
 
 
 def run(args):
+    from .. import domains
     from ..data.sources import load_any
     from ..errors import UserError
     from ..evaluate.runner import evaluate_records, task_of
@@ -62,12 +63,9 @@ def run(args):
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
                     "device": str(eng.device)})
-    if metrics.get("task") == "wafer":
-        from ..evaluate.plots import plot_confusion
-
-        png = out.with_suffix(".confusion.png")
-        plot_confusion(metrics["confusion"], png, f"{Path(args.data).name} {args.split or ''} n={len(recs)}")
-        metrics["confusion_png"] = str(png)
+    artifacts = domains.get(task_of(recs)).eval_artifacts  # e.g. the wafer confusion PNG beside metrics.json
+    if artifacts is not None:
+        artifacts(metrics, out)
     write_json(out, metrics)
     if args.predictions:
         write_jsonl(args.predictions, rows)

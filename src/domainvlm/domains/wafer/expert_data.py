@@ -4,7 +4,7 @@ Every conversation the expert learns is one of a closed set of *templates* (defe
 optionally with a follow-up turn, plus a few out-of-scope questions with a polite refusal). Each template is
 encoded once through the generic record path (:func:`domainvlm.models.chat_format.encode_train`, answer-only
 labels), so a training batch is just: a sampled map canvas (randomly rotated/mirrored) + a sampled template.
-Maps are drawn on the fixed canvas once (:mod:`domainvlm.data.wafer_canvas`) and kept on the device.
+Maps are drawn on the fixed canvas once (:mod:`.canvas`) and kept on the device.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from .canvas import canvas_batch
 from .instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
 from .render import _LUT, _layout
 from . import knowledge as wk
+from .knowledge import REFUSAL, line_end
 from .patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
-from .head import line_end
 from ...models.chat_format import IGNORE, encode_train
 from ...models.qwen_fast import image_params, mrope_positions, patchify
 
@@ -25,11 +25,6 @@ OUT_OF_SCOPE = {
     "en": ["What is the capital of France?", "Write a short poem about the sea.",
            "Translate 'good morning' into German.", "Who won the football world cup in 2018?"],
     "zh": ["法国的首都是哪里？", "写一首关于大海的短诗。", "把“早上好”翻译成德语。", "2018年世界杯冠军是谁？"],
-}
-REFUSAL = {
-    "en": "I am a wafer-map expert: I diagnose defect patterns on wafer maps and explain their likely causes. "
-          "Please ask me about the wafer map.",
-    "zh": "我是晶圆图专家：我可以诊断晶圆图上的缺陷模式并解释其可能原因。请向我询问这张晶圆图。",
 }
 LANGS = ("en", "zh")
 CLASSES = mixedwm38_classes()

@@ -4,13 +4,16 @@ For a first question about one wafer map that asks for a diagnosis, the model *d
 greedily over a token trie* of the valid lines in the question's language (the 38 MixedWM38 defect sets;
 WM-811K's 9 types are among them), so every answer parses. Tokens with only one valid continuation are fed
 without a decision, several at once. The explanation lines after it are then appended verbatim from
-:func:`domainvlm.domain.wafer_knowledge.explain`: the same text the model was trained to produce after that
+:func:`.knowledge.explain`: the same text the model was trained to produce after that
 diagnosis line, added without decoding.
 
 Which first questions get a diagnosis: those with a wafer/defect keyword (:func:`wants_diagnosis`), and those
 without one for which the model itself would rather start ``Diagnosis:`` / ``诊断：`` than its trained
 off-topic refusal (one extra prefill). Everything else (a follow-up turn, no image or several, an off-topic
-question) is decoded freely by the model, exactly as without a head.
+question) is left to the engine (``None``), which decodes it freely, exactly as without a head.
+
+The valid lines are the answer sets of the model's taxonomy (``taxonomy.json`` in its folder; the wafer
+default otherwise). The head implements the engine's hook (:class:`domainvlm.inference.answer_heads.AnswerHead`).
 
 Language: Chinese when the question contains CJK characters, else English.
 
@@ -27,12 +30,12 @@ import re
 
 import torch
 
-from .canvas import CANVAS, canonical_image
-from . import knowledge as wk
-from .patterns import canonical_set, mixedwm38_classes
 from ...models.chat_format import encode_prompt
 from ...models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
-from ...inference.answer_heads import register
+from . import knowledge as wk
+from .canvas import CANVAS, canonical_image
+from .knowledge import REFUSAL, line_end
+from .taxonomy import for_model_dir
 
 NAME = "wafer-diagnosis"
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -61,24 +64,22 @@ class _Node:
         self.next: dict[int, tuple[list[int], _Node]] = {}  # token -> (forced tokens after it, node reached)
 
 
-def line_end(tok, ids, start: int = 0) -> int | None:
-    """Index just past the first token at or after ``start`` whose text holds a newline (None if there is none)."""
-    return next((j + 1 for j in range(start, len(ids)) if "\n" in tok.decode([int(ids[j])])), None)
-
-
-def _line_tokens(tok, defects, lang) -> list[int]:
+def _line_tokens(tok, defects, lang, tax=None) -> list[int]:
     """Token ids of the diagnosis line and the newline after it, cut from the full training answer so the
     tokenisation is exactly the one the model was trained on."""
-    ids = tok(wk.answer(defects, lang, True), add_special_tokens=False)["input_ids"]
+    ids = tok(wk.answer(defects, lang, True, tax), add_special_tokens=False)["input_ids"]
     e = line_end(tok, ids)
     if e is None:
         raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
     return ids[:e]
 
 
-def _plus_token(tok, lang: str) -> int:
-    """The decision token that names one more pattern: where "A + B" leaves the line "A"."""
-    a, ab = _line_tokens(tok, ("Center",), lang), _line_tokens(tok, ("Center", "Edge-Loc"), lang)
+def _plus_token(tok, lang: str, tax) -> int | None:
+    """The decision token that names one more pattern: where "A + B" leaves the line "A" (None: no mixture)."""
+    pair = next((s for s in tax.answer_sets() if len(s) == 2), None)
+    if pair is None:
+        return None
+    a, ab = _line_tokens(tok, pair[:1], lang, tax), _line_tokens(tok, pair, lang, tax)
     return ab[next(i for i, (x, y) in enumerate(zip(a, ab)) if x != y)]
 
 
@@ -102,15 +103,16 @@ def _forced(node: _Node) -> tuple[list[int], _Node]:
     return out, node
 
 
-def build_trie(tok, lang: str, classes=None) -> _Node:
+def build_trie(tok, lang: str, tax=None) -> _Node:
+    """Token trie of the diagnosis lines of every answer set of ``tax`` (default: the wafer taxonomy)."""
+    tax = tax or for_model_dir(None)
     root = _Node()
-    for name in classes or mixedwm38_classes():
-        d = canonical_set(name.split("+"))
+    for d in tax.answer_sets():
         node = root
-        for t in _line_tokens(tok, d, lang):
+        for t in _line_tokens(tok, d, lang, tax):
             node = node.children.setdefault(t, _Node())
         if node.children or node.leaf is not None:
-            raise ValueError(f"diagnosis line for {name} ({lang}) is a prefix of another")
+            raise ValueError(f"diagnosis line for {'+'.join(d) or 'none'} ({lang}) is a prefix of another")
         node.leaf = d
     return root
 
@@ -131,10 +133,13 @@ def _branch_nodes(root: _Node) -> list[_Node]:
 
 
 class WaferHead:
-    def __init__(self, model, processor):
+    """``taxonomy``: the classes the model answers with (default: the wafer taxonomy)."""
+
+    def __init__(self, model, processor, taxonomy=None):
         self.model, self.processor, self.tok = model, processor, processor.tokenizer
+        self.tax = taxonomy or for_model_dir(None)
         self.cache_kw = _cache_kw(model)
-        self.tries = {lang: build_trie(self.tok, lang) for lang in ("en", "zh")}
+        self.tries = {lang: build_trie(self.tok, lang, self.tax) for lang in ("en", "zh")}
         self.branch: list[_Node] = []
         for root in self.tries.values():
             for node in _branch_nodes(root):
@@ -146,10 +151,8 @@ class WaferHead:
             allowed[node.id, list(node.children)] = True
         self.allowed = allowed.to(model.device)
         self.vision = FastVision(model)
-        from .expert_data import REFUSAL
-
         first = lambda text: self.tok(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
-        self.diag_first = sorted({first(wk.format_diagnosis((), lg)) for lg in ("en", "zh")})
+        self.diag_first = sorted({first(wk.format_diagnosis((), lg, self.tax)) for lg in ("en", "zh")})
         self.refusal_first = sorted({first(REFUSAL[lg]) for lg in ("en", "zh")} - set(self.diag_first))
         self.ip = image_params(processor)
         # what pixel_values sends: single frames where the vision path folds the temporal kernel
@@ -162,7 +165,7 @@ class WaferHead:
         self.grid = None
         self.n_patches = (self.size // self.ip["patch"]) ** 2
         self.more_bias = float(dv.get("diagnosis_more_bias") or 0.0)
-        self.plus_ids = sorted({_plus_token(self.tok, lang) for lang in ("en", "zh")})
+        self.plus_ids = sorted({_plus_token(self.tok, lang, self.tax) for lang in ("en", "zh")} - {None})
 
     # ---------------------------------------------------------------------------------------------- inputs
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -275,9 +278,10 @@ class WaferHead:
         users = [m for m in messages if m["role"] == "user"]
         return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
 
-    def answer(self, engine, convs, sampling, batch_size: int = 1024) -> list[str]:
-        """First questions about one map: diagnosis if the question asks for one (keywords) or, failing that,
-        if the model itself would start a diagnosis rather than its refusal; all else: free decoding."""
+    def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
+        """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)
+        or, failing that, if the model itself would start a diagnosis rather than its refusal; all else: None
+        (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by design."""
         from ...data.images import load_image
 
         convs = [(m, [canonical_image(load_image(i) if isinstance(i, str) else i, self.size) for i in ims])
@@ -305,29 +309,15 @@ class WaferHead:
             langs = [question_lang(qs[j]) for j in rows]
             found = self.diagnose(pv, g, [prompts[j] for j in rows], langs)
             for j, lang, d in zip(rows, langs, found):
-                out[chunk[j]] = wk.answer(d, lang, True)
-        free = [k for k in range(len(convs)) if out[k] is None]
-        if free:
-            for k, a in zip(free, free_generate(engine, [convs[k] for k in free], sampling)):
-                out[k] = a
+                out[chunk[j]] = wk.answer(d, lang, True, self.tax)
         return out
 
 
-def free_generate(engine, convs, sampling) -> list[str]:
-    """Plain decoding, as the engine does without a head (the engine's lock is already held)."""
-    inputs = engine._inputs(convs)
-    out = engine.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=engine.pad_id)
-    new = out[:, inputs["input_ids"].shape[1]:]
-    return [t.strip() for t in engine.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+def make_head(model, processor, model_dir=None) -> WaferHead:
+    """The registry's factory for ``answer_head: wafer-diagnosis``: the taxonomy comes from the model folder."""
+    return WaferHead(model, processor, for_model_dir(model_dir))
 
 
 def head_for(engine) -> WaferHead:
-    h = getattr(engine, "_wafer_head", None)
-    if h is None or h.model is not engine.model:
-        h = engine._wafer_head = WaferHead(engine.model, engine.processor)
-    return h
-
-
-@register(NAME)
-def wafer_diagnosis_head(engine, convs, sampling):
-    return head_for(engine).answer(engine, convs, sampling)
+    """The head an engine uses (built on first use)."""
+    return engine.answer_head

@@ -1,5 +1,6 @@
-"""What each wafer defect pattern looks like and what typically causes it (en/zh), plus the canonical answer
-wording and its parser. The evaluator relies on `format_diagnosis` / `parse_diagnosis` being exact inverses.
+"""The wafer answer contract: the canonical diagnosis line, the explanation after it, and its parser (the
+evaluator relies on `format_diagnosis` / `parse_diagnosis` being exact inverses). Pattern names (en/zh) and
+what each looks like come from the taxonomy (taxonomy.json); what typically causes each pattern is here.
 
 Causes follow the wafer-map literature (Wu et al. 2015, Wang et al. 2020) and common fab practice; they are
 typical hypotheses for a yield engineer to check, not a root-cause verdict.
@@ -9,33 +10,13 @@ from __future__ import annotations
 
 import re
 
-from .patterns import NORMAL, PATTERNS, canonical_set
+from .patterns import NORMAL, canonical_set
+from .taxonomy import default
 
-ZH_NAME = {"Center": "中心", "Donut": "环形", "Edge-Loc": "边缘局部", "Edge-Ring": "边缘环",
-           "Loc": "局部", "Near-full": "近满", "Scratch": "划痕", "Random": "随机", NORMAL: "正常"}
-
-LOOKS = {
-    "en": {
-        "Center": "failing dies cluster in the middle of the wafer",
-        "Donut": "a ring of failing dies around an intact centre",
-        "Edge-Loc": "a cluster of failing dies at one part of the wafer edge",
-        "Edge-Ring": "failing dies run around the whole wafer edge",
-        "Loc": "a compact cluster of failing dies away from centre and edge",
-        "Near-full": "almost every die on the wafer fails",
-        "Scratch": "failing dies form a thin line or arc",
-        "Random": "failing dies are scattered densely over the whole wafer",
-    },
-    "zh": {
-        "Center": "失效芯片集中在晶圆中心区域",
-        "Donut": "失效芯片呈环状分布，中心完好",
-        "Edge-Loc": "失效芯片聚集在晶圆边缘的某一段",
-        "Edge-Ring": "失效芯片沿整个晶圆边缘成环",
-        "Loc": "失效芯片在中心与边缘之间局部成簇",
-        "Near-full": "几乎整片晶圆的芯片都失效",
-        "Scratch": "失效芯片呈细线或弧线分布",
-        "Random": "失效芯片在整片晶圆上密集随机分布",
-    },
-}
+_TAX = default()
+NORMAL_ZH = "正常"  # the none label's Chinese name (the taxonomy names classes; Normal is no class)
+ZH_NAME = {c.name: c.zh for c in _TAX.classes} | {NORMAL: NORMAL_ZH}
+LOOKS = {lang: {c.name: c.describe(lang) for c in _TAX.classes} for lang in ("en", "zh")}
 
 CAUSES = {
     "en": {
@@ -63,16 +44,20 @@ CAUSES = {
 _EN_PREFIX, _ZH_PREFIX = "Diagnosis:", "诊断："
 
 
-def format_diagnosis(defects, lang: str = "en") -> str:
+def _zh(tax, name: str) -> str:
+    return NORMAL_ZH if name == NORMAL else (tax.get(name).zh if tax is not None else ZH_NAME[name])
+
+
+def format_diagnosis(defects, lang: str = "en", tax=None) -> str:
     """The canonical first line of every wafer answer, e.g. 'Diagnosis: Center + Edge-Loc'."""
     d = canonical_set(defects)
     if lang == "zh":
-        body = " + ".join(f"{ZH_NAME[p]}({p})" for p in d) if d else f"{ZH_NAME[NORMAL]}({NORMAL})"
+        body = " + ".join(f"{_zh(tax, p)}({p})" for p in d) if d else f"{NORMAL_ZH}({NORMAL})"
         return f"{_ZH_PREFIX}{body}"
     return f"{_EN_PREFIX} {' + '.join(d) if d else NORMAL}"
 
 
-def explain(defects, lang: str = "en") -> str:
+def explain(defects, lang: str = "en", tax=None) -> str:
     """Short explanation of each pattern and its typical process causes (lines after the diagnosis)."""
     d = canonical_set(defects)
     if not d:
@@ -80,19 +65,20 @@ def explain(defects, lang: str = "en") -> str:
                 else "No systematic defect pattern: the few failing dies are sparse, within normal yield loss.")
     lines = []
     for p in d:
+        looks = tax.get(p).describe(lang) if tax is not None else LOOKS[lang][p]
         if lang == "zh":
-            lines.append(f"- {ZH_NAME[p]}：{LOOKS['zh'][p]}；常见原因：{CAUSES['zh'][p]}。")
+            lines.append(f"- {_zh(tax, p)}：{looks}；常见原因：{CAUSES['zh'][p]}。")
         else:
-            lines.append(f"- {p}: {LOOKS['en'][p]}; typical causes: {CAUSES['en'][p]}.")
+            lines.append(f"- {p}: {looks}; typical causes: {CAUSES['en'][p]}.")
     return "\n".join(lines)
 
 
-def answer(defects, lang: str = "en", explain_patterns: bool = True) -> str:
-    head = format_diagnosis(defects, lang)
-    return head + ("\n" + explain(defects, lang) if explain_patterns else "")
+def answer(defects, lang: str = "en", explain_patterns: bool = True, tax=None) -> str:
+    head = format_diagnosis(defects, lang, tax)
+    return head + ("\n" + explain(defects, lang, tax) if explain_patterns else "")
 
 
-_TERM = {p.lower(): p for p in PATTERNS} | {ZH_NAME[p]: p for p in PATTERNS}
+_TERM = {p.lower(): p for p in _TAX.names} | {ZH_NAME[p]: p for p in _TAX.names}
 _TERM |= {NORMAL.lower(): NORMAL, ZH_NAME[NORMAL]: NORMAL, "none": NORMAL}
 _DIAG_RE = re.compile(r"(?:Diagnosis\s*:|诊断\s*[:：])\s*([^\n]*)", re.IGNORECASE)
 
@@ -119,3 +105,18 @@ def parse_diagnosis(text: str) -> tuple[str, ...] | None:
     if NORMAL in found:
         return () if len(found) == 1 else None
     return canonical_set(found)
+
+
+# The expert's reply to an off-topic question (trained; the answer head compares its first token with a
+# diagnosis's first token to decide whether a keyword-less question asks for a diagnosis).
+REFUSAL = {
+    "en": "I am a wafer-map expert: I diagnose defect patterns on wafer maps and explain their likely causes. "
+          "Please ask me about the wafer map.",
+    "zh": "我是晶圆图专家：我可以诊断晶圆图上的缺陷模式并解释其可能原因。请向我询问这张晶圆图。",
+}
+
+
+def line_end(tok, ids, start: int = 0) -> int | None:
+    """Index just past the first token at or after ``start`` whose text holds a newline (None if there is none):
+    where the diagnosis line ends in a tokenised answer."""
+    return next((j + 1 for j in range(start, len(ids)) if "\n" in tok.decode([int(ids[j])])), None)

@@ -6,7 +6,8 @@ An answer whose diagnosis cannot be parsed counts as wrong and is tallied in ``u
 
 from __future__ import annotations
 
-from .patterns import NORMAL, PATTERNS, mixedwm38_classes, set_name, wm811k_classes
+from .patterns import set_name, wm811k_classes
+from .taxonomy import default
 
 UNPARSED, OTHER = "(unparsed)", "(other)"
 
@@ -18,10 +19,13 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
     return {"precision": p, "recall": r, "f1": f, "support": tp + fn}
 
 
-def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38") -> dict:
+def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38", tax=None) -> dict:
+    """``taxonomy``: the records' class vocabulary (mixedwm38: the taxonomy's answer sets; wm811k: its 9 failure
+    types); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the wafer taxonomy.json)."""
     if len(gold) != len(pred):
         raise ValueError("gold and pred differ in length")
-    classes = mixedwm38_classes() if taxonomy == "mixedwm38" else wm811k_classes()
+    tax = tax or default()
+    classes = [set_name(s) for s in tax.answer_sets()] if taxonomy == "mixedwm38" else wm811k_classes()
     n = len(gold)
     g_names = [set_name(g) for g in gold]
     p_names = [UNPARSED if p is None else (set_name(p) if set_name(p) in classes else OTHER) for p in pred]
@@ -34,7 +38,7 @@ def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "
         fn = sum(1 for g, p in zip(g_names, p_names) if g == c and p != c)
         per_class[c] = _prf(tp, fp, fn)
     per_pattern = {}
-    for pat in PATTERNS:
+    for pat in tax.names:
         tp = sum(1 for g, p in zip(gold, pred) if p is not None and pat in g and pat in p)
         fp = sum(1 for g, p in zip(gold, pred) if p is not None and pat not in g and pat in p)
         fn = sum(1 for g, p in zip(gold, pred) if pat in g and (p is None or pat not in p))
@@ -55,5 +59,5 @@ def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "
         "per_class": per_class, "per_pattern": per_pattern,
         "confusion": {"rows": classes, "cols": cols, "matrix": matrix},
         "unparsed": unparsed, "unparsed_rate": unparsed / n if n else 0.0,
-        "normal_label": NORMAL,
+        "normal_label": tax.none_label,
     }

@@ -1,12 +1,11 @@
-"""Wafer-map defect pattern taxonomy shared by every wafer data source, the answer templates and the evaluator.
+"""Wafer-map pattern names as the data sets spell them, and defect-set helpers shared by the readers, the
+answer templates and the evaluator. The answer classes themselves are data: taxonomy.json (see .taxonomy).
 
 Names follow MixedWM38's upstream order C1..C8. WM-811K uses the same eight names plus "None" (here: Normal).
 A *defect set* is a sorted tuple of pattern names; the empty tuple means Normal (no pattern).
 """
 
 from __future__ import annotations
-
-import itertools
 
 # MixedWM38 `arr_1` column order (C1..C8), exactly as published.
 PATTERNS: tuple[str, ...] = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Scratch", "Random")
@@ -41,21 +40,11 @@ def set_name(defects) -> str:
 
 
 def mixedwm38_classes() -> list[str]:
-    """The 38 MixedWM38 classes: Normal, 8 singles, and the 29 published mixtures.
+    """The 38 MixedWM38 classes: Normal, 8 singles, and the 29 published mixtures (13 doubles, 12 triples,
+    4 quads; Near-full and Random occur only alone), in the order of the taxonomy's answer sets."""
+    from .taxonomy import default
 
-    Mixtures (from the dataset paper): 13 doubles, 12 triples, 4 quads; Near-full and Random occur only alone.
-    """
-    singles = [(p,) for p in PATTERNS]
-    mixable = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Scratch")
-    # Center and Donut never co-occur, nor do Edge-Loc and Edge-Ring (they overlap spatially).
-    excl = [{"Center", "Donut"}, {"Edge-Loc", "Edge-Ring"}]
-    combos = []
-    for k in (2, 3, 4):
-        for c in itertools.combinations(mixable, k):
-            if any(e <= set(c) for e in excl):
-                continue
-            combos.append(canonical_set(c))
-    return [NORMAL] + [set_name(s) for s in singles] + [set_name(c) for c in combos]
+    return [set_name(s) for s in default().answer_sets()]
 
 
 def wm811k_classes() -> list[str]:
