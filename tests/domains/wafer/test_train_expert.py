@@ -48,6 +48,9 @@ def test_train_expert_smoke(tmp_path):
     assert "# done" in (out / "train_log.txt").read_text()
     model, _ = load_model(out / "model", device="cpu")
     assert model.config.domainvlm["answer_head"] == "wafer-diagnosis"
+    from domainvlm.taxonomy import from_model_dir
+
+    assert len(from_model_dir(out / "model").answer_sets()) == 38  # the taxonomy is stored with the model
 
 
 @pytest.mark.slow

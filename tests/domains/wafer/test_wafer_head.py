@@ -85,8 +85,11 @@ def test_batched_and_single_answers_agree(engine):
 
 
 def test_other_questions_fall_back_to_free_decoding(engine, monkeypatch):
+    """The head answers the first question and leaves the rest to the engine (None), which decodes them."""
+    from domainvlm.inference.engine import Engine
+
     seen = []
-    monkeypatch.setattr(wh, "free_generate", lambda eng, convs, s: seen.extend(convs) or ["FREE"] * len(convs))
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: seen.extend(convs) or ["FREE"] * len(convs))
     monkeypatch.setattr(wh.WaferHead, "prefers_diagnosis", lambda self, pv, g, prompts: [False] * len(prompts))
     img = _maps(1)[0]
     first = [{"role": "user", "content": "<image>\nDiagnose this wafer map."}]
@@ -94,9 +97,11 @@ def test_other_questions_fall_back_to_free_decoding(engine, monkeypatch):
                       {"role": "user", "content": "What should I check first in the fab?"}]
     off_topic = [{"role": "user", "content": "<image>\nWhat is the capital of France?"}]
     no_image = [{"role": "user", "content": "Diagnose a wafer."}]
-    out = engine.generate([(first, [img]), (follow, [img]), (off_topic, [img]), (no_image, [])])
-    assert parse_diagnosis(out[0]) is not None
-    assert out[1:] == ["FREE"] * 3 and len(seen) == 3
+    convs = [(first, [img]), (follow, [img]), (off_topic, [img]), (no_image, [])]
+    direct = wh.head_for(engine).answer(convs)
+    assert parse_diagnosis(direct[0]) is not None and direct[1:] == [None] * 3
+    out = engine.generate(convs)
+    assert out[0] == direct[0] and out[1:] == ["FREE"] * 3 and len(seen) == 3
 
 
 def test_free_decoding_really_runs_the_model(engine):
@@ -108,7 +113,9 @@ def test_free_decoding_really_runs_the_model(engine):
 
 
 def test_question_without_keyword_follows_the_models_own_choice(engine, monkeypatch):
-    monkeypatch.setattr(wh, "free_generate", lambda eng, convs, s: ["FREE"] * len(convs))
+    from domainvlm.inference.engine import Engine
+
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
     img = _maps(1)[0]
     conv = ([{"role": "user", "content": "<image>\nTell me about this."}], [img])
     monkeypatch.setattr(wh.WaferHead, "prefers_diagnosis", lambda self, pv, g, prompts: [True] * len(prompts))

@@ -155,6 +155,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
     from .presence import PresenceHead, pattern_targets
+    from .taxonomy import default as default_taxonomy
 
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -283,6 +284,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     model.load_state_dict(state)
     model.eval()
     save_model_dir(model, proc, out / "model")
+    default_taxonomy().save(out / "model")  # the classes the head answers with, stored with the model
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
                "total_s": round(time.time() - t_start, 1)}
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
