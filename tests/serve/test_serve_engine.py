@@ -201,7 +201,11 @@ def test_app_validation_messages_name_the_field(engine):
 
 def test_stream_uses_the_models_answer_head(engine, monkeypatch):
     """Models with an answer head stream the head's answer, so chat/API/web UI agree with ask/eval."""
-    monkeypatch.setattr(engine, "head", lambda eng, convs, s: [f"Diagnosis: Center ({len(convs)})"] * len(convs))
+    class Head:  # the engine's head hook: one answer (or None) per conversation
+        def answer(self, convs, sampling):
+            return [f"Diagnosis: Center ({len(convs)})"] * len(convs)
+
+    monkeypatch.setattr(engine, "answer_head", Head())
     assert list(engine.stream(*conv("What defect?"), S)) == ["Diagnosis: Center (1)"]
     assert engine.generate([conv("What defect?")], S) == ["Diagnosis: Center (1)"]
 

@@ -76,6 +76,12 @@ class Engine:
             self._head_model = self.model
         return self._head
 
+    @answer_head.setter
+    def answer_head(self, head) -> None:
+        """Plug a head in directly (an :class:`~.answer_heads.AnswerHead`, or None for free decoding)."""
+        self._head, self._head_model = head, self.model
+        self._head_factory = None if head is None else (lambda *a: head)
+
     @property
     def device(self):
         return next(self.model.parameters()).device
