@@ -3,7 +3,8 @@
 A domain package registers one :class:`Domain` in its ``__init__.py``; generic packages (data, models, train,
 evaluate, inference, serve, webui, commands) look domains up by ``labels.task`` (records), by source content
 (``sniff``) or by ``config.domainvlm.answer_head`` (models), and never import a domain module themselves.
-Domains are discovered the way cli.py finds commands: every sub-package of this package is imported once.
+Domains are discovered the way cli.py finds commands: every sub-package of this package is imported once;
+a domain's own sub-commands live in its ``commands`` sub-package. The contract: docs/architecture.md.
 """
 
 from __future__ import annotations
@@ -23,12 +24,14 @@ class Domain:
     score: Callable | None = None               # (records, answers) -> metrics dict (eval)
     sniff: Callable | None = None               # (path) -> bool: is this source file/folder mine? (data build)
     read_source: Callable | None = None         # (path, **options) -> list[Record] with labels.task == name
-    answer_heads: dict = field(default_factory=dict)  # config.domainvlm.answer_head -> factory(model, processor)
-    augment: Callable | None = None             # (record, PIL image, random.Random) -> image (training)
+    answer_heads: dict = field(default_factory=dict)  # config.domainvlm.answer_head -> factory(model, processor,
+    #                                             model_dir) -> AnswerHead (inference/answer_heads.py)
+    augment: Callable | None = None             # (record, images, name) -> images (training; the names it
+    #                                             knows in extra["augmentations"])
     eval_artifacts: Callable | None = None      # (metrics, out_path) -> None: plots beside metrics.json
     summary: Callable | None = None             # (metrics) -> str: the table eval prints
     load_image: Callable | None = None          # (ref, base_dir) -> PIL image | None, for refs this domain owns
-    extra: dict = field(default_factory=dict)   # anything else a domain's own commands need
+    extra: dict = field(default_factory=dict)   # anything else: instruct, synth, bench_images, example_images...
 
 _REGISTRY: dict[str, Domain] = {}
 _loaded = False
