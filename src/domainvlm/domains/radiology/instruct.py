@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import random
 
+from ...data.record import IMAGE_TOKEN, Record
+from ...errors import UserError
 from . import prompts as rp
 from .chexpert_labeler import detect_lang, label_mentions, label_report
-from ...errors import UserError
-from ...data.record import IMAGE_TOKEN, Record
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from ...errors import UserError
 from ...data.formats import _loc, detect_json_format, load_items, read_llava, read_sharegpt, resolve_image_ref
 from ...data.record import IMAGE_TOKEN, Record
+from ...errors import UserError
 
 log = logging.getLogger(__name__)
 

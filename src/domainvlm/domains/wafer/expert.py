@@ -118,9 +118,9 @@ def _head(ws, n: int):
 @torch.no_grad()
 def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0) -> dict:
     """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does)."""
+    from .expert_data import PixelMaker
     from .instruct import QUESTIONS
     from .metrics import wafer_metrics
-    from .expert_data import PixelMaker
 
     px = PixelMaker(head.processor, head.model.device)
     res = {}
@@ -149,12 +149,12 @@ def train_expert(cfg: ExpertConfig) -> dict:
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
         if not Path(getattr(cfg, name)).exists():
             raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
-    from .sources import load_wafer_file
-    from .head import WaferHead
     from ...models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
+    from .head import WaferHead
     from .presence import PresenceHead, pattern_targets
+    from .sources import load_wafer_file
     from .taxonomy import default as default_taxonomy
 
     t_start = time.time()

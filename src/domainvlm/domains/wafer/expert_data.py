@@ -12,14 +12,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .canvas import canvas_batch
-from .instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
-from .render import _LUT, _layout
-from . import knowledge as wk
-from .knowledge import REFUSAL, line_end
-from .patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
 from ...models.chat_format import IGNORE, encode_train
 from ...models.qwen_fast import image_params, mrope_positions, patchify
+from . import knowledge as wk
+from .canvas import canvas_batch
+from .instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
+from .knowledge import REFUSAL, line_end
+from .patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
+from .render import _LUT, _layout
 
 OUT_OF_SCOPE = {
     "en": ["What is the capital of France?", "Write a short poem about the sea.",

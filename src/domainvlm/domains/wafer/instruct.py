@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 
-from . import knowledge as wk
 from ...data.record import IMAGE_TOKEN, Record
+from . import knowledge as wk
 
 QUESTIONS = {
     "en": [

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .patterns import PATTERNS, WM811K_TYPES, canonical_set, set_name
 from ...errors import UserError
 from ...io import atomic_path
+from .patterns import PATTERNS, WM811K_TYPES, canonical_set, set_name
 
 MIXED_KEYS = ("arr_0", "arr_1")
 WM811K_KEYS = ("maps_flat", "shapes", "offsets", "failure_type")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .patterns import PATTERNS, canonical_set, mixedwm38_classes
 from ...errors import UserError
+from .patterns import PATTERNS, canonical_set, mixedwm38_classes
 from .sources import WaferSet, save_mixedwm38_npz
 
 __all__ = ["synth_map", "synth_set", "save_mixedwm38_npz"]

@@ -37,8 +37,8 @@ def _read(path: Path) -> list[tuple[object, str]]:
 
 
 def run(args) -> int:
-    from ..chexpert_labeler import label_report
     from ....io import write_jsonl
+    from ..chexpert_labeler import label_report
 
     rows = _read(Path(args.input))  # validate everything before writing anything
     n = write_jsonl(args.out, ({"id": i, "labels": label_report(t, args.lang)} for i, t in rows))
