@@ -63,8 +63,8 @@ def images(n: int = 8) -> list[str]:
 
 
 def synthetic_model(dest: Path) -> Path:
-    from domainvlm.domain.wafer_knowledge import answer
-    from domainvlm.domain.wafer_patterns import PATTERNS
+    from domainvlm.domains.wafer.knowledge import answer
+    from domainvlm.domains.wafer.patterns import PATTERNS
     from domainvlm.models.compact import CompactConfig, build_compact
 
     corpus = [answer((p,), lang) for p in PATTERNS for lang in ("en", "zh")] * 20

@@ -1,7 +1,7 @@
 """Choose the wafer head's ``diagnosis_more_bias`` on val: exact match / macro-F1 for a range of biases.
 
 The bias is added to the " +" logit at every decision of the constrained diagnosis line (a prior towards one
-more pattern; inference/wafer_head.py). Each val batch is prefilled once and decoded once per bias. Prints a
+more pattern; domains/wafer/head.py). Each val batch is prefilled once and decoded once per bias. Prints a
 table and the bias with the best recipe score, mean(MixedWM38 exact match, WM-811K macro-F1); ``--write``
 stores it in the model's config.json (``domainvlm.diagnosis_more_bias``). CPU, float32, English questions
 chosen as `domainvlm eval` does. Selecting on val makes the val numbers slightly optimistic.
@@ -27,13 +27,13 @@ DATA = {"mixedwm38": "mixedwm38/mixedwm38_trainval.npz", "wm811k": "wm811k/wm811
 
 
 def main() -> None:
-    from domainvlm.data.wafer_instruct import QUESTIONS
-    from domainvlm.data.wafer_sources import load_wafer_file
-    from domainvlm.evaluate.wafer_metrics import wafer_metrics
-    from domainvlm.inference.wafer_head import WaferHead
+    from domainvlm.domains.wafer.instruct import QUESTIONS
+    from domainvlm.domains.wafer.sources import load_wafer_file
+    from domainvlm.domains.wafer.metrics import wafer_metrics
+    from domainvlm.domains.wafer.head import WaferHead
     from domainvlm.io import write_json
     from domainvlm.models.loader import default_model_dir, load_model
-    from domainvlm.train.expert_data import MapBank, PixelMaker
+    from domainvlm.domains.wafer.expert_data import MapBank, PixelMaker
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model folder (default: the bundled wafer expert)")

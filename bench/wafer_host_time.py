@@ -34,10 +34,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from domainvlm.data.wafer_canvas import canonical_image
-    from domainvlm.inference.bench import bench_images, machine
+    from domainvlm.domains.wafer.canvas import canonical_image
+    from domainvlm.domains.wafer.bench import bench_images
+    from domainvlm.inference.bench import machine
     from domainvlm.inference.engine import Engine
-    from domainvlm.inference.wafer_head import head_for
+    from domainvlm.domains.wafer.head import head_for
     from domainvlm.models.qwen_fast import patchify
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

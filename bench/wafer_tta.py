@@ -24,12 +24,12 @@ DATA = {"mixedwm38": "mixedwm38/mixedwm38_trainval.npz", "wm811k": "wm811k/wm811
 
 
 def main() -> None:
-    from domainvlm.data.wafer_instruct import QUESTIONS
-    from domainvlm.data.wafer_sources import load_wafer_file
-    from domainvlm.evaluate.wafer_metrics import wafer_metrics
-    from domainvlm.inference.wafer_head import WaferHead
+    from domainvlm.domains.wafer.instruct import QUESTIONS
+    from domainvlm.domains.wafer.sources import load_wafer_file
+    from domainvlm.domains.wafer.metrics import wafer_metrics
+    from domainvlm.domains.wafer.head import WaferHead
     from domainvlm.models.loader import load_model
-    from domainvlm.train.expert_data import MapBank, PixelMaker, dihedral_batch
+    from domainvlm.domains.wafer.expert_data import MapBank, PixelMaker, dihedral_batch
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sets", default="mixedwm38,wm811k")

@@ -31,9 +31,9 @@ TINY = dict(image_size=32, patch_size=4, merge_size=2, vision_dim=32, vision_dep
 
 def build_tiny_compact(out_dir: Path, seed: int = 0):
     """An untrained tiny compact model folder (fast to build; outputs are arbitrary but well-formed)."""
-    from domainvlm.data.wafer_instruct import QUESTIONS
-    from domainvlm.domain.wafer_knowledge import answer
-    from domainvlm.domain.wafer_patterns import PATTERNS
+    from domainvlm.domains.wafer.instruct import QUESTIONS
+    from domainvlm.domains.wafer.knowledge import answer
+    from domainvlm.domains.wafer.patterns import PATTERNS
     from domainvlm.models.compact import CompactConfig, build_compact
 
     corpus = [answer((p,), lang) for p in PATTERNS for lang in ("en", "zh")] + QUESTIONS["en"] + QUESTIONS["zh"]

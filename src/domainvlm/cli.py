@@ -5,7 +5,8 @@
     def add_arguments(parser): ...
     def run(args) -> int | None: ...
 
-so commands are added without touching this file. User mistakes raise :class:`UserError`, which is printed
+so commands are added without touching this file. A domain's own commands live in
+``domainvlm/domains/<domain>/commands/<name>.py`` with the same contract and are listed with the rest. User mistakes raise :class:`UserError`, which is printed
 as one line (``domainvlm: error: ...``) with exit code 2; tracebacks are kept for real bugs.
 """
 
@@ -22,9 +23,14 @@ from .errors import UserError
 
 
 def _command_modules():
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda i: i.name):
-        if not info.name.startswith("_"):
-            yield importlib.import_module(f"{commands.__name__}.{info.name}")
+    from . import domains
+
+    found = [(i.name, f"{commands.__name__}.{i.name}") for i in pkgutil.iter_modules(commands.__path__)]
+    for pkg in domains.command_packages():
+        found += [(i.name, f"{pkg.__name__}.{i.name}") for i in pkgutil.iter_modules(pkg.__path__)]
+    for name, module in sorted(found):
+        if not name.startswith("_"):
+            yield importlib.import_module(module)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,10 +1,12 @@
-"""Atomic file output: write to a temporary sibling, then rename, so a failure leaves nothing half-written."""
+"""Atomic file output: write to a temporary sibling, then rename, so a failure leaves nothing half-written
+(files: :func:`atomic_path`; folders: :func:`swap_in`)."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -44,3 +46,15 @@ def write_jsonl(dest, rows) -> int:
             fh.write(json.dumps(r, ensure_ascii=False) + "\n")
             n += 1
     return n
+
+
+def swap_in(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Replace folder ``dest`` by the finished folder ``tmp`` (its sibling): the old one is moved aside first
+    and removed last, so ``dest`` is always either the old or the new complete folder."""
+    tmp, dest = Path(tmp), Path(dest)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)

@@ -27,8 +27,9 @@ def run(args):
 
     import torch
 
+    from .. import domains
     from ..errors import UserError
-    from ..inference.bench import bench_images, latency, machine, throughput
+    from ..inference.bench import latency, machine, throughput
     from ..inference.engine import Engine
     from ..io import write_json
 
@@ -36,7 +37,7 @@ def run(args):
         raise UserError("--device cuda: no CUDA device visible to torch")
     sizes = args.batch_size or ([2048] if args.device.startswith("cuda") else [32])
     n = max([args.maps or 4 * b for b in sizes] + [args.runs])
-    images = bench_images(n, args.source)
+    images = domains.get("wafer").extra["bench_images"](n, args.source)  # wafer maps (see HELP)
     eng = Engine(args.model, device=args.device, threads=args.threads)
     res = {"machine": machine(), "device": str(eng.device), "threads": torch.get_num_threads(),
            "model": str(eng.model_dir), "dtype": str(next(eng.model.parameters()).dtype),

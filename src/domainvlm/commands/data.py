@@ -52,16 +52,13 @@ def run(args):
 
 
 def _synth(args):
-    from ..data.wafer_sources import save_mixedwm38_npz
-    from ..data.wafer_synth import synth_set
+    from .. import domains
 
     if not 0 <= args.val_fraction < 1:
         raise UserError("--val-fraction: must be in [0, 1)")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    ws = synth_set(args.n, args.size, args.seed, classes,
-                   {"train": 1 - args.val_fraction, "val": args.val_fraction} if args.val_fraction else None)
-    save_mixedwm38_npz(ws, args.out, with_split=bool(args.val_fraction))
-    print(f"{args.out}: {len(ws):,} synthetic maps of {args.size}x{args.size}")
+    n = domains.get("wafer").extra["synth"](args.n, args.size, args.seed, classes, args.val_fraction, args.out)
+    print(f"{args.out}: {n:,} synthetic maps of {args.size}x{args.size}")
     return 0
 
 

@@ -32,6 +32,7 @@ def add_arguments(p):
 
 
 def run(args):
+    from .. import domains
     from ..data.sources import load_any
     from ..errors import UserError
     from ..evaluate.runner import evaluate_records, task_of
@@ -63,16 +64,16 @@ def run(args):
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
                     "device": str(eng.device)})
-    if metrics.get("task") == "wafer":
-        from ..evaluate.plots import plot_confusion
-
-        png = out.with_suffix(".confusion.png")
-        plot_confusion(metrics["confusion"], png, f"{Path(args.data).name} {args.split or ''} n={len(recs)}")
-        metrics["confusion_png"] = str(png)
+    dom = domains.get(task_of(recs))
+    if dom.eval_artifacts is not None:  # e.g. the wafer confusion PNG beside metrics.json
+        dom.eval_artifacts(metrics, out)
     write_json(out, metrics)
     if args.predictions:
         write_jsonl(args.predictions, rows)
-    print_summary(metrics)
+    if dom.summary is not None:
+        print(dom.summary(metrics))
+    else:
+        print_summary(metrics)
     print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
                                               "unparsed", "seconds") if k in metrics}))
     return 0

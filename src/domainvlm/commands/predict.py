@@ -42,7 +42,7 @@ def _default_output(inp: Path) -> Path:
     return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.jsonl"
 
 
-def _load(row, map_size=None):
+def _load(row, size=None):
     """(conversation, None) or (None, error message) for one row."""
     from ..data.images import load_image
     from ..errors import UserError
@@ -50,7 +50,7 @@ def _load(row, map_size=None):
     if row.error:
         return None, row.error
     try:
-        return (row.messages, [load_image(ref, row.base_dir, map_size) for ref in row.images]), None
+        return (row.messages, [load_image(ref, row.base_dir, size) for ref in row.images]), None
     except UserError as e:
         msg = str(e)
         return None, msg if msg.startswith(row.where) else f"{row.where}: {msg}"
@@ -61,7 +61,7 @@ def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None)
     from ..inference.prefetch import parallel_map, prefetched
 
     chunks = (rows[s:s + batch_size] for s in range(0, len(rows), batch_size))
-    for chunk, loaded in prefetched(chunks, lambda c: parallel_map(lambda r: _load(r, getattr(engine, "map_size", None)), c)):
+    for chunk, loaded in prefetched(chunks, lambda c: parallel_map(lambda r: _load(r, getattr(engine, "canvas_size", None)), c)):
         ok = [i for i, (conv, _) in enumerate(loaded) if conv is not None]
         answers: dict[int, tuple] = {i: (None, loaded[i][1]) for i in range(len(chunk)) if i not in ok}
         if ok:

@@ -1,7 +1,8 @@
 """Resolve an image reference from a record to an RGB PIL image.
 
 References: a path to an image file (png/jpg/...), a DICOM file (.dcm or DICM preamble), or
-``<file>#<index>`` for a raw wafer map stored in an npz (rendered with the fixed wafer palette).
+``<file>#<index>`` for item ``index`` of a file a domain reads (``Domain.load_image``; e.g. a raw wafer map
+stored in an npz, rendered with the fixed wafer palette).
 Relative paths are resolved against ``base_dir`` (usually the folder of the data file).
 """
 
@@ -32,15 +33,14 @@ def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | N
     return p, index
 
 
-def load_image(ref: str, base_dir: str | Path | None = None, map_size: int | None = None) -> Image.Image:
+def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = None) -> Image.Image:
+    """``size``: the side of a model's fixed square input; an item a domain draws (``file#N``) is drawn at it
+    directly (drawing a raw wafer map once at the canvas is 2-3x cheaper than drawing and redrawing it)."""
     p, index = resolve(ref, base_dir)
     if not p.exists():
         raise UserError(f"{p}: image not found")
     if index is not None:
-        from .wafer_render import render_map
-        from .wafer_sources import get_map
-
-        return render_map(get_map(str(p), index), size=map_size)
+        return _indexed(ref, p, base_dir, size)
     from .dicom import is_dicom, read_dicom
 
     if is_dicom(p):
@@ -53,3 +53,14 @@ def load_image(ref: str, base_dir: str | Path | None = None, map_size: int | Non
         raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
+
+
+def _indexed(ref: str, p: Path, base_dir, size: int | None = None) -> Image.Image:
+    """``file#N`` through the first domain that reads it."""
+    from .. import domains
+
+    for d in domains.all_domains():
+        img = d.load_image(ref, base_dir, size) if d.load_image else None
+        if img is not None:
+            return img
+    raise UserError(f"{p}: no domain reads '#index' image references of this file")

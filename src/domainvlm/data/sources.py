@@ -1,16 +1,19 @@
-"""Any supported input file -> records. Detection is by content, not file name."""
+"""Any supported input file -> records. Detection is by content, not file name; domain sources through the
+registry (:mod:`domainvlm.domains`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from .. import domains
 from ..errors import UserError
 from .record import Record, read_jsonl
 
 
 def sniff(path: Path) -> str:
-    """'wafer' | 'records' | 'json' (sharegpt / llava / xray json, decided by their own detectors) | 'xml' | ..."""
+    """'records' | 'binary' (zip / pickle) | 'json' | 'jsonl-other' | 'xml' | 'dir' | 'text': the content kind.
+    Which reader takes a source is decided in :func:`load_any` (domains first, then the generic formats)."""
     if not path.exists():
         raise UserError(f"{path}: no such file or directory")
     if path.is_dir():
@@ -18,7 +21,7 @@ def sniff(path: Path) -> str:
     with open(path, "rb") as fh:
         head = fh.read(512)
     if head[:4] == b"PK\x03\x04" or head[:2] == b"\x80\x02" or head[:1] == b"\x80":
-        return "wafer"  # npz (zip) or pickle: the wafer loader decides which and refuses pickles unless allowed
+        return "binary"  # npz (zip) or pickle: a domain's reader decides which and refuses pickles unless allowed
     text = head.decode("utf-8", errors="replace").lstrip()
     if text.startswith("<"):
         return "xml"
@@ -41,53 +44,44 @@ def sniff(path: Path) -> str:
 def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = False, langs=("en", "zh"),
              seed: int = 0, explain: bool = True, follow_up_frac: float = 0.0, image_root=None,
              convert_dir: Path | None = None, qa_per_report: int | None = None) -> list[Record]:
-    """Load records from any supported source, optionally only one split. ``qa_per_report`` (X-ray sources):
-    turn report records into instruction records with that many "is there X?" turns (data/report_instruct)."""
+    """Load records from any supported source, optionally only one split: record JSONL, a source a domain
+    claims (``Domain.sniff`` / ``read_source``: wafer npz, X-ray reports, ...), or sharegpt / LLaVA JSON.
+    The options are handed to the domain's reader, which uses those it knows; ``qa_per_report`` (X-ray
+    sources): turn report records into instruction records with that many "is there X?" turns."""
     p = Path(path).expanduser().resolve()
     kind = sniff(p)
+    opts = dict(allow_pickle=allow_pickle, langs=langs, seed=seed, explain=explain, follow_up_frac=follow_up_frac,
+                image_root=image_root, convert_dir=convert_dir, qa_per_report=qa_per_report)
+    dom = None if kind == "records" else domains.sniff(p)
+    if dom is not None:
+        return dom.read_source(p, split=split, **opts)
     if kind == "records":
         recs = list(read_jsonl(p))
-    elif kind == "wafer":
-        from .wafer_instruct import build_wafer_records
-        from .wafer_sources import detect_format, load_wafer_file, save_wm811k_npz
-
-        ws = load_wafer_file(p, allow_pickle=allow_pickle)
-        ref_path = p
-        if detect_format(p) == "wm811k-pickle":  # convert once so records never point into a pickle
-            ref_path = (convert_dir or p.parent) / (p.stem + "_converted.npz")
-            save_wm811k_npz(ws, ref_path)
-        if split:
-            if ws.split is None:
-                raise UserError(f"{p}: has no split column, cannot select split {split!r}")
-            idx = [i for i, s in enumerate(ws.split) if s == split]
-            if not idx:
-                raise UserError(f"{p}: no maps in split {split!r} (present: {', '.join(sorted(set(ws.split)))})")
-        else:
-            idx = None
-        return build_wafer_records(ws, str(ref_path), langs, seed, explain, follow_up_frac, idx)
     else:
-        recs = _load_other(p, kind, image_root)
-        if qa_per_report is not None:
-            from .report_instruct import build_report_records
-
-            recs = build_report_records(recs, langs, qa_per_report, seed)
+        recs = _load_generic(p, kind, image_root)
+        if qa_per_report is not None:  # records of a task whose domain builds instruction data from them
+            recs = _instruct(recs, opts)
     if split:
         recs = [r for r in recs if r.meta.get("split") == split]
     return recs
 
 
-def _load_other(p: Path, kind: str, image_root) -> list[Record]:
-    if kind in ("xml", "dir", "jsonl-other"):
-        from .xray_sources import load_xray
-
-        return load_xray(p, image_root=image_root)
+def _load_generic(p: Path, kind: str, image_root) -> list[Record]:
     from .formats import detect_json_format, read_llava, read_sharegpt
 
-    fmt = detect_json_format(p)
-    if fmt == "sharegpt":
-        return read_sharegpt(p, image_root=image_root)
+    fmt = detect_json_format(p) if kind in ("json", "jsonl-other") else None
     if fmt == "llava":
         return read_llava(p, image_root=image_root)
-    from .xray_sources import load_xray
+    if fmt in ("sharegpt", "records"):  # records: the role/content sharegpt variant plus id/labels/meta
+        return read_sharegpt(p, image_root=image_root)
+    known = ", ".join(sorted(d.name for d in domains.all_domains() if d.read_source))
+    raise UserError(f"{p}: not a recognised data source (expected record JSONL, sharegpt or LLaVA JSON, or a "
+                    f"source of a domain: {known})")
 
-    return load_xray(p, image_root=image_root)
+
+def _instruct(recs: list[Record], opts: dict) -> list[Record]:
+    for task in sorted({r.labels.get("task") for r in recs} - {None}):
+        build = next((d.extra.get("instruct") for d in domains.all_domains() if d.name == task), None)
+        if build is not None:
+            recs = build(recs, **opts)
+    return recs

@@ -3,12 +3,14 @@
 A domain package registers one :class:`Domain` in its ``__init__.py``; generic packages (data, models, train,
 evaluate, inference, serve, webui, commands) look domains up by ``labels.task`` (records), by source content
 (``sniff``) or by ``config.domainvlm.answer_head`` (models), and never import a domain module themselves.
-Domains are discovered the way cli.py finds commands: every sub-package of this package is imported once.
+Domains are discovered the way cli.py finds commands: every sub-package of this package is imported once;
+a domain's own sub-commands live in its ``commands`` sub-package. The contract: docs/architecture.md.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import pkgutil
 from dataclasses import dataclass, field
 from typing import Callable
@@ -22,12 +24,14 @@ class Domain:
     score: Callable | None = None               # (records, answers) -> metrics dict (eval)
     sniff: Callable | None = None               # (path) -> bool: is this source file/folder mine? (data build)
     read_source: Callable | None = None         # (path, **options) -> list[Record] with labels.task == name
-    answer_heads: dict = field(default_factory=dict)  # config.domainvlm.answer_head -> factory(model, processor)
-    augment: Callable | None = None             # (record, PIL image, random.Random) -> image (training)
+    answer_heads: dict = field(default_factory=dict)  # config.domainvlm.answer_head -> factory(model, processor,
+    #                                             model_dir) -> AnswerHead (inference/answer_heads.py)
+    augment: Callable | None = None             # (record, images, name) -> images (training; the names it
+    #                                             knows in extra["augmentations"])
     eval_artifacts: Callable | None = None      # (metrics, out_path) -> None: plots beside metrics.json
     summary: Callable | None = None             # (metrics) -> str: the table eval prints
-    load_image: Callable | None = None          # (ref, base_dir) -> PIL image | None, for refs this domain owns
-    extra: dict = field(default_factory=dict)   # anything else a domain's own commands need
+    load_image: Callable | None = None          # (ref, base_dir, size) -> PIL image | None, for refs it owns
+    extra: dict = field(default_factory=dict)   # anything else: instruct, synth, bench_images, example_images...
 
 _REGISTRY: dict[str, Domain] = {}
 _loaded = False
@@ -46,6 +50,17 @@ def _load_all() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         if info.ispkg and not info.name.startswith("_"):
             importlib.import_module(f"{__name__}.{info.name}")
+
+
+def command_packages() -> list:
+    """Each domain's ``commands`` sub-package (same contract as ``domainvlm/commands``), found without
+    importing the domain itself beyond its ``__init__``."""
+    out = []
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.ispkg and not info.name.startswith("_") and importlib.util.find_spec(
+                f"{__name__}.{info.name}.commands") is not None:
+            out.append(importlib.import_module(f"{__name__}.{info.name}.commands"))
+    return out
 
 
 def all_domains() -> list[Domain]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .. import domains
 from ..data.images import load_image
 from ..data.record import Record
 from ..errors import UserError
@@ -21,10 +22,10 @@ def _prompt(r: Record) -> tuple[list[dict], int]:
     return r.messages[:k], k
 
 
-def _load_batch(records: list[Record], base_dir, map_size: int | None = None) -> list:
+def _load_batch(records: list[Record], base_dir, size: int | None = None) -> list:
     from ..inference.prefetch import parallel_map
 
-    return parallel_map(lambda r: (_prompt(r)[0], [load_image(ref, base_dir, map_size) for ref in r.images]),
+    return parallel_map(lambda r: (_prompt(r)[0], [load_image(ref, base_dir, size) for ref in r.images]),
                         records)
 
 
@@ -39,40 +40,34 @@ def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch
     out: list[str] = []
     bar = tqdm(total=len(records), desc="eval", unit="rec", disable=not progress, leave=False)
     chunks = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
-    for chunk, convs in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.map_size)):
+    for chunk, convs in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.canvas_size)):
         out.extend(engine.generate(convs, sampling))
         bar.update(len(chunk))
     bar.close()
     return out
 
 
-TASKS = ("wafer", "report")  # the tasks with metrics
+def scored_tasks() -> list[str]:
+    """The tasks with metrics: every registered domain with a ``score``."""
+    return sorted(d.name for d in domains.all_domains() if d.score is not None)
 
 
 def task_of(records: list[Record]) -> str:
     """The one task of the records (raises before any answer is generated if there is none or no metric)."""
     tasks = {r.labels.get("task") for r in records}
+    known = scored_tasks()
     if len(tasks) != 1 or None in tasks:
-        raise UserError(f"records must all carry one labels.task, one of {', '.join(TASKS)} "
+        raise UserError(f"records must all carry one labels.task, one of {', '.join(known)} "
                         f"(found {', '.join(sorted(map(str, tasks)))})")
     task = tasks.pop()
-    if task not in TASKS:
-        raise UserError(f"no metrics for labels.task {task!r} (known: {', '.join(TASKS)})")
+    if task not in known:
+        raise UserError(f"no metrics for labels.task {task!r} (known: {', '.join(known)})")
     return task
 
 
 def score(records: list[Record], answers: list[str]) -> dict:
-    task = task_of(records)
-    if task == "wafer":
-        from ..domain.wafer_knowledge import parse_diagnosis
-        from .wafer_metrics import wafer_metrics
-
-        taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
-        gold = [tuple(r.labels["defects"]) for r in records]
-        return wafer_metrics(gold, [parse_diagnosis(a) for a in answers], taxonomy)
-    from .report_eval import report_scores
-
-    return report_scores(records, answers)
+    """The metrics of the records' task (its domain's ``score``)."""
+    return domains.get(task_of(records)).score(records, answers)
 
 
 def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,

@@ -134,9 +134,8 @@ class Batcher:
         convs = [(j.messages, j.images) for j in group]
         try:
             if any(j.sink is not None for j in group):
-                answers = self.engine.generate_streaming(convs, group[0].sampling,
-                                                         lambda i, s: self._emit(group, i, s),
-                                                         lambda i: group[i].cancelled)
+                answers = self.engine.generate(convs, group[0].sampling,
+                                               lambda i, s: self._emit(group, i, s), lambda i: group[i].cancelled)
             else:
                 answers = self.engine.generate(convs, group[0].sampling)
         except Exception as e:  # noqa: BLE001 - bisect to isolate the culprit; the rest stay batched

@@ -1,37 +1,15 @@
-"""Latency and throughput of the answer path: one wafer map in, a full English answer out.
+"""Latency and throughput of the answer path: one image in, a full answer out.
 
-What is timed is :meth:`Engine.generate` on in-memory canvas images (224 x 224 PNG-equivalent PIL images):
-prompt building, pixel preprocessing, vision tower, prefill, constrained decoding and answer text. Reading
-the file from disk and loading the model are not included. Maps are real val maps when a wafer file is given,
-otherwise seeded synthetic maps (data/wafer_synth.py), so the benchmark runs without any data set.
+What is timed is :meth:`Engine.generate` on in-memory images (``domainvlm bench`` takes wafer canvas images
+from the wafer domain: real val maps when a wafer file is given, otherwise seeded synthetic maps): prompt
+building, pixel preprocessing, vision tower, prefill, constrained decoding and answer text. Reading the file
+from disk and loading the model are not included.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-
-import numpy as np
-
-
-def bench_images(n: int, source: str | None = None, seed: int = 0):
-    """``n`` canvas images: maps of ``source`` (val split if it has one) or synthetic MixedWM38-like maps."""
-    from ..data.wafer_canvas import canvas_batch, canvas_rgb
-    from PIL import Image
-
-    if source:
-        from ..data.wafer_sources import load_wafer_file
-
-        ws = load_wafer_file(source)
-        if ws.split is not None and "val" in ws.splits():
-            ws = ws.select("val")
-        idx = np.random.default_rng(seed).choice(len(ws), size=min(n, len(ws)), replace=False)
-        maps = [ws.maps[i] for i in idx]
-    else:
-        from ..data.wafer_synth import synth_set
-
-        maps = synth_set(n, seed=seed).maps
-    return [Image.fromarray(a) for a in canvas_rgb(canvas_batch(maps))]
 
 
 def _sync(engine):

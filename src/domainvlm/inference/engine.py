@@ -1,6 +1,14 @@
 """The one inference engine behind ask, eval, predict, chat, the HTTP API and the web UI.
 
-It wraps any model the common loader reads; batched greedy or sampled generation, and token streaming.
+It wraps any model the common loader reads. The generation contract is two calls:
+
+* :meth:`Engine.generate` answers a batch of conversations (greedy or sampled); with ``emit`` it also reports
+  each row's text as it grows (the server's batched streams) and ``cancelled`` ends a row early;
+* :meth:`Engine.stream` yields one conversation's text as it is generated (chat, web UI).
+
+A model whose config names an answer head (:mod:`.answer_heads`) plugs in through one hook: the engine calls
+``head.answer(convs, sampling)`` under its lock and decodes freely every conversation the head leaves to it
+(``None``). A head's answers are emitted whole (one piece each).
 """
 
 from __future__ import annotations
@@ -51,11 +59,31 @@ class Engine:
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         from . import answer_heads
 
-        self.head = answer_heads.for_model(self.model)  # None -> free decoding
+        self._head_factory = answer_heads.for_model(self.model)  # None -> free decoding
+        self._head, self._head_model = None, None
         dv = getattr(self.model.config, "domainvlm", None) or {}
-        # the side raw maps (``file.npz#i``) are drawn at when the model has a fixed canvas: drawing them there
-        # once is 2-3x cheaper per map than drawing them unpadded and redrawing them on the canvas
-        self.map_size = int(dv["image_size"]) if isinstance(dv, dict) and dv.get("image_size") else None
+        # a fixed square input side (compact models): indexed items such as raw maps are drawn at it directly
+        self.canvas_size = int(dv["image_size"]) if isinstance(dv, dict) and dv.get("image_size") else None
+
+    @property
+    def has_head(self) -> bool:
+        return self._head_factory is not None
+
+    @property
+    def answer_head(self):
+        """The model's :class:`~.answer_heads.AnswerHead` (built on first use, rebuilt if the model was swapped)."""
+        if self._head_factory is None:
+            return None
+        if self._head is None or self._head_model is not self.model:
+            self._head = self._head_factory(self.model, self.processor, self.model_dir)
+            self._head_model = self.model
+        return self._head
+
+    @answer_head.setter
+    def answer_head(self, head) -> None:
+        """Plug a head in directly (an :class:`~.answer_heads.AnswerHead`, or None for free decoding)."""
+        self._head, self._head_model = head, self.model
+        self._head_factory = None if head is None else (lambda *a: head)
 
     @property
     def device(self):
@@ -72,40 +100,39 @@ class Engine:
                 for k, v in batch.items()}
 
     @torch.inference_mode()
-    def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None) -> list[str]:
-        """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation."""
-        sampling = sampling or Sampling()
-        if self.head is not None:
-            with self.lock:
-                return self.head(self, convs, sampling)
-        with self.lock:
-            inputs = self._inputs(convs)
-            out = self.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=self.pad_id)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None,
+                 emit=None, cancelled=None) -> list[str]:
+        """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation.
 
-    @torch.inference_mode()
-    def generate_streaming(self, convs, sampling: Sampling | None = None, emit=None, cancelled=None) -> list[str]:
-        """Like :meth:`generate`, also calling ``emit(row, piece)`` as each row's text grows (the server's
-        batched streams); ``cancelled(row)`` true ends that row early. With an answer head each row's answer
-        is emitted whole, as :meth:`stream` does."""
+        ``emit(row, piece)``, if given, is called as each row's text grows; ``cancelled(row)`` true ends that
+        row early. With an answer head, each row's answer is emitted whole once the batch is done."""
+        sampling = sampling or Sampling()
+        with self.lock:
+            head = self.answer_head
+            if head is None:
+                return self._decode(convs, sampling, emit, cancelled)
+            answers = list(head.answer(convs, sampling))
+            free = [k for k, a in enumerate(answers) if a is None]
+            if free:
+                for k, a in zip(free, self._decode([convs[k] for k in free], sampling)):
+                    answers[k] = a
+        if emit is not None:
+            for i, a in enumerate(answers):
+                emit(i, a)
+        return answers
+
+    def _decode(self, convs, sampling: Sampling, emit=None, cancelled=None) -> list[str]:
+        """Free decoding of a batch (the lock is held), streamed per row when ``emit`` is given."""
         from transformers import StoppingCriteriaList
 
         from .streaming import RowCancel, RowStreamer
 
-        sampling = sampling or Sampling()
-        emit = emit or (lambda i, s: None)
-        if self.head is not None:
-            answers = self.generate(convs, sampling)
-            for i, a in enumerate(answers):
-                emit(i, a)
-            return answers
-        with self.lock:
-            inputs = self._inputs(convs)
-            streamer = RowStreamer(self.processor.tokenizer, len(convs), emit)
-            stop = StoppingCriteriaList([RowCancel(cancelled)]) if cancelled else None
-            out = self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
-                                      stopping_criteria=stop, pad_token_id=self.pad_id)
+        inputs = self._inputs(convs)
+        kw = {}
+        if emit is not None:
+            kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs), emit)
+            kw["stopping_criteria"] = StoppingCriteriaList([RowCancel(cancelled)]) if cancelled else None
+        out = self.model.generate(**inputs, **sampling.generate_kwargs(), **kw, pad_token_id=self.pad_id)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -118,7 +145,7 @@ class Engine:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         sampling = sampling or Sampling()
-        if self.head is not None:  # heads answer whole conversations: one piece, same text as generate()
+        if self.has_head:  # heads answer whole conversations: one piece, same text as generate()
             yield self.generate([(messages, images)], sampling)[0]
             return
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)

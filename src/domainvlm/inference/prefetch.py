@@ -31,7 +31,7 @@ _END = object()
 
 def default_batch_size(engine, cpu: int) -> int:
     """1024 where an answer head decodes on a GPU (small batches are launch-bound there), else ``cpu``."""
-    return 1024 if engine.device.type == "cuda" and engine.head is not None else cpu
+    return 1024 if engine.device.type == "cuda" and engine.has_head else cpu
 
 
 _POOL = None

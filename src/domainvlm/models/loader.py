@@ -113,7 +113,7 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
     if adapter is not None:
         from peft import PeftModel
 
-        from .export import check_adapter_fits
+        from .adapter import check_adapter_fits
 
         check_adapter_fits(model, adapter, path)
         try:

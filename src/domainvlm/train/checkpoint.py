@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from ..io import swap_in
 
 
 def save_model_dir(model, processor, dest: Path) -> None:
@@ -17,15 +18,6 @@ def save_model_dir(model, processor, dest: Path) -> None:
     model.save_pretrained(tmp, safe_serialization=True)
     processor.save_pretrained(tmp)
     swap_in(tmp, dest)
-
-
-def swap_in(tmp: Path, dest: Path) -> None:
-    old = dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_checkpoint(model, processor, optimizer, scheduler, state: dict, dest: Path) -> None:

@@ -142,7 +142,7 @@ def compile_layers(model) -> int:
     vision tower is left eager: it also runs under no_grad, which would recompile its blocks."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    from .tuning import part_of
+    from ..models.parts import part_of
 
     n = 0
     for name, m in hf_model(model).named_modules():

@@ -12,22 +12,10 @@ from __future__ import annotations
 import re
 
 from ..errors import UserError
+from ..models.parts import PARTS, part_of
 
-PARTS = ("vision", "projector", "lm")
-_VISION = {"visual", "vision_tower", "vision_model", "vision_encoder"}
-_PROJECTOR = {"multi_modal_projector", "merger", "mm_projector"}
 _WRAPPERS = {"base_model", "module", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"}
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
-
-
-def part_of(name: str) -> str:
-    """'vision' | 'projector' | 'lm' for a parameter or module name (peft/DDP prefixes are ignored)."""
-    segs = name.split(".")
-    if any(s in _PROJECTOR for s in segs):
-        return "projector"
-    if any(s in _VISION for s in segs):
-        return "vision"
-    return "lm"
 
 
 def count_trainable(model) -> tuple[int, int]:
@@ -180,7 +168,7 @@ def _load_adapter(model, path):
     p = Path(path).expanduser()
     if not (p / "adapter_config.json").exists():
         raise UserError(f"init_adapter: {p} has no adapter_config.json (not a LoRA adapter folder)")
-    from ..models.export import check_adapter_fits
+    from ..models.adapter import check_adapter_fits
 
     check_adapter_fits(model, p)
     return PeftModel.from_pretrained(model, str(p), is_trainable=True)

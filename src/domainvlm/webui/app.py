@@ -17,34 +17,21 @@ from pathlib import Path  # noqa: E402
 from ..data.record import IMAGE_TOKEN  # noqa: E402
 from ..inference.engine import Engine, Sampling  # noqa: E402
 
-EXAMPLE_PATTERNS = ("Center", "Donut", "Edge-Ring", "Scratch", ())  # () = a normal wafer
 EXAMPLE_QUESTION = "What defect pattern does this wafer map show?"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def example_images(folder: str | Path | None = None, cache: str | Path | None = None) -> list[str]:
-    """Images from ``folder`` (up to 8), else a few synthetic wafer maps rendered once into ``cache``."""
+def example_images(folder: str | Path | None = None, cache: str | Path | None = None,
+                   domain: str = "wafer") -> list[str]:
+    """Images from ``folder`` (up to 8), else the examples a domain provides (the bundled wafer expert's
+    domain by default: a few synthetic wafer maps rendered once into ``cache``)."""
     if folder:
         files = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         return [str(p) for p in files[:8]]
-    import numpy as np
+    from .. import domains
 
-    from ..data.wafer_render import render_map
-    from ..data.wafer_synth import synth_map
-    from ..io import atomic_path
-
-    cache_home = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    cache = Path(cache or cache_home / "domainvlm" / "webui-examples")
-    out = []
-    for i, pats in enumerate(EXAMPLE_PATTERNS):
-        dest = cache / f"{'+'.join(pats) or 'Normal'}.png"
-        if not dest.exists():
-            img = render_map(synth_map(tuple(pats) if isinstance(pats, tuple) else (pats,), 52,
-                                       np.random.default_rng(i)), size=224)
-            with atomic_path(dest, suffix=".png") as tmp:
-                img.save(tmp, "PNG")
-        out.append(str(dest))
-    return out
+    make = domains.get(domain).extra.get("example_images")
+    return make(cache) if make else []
 
 
 def _display(history: list[dict]) -> list[dict]:

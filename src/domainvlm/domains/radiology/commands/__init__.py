@@ -1,0 +1,1 @@
+"""The radiology domain's own sub-commands (found by cli.py like domainvlm/commands)."""

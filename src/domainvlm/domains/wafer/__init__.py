@@ -1,0 +1,125 @@
+"""The wafer-map domain (``labels.task == "wafer"``): MixedWM38 / WM-811K readers, the taxonomy (taxonomy.json),
+the instruction builder, the constrained diagnosis head, the metrics, the dihedral augmentation, the expert
+recipe (``train-expert``) and synthetic maps (``data synth``).
+
+Everything is imported on first use, so finding the domain (cli start-up, registry look-ups) stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import Domain, register
+
+NAME = "wafer"
+
+
+def _score(records, answers) -> dict:
+    from .knowledge import parse_diagnosis
+    from .metrics import wafer_metrics
+
+    taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
+    gold = [tuple(r.labels["defects"]) for r in records]
+    return wafer_metrics(gold, [parse_diagnosis(a) for a in answers], taxonomy)
+
+
+def _sniff(path) -> bool:
+    """npz (a zip archive) or a pickle: the wafer reader decides which, and refuses pickles unless allowed."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    with open(p, "rb") as fh:
+        head = fh.read(4)
+    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
+
+
+def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"), seed: int = 0,
+                 explain: bool = True, follow_up_frac: float = 0.0, convert_dir=None, **_) -> list:
+    from ...errors import UserError
+    from .instruct import build_wafer_records
+    from .sources import detect_format, load_wafer_file, save_wm811k_npz
+
+    p = Path(path)
+    ws = load_wafer_file(p, allow_pickle=allow_pickle)
+    ref_path = p
+    if detect_format(p) == "wm811k-pickle":  # convert once so records never point into a pickle
+        ref_path = (Path(convert_dir) if convert_dir else p.parent) / (p.stem + "_converted.npz")
+        save_wm811k_npz(ws, ref_path)
+    idx = None
+    if split:
+        if ws.split is None:
+            raise UserError(f"{p}: has no split column, cannot select split {split!r}")
+        idx = [i for i, s in enumerate(ws.split) if s == split]
+        if not idx:
+            raise UserError(f"{p}: no maps in split {split!r} (present: {', '.join(sorted(set(ws.split)))})")
+    return build_wafer_records(ws, str(ref_path), langs, seed, explain, follow_up_frac, idx)
+
+
+def _augment(record, images, name: str) -> list:
+    """``dihedral``: one random rotation/mirror (torch RNG: seeded per DataLoader worker) for all of a record's
+    maps; labels are unchanged by it."""
+    import torch
+
+    from .canvas import dihedral
+
+    k = int(torch.randint(0, 8, ()))
+    return [dihedral(im, k) for im in images]
+
+
+def _eval_artifacts(metrics: dict, out_path) -> None:
+    from ...evaluate.plots import plot_confusion
+
+    png = Path(out_path).with_suffix(".confusion.png")
+    title = f"{Path(str(metrics.get('data', ''))).name} {metrics.get('split') or ''} n={metrics['n']}"
+    plot_confusion(metrics["confusion"], png, title)
+    metrics["confusion_png"] = str(png)
+
+
+def _load_image(ref: str, base_dir=None, size: int | None = None):
+    """``file.npz#N``: map N of a wafer file, rendered with the fixed palette (None for other references), at
+    ``size`` x ``size`` when given (the model's canvas), else unpadded."""
+    from ...data.images import resolve
+
+    p, index = resolve(ref, base_dir)
+    if index is None:
+        return None
+    from .render import render_map
+    from .sources import get_map
+
+    return render_map(get_map(str(p), index), size=size)
+
+
+def _head(model, processor, model_dir=None):
+    from .head import make_head
+
+    return make_head(model, processor, model_dir)
+
+
+def _synth(n: int, size: int, seed: int, classes, val_fraction: float, out) -> int:
+    """``domainvlm data synth``: a seeded synthetic MixedWM38-layout npz; returns the number of maps."""
+    from .sources import save_mixedwm38_npz
+    from .synth import synth_set
+
+    ws = synth_set(n, size, seed, classes, {"train": 1 - val_fraction, "val": val_fraction} if val_fraction else None)
+    save_mixedwm38_npz(ws, out, with_split=bool(val_fraction))
+    return len(ws)
+
+
+def _bench_images(n: int, source=None, seed: int = 0):
+    from .bench import bench_images
+
+    return bench_images(n, source, seed)
+
+
+def _example_images(cache=None) -> list[str]:
+    from .examples import example_images
+
+    return example_images(cache)
+
+
+register(Domain(
+    name=NAME, score=_score, sniff=_sniff, read_source=_read_source, answer_heads={"wafer-diagnosis": _head},
+    augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
+    extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
+           "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?"},
+))

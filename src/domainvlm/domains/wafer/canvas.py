@@ -1,0 +1,78 @@
+"""Wafer maps on the fixed square canvas the wafer expert sees, and the 8 symmetries of a wafer.
+
+A map is drawn with :func:`domainvlm.domains.wafer.render.render_map` at ``size`` (every die an integer block of
+pixels, centred, padded with the off-wafer colour), so no die is lost for maps up to ``size`` dies a side
+(WM-811K's largest is 212). :func:`canvas_batch` draws many maps at once with exactly the same pixels.
+
+Defect patterns are properties of the map up to rotation and mirroring, so the 8 dihedral transforms keep
+every label; :func:`dihedral` applies one of them to a map, a canvas batch or a PIL image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from .render import _LUT, _layout, labels_to_map, palette_index, render_map
+
+CANVAS = 224  # the wafer expert's input side (16-pixel patches, 2x2 merge -> 49 image tokens)
+
+
+def canvas_batch(maps, size: int = CANVAS) -> np.ndarray:
+    """(N, size, size) uint8 palette indices (0 off-wafer, 1 pass, 2 fail) for a list of 2-D maps."""
+    out = np.zeros((len(maps), size, size), np.uint8)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, m in enumerate(maps):
+        groups.setdefault(tuple(np.shape(m)), []).append(i)
+    for (h, w), idx in groups.items():
+        k, s, top, left = _layout(h, w, size)
+        if k == 0:  # larger than the canvas: fall back to the renderer's own sampling
+            for i in idx:
+                out[i] = palette_index(render_map(maps[i], size=size))
+            continue
+        block = np.stack([np.asarray(maps[i], np.uint8) for i in idx])
+        block = block.repeat(k, axis=1).repeat(k, axis=2)
+        out[idx, top:top + h * k, left:left + w * k] = block
+    return out
+
+
+def canvas_rgb(index: np.ndarray) -> np.ndarray:
+    """Palette indices (..., H, W) -> RGB uint8 (..., H, W, 3)."""
+    return _LUT[index]
+
+
+def dihedral(x, k: int):
+    """Transform ``k`` in 0..7 of the dihedral group: rotate by 90*(k % 4) degrees, then mirror if k >= 4.
+
+    ``x``: a 2-D map / (..., H, W) numpy array or torch tensor (last two axes), or a PIL image.
+    """
+    if not 0 <= int(k) < 8:
+        raise ValueError(f"dihedral transform index must be 0..7, got {k}")
+    k = int(k)
+    if isinstance(x, Image.Image):
+        ops = [None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270]
+        y = x.transpose(ops[k % 4]) if k % 4 else x.copy()
+        return y.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if k >= 4 else y
+    if hasattr(x, "flip") and hasattr(x, "rot90") and not isinstance(x, np.ndarray):  # torch tensor
+        y = x.rot90(k % 4, dims=(-2, -1))
+        return y.flip(-1) if k >= 4 else y
+    y = np.rot90(x, k % 4, axes=(-2, -1))
+    return np.ascontiguousarray(y[..., ::-1] if k >= 4 else y)
+
+
+def is_palette_image(img: Image.Image, tol: int = 24) -> bool:
+    """True if every pixel is within ``tol`` (per channel) of one of the three wafer colours."""
+    return palette_index(img, tol) is not None
+
+
+def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
+    """The canvas rendering of a wafer-map image: a size x size image passes as is; another rendering of a
+    map in the wafer palette (e.g. an unpadded PNG) is read back into its map and redrawn; anything else is
+    returned unchanged (the processor resizes it)."""
+    img = img if img.mode == "RGB" else img.convert("RGB")  # no copy of an RGB image: host time per map
+    if img.size == (size, size):
+        return img
+    lab = palette_index(img, tol=24)
+    if lab is None:
+        return img
+    return render_map(labels_to_map(lab), size=size)

@@ -1,0 +1,24 @@
+"""`domainvlm train-expert`: the recipe that trains the bundled wafer expert (domains/wafer/expert.py)."""
+
+from __future__ import annotations
+
+NAME = "train-expert"
+HELP = "train the compact wafer expert from MixedWM38 + WM-811K (configs/wafer-expert.yaml), selected on val"
+
+
+def add_arguments(p):
+    p.add_argument("--config", help="YAML with ExpertConfig fields (e.g. configs/wafer-expert.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value, dotted for nested (max_steps=100 compact.layers=2)")
+
+
+def run(args):
+    import json
+
+    from ....config import load_config
+    from ..expert import ExpertConfig, train_expert
+
+    cfg = load_config(ExpertConfig, args.config, args.overrides)
+    res = train_expert(cfg)
+    print(json.dumps({k: v for k, v in res.items() if k != "best"} | {"best": {
+        k: v for k, v in (res.get("best") or {}).items() if k != "state"}}))
+    return 0

@@ -1,0 +1,294 @@
+"""Recipe for the bundled wafer expert: a compact Qwen2-VL trained on MixedWM38 + WM-811K, selected on val.
+
+    domainvlm train-expert --config configs/wafer-expert.yaml [key=value ...]
+
+Full fine-tuning from scratch of the compact model (models/compact.py) with the fixed-canvas input
+(domains/wafer/canvas.py), the 8 dihedral symmetries and free die-grid rotations as augmentation, class-balanced
+sampling of WM-811K and
+every conversation template in English and Chinese (domains/wafer/expert_data.py). The learning-rate schedule runs
+on the larger of step and wall-clock progress, so a run ends annealed inside its time budget. The model
+(raw or EMA weights) with the best val score, mean(MixedWM38 exact match, WM-811K macro-F1) decoded with the
+constrained answer head, is saved as a standard HF folder with ``answer_head: wafer-diagnosis``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ...errors import UserError
+from ...io import write_json
+from ...models.compact import CompactConfig
+
+
+def _expert_compact() -> CompactConfig:
+    return CompactConfig(image_size=224, patch_size=16, merge_size=2, vision_dim=192, vision_depth=6, vision_heads=6,
+                         hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vocab_size=4096)
+
+
+@dataclass
+class ExpertConfig:
+    mixedwm38: str = "../shared/data/mixedwm38/mixedwm38_trainval.npz"
+    wm811k: str = "../shared/data/wm811k/wm811k_trainval.npz"
+    output_dir: str = "runs/wafer-expert"
+    init_model: str | None = None        # continue from a model folder (weights only) instead of a new model
+    compact: CompactConfig = field(default_factory=_expert_compact)
+    max_steps: int = 6000
+    time_budget_s: float = 0.0            # > 0: also end (annealed) when this much training time has passed
+    batch_size: int = 512
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.02
+    warmup_steps: int = 300
+    weight_decay: float = 0.05
+    max_grad_norm: float = 1.0
+    ema_decay: float = 0.999              # 0 = no EMA weights
+    mixed_frac: float = 0.5               # share of MixedWM38 maps per batch (the rest WM-811K)
+    wm811k_balance: float = 0.5           # class-balancing exponent for WM-811K sampling
+    dihedral: bool = True                 # random rotation/mirror of every training map
+    rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
+    superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
+    presence_loss: float = 0.0            # > 0: weight of the pattern-presence loss on the image tokens (presence.py)
+    follow_up_frac: float = 0.08
+    short_answer_frac: float = 0.0        # share of diagnosis samples trained only up to the diagnosis line
+    out_of_scope_frac: float = 0.02
+    eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
+    eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
+    length_buckets: int = 2               # forward each batch in this many length-sorted parts
+    log_every: int = 50
+    limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
+    seed: int = 0
+    phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
+
+
+def _check(cfg: ExpertConfig) -> None:
+    """One clear error per bad field before any data is loaded."""
+    for name in ("mixed_frac", "rotate_frac", "superpose_frac", "follow_up_frac", "short_answer_frac",
+                 "out_of_scope_frac", "ema_decay"):
+        v = getattr(cfg, name)
+        if not 0.0 <= v <= 1.0 or (name == "ema_decay" and v == 1.0):
+            raise UserError(f"config: {name} must be in [0, 1{')' if name == 'ema_decay' else ']'}, got {v}")
+    if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
+        raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
+    for name in ("max_steps", "batch_size", "length_buckets"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0 or cfg.presence_loss < 0:
+        raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
+    if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):  # the model saved is the best one
+        raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
+
+
+def _log(fh, msg: str) -> None:
+    print(msg, flush=True)
+    if fh:
+        fh.write(msg + "\n")
+        fh.flush()
+
+
+def _build(cfg: ExpertConfig, out: Path):
+    from ...models.compact import build_compact
+    from ...models.loader import load_model
+    from .expert_data import corpus
+
+    if cfg.init_model:
+        model, proc = load_model(cfg.init_model, device="cpu", dtype="float32")
+    else:
+        model, proc = build_compact(out / "init", corpus(), cfg.compact, cfg.seed)
+    dv = dict(getattr(model.config, "domainvlm", None) or {})
+    dv["answer_head"] = "wafer-diagnosis"
+    model.config.domainvlm = dv
+    return model, proc
+
+
+def _head(ws, n: int):
+    if not n or n >= len(ws):
+        return ws
+    from .sources import WaferSet
+
+    return WaferSet(ws.maps[:n], ws.defects[:n], ws.split[:n] if ws.split else None, ws.source, ws.taxonomy, ws.path)
+
+
+@torch.no_grad()
+def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0) -> dict:
+    """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does)."""
+    from .expert_data import PixelMaker
+    from .instruct import QUESTIONS
+    from .metrics import wafer_metrics
+
+    px = PixelMaker(head.processor, head.model.device)
+    res = {}
+    for bank in banks:
+        rng = random.Random(seed)
+        n = len(bank) if not limit else min(limit, len(bank))
+        preds = []
+        for s in range(0, n, batch_size):
+            e = min(n, s + batch_size)
+            msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
+            pv, g = px(bank.canvas[s:e])
+            preds += head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs], ["en"] * (e - s))
+        m = wafer_metrics(bank.defects[:n], preds, bank.taxonomy)
+        res[bank.source] = {k: m[k] for k in ("n", "exact_match", "macro_f1", "unparsed_rate")}
+    res["score"] = sum(res[b.source]["exact_match" if b.taxonomy == "mixedwm38" else "macro_f1"]
+                       for b in banks) / len(banks)
+    return res
+
+
+def train_expert(cfg: ExpertConfig) -> dict:
+    if cfg.phases:
+        from .expert_phases import run_phases
+
+        return run_phases(cfg, train_expert, check=_check)
+    _check(cfg)
+    for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
+        if not Path(getattr(cfg, name)).exists():
+            raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
+    from ...models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
+    from ...train.checkpoint import save_model_dir
+    from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
+    from .head import WaferHead
+    from .presence import PresenceHead, pattern_targets
+    from .sources import load_wafer_file
+    from .taxonomy import default as default_taxonomy
+
+    t_start = time.time()
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log = open(out / "train_log.txt", "a", encoding="utf-8")
+    _log(log, f"# wafer expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
+              f"({torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
+    _log(log, "# config " + json.dumps(asdict(cfg)))
+    model, proc = _build(cfg, out)
+    size = model.config.domainvlm.get("image_size", cfg.compact.image_size)
+    model.to(dev)
+    enable_uniform_vision_attention(model)
+    sets = {}
+    for name, path in (("mixedwm38", cfg.mixedwm38), ("wm811k", cfg.wm811k)):
+        ws = load_wafer_file(path)
+        if not numpy_canvas_check(ws, size):
+            raise RuntimeError("canvas_batch differs from render_map")
+        split = {s: _head(ws.select(s), cfg.limit_maps) for s in ("train", "val")}
+        sets[name] = {s: MapBank(w, size, dev, name) for s, w in split.items()}
+        if name == "mixedwm38":
+            mix_maps = split["train"].maps  # raw die grids, for superposed mixtures
+        _log(log, f"# {name}: train {len(sets[name]['train'])}, val {len(sets[name]['val'])} maps")
+    tmpl = Templates(proc, model.config.image_token_id, size, dev)
+    px = PixelMaker(proc, dev)
+    _log(log, f"# {len(tmpl.kind)} templates, longest {int(tmpl.length.max())} tokens; "
+              f"setup {time.time() - t_start:.0f}s")
+    mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
+    w_wm = wm.class_weights(cfg.wm811k_balance)
+    sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
+    n_sup = round(cfg.batch_size * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
+    params = [p for p in model.parameters() if p.requires_grad]
+    presence = PresenceHead(model.config.text_config.hidden_size).to(dev) if cfg.presence_loss > 0 else None
+    if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
+        params += list(presence.parameters())
+        present = pattern_targets(CLASSES, dev)
+    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(0.9, 0.98), fused=dev.type == "cuda")
+    ema = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
+    if ema is not None:
+        ema_p, model_p = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    vision = FastVision(model)
+    pv0, _ = px(mix.canvas[:3])
+    _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
+    head = WaferHead(model, proc)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    n_mix = round(cfg.batch_size * cfg.mixed_frac) - n_sup
+    amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    best, history, step, progress = None, [], 0, 0.0
+    evals = sorted(cfg.eval_at)
+    t0, t_eval = time.time(), 0.0
+    model.train()
+    while progress < 1.0:
+        lr_scale = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+        lr_scale *= cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_scale
+        i_mix = torch.randint(0, len(mix), (n_mix,), device=dev, generator=gen)
+        i_wm = torch.multinomial(w_wm, cfg.batch_size - n_mix - n_sup, replacement=True, generator=gen)
+        canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
+        cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
+        if cfg.dihedral:
+            geo = torch.cat([mix.geometry[i_mix], wm.geometry[i_wm]])
+            canvas = augment_batch(canvas, geo, cfg.rotate_frac, gen)
+        if sup is not None:
+            c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
+            canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
+        t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen, cfg.short_answer_frac)
+        order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
+        n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
+        loss_sum, aux_sum = 0.0, 0.0
+        for part in order.chunk(cfg.length_buckets):
+            pv, _ = px(canvas[part])
+            batch = tmpl.batch(t[part])
+            with amp:
+                img = vision(pv, tmpl.grid)
+                emb = embed_with_images(model, batch.pop("input_ids"), img)
+                part_loss = model(inputs_embeds=emb, **batch).loss
+            part_loss = part_loss * (batch["labels"][:, 1:] != -100).sum() / n_tok
+            if presence is not None:
+                aux = presence.loss(img, present[cls[part]])
+                part_loss = part_loss + cfg.presence_loss * aux * len(part) / len(order)
+                aux_sum = aux_sum + aux.detach() * len(part) / len(order)
+            part_loss.backward()
+            loss_sum = loss_sum + part_loss.detach()
+        loss = loss_sum
+        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema is not None:
+            with torch.no_grad():
+                d = min(cfg.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(ema_p, model_p, 1 - d)
+        step += 1
+        train_s = time.time() - t0 - t_eval
+        progress = min(1.0, max(step / cfg.max_steps, train_s / cfg.time_budget_s if cfg.time_budget_s else 0.0))
+        if step % cfg.log_every == 0:
+            rec = {"step": step, "loss": round(loss.item(), 5), "lr": round(cfg.lr * lr_scale, 7),
+                   "progress": round(progress, 4), "train_s": round(train_s, 1),
+                   "maps_per_s": round(step * cfg.batch_size / max(train_s, 1e-9), 1)}
+            if presence is not None:
+                rec["presence_loss"] = round(float(aux_sum), 5)
+            history.append(rec)
+            _log(log, json.dumps(rec))
+        while evals and progress >= evals[0] - 1e-9:
+            evals.pop(0)
+            te = time.time()
+            for tag, m in (("raw", model), ("ema", ema)):
+                if m is None:
+                    continue
+                m.eval()
+                h = head if m is model else WaferHead(m, proc)
+                res = evaluate(h, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]], limit=cfg.eval_limit)
+                rec = {"eval_step": step, "weights": tag, **res}
+                history.append(rec)
+                _log(log, json.dumps(rec))
+                if best is None or res["score"] > best["score"]:
+                    best = {**rec, "state": {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}}
+            model.train()
+            t_eval += time.time() - te
+    state = best.pop("state")
+    model.load_state_dict(state)
+    model.eval()
+    save_model_dir(model, proc, out / "model")
+    default_taxonomy().save(out / "model")  # the classes the head answers with, stored with the model
+    summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
+               "total_s": round(time.time() - t_start, 1)}
+    write_json(out / "val_selection.json", {"summary": summary, "history": history})
+    _log(log, "# best " + json.dumps(best))
+    _log(log, f"# done: {step} steps, {summary['total_s']}s total")
+    log.close()
+    return summary

@@ -1,0 +1,323 @@
+"""Constrained wafer diagnosis: the answer head of the bundled wafer expert (``answer_head: wafer-diagnosis``).
+
+For a first question about one wafer map that asks for a diagnosis, the model *decodes the diagnosis line
+greedily over a token trie* of the valid lines in the question's language (the 38 MixedWM38 defect sets;
+WM-811K's 9 types are among them), so every answer parses. Tokens with only one valid continuation are fed
+without a decision, several at once. The explanation lines after it are then appended verbatim from
+:func:`.knowledge.explain`: the same text the model was trained to produce after that
+diagnosis line, added without decoding.
+
+Which first questions get a diagnosis: those with a wafer/defect keyword (:func:`wants_diagnosis`), and those
+without one for which the model itself would rather start ``Diagnosis:`` / ``诊断：`` than its trained
+off-topic refusal (one extra prefill). Everything else (a follow-up turn, no image or several, an off-topic
+question) is left to the engine (``None``), which decodes it freely, exactly as without a head.
+
+The valid lines are the answer sets of the model's taxonomy (``taxonomy.json`` in its folder; the wafer
+default otherwise). The head implements the engine's hook (:class:`domainvlm.inference.answer_heads.AnswerHead`).
+
+Language: Chinese when the question contains CJK characters, else English.
+
+``diagnosis_more_bias`` (model config, ``domainvlm`` section; default 0): a logit bias on the " +" token at
+each decision, i.e. a prior towards naming one more pattern: the decision threshold, to be chosen on val with
+bench/wafer_bias.py and stored with the model. The model drops a faint pattern of a mixture far more often than
+it adds one, yet on the shipped model every positive bias lost exact match on MixedWM38 val (model card), so it
+ships with 0.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ...models.chat_format import encode_prompt
+from ...models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
+from . import knowledge as wk
+from .canvas import CANVAS, canonical_image
+from .knowledge import REFUSAL, line_end
+from .taxonomy import for_model_dir
+
+NAME = "wafer-diagnosis"
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+_INTENT = {
+    "en": re.compile(r"defect|pattern|diagnos|classif|fail|wrong|wafer|\bmap\b|\bdies?\b|yield|systematic|problem|"
+                     r"issue|fault|anomal|what (do you see|does (it|this) show|is (this|it|shown))", re.I),
+    "zh": re.compile(r"缺陷|模式|诊断|分类|失效|晶圆|晶片|图|问题|故障|异常|良率|芯片|划痕|判断"),
+}
+
+
+def question_lang(text: str) -> str:
+    return "zh" if _CJK.search(text or "") else "en"
+
+
+def wants_diagnosis(question: str) -> bool:
+    return bool(_INTENT[question_lang(question)].search(question or ""))
+
+
+class _Node:
+    __slots__ = ("children", "leaf", "id", "next")
+
+    def __init__(self):
+        self.children: dict[int, _Node] = {}
+        self.leaf: tuple | None = None
+        self.id = -1
+        self.next: dict[int, tuple[list[int], _Node]] = {}  # token -> (forced tokens after it, node reached)
+
+
+def _line_tokens(tok, defects, lang, tax=None) -> list[int]:
+    """Token ids of the diagnosis line and the newline after it, cut from the full training answer so the
+    tokenisation is exactly the one the model was trained on."""
+    ids = tok(wk.answer(defects, lang, True, tax), add_special_tokens=False)["input_ids"]
+    e = line_end(tok, ids)
+    if e is None:
+        raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
+    return ids[:e]
+
+
+def _plus_token(tok, lang: str, tax) -> int | None:
+    """The decision token that names one more pattern: where "A + B" leaves the line "A" (None: no mixture)."""
+    pair = next((s for s in tax.answer_sets() if len(s) == 2), None)
+    if pair is None:
+        return None
+    a, ab = _line_tokens(tok, pair[:1], lang, tax), _line_tokens(tok, pair, lang, tax)
+    return ab[next(i for i, (x, y) in enumerate(zip(a, ab)) if x != y)]
+
+
+def _cache_kw(model) -> str:
+    """Name of the KV-cache argument: ``cache`` in newer transformers (the old name warns), else the old one."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _out_cache(out):
+    return out["cache"] if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
+
+
+def _forced(node: _Node) -> tuple[list[int], _Node]:
+    """Follow single-child links from ``node``; returns the tokens passed and the node reached."""
+    out = []
+    while len(node.children) == 1 and node.leaf is None:
+        t, node = next(iter(node.children.items()))
+        out.append(t)
+    return out, node
+
+
+def build_trie(tok, lang: str, tax=None) -> _Node:
+    """Token trie of the diagnosis lines of every answer set of ``tax`` (default: the wafer taxonomy)."""
+    tax = tax or for_model_dir(None)
+    root = _Node()
+    for d in tax.answer_sets():
+        node = root
+        for t in _line_tokens(tok, d, lang, tax):
+            node = node.children.setdefault(t, _Node())
+        if node.children or node.leaf is not None:
+            raise ValueError(f"diagnosis line for {'+'.join(d) or 'none'} ({lang}) is a prefix of another")
+        node.leaf = d
+    return root
+
+
+def _branch_nodes(root: _Node) -> list[_Node]:
+    """Nodes where a decision is taken (more than one child), with their forced continuations cached."""
+    out, stack = [], [_forced(root)[1]]
+    while stack:
+        node = stack.pop()
+        if node.leaf is not None or node.id >= 0:
+            continue
+        node.id = len(out)
+        out.append(node)
+        for t, child in node.children.items():
+            node.next[t] = _forced(child)
+            stack.append(node.next[t][1])
+    return out
+
+
+class WaferHead:
+    """``taxonomy``: the classes the model answers with (default: the wafer taxonomy)."""
+
+    def __init__(self, model, processor, taxonomy=None):
+        self.model, self.processor, self.tok = model, processor, processor.tokenizer
+        self.tax = taxonomy or for_model_dir(None)
+        self.cache_kw = _cache_kw(model)
+        self.tries = {lang: build_trie(self.tok, lang, self.tax) for lang in ("en", "zh")}
+        self.branch: list[_Node] = []
+        for root in self.tries.values():
+            for node in _branch_nodes(root):
+                node.id = len(self.branch)
+                self.branch.append(node)
+        vocab = max(len(self.tok), model.get_output_embeddings().weight.shape[0])
+        allowed = torch.zeros(len(self.branch), vocab, dtype=torch.bool)
+        for node in self.branch:
+            allowed[node.id, list(node.children)] = True
+        self.allowed = allowed.to(model.device)
+        self.vision = FastVision(model)
+        first = lambda text: self.tok(text, add_special_tokens=False)["input_ids"][0]  # noqa: E731
+        self.diag_first = sorted({first(wk.format_diagnosis((), lg, self.tax)) for lg in ("en", "zh")})
+        self.refusal_first = sorted({first(REFUSAL[lg]) for lg in ("en", "zh")} - set(self.diag_first))
+        self.ip = image_params(processor)
+        # what pixel_values sends: single frames where the vision path folds the temporal kernel
+        self.patch_ip = dict(self.ip, temporal=1) if self.vision._kernel() is not None else self.ip
+        dv = getattr(model.config, "domainvlm", None) or {}  # domainvlm's own section of config.json
+        self.size = int(dv.get("image_size") or CANVAS)
+        self.image_token_id = model.config.image_token_id
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        self._prompts: dict[str, list[int]] = {}
+        self.grid = None
+        self.n_patches = (self.size // self.ip["patch"]) ** 2
+        self.more_bias = float(dv.get("diagnosis_more_bias") or 0.0)
+        self.plus_ids = sorted({_plus_token(self.tok, lang, self.tax) for lang in ("en", "zh")} - {None})
+
+    # ---------------------------------------------------------------------------------------------- inputs
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        key = repr([(m["role"], m["content"]) for m in messages])
+        if key not in self._prompts:
+            from PIL import Image
+
+            blank = Image.new("RGB", (self.size, self.size))
+            enc = encode_prompt(self.processor, messages, [blank])
+            self._prompts[key] = enc["input_ids"][0].tolist()
+            self.grid = enc["image_grid_thw"][0].tolist()
+            if len(self._prompts) > 4096:
+                self._prompts.pop(next(iter(self._prompts)))
+        return self._prompts[key]
+
+    def rgb_array(self, images):
+        """(B, size, size, 3) uint8 of the images as RGB (other sizes resized, nearest). Filled in place, 2-3x
+        faster than np.stack: this is host time per map, which bounds the GPU's batched rate."""
+        import numpy as np
+        from PIL import Image
+
+        s = self.size
+        arr = np.empty((len(images), s, s, 3), np.uint8)
+        for i, im in enumerate(images):
+            im = im if im.mode == "RGB" else im.convert("RGB")
+            arr[i] = np.asarray(im if im.size == (s, s) else im.resize((s, s), Image.Resampling.NEAREST))
+        return arr
+
+    def pixel_values(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patches of the images without the HF processor: one frame per patch where the vision path folds
+        the temporal kernel (FastVision.embed_patches)."""
+        s, dev = self.size, self.model.device
+        pv = patchify(torch.from_numpy(self.rgb_array(images)).to(dev), **self.patch_ip)
+        g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
+        return pv, g
+
+    # ---------------------------------------------------------------------------------------------- decode
+    def _prefill(self, pixel_values, grid_thw, seqs: list[list[int]]):
+        """One forward over left-padded prompts with their images: (output, attention mask, 3-D positions)."""
+        model, dev = self.model, self.model.device
+        n = max(map(len, seqs))
+        ids = torch.tensor([[self.pad_id] * (n - len(q)) + q for q in seqs], device=dev)
+        att = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=dev)
+        pos, _ = mrope_positions(ids, self.image_token_id, grid_thw, self.ip["merge"], att)
+        dtype = next(model.parameters()).dtype
+        emb = embed_with_images(model, ids, self.vision(pixel_values.to(dtype), tuple(grid_thw[0].tolist())))
+        out = model(inputs_embeds=emb, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1)
+        return out, att, pos
+
+    @torch.inference_mode()
+    def prefers_diagnosis(self, pixel_values, grid_thw, prompts: list[list[int]]) -> list[bool]:
+        """Would the model itself start a diagnosis (rather than its off-topic refusal) for this question?"""
+        if not self.refusal_first:
+            return [True] * len(prompts)
+        out, _, _ = self._prefill(pixel_values, grid_thw, prompts)
+        lg = out.logits[:, -1].float()
+        return (lg[:, self.diag_first].amax(-1) >= lg[:, self.refusal_first].amax(-1)).tolist()
+
+    @torch.inference_mode()
+    def diagnose(self, pixel_values, grid_thw, prompts: list[list[int]], langs: list[str]) -> list[tuple]:
+        """Defect set per row: greedy decoding restricted to the trie of valid diagnosis lines.
+
+        ``pixel_values`` of images that share one grid (``grid_thw`` rows). Prompts are left-padded; after the
+        prefill every row sits at a decision node; each step takes the best allowed token per row and feeds
+        it together with the tokens forced after it (rows pad to the longest feed, masked out).
+        """
+        model, dev = self.model, self.model.device
+        nb = len(prompts)
+        starts = [_forced(self.tries[lang]) for lang in langs]
+        seqs = [p + f for p, (f, _) in zip(prompts, starts)]
+        nodes = [node for _, node in starts]
+        out, att, pos = self._prefill(pixel_values, grid_thw, seqs)
+        cache, logits = _out_cache(out), out.logits[:, -1]
+        next_pos = pos.amax(dim=(0, 2)) + 1
+        result: list[tuple | None] = [None] * nb
+        active = list(range(nb))
+        while active:
+            rows = torch.tensor(active, device=dev)
+            ids_ = torch.tensor([nodes[b].id for b in active], device=dev)
+            lg = logits[rows].float()
+            if self.more_bias:
+                lg[:, self.plus_ids] += self.more_bias
+            pick = lg.masked_fill(~self.allowed[ids_], float("-inf")).argmax(-1).tolist()
+            feed = {}
+            for b, t in zip(active, pick):
+                chain, node = nodes[b].next[t]
+                nodes[b] = node
+                if node.leaf is not None:
+                    result[b] = node.leaf
+                else:
+                    feed[b] = [t] + chain
+            active = list(feed)
+            if not active:
+                break
+            T = max(map(len, feed.values()))
+            lens = [len(feed.get(b, ())) for b in range(nb)]
+            step = torch.tensor([feed.get(b, []) + [self.pad_id] * (T - lens[b]) for b in range(nb)], device=dev)
+            m = torch.tensor([[1] * lens[b] + [0] * (T - lens[b]) for b in range(nb)], device=dev)
+            lens_t = torch.tensor(lens, device=dev)
+            p = (next_pos[:, None] + torch.arange(T, device=dev)[None])[None].expand(3, -1, -1)
+            next_pos = next_pos + lens_t
+            att = torch.cat([att, m], dim=1)
+            out = model(input_ids=step, attention_mask=att, position_ids=p, use_cache=True, **{self.cache_kw: cache})
+            cache = _out_cache(out)
+            logits = out.logits[torch.arange(nb, device=dev), (lens_t - 1).clamp(min=0)]
+        return result
+
+    # ---------------------------------------------------------------------------------------------- answer
+    def first_turn_with_map(self, messages: list[dict], images: list) -> bool:
+        users = [m for m in messages if m["role"] == "user"]
+        return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
+
+    def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
+        """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)
+        or, failing that, if the model itself would start a diagnosis rather than its refusal; all else: None
+        (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by design."""
+        from ...data.images import load_image
+
+        convs = [(m, [canonical_image(load_image(i) if isinstance(i, str) else i, self.size) for i in ims])
+                 for m, ims in convs]
+        out: list[str | None] = [None] * len(convs)
+        todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s:s + batch_size]
+            qs = [convs[k][0][-1]["content"].replace("<image>", "") for k in chunk]
+            prompts = [self.prompt_ids(convs[k][0]) for k in chunk]
+            pv, g = self.pixel_values([convs[k][1][0] for k in chunk])
+            keep = [wants_diagnosis(q) for q in qs]
+            unsure = [j for j, ok in enumerate(keep) if not ok]
+            if unsure:
+                sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in unsure])
+                for j, ok in zip(unsure, self.prefers_diagnosis(pv[sel.to(pv.device)], g[unsure],
+                                                                [prompts[j] for j in unsure])):
+                    keep[j] = ok
+            rows = [j for j, ok in enumerate(keep) if ok]
+            if not rows:
+                continue
+            if len(rows) < len(chunk):
+                sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in rows])
+                pv, g = pv[sel.to(pv.device)], g[rows]
+            langs = [question_lang(qs[j]) for j in rows]
+            found = self.diagnose(pv, g, [prompts[j] for j in rows], langs)
+            for j, lang, d in zip(rows, langs, found):
+                out[chunk[j]] = wk.answer(d, lang, True, self.tax)
+        return out
+
+
+def make_head(model, processor, model_dir=None) -> WaferHead:
+    """The registry's factory for ``answer_head: wafer-diagnosis``: the taxonomy comes from the model folder."""
+    return WaferHead(model, processor, for_model_dir(model_dir))
+
+
+def head_for(engine) -> WaferHead:
+    """The head an engine uses (built on first use)."""
+    return engine.answer_head
