@@ -1,5 +1,5 @@
-"""The one-call hooks that let the generic code (image loading, uploads, batch folders, data sources) take fab
-map files. Each returns None when its input is not a map file, so the caller carries on unchanged."""
+"""What the wafer Domain registers for fab map files (domains/wafer/__init__.py): image references, uploads,
+batch folders. Each returns None when its input is not a map file, so the generic caller carries on."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def kind(path) -> str | None:
 
 
 def map_image(p: Path, index: int | None, map_size: int | None = None):
-    """data.images.load_image: a map file (``FILE`` or ``FILE#K``) -> the rendered die grid, else None."""
+    """Domain.load_image: a map file (``FILE`` or ``FILE#K``) -> the rendered die grid, else None."""
     if kind(p) is None:
         return None
     from ..render import render_map
@@ -67,14 +67,14 @@ def _upload_image(data: bytes, what: str, index: int | None, max_pixels: int):
 
 
 def map_upload(data: bytes, what: str, max_pixels: int):
-    """inference.image_input.decode_image: uploaded map-file bytes -> rendered map, else None."""
+    """Domain.extra["decode_upload"] (inference/image_input.py): uploaded map-file bytes -> rendered map."""
     if sniff_bytes(data[:HEAD]) is None:
         return None
     return _upload_image(data, what, None, max_pixels)
 
 
 def map_base64(s, what: str, max_pixels: int):
-    """inference.image_input.decode_base64: '<base64 or data URL of a map file>#K' picks wafer K; else None."""
+    """Domain.extra["decode_base64"]: '<base64 or data URL of a map file>#K' picks wafer K; else None."""
     m = _INDEX.search(s) if isinstance(s, str) else None
     if m is None:
         return None
@@ -93,7 +93,7 @@ def map_base64(s, what: str, max_pixels: int):
 
 
 def folder_wafers(folder: Path, images) -> list[tuple[str, str, str | None]]:
-    """inference.batch_io.read_folder: (row id, image ref FILE#K, error) for every wafer of every map file
+    """Domain.extra["folder_items"] (predict folders): (row id, image ref FILE#K, error) per wafer of each map file
     under ``folder`` that is not already an image; a file that cannot be read becomes one row with its error."""
     taken = {Path(p) for p in images}
     out = []

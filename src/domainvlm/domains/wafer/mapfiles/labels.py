@@ -21,7 +21,7 @@ COLUMNS = ("image", "labels")
 
 
 def source_kind(path: Path) -> str | None:
-    """data.sources.sniff: 'wafer-labels' for a labels CSV, 'wafer-mapfile' for a bare map file, else None."""
+    """The wafer Domain's sniff: 'wafer-labels' for a labels CSV, 'wafer-mapfile' for a bare map file, else None."""
     if kind(path) is not None:
         return "wafer-mapfile"
     if path.suffix.lower() == ".csv" and path.is_file():
@@ -71,7 +71,7 @@ def read_labelled(path: Path) -> list[tuple[str, tuple[str, ...], str | None, st
 
 def build_records(path: Path, split=None, langs=("en", "zh"), seed: int = 0, explain: bool = True,
                   follow_up_frac: float = 0.0):
-    """data.sources.load_any: records from a labels CSV (split chosen by its optional split column)."""
+    """The wafer Domain's read_source: records from a labels CSV (split chosen by its optional split column)."""
     from ..instruct import wafer_record
 
     rows = read_labelled(path)
