@@ -10,8 +10,10 @@ HELP = "ask a question about an image: domainvlm ask --image map.png \"What defe
 
 def add_arguments(p):
     p.add_argument("question")
-    p.add_argument("--image", required=True, help="image file, DICOM, or wafer npz (with --index, or file.npz#N)")
-    p.add_argument("--index", type=nonneg_int, help="map index when --image is an npz of wafer maps")
+    p.add_argument("--image", required=True, help="image file, DICOM, wafer npz (with --index, or file.npz#N), or "
+                                                  "a wafer-map file: SEMI G85 / E142, STDF, KLARF (FILE#K = wafer K)")
+    p.add_argument("--index", type=nonneg_int, help="map index when --image is an npz of wafer maps or a "
+                                                    "multi-wafer map file")
     p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--temperature", type=nonneg_float, default=0.0)

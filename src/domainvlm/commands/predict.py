@@ -17,7 +17,8 @@ HELP = "batch inference: domainvlm predict INPUT (folder | .csv | .jsonl) -o ans
 
 
 def add_arguments(p):
-    p.add_argument("input", help="folder of images, CSV (image,question[,id]) or JSONL ({image, question[, id]} "
+    p.add_argument("input", help="folder of images and/or wafer-map files (G85, E142, STDF, KLARF: one row per "
+                                 "wafer, image FILE#K), CSV (image,question[,id]) or JSONL ({image, question[, id]} "
                                  "or domainvlm records)")
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
@@ -32,6 +33,8 @@ def add_arguments(p):
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--retry-errors", action="store_true", help="when resuming, redo rows that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--lot-report", metavar="DIR", help="also write a per-lot summary of the wafer maps into DIR "
+                                                       "(wafers per pattern, yield per wafer, a PNG grid)")
     p.add_argument("--device")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--threads", type=positive_int)
@@ -79,6 +82,18 @@ def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None)
             progress.update(len(chunk))
 
 
+def _lot_report(out: Path, dest: str) -> None:
+    """``--lot-report``: the summary a domain writes of a predictions file (``Domain.extra["lot_report"]``)."""
+    from .. import domains
+    from ..errors import UserError
+
+    makers = [d.extra["lot_report"] for d in domains.all_domains() if d.extra.get("lot_report")]
+    if not makers:
+        raise UserError("--lot-report: no domain writes lot reports")
+    s = makers[0](out, dest)
+    print(f"domainvlm: lot report for {len(s['lots'])} lot(s) in {dest}", file=sys.stderr)
+
+
 def run(args):
     from ..inference.batch_io import ResultWriter, read_inputs
 
@@ -110,6 +125,8 @@ def run(args):
         writer.close()
     total = len(writer.done)
     print(f"domainvlm: {total} row(s) in {out}, {writer.errors} with errors", file=sys.stderr)
+    if args.lot_report:
+        _lot_report(out, args.lot_report)
     if writer.errors:
         print(f"domainvlm: {writer.errors} row(s) failed; see the 'error' field in {out}", file=sys.stderr)
         return 1

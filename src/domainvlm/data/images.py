@@ -41,6 +41,9 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
         raise UserError(f"{p}: image not found")
     if index is not None:
         return _indexed(ref, p, base_dir, size)
+    img = _from_domains(ref, base_dir, size)  # a file a domain draws whole (e.g. a fab wafer-map file)
+    if img is not None:
+        return img
     from .dicom import is_dicom, read_dicom
 
     if is_dicom(p):
@@ -55,12 +58,20 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 
-def _indexed(ref: str, p: Path, base_dir, size: int | None = None) -> Image.Image:
-    """``file#N`` through the first domain that reads it."""
+def _from_domains(ref: str, base_dir, size: int | None = None) -> Image.Image | None:
+    """The first domain's drawing of ``ref`` (None when no domain owns it)."""
     from .. import domains
 
     for d in domains.all_domains():
         img = d.load_image(ref, base_dir, size) if d.load_image else None
         if img is not None:
             return img
-    raise UserError(f"{p}: no domain reads '#index' image references of this file")
+    return None
+
+
+def _indexed(ref: str, p: Path, base_dir, size: int | None = None) -> Image.Image:
+    """``file#N`` through the first domain that reads it."""
+    img = _from_domains(ref, base_dir, size)
+    if img is None:
+        raise UserError(f"{p}: no domain reads '#index' image references of this file")
+    return img

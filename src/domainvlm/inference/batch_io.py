@@ -89,10 +89,22 @@ def read_folder(path: Path, question: str | None) -> list[Row]:
     if not question:
         raise UserError(f"{path}: a folder input needs --question (asked about every image)")
     files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
+    items = _domain_items(path, files)
+    if not files and not items:
+        raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
     # refs keep the folder prefix as given, so base_dir is None (resolving against the folder would double it)
-    return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files]
+    return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files] + \
+        [Row(id=i, where=ref, images=[ref], error=err) if err else _simple_row(i, ref, {"image": ref}, question, None)
+         for i, ref, err in items]
+
+
+def _domain_items(folder: Path, images) -> list[tuple[str, str, str | None]]:
+    """(row id, image ref, error) for the files in ``folder`` a domain reads (``Domain.extra["folder_items"]``,
+    e.g. one ``FILE#K`` per wafer of a fab map file)."""
+    from .. import domains
+
+    return [item for d in domains.all_domains() if d.extra.get("folder_items")
+            for item in d.extra["folder_items"](folder, images)]
 
 
 def read_csv(path: Path, question: str | None) -> list[Row]:

@@ -29,6 +29,18 @@ class ImageTooLarge(ImageInputError):
     status = 413
 
 
+def _from_domains(value, what: str, max_pixels: int, key: str):
+    """A domain's decoding of an upload it owns (``Domain.extra[key]``, e.g. a fab wafer-map file), else None."""
+    from .. import domains
+
+    for d in domains.all_domains():
+        fn = d.extra.get(key)
+        img = fn(value, what, max_pixels) if fn else None
+        if img is not None:
+            return img
+    return None
+
+
 def _check_size(w: int, h: int, what: str, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise ImageTooLarge(f"{what}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
@@ -51,6 +63,9 @@ def decode_image(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX
         raise ImageInputError(f"{what}: empty image data")
     if data[128:132] == b"DICM":
         return _decode_dicom(data, what, max_pixels)
+    img = _from_domains(data, what, max_pixels, "decode_upload")  # e.g. G85 / E142 / STDF / KLARF bytes
+    if img is not None:
+        return img
     try:
         im = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:  # PIL's own guard fires first for gross sizes
@@ -76,6 +91,9 @@ def decode_base64(s: str, what: str = "image", max_pixels: int = DEFAULT_MAX_PIX
     if not isinstance(s, str) or not s.strip():
         raise ImageInputError(f"{what}: expected a base64 string")
     s = s.strip()
+    img = _from_domains(s, what, max_pixels, "decode_base64")  # e.g. "<wafer-map file base64>#K"
+    if img is not None:
+        return img
     if s.startswith("data:"):
         head, sep, s = s.partition(",")
         if not sep or ";base64" not in head:

@@ -34,6 +34,15 @@ def example_images(folder: str | Path | None = None, cache: str | Path | None = 
     return make(cache) if make else []
 
 
+def _domain_inputs(gr, image) -> None:
+    """Extra inputs that fill the image box (``Domain.extra["webui_inputs"]``, e.g. a wafer-map file box)."""
+    from .. import domains
+
+    for d in domains.all_domains():
+        if d.extra.get("webui_inputs"):
+            d.extra["webui_inputs"](gr, image)
+
+
 def _display(history: list[dict]) -> list[dict]:
     return [{"role": m["role"], "content": m["content"].replace(IMAGE_TOKEN, "").strip()} for m in history]
 
@@ -82,6 +91,7 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
             with gr.Column(scale=2):
                 image = gr.Image(type="pil", sources=["upload", "webcam", "clipboard"], label="Image",
                                  elem_id="image", height=320)
+                _domain_inputs(gr, image)
                 with gr.Accordion("Sampling", open=False):
                     max_new = gr.Slider(1, 1024, value=d.max_new_tokens, step=1, label="max new tokens",
                                         elem_id="max-new-tokens")

@@ -24,22 +24,32 @@ def _score(records, answers) -> dict:
 
 
 def _sniff(path) -> bool:
-    """npz (a zip archive) or a pickle: the wafer reader decides which, and refuses pickles unless allowed."""
+    """npz (a zip archive) or a pickle: the wafer reader decides which, and refuses pickles unless allowed;
+    or a fab wafer-map file / a labels CSV of them (mapfiles/)."""
     p = Path(path)
     if not p.is_file():
         return False
     with open(p, "rb") as fh:
         head = fh.read(4)
-    return head[:4] == b"PK\x03\x04" or head[:1] == b"\x80"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return True
+    from .mapfiles.labels import source_kind
+
+    return source_kind(p) is not None
 
 
 def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"), seed: int = 0,
                  explain: bool = True, follow_up_frac: float = 0.0, convert_dir=None, **_) -> list:
     from ...errors import UserError
     from .instruct import build_wafer_records
+    from .mapfiles.labels import load_source, source_kind
     from .sources import detect_format, load_wafer_file, save_wm811k_npz
 
     p = Path(path)
+    fab = source_kind(p)
+    if fab is not None:  # a labels CSV of fab map files (a bare map file carries no labels: says so)
+        return load_source(p, fab, split=split, langs=langs, seed=seed, explain=explain,
+                           follow_up_frac=follow_up_frac)
     ws = load_wafer_file(p, allow_pickle=allow_pickle)
     ref_path = p
     if detect_format(p) == "wm811k-pickle":  # convert once so records never point into a pickle
@@ -76,17 +86,41 @@ def _eval_artifacts(metrics: dict, out_path) -> None:
 
 
 def _load_image(ref: str, base_dir=None, size: int | None = None):
-    """``file.npz#N``: map N of a wafer file, rendered with the fixed palette (None for other references), at
-    ``size`` x ``size`` when given (the model's canvas), else unpadded."""
+    """``file.npz#N``: map N of a wafer file, or a fab wafer-map file (``FILE`` / ``FILE#K``, mapfiles/),
+    rendered with the fixed palette (None for other references), at ``size`` x ``size`` when given (the
+    model's canvas), else unpadded."""
     from ...data.images import resolve
+    from .mapfiles.hooks import map_image
 
     p, index = resolve(ref, base_dir)
-    if index is None:
-        return None
+    img = map_image(p, index, size)
+    if img is not None or index is None:
+        return img
     from .render import render_map
     from .sources import get_map
 
     return render_map(get_map(str(p), index), size=size)
+
+
+def _fab(name: str):
+    """A fab map-file hook (mapfiles/hooks.py), imported on first use."""
+    def call(*args):
+        from .mapfiles import hooks
+
+        return getattr(hooks, name)(*args)
+    return call
+
+
+def _lot_report(predictions, out_dir) -> dict:
+    from .lot_report import write_lot_report
+
+    return write_lot_report(predictions, out_dir)
+
+
+def _webui_inputs(gr, image) -> None:
+    from .mapfiles.webui import add_map_upload
+
+    add_map_upload(gr, image)
 
 
 def _head(model, processor, model_dir=None):
@@ -121,5 +155,8 @@ register(Domain(
     name=NAME, score=_score, sniff=_sniff, read_source=_read_source, answer_heads={"wafer-diagnosis": _head},
     augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
-           "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?"},
+           "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?",
+           # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
+           "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
+           "folder_items": _fab("folder_wafers"), "webui_inputs": _webui_inputs, "lot_report": _lot_report},
 ))

@@ -1,0 +1,146 @@
+"""Per-lot summary of a `predict` run over wafer maps: what an engineer pastes into a yield review.
+
+Writes into one folder (each file atomically): ``lot_report.md`` (per lot: wafers per pattern, yield per
+wafer), ``lot_summary.json`` (the same numbers), ``wafers.csv`` (one row per wafer) and ``grid_<lot>.png``
+(the maps, each captioned with wafer id, yield and diagnosis). Rows whose image is not a wafer map (a fab map
+file ``FILE#K`` or an npz ``FILE#N``) are left out and counted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+from .knowledge import parse_diagnosis
+from .patterns import NORMAL, PATTERNS, set_name
+from ...errors import UserError
+from ...io import atomic_open, atomic_path, write_json
+
+TILE, CAPTION, COLS = 176, 40, 6
+
+
+def read_predictions(path) -> list[dict]:
+    p = Path(path)
+    text = p.read_text(encoding="utf-8")
+    if p.suffix.lower() == ".csv":
+        return list(csv.DictReader(io.StringIO(text)))
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def _wafer(ref: str):
+    """(grid, wafer id, lot id, format) of a prediction row's image, or None when it is no wafer map."""
+    from ...data.images import resolve
+    from .mapfiles import get_wafer
+    from .mapfiles.hooks import kind
+
+    if not isinstance(ref, str):
+        return None
+    p, index = resolve(ref)
+    if kind(p) is not None:
+        w = get_wafer(str(p), index)
+        return w.grid, w.wafer_id, w.lot_id or "(no lot id)", w.fmt
+    if index is not None and p.suffix.lower() == ".npz" and p.is_file():
+        from .sources import get_map
+
+        return get_map(str(p), index), f"{p.stem}#{index}", p.stem, "npz"
+    return None
+
+
+def _diagnosis(row: dict) -> str:
+    if row.get("error"):
+        return "(error)"
+    d = parse_diagnosis(row.get("answer") or "")
+    return "(unparsed)" if d is None else set_name(d)
+
+
+def summarise(rows: list[dict]) -> dict:
+    lots: dict[str, dict] = {}
+    skipped = 0
+    for r in rows:
+        try:
+            w = _wafer(r.get("image"))
+        except UserError:
+            w = None
+        if w is None:
+            skipped += 1
+            continue
+        grid, wid, lot, fmt = w
+        n_pass, n_fail = int((grid == 1).sum()), int((grid == 2).sum())
+        diag = _diagnosis(r)
+        lots.setdefault(lot, {"wafers": []})["wafers"].append({
+            "image": r["image"], "wafer_id": wid, "format": fmt, "dies": n_pass + n_fail, "pass": n_pass,
+            "fail": n_fail, "yield": round(n_pass / (n_pass + n_fail), 4) if n_pass + n_fail else 0.0,
+            "diagnosis": diag, "_grid": grid})
+    for lot in lots.values():
+        ws = lot["wafers"]
+        diags = Counter(w["diagnosis"] for w in ws)
+        per_pattern = Counter(p for w in ws for p in (w["diagnosis"].split("+") if w["diagnosis"][0] != "(" else []))
+        lot["n_wafers"] = len(ws)
+        lot["mean_yield"] = round(sum(w["yield"] for w in ws) / len(ws), 4)
+        lot["wafers_per_diagnosis"] = dict(diags.most_common())
+        lot["wafers_per_pattern"] = {p: per_pattern[p] for p in (NORMAL, *PATTERNS) if per_pattern[p]}
+    return {"lots": lots, "rows_not_wafer_maps": skipped}
+
+
+def _markdown(summary: dict) -> str:
+    out = ["# Lot report", ""]
+    for lot, s in sorted(summary["lots"].items()):
+        out += [f"## Lot {lot}", "", f"{s['n_wafers']} wafers, mean yield {100 * s['mean_yield']:.1f}%", "",
+                "| pattern | wafers |", "|---|---|"]
+        out += [f"| {p} | {n} |" for p, n in s["wafers_per_pattern"].items()]
+        out += ["", "| wafer | file | yield | pass | fail | diagnosis |", "|---|---|---|---|---|---|"]
+        out += [f"| {w['wafer_id']} | {Path(w['image']).name} | {100 * w['yield']:.1f}% | {w['pass']} | {w['fail']} "
+                f"| {w['diagnosis']} |" for w in s["wafers"]]
+        out += ["", f"![maps](grid_{_safe(lot)}.png)", ""]
+    if summary["rows_not_wafer_maps"]:
+        out.append(f"{summary['rows_not_wafer_maps']} row(s) were not wafer maps and are not counted.")
+    return "\n".join(out) + "\n"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "lot"
+
+
+def _grid_png(wafers: list[dict], dest: Path) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from .render import render_map
+
+    cols = min(COLS, len(wafers))
+    rows = -(-len(wafers) // cols)
+    sheet = Image.new("RGB", (cols * TILE, rows * (TILE + CAPTION)), "white")
+    draw, font = ImageDraw.Draw(sheet), ImageFont.load_default()
+    for i, w in enumerate(wafers):
+        x, y = (i % cols) * TILE, (i // cols) * (TILE + CAPTION)
+        sheet.paste(render_map(w["_grid"], size=TILE - 8), (x + 4, y + 4))
+        draw.text((x + 4, y + TILE), f"{w['wafer_id']}  {100 * w['yield']:.1f}%", fill="black", font=font)
+        draw.text((x + 4, y + TILE + 16), w["diagnosis"][:34], fill="black", font=font)
+    with atomic_path(dest, suffix=".png") as tmp:
+        sheet.save(tmp, "PNG")
+
+
+def write_lot_report(predictions, out_dir) -> dict:
+    """Summarise a predictions file (JSONL or CSV) into ``out_dir``; returns the summary."""
+    summary = summarise(read_predictions(predictions))
+    if not summary["lots"]:
+        raise UserError(f"{predictions}: no rows refer to wafer maps, so there is no lot report to write")
+    out = Path(out_dir)
+    for lot, s in summary["lots"].items():
+        _grid_png(s["wafers"], out / f"grid_{_safe(lot)}.png")
+    flat = [{"lot": lot, **{k: v for k, v in w.items() if k != "_grid"}}
+            for lot, s in sorted(summary["lots"].items()) for w in s["wafers"]]
+    with atomic_open(out / "wafers.csv", "w", encoding="utf-8", newline="") as fh:
+        wr = csv.DictWriter(fh, ["lot", "wafer_id", "image", "format", "dies", "pass", "fail", "yield", "diagnosis"])
+        wr.writeheader()
+        wr.writerows(flat)
+    for s in summary["lots"].values():
+        for w in s["wafers"]:
+            w.pop("_grid")
+    write_json(out / "lot_summary.json", summary)
+    with atomic_open(out / "lot_report.md", "w", encoding="utf-8") as fh:
+        fh.write(_markdown(summary))
+    return summary

@@ -1,0 +1,101 @@
+"""The older ASCII map form: SEMI G81 / E5 map data items as ``KEY:value`` lines, then one ``RowData:`` line
+per map row (the layout KLA's SINF and many probers write)::
+
+    DEVICE:PROD-1         LOT:L1234        WAFER:W01
+    FNLOC:180             (notch/flat, degrees clockwise from the bottom)
+    ORLOC:2               (origin location, kept)
+    ROWCT:52  COLCT:52    (rows, columns)
+    BCEQU:01 02           (bin codes that pass; any other non-null code fails)
+    NULBC:__              (null bin: no die at that site)
+    BINTYPE:HexaDecimal   (optional: HexaDecimal (default), Decimal or ASCII)
+    RowData:__ __ 01 01 1F ...
+
+A ``WAFER`` line after map rows starts the next wafer. ``FAILBIN:`` (optional) lists the fail codes; then any
+other code is an error rather than a fail. Rows are drawn top to bottom.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .common import WaferMap, bin_type, fail, make_table, normalise, notch_degrees, split_row
+
+FMT = "g85-ascii"
+_LINE = re.compile(r"^\s*([A-Za-z_]+)\s*[:=]\s?(.*)$")
+KEYS = ("ROWCT", "COLCT", "ROWDATA")
+
+
+def looks_like(text: str) -> bool:
+    keys = {m.group(1).upper() for line in text.splitlines()[:200] if (m := _LINE.match(line))}
+    return {"ROWCT", "COLCT"} <= keys or "ROWDATA" in keys and bool(keys & {"WAFER", "BCEQU", "NULBC"})
+
+
+def _blocks(text: str, path):
+    """(header dict, [(line_no, row text)], first line) per wafer."""
+    head, rows, start = {}, [], 1
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        m = _LINE.match(line)
+        if not m:
+            raise fail(path, f"line {n}", f"expected KEY:value or RowData:..., got {line.strip()[:40]!r}")
+        key, val = m.group(1).upper(), m.group(2).rstrip()
+        if key == "ROWDATA":
+            rows.append((n, val))
+            continue
+        if key in ("WAFER", "WAFERID", "MID") and rows:
+            yield head, rows, start
+            head, rows, start = {}, [], n
+        head[key] = (n, val.strip())
+    if rows or head:
+        yield head, rows, start
+
+
+def _int(head, key, path) -> int | None:
+    if key not in head:
+        return None
+    n, v = head[key]
+    try:
+        return int(v)
+    except ValueError:
+        raise fail(path, f"line {n}", f"field {key}: {v!r} is not an integer") from None
+
+
+def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
+    where = f"line {start} (wafer {k})"
+    if not rows:
+        raise fail(path, where, "field RowData: no map rows")
+    btype = bin_type(head.get("BINTYPE", (0, "HexaDecimal"))[1], path, where)
+    if "BCEQU" not in head and pass_bins is None:
+        raise fail(path, where, "field BCEQU: missing, so pass dies cannot be told from fails (give pass_bins)")
+    null = head.get("NULBC", (0, ""))[1]
+    fails = head["FAILBIN"][1].split() if "FAILBIN" in head else None
+    table = make_table(btype, head.get("BCEQU", (0, ""))[1].split(), fails, [null] if null else [], path,
+                       where, pass_bins)
+    n_rows, n_cols = _int(head, "ROWCT", path), _int(head, "COLCT", path)
+    width = len(null) if null and btype != "ascii" else None
+    grid = []
+    for i, (n, text) in enumerate(rows):
+        toks = split_row(text, btype, width)
+        want = n_cols if n_cols is not None else (len(grid[0]) if grid else len(toks))
+        if len(toks) != want:
+            src = "COLCT" if n_cols is not None else "as in row 1"
+            raise fail(path, f"line {n} (RowData {i + 1})", f"field RowData: {len(toks)} bin codes, expected "
+                                                             f"{want} ({src})")
+        grid.append(table.classify(toks, path, f"line {n} (RowData {i + 1})"))
+    if n_rows is not None and n_rows != len(grid):
+        raise fail(path, where, f"field ROWCT: says {n_rows} but the map has {len(grid)} RowData lines")
+    fn = head.get("FNLOC", (start, "0"))
+    notch = notch_degrees(fn[1], path, f"line {fn[0]}", "FNLOC")
+    meta = {"orientation_deg": notch, "origin_location": head.get("ORLOC", (0, None))[1], "bin_type": btype,
+            "null_bin": null, "pass_bins": sorted(map(str, table.pass_codes)),
+            "product_id": head.get("DEVICE", (0, ""))[1]}
+    wid = (head.get("WAFER") or head.get("WAFERID") or head.get("MID") or (0, str(k)))[1]
+    return WaferMap(normalise(np.stack(grid), notch), wid, head.get("LOT", (0, ""))[1], FMT, str(path), k, meta)
+
+
+def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
+    text = data.decode("utf-8", errors="replace")
+    return [_one(h, r, s, k, path, pass_bins) for k, (h, r, s) in enumerate(_blocks(text, path))]

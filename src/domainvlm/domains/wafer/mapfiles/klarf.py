@@ -1,0 +1,250 @@
+"""KLARF inspection results -> die maps: dies with at least one defect fail, the other inspected dies pass.
+
+KLARF 1.2 (flat, ``Keyword values;``): ``WaferID`` starts a wafer, ``SampleTestPlan N`` lists the inspected
+dies (XINDEX YINDEX pairs), ``DefectRecordSpec`` names the ``DefectList`` columns (XINDEX / YINDEX used).
+KLARF 1.8 (``Record FileRecord "1.8" { Record LotRecord { Record WaferRecord "W01" { Field ... List DefectList
+{ Columns .. Data .. } } } }``): the same fields inside each WaferRecord; the die list is a ``SampleTestPlan``
+List (or Field of XINDEX YINDEX pairs). Die indices grow rightwards and upwards; ``OrientationMarkLocation``
+(DOWN/UP/LEFT/RIGHT) is where the notch is. Without a die list the wafer outline is unknown: an error.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .common import FAIL, PASS, WaferMap, fail, grid_from_dies, normalise, notch_degrees
+
+_GEO = ("SampleSize", "DiePitch", "SampleCenterLocation")
+_TOKEN = re.compile(r'"[^"]*"|[{};,]|[^\s{};,"]+')
+
+
+def looks_like(text: str) -> str | None:
+    t = text.lstrip("\ufeff \t\r\n")
+    if re.match(r"Record\s+FileRecord\b", t):
+        return "klarf18"
+    if re.match(r"FileVersion\s+1\s+[0-7]\s*;", t):
+        return "klarf12"
+    return None
+
+
+def _tokens(text: str):
+    """(token, line) pairs; quotes stripped from strings."""
+    for n, line in enumerate(text.splitlines(), 1):
+        for m in _TOKEN.finditer(line):
+            tok = m.group(0)
+            yield (tok[1:-1] if tok.startswith('"') else tok), n
+
+
+class _Wafer:
+    def __init__(self, wid: str, line: int, lot: str, notch, geo: dict):
+        self.wid, self.line, self.lot, self.notch, self.geo = wid, line, lot, notch, dict(geo)
+        self.plan: list[tuple[int, int]] | None = None
+        self.defects: list[tuple[int, int]] = []
+
+
+def _ints(vals, path, line, fld) -> list[int]:
+    try:
+        return [int(float(v)) for v in vals]
+    except ValueError:
+        raise fail(path, f"line {line}", f"field {fld}: non-numeric value in {' '.join(vals)[:40]!r}") from None
+
+
+# ----------------------------------------------------------------------------------------------- KLARF 1.2
+
+def _statements(text: str):
+    """KLARF 1.2 statements: (keyword, [values], line of the keyword), split at ';'."""
+    cur, line = [], 0
+    for tok, n in _tokens(text):
+        if tok == ";":
+            if cur:
+                yield cur[0], cur[1:], line
+            cur = []
+            continue
+        if not cur:
+            line = n
+        cur.append(tok)
+    if cur:
+        yield cur[0], cur[1:], line
+
+
+def _read12(text: str, path) -> list[_Wafer]:
+    wafers, lot, notch, spec, geo = [], "", ("0", 0), None, {}
+    for kw, vals, n in _statements(text):
+        if kw in _GEO:
+            (wafers[-1].geo if wafers else geo)[kw] = vals
+        elif kw == "LotID":
+            lot = vals[0] if vals else ""
+        elif kw == "OrientationMarkLocation":
+            notch = (vals[0] if vals else "DOWN", n)
+        elif kw == "WaferID":
+            wafers.append(_Wafer(vals[0] if vals else str(len(wafers)), n, lot, notch, geo))
+        elif kw == "SampleTestPlan" and wafers:
+            xy = _ints(vals[1:], path, n, "SampleTestPlan")
+            wafers[-1].plan = list(zip(xy[0::2], xy[1::2]))
+        elif kw == "DefectRecordSpec":
+            spec = [v.upper() for v in vals[1:]]
+        elif kw == "DefectList" and wafers:
+            wafers[-1].defects = _defects12(vals, spec, path, n)
+    return wafers
+
+
+def _defects12(vals, spec, path, n) -> list[tuple[int, int]]:
+    if not vals:
+        return []
+    if spec is None or "XINDEX" not in spec or "YINDEX" not in spec:
+        raise fail(path, f"line {n}", "field DefectRecordSpec: needs XINDEX and YINDEX columns before DefectList")
+    ix, iy = spec.index("XINDEX"), spec.index("YINDEX")
+    # IMAGELIST (last column) holds IMAGECOUNT (number, type) pairs, so rows vary in length
+    var = spec[-1] == "IMAGELIST" and "IMAGECOUNT" in spec
+    fixed = len(spec) - 1 if var else len(spec)
+    out, i = [], 0
+    while i < len(vals):
+        row = vals[i:i + fixed]
+        if len(row) < fixed:
+            raise fail(path, f"line {n}", f"field DefectList: last row has {len(row)} of {fixed} values "
+                                          f"({' '.join(spec)})")
+        i += fixed
+        if var:
+            i += 2 * _ints([row[spec.index("IMAGECOUNT")]], path, n, "IMAGECOUNT")[0]
+        out.append(tuple(_ints([row[ix], row[iy]], path, n, "DefectList")))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- KLARF 1.8
+
+def _tree(text: str, path):
+    """Nested (kind, name, args, children, line) from Record / Field / List / Columns / Data blocks."""
+    toks = list(_tokens(text))
+    pos = 0
+
+    def block():
+        nonlocal pos
+        items = []
+        while pos < len(toks):
+            tok, n = toks[pos]
+            if tok == "}":
+                pos += 1
+                return items
+            head = []
+            while pos < len(toks) and toks[pos][0] not in ("{", "}", ";"):
+                head.append(toks[pos][0])
+                pos += 1
+            if pos < len(toks) and toks[pos][0] == "{":
+                pos += 1
+                items.append((head, block(), n))
+            else:
+                if pos < len(toks) and toks[pos][0] == ";":
+                    pos += 1
+                if head:
+                    items.append((head, None, n))
+        return items
+
+    return block()
+
+
+def _walk18(items, path, wafers, lot="", notch=("DOWN", 0), geo=None):
+    geo = dict(geo or {})
+    for head, kids, n in items:
+        kind, name = head[0], (head[1] if len(head) > 1 else "")
+        if kind == "Record" and kids is not None:
+            rid = head[2] if len(head) > 2 else ""
+            if name == "LotRecord":
+                lot = rid
+            fields = {h[1]: (k, ln) for h, k, ln in kids if h[0] == "Field" and len(h) > 1 and k is not None}
+            if "OrientationMarkLocation" in fields:
+                v = [t for h, _, _ in fields["OrientationMarkLocation"][0] for t in h if t != ","]
+                notch = (v[0] if v else "DOWN", fields["OrientationMarkLocation"][1])
+            geo.update({k: _values(fields[k][0]) for k in _GEO if k in fields})
+            if name == "WaferRecord":
+                w = _Wafer(rid or str(len(wafers)), n, lot, notch, geo)
+                wafers.append(w)
+                _wafer18(w, kids, path)
+            else:
+                _walk18(kids, path, wafers, lot, notch, geo)
+
+
+def _values(kids) -> list[str]:
+    return [t for h, _, _ in kids for t in h if t != ","]
+
+
+def _list_rows(kids, path, n, what) -> tuple[list[str], list[list[str]]]:
+    cols, rows = [], []
+    for h, k, ln in kids:
+        if h[0] == "Columns" and k is not None:
+            vals = _values(k)
+            cols = [vals[i].upper() for i in range(1, len(vals), 2)]  # 'int32 XINDEX, ...' -> names
+        elif h[0] == "Data" and k is not None:
+            rows = [r for r, _, _ in k]
+    if not cols:
+        raise fail(path, f"line {n}", f"field {what}: List has no Columns")
+    return cols, rows
+
+
+def _xy_from_list(kids, path, n, what) -> list[tuple[int, int]]:
+    cols, rows = _list_rows(kids, path, n, what)
+    if "XINDEX" not in cols or "YINDEX" not in cols:
+        raise fail(path, f"line {n}", f"field {what}: Columns lack XINDEX/YINDEX ({' '.join(cols)})")
+    ix, iy = cols.index("XINDEX"), cols.index("YINDEX")
+    return [tuple(_ints([r[ix], r[iy]], path, n, what)) for r in rows if len(r) > max(ix, iy)]
+
+
+def _wafer18(w: _Wafer, kids, path) -> None:
+    for head, k, n in kids:
+        kind, name = head[0], (head[1] if len(head) > 1 else "")
+        if kind == "List" and name == "DefectList" and k is not None:
+            w.defects = _xy_from_list(k, path, n, "DefectList")
+        elif name.startswith("SampleTestPlan") and k is not None:
+            if kind == "List":
+                w.plan = _xy_from_list(k, path, n, name)
+            else:
+                xy = _ints(_values(k), path, n, name)
+                w.plan = list(zip(xy[0::2], xy[1::2]))
+        elif kind == "Record" and k is not None:  # e.g. a TestRecord holding the plan
+            _wafer18(w, k, path)
+
+
+# ------------------------------------------------------------------------------------------------- result
+
+def read(data: bytes, path, version: str) -> list[WaferMap]:
+    text = data.decode("utf-8", errors="replace")
+    wafers = _read12(text, path) if version == "klarf12" else []
+    if version == "klarf18":
+        _walk18(_tree(text, path), path, wafers)
+    if not wafers:
+        raise fail(path, "line 1", "field WaferID: no wafer in this KLARF file")
+    return [_map(w, k, path, version) for k, w in enumerate(wafers)]
+
+
+def _frame(geo: dict):
+    """(rows, cols, cx, cy) from SampleSize (diameter, mm), DiePitch (um) and SampleCenterLocation (um from
+    die (0,0)'s origin); None when one is missing or odd."""
+    try:
+        diameter = float(geo["SampleSize"][1]) * 1000.0
+        px, py = (float(v) for v in geo["DiePitch"][:2])
+        sx, sy = (float(v) for v in geo["SampleCenterLocation"][:2])
+    except (KeyError, IndexError, ValueError):
+        return None
+    if min(px, py, diameter) <= 0 or diameter / min(px, py) > 4096:
+        return None
+    return round(diameter / py), round(diameter / px), int(np.floor(sx / px)), int(np.floor(sy / py))
+
+
+def _map(w: _Wafer, k: int, path, version: str) -> WaferMap:
+    if not w.plan:
+        raise fail(path, f"line {w.line} (wafer {w.wid})", "field SampleTestPlan: no die list, so the wafer's "
+                                                           "dies (and its yield) are unknown")
+    plan = np.array(w.plan, np.int64)
+    bad = set(w.defects) - set(map(tuple, plan.tolist()))
+    if bad:
+        raise fail(path, f"line {w.line} (wafer {w.wid})", f"field DefectList: defect on die {sorted(bad)[0]} "
+                                                           "outside the SampleTestPlan")
+    hit = {tuple(d) for d in w.defects}
+    values = np.array([FAIL if (x, y) in hit else PASS for x, y in plan.tolist()], np.uint8)
+    grid, how = grid_from_dies(plan[:, 0], plan[:, 1], values, x_right=True, y_down=False, frame=_frame(w.geo))
+    notch = notch_degrees(w.notch[0], path, f"line {w.notch[1]}", "OrientationMarkLocation")
+    meta = {"orientation_deg": notch, "orientation_mark": w.notch[0], "defects": len(w.defects), "grid": how,
+            "x_range": [int(plan[:, 0].min()), int(plan[:, 0].max())],
+            "y_range": [int(plan[:, 1].min()), int(plan[:, 1].max())]}
+    return WaferMap(normalise(grid, notch), w.wid, w.lot, version, str(path), k, meta)
