@@ -122,7 +122,7 @@ def test_whole_model_training_step_matches_with_and_without_fusing(tmp_path, fus
     from domainvlm.models.tiny import build_tiny
     from domainvlm.train import speed
     from domainvlm.train.config import TrainConfig
-    from tests.test_tuning_speed import batch_for
+    from test_tuning_speed import batch_for
 
     torch.manual_seed(0)
     model, proc = build_tiny("qwen2_vl", tmp_path, save=False)
