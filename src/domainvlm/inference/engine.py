@@ -15,23 +15,44 @@ from transformers import StoppingCriteria
 from ..data.images import load_image
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
+from .generation import Answer, StopFilter, answers, extra_kwargs, head_answers
 
 
 @dataclass
 class Sampling:
+    """Decoding settings. ``None`` means "what the model folder's generation_config.json says" (transformers'
+    defaults where it says nothing: greedy, no repetition penalty); a value given here overrides it.
+    ``temperature`` 0 forces greedy decoding, whatever the folder says."""
+
     max_new_tokens: int = 256
-    temperature: float = 0.0     # 0 -> greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None       # 0 = off
+    repetition_penalty: float | None = None
+    seed: int | None = None        # torch's generator is seeded with it just before generating
+    stop: tuple = ()               # stop strings: generation ends at one; the answer excludes it
+    logprobs: int | None = None    # None: off; N: each token's log-prob and the top N alternatives
+    json_schema: str | None = None  # JSON text of a schema (json_constraint's subset): constrained decoding
 
     def generate_kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        if self.temperature and self.temperature > 0:
-            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
-        else:
+        kw = {"max_new_tokens": self.max_new_tokens}
+        if self.repetition_penalty is not None:
+            kw["repetition_penalty"] = self.repetition_penalty
+        if self.temperature == 0:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            return kw
+        if self.temperature is not None:
+            kw.update(do_sample=True, temperature=self.temperature)
+        if self.top_p is not None:
+            kw["top_p"] = self.top_p
+        if self.top_k is not None:
+            kw["top_k"] = self.top_k
         return kw
+
+    @property
+    def free_decoding(self) -> bool:
+        """Needs the model's own token-by-token decoding (an answer head cannot honour it)."""
+        return self.json_schema is not None or self.logprobs is not None
 
 
 class Engine:
@@ -49,6 +70,9 @@ class Engine:
         self.lock = threading.Lock()
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
+        self.eos_ids = sorted({int(t) for t in [*gen_eos, tok.eos_token_id] if t is not None})
         from . import answer_heads
 
         self.head = answer_heads.for_model(self.model)  # None -> free decoding
@@ -67,43 +91,52 @@ class Engine:
         return {k: (v.to(self.device, dtype) if k == "pixel_values" and v.is_floating_point() else v.to(self.device))
                 for k, v in batch.items()}
 
-    @torch.inference_mode()
-    def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None) -> list[str]:
-        """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation."""
-        sampling = sampling or Sampling()
-        if self.head is not None:
-            with self.lock:
-                return self.head(self, convs, sampling)
-        with self.lock:
-            inputs = self._inputs(convs)
-            out = self.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=self.pad_id)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    def prompt_tokens(self, messages: list[dict], images: list) -> int:
+        """Prompt length in tokens as the model's processor encodes it (images expanded)."""
+        with torch.inference_mode():
+            return int(self._inputs([(messages, images)])["input_ids"].shape[1])
 
     @torch.inference_mode()
-    def generate_streaming(self, convs, sampling: Sampling | None = None, emit=None, cancelled=None) -> list[str]:
+    def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None) -> list[Answer]:
+        """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation
+        (an :class:`Answer`: the text, with token counts and the finish reason as attributes)."""
+        sampling = sampling or Sampling()
+        with self.lock:
+            _seed(sampling)
+            if self.head is not None and not sampling.free_decoding:
+                return head_answers(self, convs, self.head(self, convs, sampling), sampling)
+            inputs = self._inputs(convs)
+            out = self.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=self.pad_id,
+                                      **extra_kwargs(self, inputs, sampling))
+        return answers(self, inputs, out, sampling)
+
+    @torch.inference_mode()
+    def generate_streaming(self, convs, sampling: Sampling | None = None, emit=None, cancelled=None) -> list[Answer]:
         """Like :meth:`generate`, also calling ``emit(row, piece)`` as each row's text grows (the server's
         batched streams); ``cancelled(row)`` true ends that row early. With an answer head each row's answer
-        is emitted whole, as :meth:`stream` does."""
-        from transformers import StoppingCriteriaList
-
+        is emitted whole, as :meth:`stream` does. Text from a stop string on is never emitted."""
         from .streaming import RowCancel, RowStreamer
 
         sampling = sampling or Sampling()
         emit = emit or (lambda i, s: None)
-        if self.head is not None:
-            answers = self.generate(convs, sampling)
-            for i, a in enumerate(answers):
+        if self.head is not None and not sampling.free_decoding:
+            answers_ = self.generate(convs, sampling)
+            for i, a in enumerate(answers_):
                 emit(i, a)
-            return answers
+            return answers_
+        filters = [StopFilter(sampling.stop, lambda s, i=i: emit(i, s)) for i in range(len(convs))]
         with self.lock:
+            _seed(sampling)
             inputs = self._inputs(convs)
-            streamer = RowStreamer(self.processor.tokenizer, len(convs), emit)
-            stop = StoppingCriteriaList([RowCancel(cancelled)]) if cancelled else None
+            streamer = RowStreamer(self.processor.tokenizer, len(convs),
+                                   (lambda i, s: filters[i](s)) if sampling.stop else emit)
+            crit = [RowCancel(cancelled)] if cancelled else []
             out = self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
-                                      stopping_criteria=stop, pad_token_id=self.pad_id)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+                                      pad_token_id=self.pad_id, **extra_kwargs(self, inputs, sampling, crit))
+        if sampling.stop:
+            for f in filters:
+                f.flush()
+        return answers(self, inputs, out, sampling)
 
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated (one conversation).
@@ -145,6 +178,11 @@ class Engine:
             cancel.set()
         if errors:
             raise errors[0]
+
+
+def _seed(sampling: Sampling) -> None:
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
 
 
 class _Cancelled(StoppingCriteria):

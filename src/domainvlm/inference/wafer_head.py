@@ -315,10 +315,12 @@ class WaferHead:
 
 def free_generate(engine, convs, sampling) -> list[str]:
     """Plain decoding, as the engine does without a head (the engine's lock is already held)."""
+    from .generation import answers, extra_kwargs
+
     inputs = engine._inputs(convs)
-    out = engine.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=engine.pad_id)
-    new = out[:, inputs["input_ids"].shape[1]:]
-    return [t.strip() for t in engine.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    out = engine.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=engine.pad_id,
+                                **extra_kwargs(engine, inputs, sampling))
+    return answers(engine, inputs, out, sampling)  # the text, counted and finished from the generated ids
 
 
 def head_for(engine) -> WaferHead:
