@@ -6,14 +6,13 @@ import json
 import time
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "eval"
 HELP = "evaluate a model on labelled data (wafer: exact match, F1, confusion; reports: BLEU..CIDEr, CE-F1)"
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--data", required=True, help="record JSONL or a raw source (npz, annotation.json, ...)")
     p.add_argument("--split", help="only records of this split (e.g. val)")
     p.add_argument("--image-root", help="folder that relative image paths are relative to (default: the data "
@@ -22,12 +21,11 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="metrics.json path")
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--max-new-tokens", type=positive_int, default=96)
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw wafer sources")
-    p.add_argument("--device")
-    p.add_argument("--threads", type=positive_int)
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_model_options(p)
+    add_sampling_options(p, max_new_tokens=96)
 
 
 def run(args):
@@ -35,7 +33,6 @@ def run(args):
     from ..errors import UserError
     from ..evaluate.runner import evaluate_records, task_of
     from ..evaluate.summary import print_summary
-    from ..inference.engine import Engine, Sampling
     from ..io import write_json, write_jsonl
 
     out = Path(args.out)
@@ -54,10 +51,10 @@ def run(args):
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
     base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
-    eng = Engine(args.model, device=args.device, threads=args.threads)
+    eng = engine_from_args(args)
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
-                                     Sampling(max_new_tokens=args.max_new_tokens), progress=not args.quiet)
+                                     sampling_from_args(args), progress=not args.quiet)
     secs = time.perf_counter() - t0
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),

@@ -59,12 +59,14 @@ class Engine:
     """Thread-safe (one generate at a time per engine; the servers queue requests through it)."""
 
     def __init__(self, model_dir=None, device=None, dtype=None, quantization=None, model=None, processor=None,
-                 trust_remote_code: bool = False, threads: int | None = None):
+                 trust_remote_code: bool = False, threads: int | None = None, min_pixels: int | None = None,
+                 max_pixels: int | None = None):
         if threads:
             torch.set_num_threads(threads)
         if model is None:
             model, processor = load_model(model_dir, device=device, dtype=dtype, quantization=quantization,
-                                          trust_remote_code=trust_remote_code)
+                                          trust_remote_code=trust_remote_code, min_pixels=min_pixels,
+                                          max_pixels=max_pixels)
         self.model, self.processor = model, processor
         self.model_dir = str(model_dir) if model_dir else getattr(model, "name_or_path", "model")
         self.lock = threading.Lock()
@@ -76,6 +78,20 @@ class Engine:
         from . import answer_heads
 
         self.head = answer_heads.for_model(self.model)  # None -> free decoding
+
+    def effective_sampling(self, s: Sampling) -> Sampling:
+        """``s`` with its unset fields filled in from the model's generation_config (what generate() will
+        use): for front-ends that show the values, like the web UI's sliders."""
+        from dataclasses import replace
+
+        g = getattr(self.model, "generation_config", None)
+        sample = bool(getattr(g, "do_sample", False))
+        temp = s.temperature if s.temperature is not None else (float(g.temperature or 1.0) if sample else 0.0)
+        return replace(s, temperature=temp,
+                       top_p=s.top_p if s.top_p is not None else float(getattr(g, "top_p", None) or 1.0),
+                       top_k=s.top_k if s.top_k is not None else int(getattr(g, "top_k", None) or 0),
+                       repetition_penalty=s.repetition_penalty if s.repetition_penalty is not None
+                       else float(getattr(g, "repetition_penalty", None) or 1.0))
 
     @property
     def device(self):
