@@ -224,9 +224,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         if acc.is_main_process:
             save_model_dir(to_save, proc, out / "model")
     if acc.is_main_process:
+        _card(cfg, out / "model", state["best"])
         write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
                                                 "trainable_params": n_train, "total_params": n_total})
     return {"steps": state["step"], "best": state["best"], "last": final, "model_dir": str(out / "model")}
+
+
+def _card(cfg: TrainConfig, folder: Path, best: dict | None) -> None:
+    """The saved model's HF card: front matter (base, licence, data, best val metrics) and a short text."""
+    from ..models.card import base_license, base_model_id, front_matter, training_body, write_card
+
+    val = Path(cfg.val_data or cfg.data).stem + (" val" if not cfg.val_data else "")
+    tags = [cfg.mode] + (["qlora"] if cfg.quantization else [])
+    fm = front_matter(folder.parent.name, base_model_id(cfg.model), base_license(cfg.model),
+                      datasets=[Path(cfg.data).stem], results=[(val, best or {})], tags=tags,
+                      adapter=(folder / "adapter_config.json").exists())
+    write_card(folder, fm, training_body(folder.parent.name, cfg.model, cfg.data, cfg.mode, best))
 
 
 class _Gathered:

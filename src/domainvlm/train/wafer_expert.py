@@ -140,6 +140,17 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
     return res
 
 
+def _card(cfg: ExpertConfig, folder: Path, best: dict) -> None:
+    from ..models.card import base_license, base_model_id, front_matter, write_card
+
+    names = {"mixedwm38": "MixedWM38", "wm811k": "WM-811K"}
+    results = [(f"{names.get(k, k)} val", v) for k, v in best.items() if isinstance(v, dict)]
+    fm = front_matter(folder.parent.name, base_model_id(cfg.init_model), base_license(cfg.init_model),
+                      datasets=list(names.values()), results=results, tags=["wafer-map", "qwen2_vl"])
+    write_card(folder, fm, f"# {folder.parent.name}\n\nWafer-map expert trained with `domainvlm train-expert`; "
+                           "validation metrics are in the front matter and val_selection.json.\n")
+
+
 def train_expert(cfg: ExpertConfig) -> dict:
     if cfg.phases:
         from .expert_phases import run_phases
@@ -283,6 +294,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     model.load_state_dict(state)
     model.eval()
     save_model_dir(model, proc, out / "model")
+    _card(cfg, out / "model", best)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
                "total_s": round(time.time() - t_start, 1)}
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
