@@ -99,3 +99,13 @@ def test_generation_config_is_respected_unless_overridden(tiny_model_dir, tmp_pa
     assert len(greedy) == 1  # an explicit temperature 0 overrides it
     eff = eng.effective_sampling(Sampling())
     assert (eff.temperature, eff.top_k, eff.repetition_penalty) == (1.5, 0, 1.0)
+
+
+def test_train_pixel_options_need_a_base(tmp_path, capsys):
+    from test_train_resume import _data
+
+    data = _data(tmp_path, n=4)
+    assert main(["train", f"data={data}", f"output_dir={tmp_path / 'run'}", "max_pixels=4096", "max_steps=1",
+                 "eval_samples=0"]) == 2
+    assert "min_pixels/max_pixels apply to a base model" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "model").exists()

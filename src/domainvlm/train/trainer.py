@@ -55,7 +55,11 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
     # bitsandbytes quantizes while loading, so a quantized base loads straight onto its training device.
     kw = dict(device=str(device) if cfg.quantization else "cpu", quantization=cfg.quantization,
               dtype="bfloat16" if cfg.mode == "lora" and precision == "bf16" else "float32",
-              trust_remote_code=cfg.trust_remote_code, attn_implementation=load_attn(cfg))
+              trust_remote_code=cfg.trust_remote_code, attn_implementation=load_attn(cfg),
+              min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    if (cfg.min_pixels or cfg.max_pixels) and not cfg.model:
+        raise UserError("config: min_pixels/max_pixels apply to a base model (model=DIR); the compact model's "
+                        "resolution is compact.image_size")
     if ckpt is not None and cfg.mode == "lora":
         from peft import PeftModel
 
