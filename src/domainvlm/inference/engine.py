@@ -170,6 +170,7 @@ class Engine:
         cancel, errors = threading.Event(), []
         self.lock.acquire()
         try:
+            _seed(sampling)
             inputs = self._inputs([(messages, images)])
         except BaseException:
             self.lock.release()
