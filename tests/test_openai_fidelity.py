@@ -207,3 +207,26 @@ def test_json_object_prefix_states():
     assert state(OBJECT, '{"a": [1, 2.5e-3, "x\\u00e9", null, {"b": false}]}') == "complete"
     assert state(OBJECT, '{"a": "\\q"}') == "invalid" and state(OBJECT, "[1]") == "invalid"
     assert state(OBJECT, '{"a": "line') == "partial" and state(OBJECT, '{"a":1}x') == "invalid"
+
+
+def test_constraint_alone_forces_schema_valid_json_whatever_the_logits(tiny_model_dir):
+    """The guarantee does not rest on the model: with random logits every decode ends in a schema-valid value."""
+    import torch
+
+    from domainvlm.inference.json_constraint import JsonLogits, state
+    from domainvlm.models.loader import load_processor
+
+    tok = load_processor(tiny_model_dir).tokenizer
+    eos = [tok.eos_token_id]
+    g = torch.Generator().manual_seed(0)
+    for trial in range(5):
+        proc = JsonLogits(SCHEMA, tok, prompt_len=1, eos_ids=eos)
+        ids = torch.tensor([[0]])
+        for _ in range(200):
+            scores = proc(ids, torch.randn(1, len(tok), generator=g))
+            nxt = int(scores[0].argmax())
+            if nxt in eos:
+                break
+            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
+        text = tok.decode(ids[0, 1:].tolist(), skip_special_tokens=True)
+        assert state(SCHEMA, text) == "complete" and schema_valid(json.loads(text)), (trial, text)

@@ -279,9 +279,19 @@ class JsonLogits(LogitsProcessor):
         return out
 
     def _allowed(self, gen: list[int], text: str, row: torch.Tensor) -> list[int]:
-        allowed = []
-        eos = set(self.eos)
-        for tid in torch.argsort(row, descending=True).tolist():
+        order = torch.argsort(row, descending=True).tolist()
+        allowed = self._scan(gen, text, row, order[:FAST])
+        if len(allowed) < self.keep:  # the model's favourites break the JSON: look further, filtered cheaply
+            firsts = self._next_chars(text)
+            pieces = _pieces(self.tok, row.shape[0])
+            rest = [t for t in order[FAST:] if pieces[t][:1] in firsts or (pieces[t][:1] > "~" and "\x80" in firsts)]
+            allowed += self._scan(gen, text, row, rest, self.keep - len(allowed))
+        return allowed
+
+    def _scan(self, gen, text, row, ids, want=None) -> list[int]:
+        want = want or self.keep
+        out, eos = [], set(self.eos)
+        for tid in ids:
             if tid in eos or row[tid] == float("-inf"):
                 continue
             cand = self.tok.decode(gen + [tid], skip_special_tokens=True)
@@ -290,7 +300,28 @@ class JsonLogits(LogitsProcessor):
             if len(cand) <= len(text) or not cand.startswith(text) or "\ufffd" in cand[len(text):]:
                 continue
             if state(self.schema, cand) != "invalid":
-                allowed.append(tid)
-                if len(allowed) >= self.keep:
+                out.append(tid)
+                if len(out) >= want:
                     break
-        return allowed
+        return out
+
+    def _next_chars(self, text: str) -> set:
+        """Characters that may come next ('\\x80' stands for any non-ASCII one)."""
+        ok = {c for c in _ASCII if state(self.schema, text + c) != "invalid"}
+        if state(self.schema, text + "\u00e9") != "invalid":
+            ok.add("\x80")
+        return ok
+
+
+FAST = 64
+_ASCII = [chr(i) for i in range(32, 127)] + ["\n", "\t"]
+_PIECES: dict = {}
+
+
+def _pieces(tok, vocab: int) -> list[str]:
+    """Each token id's text on its own (cached per tokenizer): a cheap first-character filter."""
+    k = (id(tok), vocab)
+    if k not in _PIECES:
+        n = len(tok)  # a model's logits may be padded past the tokenizer's vocabulary: those ids are never text
+        _PIECES[k] = [tok.decode([i]) if i < n else "" for i in range(vocab)]
+    return _PIECES[k]
