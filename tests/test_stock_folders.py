@@ -35,6 +35,7 @@ def stock_greedy(path, question: str, image, max_new_tokens: int, min_new_tokens
         out = model.generate(**enc, **px, mm_token_type_ids=mm, max_new_tokens=max_new_tokens,
                              min_new_tokens=min_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
     new = out[0, enc["input_ids"].shape[1]:]
+    stock_greedy.prompt_len = enc["input_ids"].shape[1]
     return new.tolist(), tok.decode(new, skip_special_tokens=True).strip()
 
 
@@ -59,9 +60,12 @@ def test_bundled_expert_loads_with_stock_classes_and_answers_as_the_engine():
     for name, q in [("wafer_scratch.png", QUESTIONS[0]), ("wafer_center.png", QUESTIONS[1])]:
         img = Image.open(EXAMPLES / name).convert("RGB")
         ids, text = stock_greedy(BUNDLED, q, img, max_new_tokens=120)
-        ours = engine.generate([([{"role": "user", "content": f"<image>\n{q}"}], [img])], Sampling(max_new_tokens=120))
+        msgs = [{"role": "user", "content": f"<image>\n{q}"}]
+        ours = engine.generate([(msgs, [img])], Sampling(max_new_tokens=120))
         assert text == ours[0] and text.splitlines()[0].startswith(("Diagnosis:", "诊断："))
         assert ids[-1] == engine.processor.tokenizer.eos_token_id  # stopped on its own, not cut at the limit
+        # the API's usage for the head's answer counts exactly the tokens stock greedy decoding produced
+        assert engine.count_usage(ours[0], msgs, [img]) == (stock_greedy.prompt_len, len(ids))
 
 
 def test_exported_tiny_model_names_stock_classes_and_matches_engine(tmp_path):

@@ -54,7 +54,7 @@ def run(args):
     eng = engine_from_args(args)
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
-                                     sampling_from_args(args), progress=not args.quiet)
+                                     _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
     secs = time.perf_counter() - t0
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
@@ -72,3 +72,11 @@ def run(args):
     print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
                                               "unparsed", "seconds") if k in metrics}))
     return 0
+
+
+def _greedy_unless_asked(s):
+    """Metrics must be reproducible: greedy unless --temperature is given (a base's generation_config may
+    say do_sample; its other settings, e.g. repetition_penalty, still apply)."""
+    from dataclasses import replace
+
+    return s if s.temperature is not None else replace(s, temperature=0.0)

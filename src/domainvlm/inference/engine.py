@@ -112,6 +112,18 @@ class Engine:
         with torch.inference_mode():
             return int(self._inputs([(messages, images)])["input_ids"].shape[1])
 
+    def count_usage(self, answer, messages: list[dict], images: list) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) of an answer to (messages, images). Counted from the generated
+        ids where the engine decoded; for an answer head's answer (which prepares its own inputs), the
+        prompt as encoded here and the answer's tokens plus the end-of-turn token."""
+        p = getattr(answer, "prompt_tokens", None)
+        c = getattr(answer, "completion_tokens", None)
+        if p is None:
+            p = self.prompt_tokens(messages, images)
+        if c is None:
+            c = len(self.processor.tokenizer(str(answer), add_special_tokens=False)["input_ids"]) + 1
+        return p, c
+
     @torch.inference_mode()
     def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None) -> list[Answer]:
         """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation

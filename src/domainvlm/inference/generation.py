@@ -12,7 +12,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 class Answer(str):
     prompt_tokens: int | None = None
-    completion_tokens: int = 0
+    completion_tokens: int | None = None
     finish_reason: str = "stop"  # 'stop' (end of turn or a stop string) | 'length' (max_new_tokens reached)
     logprobs: list | None = None  # [{'token', 'logprob', 'bytes', 'top_logprobs': [...]}] when asked for
 
@@ -107,17 +107,15 @@ def _entry(tok, tid: int, logprob: float) -> dict:
 
 
 def head_answers(engine, convs, texts: list[str], sampling) -> list[Answer]:
-    """An answer head's texts as Answers: cut at stop strings; the completion counted by tokenising it
-    (prompt tokens are counted on demand by :meth:`Engine.prompt_tokens`, as a head prepares its own inputs)."""
-    tok = engine.processor.tokenizer
+    """An answer head's texts as Answers, cut at stop strings. Their token counts are left unset (None) and
+    counted only on demand (:meth:`Engine.count_usage`), so the head's hot path pays nothing for them."""
     out = []
     for text in texts:
         if isinstance(text, Answer):  # decoded freely by the model: already counted from its ids
             out.append(text)
             continue
         text, _ = cut_at_stop(text, sampling.stop)
-        out.append(Answer.make(text, completion_tokens=len(tok(text, add_special_tokens=False)["input_ids"])
-                               + 1, finish_reason="stop"))  # + the end-of-turn token
+        out.append(Answer.make(text, completion_tokens=None, finish_reason="stop"))
     return out
 
 

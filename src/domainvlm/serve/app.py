@@ -111,9 +111,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     async def _crash(_, e: Exception):  # a bug or a generation failure; the server keeps running
         return _err(500, f"generation failed: {e.__class__.__name__}: {e}", "server_error")
 
-    def prompt_tokens(ans, messages, images) -> int:  # answer heads prepare their own inputs: count here
-        n = getattr(ans, "prompt_tokens", None)
-        return n if n is not None else batcher.engine.prompt_tokens(messages, images)
+    def counts(ans, messages, images) -> tuple[int, int]:  # (prompt, completion) tokens
+        return batcher.engine.count_usage(ans, messages, images)
 
     async def answer(messages, images, s: Sampling) -> str:
         fut = batcher.submit(messages, images, s)
@@ -141,7 +140,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
         cid = oc.new_id()
         if not req.stream:
             ans = await answer(messages, images, s)
-            n = await run_in_threadpool(prompt_tokens, ans, messages, images)
+            n = await run_in_threadpool(counts, ans, messages, images)
             return oc.completion(cid, cfg.model_name, ans, n)
         it = batcher.stream(messages, images, s)  # queued now: a full queue is a 503 before streaming starts
         want_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -162,8 +161,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
                     yield oc.chunk(cid, cfg.model_name, {"content": piece})
             yield oc.chunk(cid, cfg.model_name, {}, getattr(ans, "finish_reason", "stop"))
             if conv is not None:
-                yield oc.chunk(cid, cfg.model_name, {}, usage_=oc.usage(ans, prompt_tokens(ans, *conv)),
-                               choices=False)
+                yield oc.chunk(cid, cfg.model_name, {}, usage_=oc.usage(counts(ans, *conv)), choices=False)
         except Exception as e:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
             yield oc.sse_error(f"generation failed: {e.__class__.__name__}: {e}")
         finally:

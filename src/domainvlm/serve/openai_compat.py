@@ -122,19 +122,19 @@ def chat_sampling(req, s):
     return replace(s, stop=req.stops(), seed=req.seed, logprobs=lp, json_schema=response_schema(req.response_format))
 
 
-def usage(answer, prompt_tokens: int) -> dict:
-    done = int(getattr(answer, "completion_tokens", 0))
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": done, "total_tokens": prompt_tokens + done}
+def usage(counts: tuple[int, int]) -> dict:
+    p, c = counts
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-def completion(cid: str, model: str, answer, prompt_tokens: int) -> dict:
+def completion(cid: str, model: str, answer, counts: tuple[int, int]) -> dict:
     """A chat.completion object from an engine Answer (text with counts, finish reason, log-probs)."""
     choice = {"index": 0, "message": {"role": "assistant", "content": str(answer)},
               "finish_reason": getattr(answer, "finish_reason", "stop"), "logprobs": None}
     if getattr(answer, "logprobs", None) is not None:
         choice["logprobs"] = {"content": answer.logprobs, "refusal": None}
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [choice], "usage": usage(answer, prompt_tokens)}
+            "choices": [choice], "usage": usage(counts)}
 
 
 def chunk(cid: str, model: str, delta: dict, finish: str | None = None, usage_: dict | None = None,

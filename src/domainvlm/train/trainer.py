@@ -289,7 +289,7 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
 
         eng = Engine(model=acc.unwrap_model(model), processor=proc)
         metrics, _ = evaluate_records(eng, val_recs[:cfg.eval_samples], base_dir, cfg.batch_size,
-                                      Sampling(max_new_tokens=cfg.eval_max_new_tokens), progress=False)
+                                      Sampling(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0), progress=False)
         for k in ("exact_match", "macro_f1", "unparsed_rate", "bleu_4", "ce_f1_micro"):
             if k in metrics:
                 rec[k] = metrics[k]
