@@ -75,3 +75,59 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def field_docs(cls) -> dict[str, str]:
+    """One-line descriptions of a dataclass's fields, read from the comments in its source: the comment after
+    a field (continued on comment-only lines whose text is indented past the '#'), else the comment block just
+    above it (which then describes every following field without its own comment, up to a blank line)."""
+    import inspect
+    import io
+    import tokenize
+
+    src = inspect.getsource(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    comments = {}
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            body = tok.string[1:]
+            comments[tok.start[0] - 1] = (len(body) - len(body.lstrip()) > 4, body.strip())
+    docs, group, last = {}, [], None
+    for i, line in enumerate(src.splitlines()):
+        code = line.split("#", 1)[0].strip() if i in comments else line.strip()
+        name = code.split(":", 1)[0].strip() if ":" in code else None
+        if name in names:
+            own = comments.get(i, (False, ""))[1]
+            docs[name] = own or " ".join(group)
+            last = name if own else None
+            group = [] if own else group
+        elif not code and i in comments:
+            cont, text = comments[i]
+            if cont and last is not None:
+                docs[last] += " " + text
+            else:
+                group, last = group + [text], None
+        elif not code:
+            group, last = [], None
+    return docs
+
+
+def config_help(cls, title: str = "config fields") -> str:
+    """Every field (nested ones dotted) with its default and description, for a command's --help."""
+    rows = []
+
+    def walk(c, prefix, defaults):
+        docs = field_docs(c)
+        for f in dataclasses.fields(c):
+            default = getattr(defaults, f.name)  # from a default instance: nested factories included
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{f.name}.", default)
+                continue
+            shown = (default or "''") if isinstance(default, str) else repr(default)
+            rows.append((f"{prefix}{f.name}={shown}", docs.get(f.name, "")))
+
+    walk(cls, "", cls())
+    width = min(max(len(k) for k, _ in rows), 38) + 2
+    lines = [f"{title} (YAML keys, or key=value overrides; shown with their defaults):"]
+    lines += [f"  {k:<{width}}{d}" if len(k) < width else f"  {k}\n  {'':<{width}}{d}" for k, d in rows]
+    return "\n".join(lines)

@@ -119,7 +119,7 @@ def test_eval_image_root(tmp_path, capsys, tiny_model_dir):
 
 @pytest.mark.parametrize("argv, message", [
     (["ask", "--image", "x.png", "q", "--max-new-tokens", "0"], "--max-new-tokens: must be at least 1, got 0"),
-    (["ask", "--image", "x.png", "q", "--temperature", "-1"], "--temperature: must be 0 or more, got -1"),
+    (["ask", "--image", "x.png", "q", "--temperature", "-1"], "--temperature: must be in [0, 2], got -1"),
     (["bench", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),  # was a ValueError traceback
     (["bench", "--threads", "two"], "--threads: expects an integer, got 'two'"),
     (["chat", "--top-p", "0"], "--top-p: must be in (0, 1], got 0"),

@@ -25,3 +25,60 @@ nonneg_int = _number(int, 0, what="0 or more")
 nonneg_float = _number(float, 0.0, what="0 or more")
 positive_float = _number(float, 0.0, lo_open=True, what="above 0")
 top_p = _number(float, 0.0, 1.0, lo_open=True, what="in (0, 1]")
+temperature = _number(float, 0.0, 2.0, what="in [0, 2]")
+repetition_penalty = _number(float, 0.0, 10.0, lo_open=True, what="in (0, 10]")
+seed = _number(int, 0, what="0 or more")
+
+DTYPES = ["float32", "bfloat16", "float16"]
+
+
+def add_model_options(p, device: str | None = None, threads: int | None = None) -> None:
+    """The options that say which model to load and how: one definition for every inference command."""
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="model folder: a full model or a LoRA adapter (default: the bundled wafer "
+                                   "expert, or $DOMAINVLM_MODEL)")
+    g.add_argument("--device", default=device, help=f"cpu, cuda, cuda:N (default: {device or 'cuda if available'})")
+    g.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    g.add_argument("--threads", type=positive_int, default=threads,
+                   help=f"CPU threads for torch (default: {threads or 'torch default'})")
+    g.add_argument("--quantization", choices=["4bit", "8bit"],
+                   help="load the language model quantized with bitsandbytes (vision tower unquantized)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow Python code shipped in the model folder (off: only transformers' own classes)")
+    g.add_argument("--min-pixels", type=positive_int,
+                   help="Qwen2-VL-family image resolution floor in pixels (default: the folder's processor)")
+    g.add_argument("--max-pixels", type=positive_int,
+                   help="Qwen2-VL-family image resolution cap in pixels, the image-token budget (fewer pixels: "
+                        "less memory; default: the folder's processor)")
+
+
+def add_sampling_options(p, max_new_tokens: int = 256) -> None:
+    """Decoding options. Unset ones follow the model folder's generation_config.json (greedy when it says
+    nothing); a value given here overrides it."""
+    g = p.add_argument_group("sampling (unset: the model's generation_config.json; greedy when it says nothing)")
+    g.add_argument("--max-new-tokens", type=positive_int, default=max_new_tokens,
+                   help=f"longest answer in tokens (default {max_new_tokens})")
+    g.add_argument("--temperature", type=temperature, help="0 = greedy; above 0 samples")
+    g.add_argument("--top-p", type=top_p, help="nucleus sampling mass in (0, 1]")
+    g.add_argument("--top-k", type=nonneg_int, help="sample among the k likeliest tokens (0 = off)")
+    g.add_argument("--repetition-penalty", type=repetition_penalty, help="in (0, 10]; 1 = off")
+    g.add_argument("--seed", type=seed, help="seed for sampling (reproducible answers)")
+
+
+def engine_from_args(args):
+    from ..errors import UserError
+    from ..inference.engine import Engine
+
+    if args.min_pixels and args.max_pixels and args.min_pixels > args.max_pixels:
+        raise UserError(f"--min-pixels {args.min_pixels} is above --max-pixels {args.max_pixels}")
+
+    return Engine(args.model, device=args.device, dtype=args.dtype, quantization=args.quantization,
+                  trust_remote_code=args.trust_remote_code, threads=args.threads, min_pixels=args.min_pixels,
+                  max_pixels=args.max_pixels)
+
+
+def sampling_from_args(args):
+    from ..inference.engine import Sampling
+
+    return Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
+                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)

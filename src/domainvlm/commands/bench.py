@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from ._args import positive_int
+from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "bench"
 HELP = "measure answer latency (batch 1) and batched throughput of a model on wafer maps"
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=positive_int, default=2, help="CPU threads (default 2)")
     p.add_argument("--source", help="wafer npz to take (val) maps from (default: synthetic maps)")
     p.add_argument("--runs", type=positive_int, default=100, help="batch-1 runs for the latency percentiles")
     p.add_argument("--batch-size", type=positive_int, action="append",
@@ -20,6 +17,8 @@ def add_arguments(p):
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--question", default="What defect pattern does this wafer map show?")
     p.add_argument("--out", help="also write the results as JSON")
+    add_model_options(p, device="cpu", threads=2)
+    add_sampling_options(p)
 
 
 def run(args):
@@ -30,7 +29,6 @@ def run(args):
     from .. import domains
     from ..errors import UserError
     from ..inference.bench import latency, machine, throughput
-    from ..inference.engine import Engine
     from ..io import write_json
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -38,15 +36,16 @@ def run(args):
     sizes = args.batch_size or ([2048] if args.device.startswith("cuda") else [32])
     n = max([args.maps or 4 * b for b in sizes] + [args.runs])
     images = domains.get("wafer").extra["bench_images"](n, args.source)  # wafer maps (see HELP)
-    eng = Engine(args.model, device=args.device, threads=args.threads)
+    eng = engine_from_args(args)
+    s = sampling_from_args(args)
     res = {"machine": machine(), "device": str(eng.device), "threads": torch.get_num_threads(),
            "model": str(eng.model_dir), "dtype": str(next(eng.model.parameters()).dtype),
            "source": args.source or "synthetic", "rows": []}
     if not args.no_latency:
-        res["rows"].append({"what": "latency, batch 1", **latency(eng, images, args.question, args.runs)})
+        res["rows"].append({"what": "latency, batch 1", **latency(eng, images, args.question, args.runs, sampling=s)})
     for b in sizes:
         imgs = images[: args.maps or 4 * b]
-        res["rows"].append({"what": f"throughput, batch {b}", **throughput(eng, imgs, args.question, b)})
+        res["rows"].append({"what": f"throughput, batch {b}", **throughput(eng, imgs, args.question, b, sampling=s)})
     _table(res)
     if args.out:
         write_json(args.out, res)

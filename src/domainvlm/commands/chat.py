@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._args import nonneg_float, nonneg_int, positive_int, top_p
+from ._args import add_model_options, add_sampling_options, engine_from_args, sampling_from_args
 
 NAME = "chat"
 HELP = "interactive chat about an image in the terminal (type an image path, then questions)"
@@ -29,15 +29,10 @@ TEXT = {
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--image", help="image to start with (file, DICOM, or wafer npz#N)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256)
-    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=top_p, default=1.0)
-    p.add_argument("--top-k", type=nonneg_int, default=0)
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the chat's own messages")
-    p.add_argument("--device")
-    p.add_argument("--threads", type=positive_int)
+    add_model_options(p)
+    add_sampling_options(p)
 
 
 def image_ref(line: str) -> str | None:
@@ -65,7 +60,6 @@ def run(args):
     from ..data.images import load_image
     from ..data.record import IMAGE_TOKEN
     from ..errors import UserError
-    from ..inference.engine import Engine, Sampling
 
     try:
         import readline  # noqa: F401 - line editing and history for input()
@@ -73,9 +67,8 @@ def run(args):
         pass
     hf_logging.disable_progress_bar()
     t = TEXT[args.lang]
-    sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                        top_k=args.top_k)
-    eng = Engine(args.model, device=args.device, threads=args.threads)
+    sampling = sampling_from_args(args)
+    eng = engine_from_args(args)
     out = sys.stdout
     print(t["welcome"].format(model=eng.model_dir), flush=True)
     history: list[dict] = []

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 
 from ..errors import UserError
-from ._args import positive_int
+from ._args import nonneg_float, nonneg_int, positive_float, positive_int
 
 NAME = "data"
 HELP = "build instruction data from wafer/X-ray sources, validate it, export to sharegpt/LLaVA"
@@ -41,6 +42,22 @@ def add_arguments(p):
     s.add_argument("--classes", help="comma-separated classes such as Normal,Center,Center+Scratch (default: all 38)")
     s.add_argument("--val-fraction", type=float, default=0.2)
     s.add_argument("--seed", type=int, default=0)
+    w = sub.add_parser("rewrite", help="translate / paraphrase / derive Q&A from record text through an "
+                                       "OpenAI-compatible LLM endpoint (cached, resumable)")
+    w.add_argument("path", help="record JSONL (or any source data build reads)")
+    w.add_argument("--out", required=True, help="output record JSONL (+ .cache.jsonl, .errors.jsonl beside it)")
+    w.add_argument("--endpoint", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    w.add_argument("--model", required=True, help="model name the endpoint serves")
+    w.add_argument("--task", required=True, choices=["translate-zh", "translate-en", "paraphrase", "qa"])
+    w.add_argument("--api-key-env", metavar="VAR", help="environment variable holding the API key (none: no key)")
+    w.add_argument("--concurrency", type=positive_int, default=8, help="calls in flight at once")
+    w.add_argument("--retries", type=nonneg_int, default=4, help="retries per call on 429/5xx/errors")
+    w.add_argument("--backoff", type=nonneg_float, default=1.0, help="first retry wait in s (doubles each time)")
+    w.add_argument("--timeout", type=positive_float, default=120.0, help="seconds per call")
+    w.add_argument("--temperature", type=nonneg_float, default=0.2)
+    w.add_argument("--max-tokens", type=positive_int, default=1024)
+    w.add_argument("--limit", type=positive_int, help="first N records only")
+    w.add_argument("--no-progress", action="store_true")
     e = sub.add_parser("export", help="record JSONL -> LLaMA-Factory sharegpt or LLaVA json")
     e.add_argument("path")
     e.add_argument("--format", choices=["sharegpt", "llava"], required=True)
@@ -48,7 +65,49 @@ def add_arguments(p):
 
 
 def run(args):
-    return {"build": _build, "validate": _validate, "export": _export, "synth": _synth}[args.data_cmd](args)
+    return {"build": _build, "validate": _validate, "export": _export, "synth": _synth,
+            "rewrite": _rewrite}[args.data_cmd](args)
+
+
+def _rewrite(args):
+    import os
+
+    from ..data.record import write_records
+    from ..data.rewrite import Cache, Client, rewrite
+    from ..data.sources import load_any
+    from ..io import write_jsonl
+
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise UserError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    if not args.endpoint.startswith(("http://", "https://")):
+        raise UserError(f"--endpoint: {args.endpoint!r} is not an http(s) URL")
+    out = Path(args.out)
+    if out.resolve() == Path(args.path).resolve():
+        raise UserError("--out: must differ from the input file (the original records are kept)")
+    recs = load_any(args.path)[: args.limit] if args.limit else load_any(args.path)
+    if not recs:
+        raise UserError(f"{args.path}: no records")
+    client = Client(args.endpoint, args.model, key, timeout=args.timeout, retries=args.retries,
+                    backoff=args.backoff, temperature=args.temperature, max_tokens=args.max_tokens)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cache = Cache(out.with_name(out.name + ".cache.jsonl")).load()
+    done, errors, stats = rewrite(recs, args.task, client, cache, args.concurrency, not args.no_progress)
+    write_records(out, done)
+    err_path = out.with_name(out.name + ".errors.jsonl")
+    if errors:
+        write_jsonl(err_path, errors)
+    elif err_path.exists():
+        err_path.unlink()  # a clean rerun: no stale error list
+    print(json.dumps({"out": str(out), "records": len(recs), "written": len(done), "failed": len(errors),
+                      **stats, **({"errors": str(err_path)} if errors else {})}))
+    if errors:
+        print(f"domainvlm: {len(errors)} record(s) failed (first: {errors[0]['id']}: {errors[0]['error']}); "
+              f"rerun the same command to retry only those", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _synth(args):

@@ -6,14 +6,13 @@ import json
 import time
 from pathlib import Path
 
-from ._args import positive_int
+from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "eval"
 HELP = "evaluate a model on labelled data (wafer: exact match, F1, confusion; reports: BLEU..CIDEr, CE-F1)"
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--data", required=True, help="record JSONL or a raw source (npz, annotation.json, ...)")
     p.add_argument("--split", help="only records of this split (e.g. val)")
     p.add_argument("--image-root", help="folder that relative image paths are relative to (default: the data "
@@ -23,12 +22,11 @@ def add_arguments(p):
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
     p.add_argument("--batch-size", type=positive_int,
                    help="records per batch (default 1024 on a GPU with an answer head, else 32)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=96)
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw wafer sources")
-    p.add_argument("--device")
-    p.add_argument("--threads", type=positive_int)
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--quiet", action="store_true")
+    add_model_options(p)
+    add_sampling_options(p, max_new_tokens=96)
 
 
 def run(args):
@@ -37,7 +35,6 @@ def run(args):
     from ..errors import UserError
     from ..evaluate.runner import evaluate_records, task_of
     from ..evaluate.summary import print_summary
-    from ..inference.engine import Engine, Sampling
     from ..io import write_json, write_jsonl
 
     out = Path(args.out)
@@ -56,10 +53,10 @@ def run(args):
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
     base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
-    eng = Engine(args.model, device=args.device, threads=args.threads)
+    eng = engine_from_args(args)
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
-                                     Sampling(max_new_tokens=args.max_new_tokens), progress=not args.quiet)
+                                     _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
     secs = time.perf_counter() - t0
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
@@ -77,3 +74,11 @@ def run(args):
     print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
                                               "unparsed", "seconds") if k in metrics}))
     return 0
+
+
+def _greedy_unless_asked(s):
+    """Metrics must be reproducible: greedy unless --temperature is given (a base's generation_config may
+    say do_sample; its other settings, e.g. repetition_penalty, still apply)."""
+    from dataclasses import replace
+
+    return s if s.temperature is not None else replace(s, temperature=0.0)

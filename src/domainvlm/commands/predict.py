@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._args import nonneg_float, nonneg_int, positive_int, top_p
+from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "predict"
 HELP = "batch inference: domainvlm predict INPUT (folder | .csv | .jsonl) -o answers.jsonl|csv"
@@ -22,22 +22,16 @@ def add_arguments(p):
                                  "or domainvlm records)")
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--batch-size", type=positive_int,
                    help="rows per batch, written before the next starts (default 256 on a GPU with an answer "
                         "head, else 8)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256)
-    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=top_p, default=1.0)
-    p.add_argument("--top-k", type=nonneg_int, default=0)
     p.add_argument("--overwrite", action="store_true", help="start over instead of resuming")
     p.add_argument("--retry-errors", action="store_true", help="when resuming, redo rows that failed before")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--lot-report", metavar="DIR", help="also write a per-lot summary of the wafer maps into DIR "
                                                        "(wafers per pattern, yield per wafer, a PNG grid)")
-    p.add_argument("--device")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=positive_int)
+    add_model_options(p)
+    add_sampling_options(p)
 
 
 def _default_output(inp: Path) -> Path:
@@ -109,12 +103,9 @@ def run(args):
             from tqdm import tqdm
             from transformers.utils import logging as hf_logging
 
-            from ..inference.engine import Engine, Sampling
-
             hf_logging.disable_progress_bar()
-            engine = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
-            sampling = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                top_p=args.top_p, top_k=args.top_k)
+            engine = engine_from_args(args)
+            sampling = sampling_from_args(args)
             with tqdm(total=len(todo), unit="row", desc="predict", file=sys.stderr,
                       disable=args.no_progress) as bar:
                 from ..inference.prefetch import default_batch_size

@@ -5,24 +5,20 @@ from __future__ import annotations
 import os
 import socket
 
-from ._args import nonneg_float, nonneg_int, positive_float, positive_int, top_p
+from ._args import (add_model_options, add_sampling_options, engine_from_args, nonneg_float, positive_float,
+                    positive_int, sampling_from_args)
 
 NAME = "serve"
 HELP = "serve a model over HTTP: OpenAI-compatible /v1/chat/completions, POST /, /health, /docs"
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to expose; set --api-key then)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("DOMAINVLM_API_KEY"),
                    help="require 'Authorization: Bearer KEY' (default: $DOMAINVLM_API_KEY; none = open)")
     p.add_argument("--served-model-name", help="model id reported by /v1/models (default: folder name)")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256, help="default when a request gives no max_tokens")
     p.add_argument("--max-tokens-cap", type=positive_int, default=2048, help="largest max_tokens a request may ask for")
-    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="default temperature (0 = greedy)")
-    p.add_argument("--top-p", type=top_p, default=1.0)
-    p.add_argument("--top-k", type=nonneg_int, default=0)
     p.add_argument("--max-batch", type=positive_int, default=8, help="requests generated together on the device")
     p.add_argument("--batch-wait-ms", type=nonneg_float, default=5.0, help="how long to wait to fill a batch")
     p.add_argument("--max-queue", type=positive_int, default=256, help="queued requests before answering 503")
@@ -31,10 +27,9 @@ def add_arguments(p):
     p.add_argument("--max-images", type=positive_int, default=4, help="images per request")
     p.add_argument("--allow-local-files", metavar="DIR",
                    help="accept file:// image URLs, only for files inside DIR (off by default)")
-    p.add_argument("--device")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    add_model_options(p)
+    add_sampling_options(p)  # the defaults for requests that leave a field out
 
 
 def _check_port(host: str, port: int) -> None:
@@ -57,7 +52,6 @@ def build(args):
 
     from ..errors import UserError
     from ..inference.batcher import Batcher
-    from ..inference.engine import Engine, Sampling
     from ..models.loader import default_model_dir
     from ..serve.app import ServeConfig, create_app
 
@@ -68,13 +62,12 @@ def build(args):
         root = Path(args.allow_local_files).expanduser().resolve()
         if not root.is_dir():
             raise UserError(f"--allow-local-files: {root} is not a folder")
-    eng = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
+    eng = engine_from_args(args)
     name = args.served_model_name or Path(args.model or default_model_dir()).resolve().name
     cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
                       max_image_pixels=args.max_image_pixels, max_images=args.max_images,
                       max_tokens_cap=args.max_tokens_cap, local_files_root=root,
-                      sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                        top_p=args.top_p, top_k=args.top_k))
+                      sampling=sampling_from_args(args))
     batcher = Batcher(eng, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
     return create_app(batcher, cfg), batcher
 

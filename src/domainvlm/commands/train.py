@@ -7,6 +7,14 @@ HELP = "train a model: --config YAML plus key=value overrides (e.g. max_steps=30
 
 
 def add_arguments(p):
+    import argparse
+
+    from ..config import config_help
+    from ..train.config import TrainConfig
+
+    # every config field with its default and description, read from the dataclass itself (no drift)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = config_help(TrainConfig)
     p.add_argument("--config", help="YAML file with TrainConfig fields")
     p.add_argument("overrides", nargs="*", help="key=value, dotted for nested (lora.r=8, compact.layers=2)")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint")

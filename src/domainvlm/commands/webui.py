@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 
-from ._args import nonneg_float, nonneg_int, positive_int, top_p
+from ._args import add_model_options, add_sampling_options, engine_from_args, sampling_from_args
 
 NAME = "webui"
 HELP = "browser chat UI (Gradio): domainvlm webui [--model DIR] [--port 7860] [--share]"
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="model folder (default: the bundled wafer expert)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to expose on the network)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (contacts gradio.app)")
@@ -19,13 +18,8 @@ def add_arguments(p):
                    default=os.environ.get("DOMAINVLM_WEBUI_AUTH"))
     p.add_argument("--examples", metavar="DIR", help="folder of example images (default: synthetic wafer maps)")
     p.add_argument("--title", default="domainvlm")
-    p.add_argument("--max-new-tokens", type=positive_int, default=256)
-    p.add_argument("--temperature", type=nonneg_float, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=top_p, default=1.0)
-    p.add_argument("--top-k", type=nonneg_int, default=0)
-    p.add_argument("--device")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--threads", type=positive_int)
+    add_model_options(p)
+    add_sampling_options(p)
 
 
 def run(args):
@@ -50,13 +44,11 @@ def run(args):
     _check_port(args.host, args.port)
     from transformers.utils import logging as hf_logging
 
-    from ..inference.engine import Engine, Sampling
     from ..webui.app import build_demo, example_images, launch
 
     hf_logging.disable_progress_bar()
-    engine = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
-    defaults = Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                        top_k=args.top_k)
+    engine = engine_from_args(args)
+    defaults = sampling_from_args(args)
     demo = build_demo(engine, defaults, example_images(args.examples), title=args.title)
     print(f"domainvlm: web UI for '{engine.model_dir}' on http://{args.host}:{args.port}", flush=True)
     launch(demo, args.host, args.port, share=args.share, auth=auth)

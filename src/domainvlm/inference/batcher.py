@@ -73,7 +73,8 @@ class Batcher:
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
         """Queue one conversation (Busy if full) and return an iterator over its text pieces.
 
-        Closing the iterator early ends that row's generation at the next token."""
+        Closing the iterator early ends that row's generation at the next token. The iterator's return value
+        (``StopIteration.value``) is the final answer with its counts and finish reason."""
         job = self._enqueue(_Job(messages, images, sampling or Sampling(), queue.SimpleQueue()))
         return self._pieces(job)
 
@@ -83,7 +84,7 @@ class Batcher:
         try:
             while (item := job.sink.get()) is not _END:
                 yield item
-            job.future.result()  # re-raise a generation error
+            return job.future.result()  # the final Answer (StopIteration.value); re-raises a generation error
         finally:
             job.cancelled = True
             with self._count_lock:

@@ -19,16 +19,16 @@ def _sync(engine):
         torch.cuda.synchronize()
 
 
-def latency(engine, images, question: str, runs: int = 100, warmup: int = 10) -> dict:
+def latency(engine, images, question: str, runs: int = 100, warmup: int = 10, sampling=None) -> dict:
     """Batch-1 latency over ``runs`` different maps (ms): p50, p95, mean."""
     msgs = [{"role": "user", "content": f"<image>\n{question}"}]
     for k in range(warmup):
-        engine.generate([(msgs, [images[k % len(images)]])])
+        engine.generate([(msgs, [images[k % len(images)]])], sampling)
     ts = []
     for k in range(runs):
         _sync(engine)
         t = time.perf_counter()
-        engine.generate([(msgs, [images[k % len(images)]])])
+        engine.generate([(msgs, [images[k % len(images)]])], sampling)
         _sync(engine)
         ts.append((time.perf_counter() - t) * 1e3)
     ts.sort()
@@ -36,17 +36,17 @@ def latency(engine, images, question: str, runs: int = 100, warmup: int = 10) ->
             "mean_ms": round(statistics.fmean(ts), 2), "runs": runs}
 
 
-def throughput(engine, images, question: str, batch_size: int, repeats: int = 3) -> dict:
+def throughput(engine, images, question: str, batch_size: int, repeats: int = 3, sampling=None) -> dict:
     """Maps per second answering ``images`` in batches of ``batch_size`` (best and median of ``repeats``)."""
     msgs = [{"role": "user", "content": f"<image>\n{question}"}]
     convs = [(msgs, [im]) for im in images]
-    engine.generate(convs[:batch_size])  # warm-up
+    engine.generate(convs[:batch_size], sampling)  # warm-up
     rates = []
     for _ in range(repeats):
         _sync(engine)
         t = time.perf_counter()
         for s in range(0, len(convs), batch_size):
-            engine.generate(convs[s:s + batch_size])
+            engine.generate(convs[s:s + batch_size], sampling)
         _sync(engine)
         rates.append(len(convs) / (time.perf_counter() - t))
     return {"maps_per_s": round(statistics.median(rates), 1), "best_maps_per_s": round(max(rates), 1),

@@ -23,40 +23,66 @@ from transformers import StoppingCriteria
 from ..data.images import load_image
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
+from .generation import Answer, StopFilter, answers, extra_kwargs, head_answers
 
 
 @dataclass
 class Sampling:
+    """Decoding settings. ``None`` means "what the model folder's generation_config.json says" (transformers'
+    defaults where it says nothing: greedy, no repetition penalty); a value given here overrides it.
+    ``temperature`` 0 forces greedy decoding, whatever the folder says."""
+
     max_new_tokens: int = 256
-    temperature: float = 0.0     # 0 -> greedy
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None       # 0 = off
+    repetition_penalty: float | None = None
+    seed: int | None = None        # torch's generator is seeded with it just before generating
+    stop: tuple = ()               # stop strings: generation ends at one; the answer excludes it
+    logprobs: int | None = None    # None: off; N: each token's log-prob and the top N alternatives
+    json_schema: str | None = None  # JSON text of a schema (json_constraint's subset): constrained decoding
 
     def generate_kwargs(self) -> dict:
-        kw = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        if self.temperature and self.temperature > 0:
-            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
-        else:
+        kw = {"max_new_tokens": self.max_new_tokens}
+        if self.repetition_penalty is not None:
+            kw["repetition_penalty"] = self.repetition_penalty
+        if self.temperature == 0:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            return kw
+        if self.temperature is not None:
+            kw.update(do_sample=True, temperature=self.temperature)
+        if self.top_p is not None:
+            kw["top_p"] = self.top_p
+        if self.top_k is not None:
+            kw["top_k"] = self.top_k
         return kw
+
+    @property
+    def free_decoding(self) -> bool:
+        """Needs the model's own token-by-token decoding (an answer head cannot honour it)."""
+        return self.json_schema is not None or self.logprobs is not None
 
 
 class Engine:
     """Thread-safe (one generate at a time per engine; the servers queue requests through it)."""
 
     def __init__(self, model_dir=None, device=None, dtype=None, quantization=None, model=None, processor=None,
-                 trust_remote_code: bool = False, threads: int | None = None):
+                 trust_remote_code: bool = False, threads: int | None = None, min_pixels: int | None = None,
+                 max_pixels: int | None = None):
         if threads:
             torch.set_num_threads(threads)
         if model is None:
             model, processor = load_model(model_dir, device=device, dtype=dtype, quantization=quantization,
-                                          trust_remote_code=trust_remote_code)
+                                          trust_remote_code=trust_remote_code, min_pixels=min_pixels,
+                                          max_pixels=max_pixels)
         self.model, self.processor = model, processor
         self.model_dir = str(model_dir) if model_dir else getattr(model, "name_or_path", "model")
         self.lock = threading.Lock()
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
+        self.eos_ids = sorted({int(t) for t in [*gen_eos, tok.eos_token_id] if t is not None})
         from . import answer_heads
 
         self._head_factory = answer_heads.for_model(self.model)  # None -> free decoding
@@ -85,6 +111,20 @@ class Engine:
         self._head, self._head_model = head, self.model
         self._head_factory = None if head is None else (lambda *a: head)
 
+    def effective_sampling(self, s: Sampling) -> Sampling:
+        """``s`` with its unset fields filled in from the model's generation_config (what generate() will
+        use): for front-ends that show the values, like the web UI's sliders."""
+        from dataclasses import replace
+
+        g = getattr(self.model, "generation_config", None)
+        sample = bool(getattr(g, "do_sample", False))
+        temp = s.temperature if s.temperature is not None else (float(g.temperature or 1.0) if sample else 0.0)
+        return replace(s, temperature=temp,
+                       top_p=s.top_p if s.top_p is not None else float(getattr(g, "top_p", None) or 1.0),
+                       top_k=s.top_k if s.top_k is not None else int(getattr(g, "top_k", None) or 0),
+                       repetition_penalty=s.repetition_penalty if s.repetition_penalty is not None
+                       else float(getattr(g, "repetition_penalty", None) or 1.0))
+
     @property
     def device(self):
         return next(self.model.parameters()).device
@@ -99,42 +139,66 @@ class Engine:
         return {k: (v.to(self.device, dtype) if k == "pixel_values" and v.is_floating_point() else v.to(self.device))
                 for k, v in batch.items()}
 
+    def prompt_tokens(self, messages: list[dict], images: list) -> int:
+        """Prompt length in tokens as the model's processor encodes it (images expanded)."""
+        with torch.inference_mode():
+            return int(self._inputs([(messages, images)])["input_ids"].shape[1])
+
+    def count_usage(self, answer, messages: list[dict], images: list) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) of an answer to (messages, images). Counted from the generated
+        ids where the engine decoded; for an answer head's answer (which prepares its own inputs), the
+        prompt as encoded here and the answer's tokens plus the end-of-turn token."""
+        p = getattr(answer, "prompt_tokens", None)
+        c = getattr(answer, "completion_tokens", None)
+        if p is None:
+            p = self.prompt_tokens(messages, images)
+        if c is None:
+            c = len(self.processor.tokenizer(str(answer), add_special_tokens=False)["input_ids"]) + 1
+        return p, c
+
     @torch.inference_mode()
     def generate(self, convs: list[tuple[list[dict], list]], sampling: Sampling | None = None,
-                 emit=None, cancelled=None) -> list[str]:
-        """convs: [(messages, images)] with '<image>' placeholders; returns one answer per conversation.
+                 emit=None, cancelled=None) -> list[Answer]:
+        """convs: [(messages, images)] with '<image>' placeholders; returns one :class:`Answer` per conversation
+        (the text, with token counts and the finish reason as attributes).
 
-        ``emit(row, piece)``, if given, is called as each row's text grows; ``cancelled(row)`` true ends that
-        row early. With an answer head, each row's answer is emitted whole once the batch is done."""
+        ``emit(row, piece)``, if given, is called as each row's text grows (text from a stop string on is never
+        emitted); ``cancelled(row)`` true ends that row early. With an answer head, each row's answer is
+        emitted whole once the batch is done."""
         sampling = sampling or Sampling()
         with self.lock:
-            head = self.answer_head
+            _seed(sampling)
+            head = None if sampling.free_decoding else self.answer_head
             if head is None:
                 return self._decode(convs, sampling, emit, cancelled)
-            answers = list(head.answer(convs, sampling))
-            free = [k for k, a in enumerate(answers) if a is None]
+            texts = list(head.answer(convs, sampling))
+            free = [k for k, a in enumerate(texts) if a is None]
             if free:
                 for k, a in zip(free, self._decode([convs[k] for k in free], sampling)):
-                    answers[k] = a
+                    texts[k] = a
+        result = head_answers(self, convs, texts, sampling)
         if emit is not None:
-            for i, a in enumerate(answers):
+            for i, a in enumerate(result):
                 emit(i, a)
-        return answers
+        return result
 
-    def _decode(self, convs, sampling: Sampling, emit=None, cancelled=None) -> list[str]:
+    def _decode(self, convs, sampling: Sampling, emit=None, cancelled=None) -> list[Answer]:
         """Free decoding of a batch (the lock is held), streamed per row when ``emit`` is given."""
-        from transformers import StoppingCriteriaList
-
         from .streaming import RowCancel, RowStreamer
 
         inputs = self._inputs(convs)
-        kw = {}
+        kw, crit, filters = {}, [], []
         if emit is not None:
-            kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs), emit)
-            kw["stopping_criteria"] = StoppingCriteriaList([RowCancel(cancelled)]) if cancelled else None
-        out = self.model.generate(**inputs, **sampling.generate_kwargs(), **kw, pad_token_id=self.pad_id)
-        new = out[:, inputs["input_ids"].shape[1]:]
-        return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
+            if sampling.stop:
+                filters = [StopFilter(sampling.stop, lambda s, i=i: emit(i, s)) for i in range(len(convs))]
+            kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs),
+                                         (lambda i, s: filters[i](s)) if filters else emit)
+            crit = [RowCancel(cancelled)] if cancelled else []
+        out = self.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=self.pad_id, **kw,
+                                  **extra_kwargs(self, inputs, sampling, crit))
+        for f in filters:
+            f.flush()
+        return answers(self, inputs, out, sampling)
 
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated (one conversation).
@@ -145,13 +209,14 @@ class Engine:
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         sampling = sampling or Sampling()
-        if self.has_head:  # heads answer whole conversations: one piece, same text as generate()
+        if self.has_head and not sampling.free_decoding:  # heads answer whole conversations: one piece
             yield self.generate([(messages, images)], sampling)[0]
             return
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel, errors = threading.Event(), []
         self.lock.acquire()
         try:
+            _seed(sampling)
             inputs = self._inputs([(messages, images)])
         except BaseException:
             self.lock.release()
@@ -176,6 +241,11 @@ class Engine:
             cancel.set()
         if errors:
             raise errors[0]
+
+
+def _seed(sampling: Sampling) -> None:
+    if sampling.seed is not None:
+        torch.manual_seed(sampling.seed)
 
 
 class _Cancelled(StoppingCriteria):

@@ -28,18 +28,18 @@ CHAT_TEMPLATE = (
 @dataclass
 class CompactConfig:
     image_size: int = 56          # model input side; 52x52 wafer maps pad to 56 (one pixel per die)
-    patch_size: int = 4
+    patch_size: int = 4           # vision patch side in pixels
     merge_size: int = 2           # 2x2 patch merge -> (56/4/2)^2 = 49 image tokens
-    vision_dim: int = 128
-    vision_depth: int = 4
-    vision_heads: int = 4
-    hidden: int = 256
-    layers: int = 4
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 768
-    vocab_size: int = 4096
-    max_position: int = 2048
+    vision_dim: int = 128         # vision tower width
+    vision_depth: int = 4         # vision tower layers
+    vision_heads: int = 4         # vision attention heads
+    hidden: int = 256             # language model width
+    layers: int = 4               # language model layers
+    heads: int = 4                # attention heads
+    kv_heads: int = 2             # key/value heads (grouped-query attention)
+    intermediate: int = 768       # MLP width
+    vocab_size: int = 4096        # BPE vocabulary learnt from the training text (at most)
+    max_position: int = 2048      # longest sequence (rotary positions)
     resample: str = "nearest"     # image resize filter: nearest keeps each wafer die a crisp block; bicubic for
     #                               photographs and radiographs
 

@@ -36,6 +36,23 @@ def greedy_tokens(model, processor, max_new_tokens: int = 16, image=None) -> lis
     return out[0, enc["input_ids"].shape[1]:].tolist()
 
 
+def _card(adapter: Path, base: Path, folder: Path, name: str) -> None:
+    """The merged folder's card: the adapter card's data, metrics and text; the base's name and licence."""
+    from .card import _FM, base_license, base_model_id, read_front_matter, write_card
+
+    src = adapter / "README.md"
+    old = read_front_matter(src)
+    fm = {"license": old.get("license") or base_license(base), "base_model": base_model_id(base),
+          "pipeline_tag": "image-text-to-text", "library_name": "transformers",
+          "tags": list(dict.fromkeys([*(old.get("tags") or ["domainvlm"]), "merged"])),
+          **{k: old[k] for k in ("datasets", "metrics", "model-index") if k in old}}
+    body = _FM.sub("", src.read_text(encoding="utf-8"), count=1).strip() if src.exists() else ""
+    if not body or "[More Information Needed]" in body:  # none, or peft's empty template
+        body = f"# {name}"
+    write_card(folder, fm, f"{body}\n\nMerged from the LoRA adapter `{adapter.name}` with `domainvlm export` "
+                           "(standalone: needs neither peft nor the base folder).\n")
+
+
 def export_merged(adapter: str | Path, out: str | Path, base: str | Path | None = None, dtype: str | None = None,
                   check: bool = False, force: bool = False, trust_remote_code: bool = False) -> dict:
     """Merge ``adapter`` into its base; write a standalone folder at ``out`` (atomically). Returns a summary."""
@@ -80,6 +97,7 @@ def export_merged(adapter: str | Path, out: str | Path, base: str | Path | None 
     summary = {"base": str(base.resolve()), "adapter": str(adapter.resolve()), "dtype": dtype,
                "model_type": info["model_type"], "greedy_check": None if ref is None else "match"}
     write_json(tmp / "domainvlm_export.json", summary)
+    _card(adapter, base, tmp, out.name)
     if force and out.exists():
         shutil.rmtree(out)
     swap_in(tmp, out)

@@ -47,14 +47,20 @@ def inspect_dir(path: str | Path) -> dict:
     return {"kind": "model", "model_type": cfg["model_type"], "base": None}
 
 
-def load_processor(path: str | Path, trust_remote_code: bool = False):
+def load_processor(path: str | Path, trust_remote_code: bool = False, min_pixels: int | None = None,
+                   max_pixels: int | None = None):
+    """The folder's processor. Qwen2-VL-family folders get the image-only processor built from their files,
+    whatever processor class they name; ``min_pixels``/``max_pixels`` set its image resolution."""
     from transformers import AutoProcessor
 
     info = inspect_dir(path)
     if info["model_type"] in QWEN_FAMILY:
         from .processor import ImageOnlyQwen2VLProcessor
 
-        return ImageOnlyQwen2VLProcessor.from_dir(str(path))
+        return ImageOnlyQwen2VLProcessor.from_dir(str(path), min_pixels=min_pixels, max_pixels=max_pixels)
+    if min_pixels is not None or max_pixels is not None:
+        raise UserError(f"{path}: --min-pixels/--max-pixels apply to Qwen2-VL-family models only "
+                        f"(this is {info['model_type']})")
     proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
     # AutoProcessor silently falls back to a bare tokenizer when the image processor can't be built.
     if not hasattr(proc, "image_processor"):
@@ -73,11 +79,13 @@ def _model_class(model_type: str):
 
 
 def load_model(path: str | Path | None = None, device: str | None = None, dtype: str | None = None,
-               quantization: str | None = None, trust_remote_code: bool = False, attn_implementation=None):
+               quantization: str | None = None, trust_remote_code: bool = False, attn_implementation=None,
+               min_pixels: int | None = None, max_pixels: int | None = None):
     """Load (model, processor) from a local folder. ``path`` None -> the bundled default model.
 
     dtype: 'float32' | 'bfloat16' | 'float16' | None (bf16 on CUDA, fp32 on CPU).
     quantization: None | '4bit' | '8bit' (bitsandbytes; language model only, vision tower kept unquantized).
+    min_pixels / max_pixels: the image resolution budget of Qwen2-VL-family processors (None: the folder's).
     """
     import torch
 
@@ -109,7 +117,7 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
         model = _model_class(info["model_type"]).from_pretrained(str(path), **kw)
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
-    processor = load_processor(path, trust_remote_code)
+    processor = load_processor(path, trust_remote_code, min_pixels, max_pixels)
     if adapter is not None:
         from peft import PeftModel
 

@@ -23,7 +23,7 @@ from ..inference.engine import Sampling
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
 from . import openai_compat as oc
 from .limits import BodyLimit
-from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse
+from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse, UnsupportedField
 
 
 @dataclass
@@ -44,6 +44,8 @@ def _err(status: int, message: str, type_: str = "invalid_request_error", param:
 
 def _validation_message(exc: RequestValidationError) -> str:
     e = exc.errors()[0]
+    if e.get("type") == "value_error" and isinstance(e.get("ctx", {}).get("error"), UnsupportedField):
+        return str(e["ctx"]["error"])  # names the field itself
     if e.get("type") == "json_invalid":
         return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})"
     loc = [str(x) for x in e.get("loc", ()) if x != "body"]
@@ -75,7 +77,6 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="domainvlm API", version="1", description="OpenAI-compatible chat completions with "
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
-    tok = batcher.engine.processor.tokenizer
 
     async def auth(request: Request):
         if cfg.api_key is None:
@@ -110,8 +111,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     async def _crash(_, e: Exception):  # a bug or a generation failure; the server keeps running
         return _err(500, f"generation failed: {e.__class__.__name__}: {e}", "server_error")
 
-    def finish_reason(text: str, s: Sampling) -> str:
-        return "length" if len(tok(text, add_special_tokens=False)["input_ids"]) >= s.max_new_tokens else "stop"
+    def counts(ans, messages, images) -> tuple[int, int]:  # (prompt, completion) tokens
+        return batcher.engine.count_usage(ans, messages, images)
 
     async def answer(messages, images, s: Sampling) -> str:
         fut = batcher.submit(messages, images, s)
@@ -133,26 +134,34 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/v1/chat/completions", tags=["openai"], dependencies=[Depends(auth)])
     async def chat_completions(req: ChatCompletionRequest):
-        s = _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p, req.top_k,
-                      req.repetition_penalty)
+        s = oc.chat_sampling(req, _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature,
+                                            req.top_p, req.top_k, req.repetition_penalty))
         messages, images = await run_in_threadpool(oc.to_conversation, req.messages, cfg)
         cid = oc.new_id()
         if not req.stream:
-            text = await answer(messages, images, s)
-            return oc.completion(cid, cfg.model_name, text, finish_reason(text, s))
+            ans = await answer(messages, images, s)
+            n = await run_in_threadpool(counts, ans, messages, images)
+            return oc.completion(cid, cfg.model_name, ans, n)
         it = batcher.stream(messages, images, s)  # queued now: a full queue is a 503 before streaming starts
-        return StreamingResponse(_events(cid, it, s), media_type="text/event-stream")
+        want_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return StreamingResponse(_events(cid, it, (messages, images) if want_usage else None),
+                                 media_type="text/event-stream")
 
-    def _events(cid, it, s):
-        """SSE: role chunk, content chunks, finish chunk, [DONE]. Runs in Starlette's thread pool."""
-        parts = []
+    def _events(cid, it, conv):
+        """SSE: role chunk, content chunks, finish chunk, [usage chunk], [DONE]. Runs in Starlette's pool."""
         try:
             yield oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""})
-            for piece in it:
+            while True:
+                try:
+                    piece = next(it)
+                except StopIteration as stop:  # the stream's return value is the final Answer
+                    ans = stop.value
+                    break
                 if piece:
-                    parts.append(piece)
                     yield oc.chunk(cid, cfg.model_name, {"content": piece})
-            yield oc.chunk(cid, cfg.model_name, {}, finish_reason("".join(parts), s))
+            yield oc.chunk(cid, cfg.model_name, {}, getattr(ans, "finish_reason", "stop"))
+            if conv is not None:
+                yield oc.chunk(cid, cfg.model_name, {}, usage_=oc.usage(counts(ans, *conv)), choices=False)
         except Exception as e:  # noqa: BLE001 - headers are sent: report in-band, as OpenAI does
             yield oc.sse_error(f"generation failed: {e.__class__.__name__}: {e}")
         finally:

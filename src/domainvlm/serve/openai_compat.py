@@ -100,14 +100,49 @@ def new_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion(cid: str, model: str, text: str, finish: str) -> dict:
+def response_schema(rf) -> str | None:
+    """``response_format`` -> the JSON text of the schema to constrain decoding with (None: free text)."""
+    from ..inference.json_constraint import OBJECT, SchemaError, check_schema
+
+    if rf is None or rf.type == "text":
+        return None
+    schema = OBJECT if rf.type == "json_object" else rf.json_schema.schema_
+    try:
+        check_schema(schema, "response_format.json_schema.schema")
+    except SchemaError as e:
+        raise ApiError(400, str(e), param="response_format") from None
+    return json.dumps(schema)
+
+
+def chat_sampling(req, s):
+    """The request's stop strings, seed, log-probs and response format added to its sampling settings."""
+    from dataclasses import replace
+
+    lp = (req.top_logprobs or 0) if req.logprobs else None
+    return replace(s, stop=req.stops(), seed=req.seed, logprobs=lp, json_schema=response_schema(req.response_format))
+
+
+def usage(counts: tuple[int, int]) -> dict:
+    p, c = counts
+    return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+
+def completion(cid: str, model: str, answer, counts: tuple[int, int]) -> dict:
+    """A chat.completion object from an engine Answer (text with counts, finish reason, log-probs)."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": str(answer)},
+              "finish_reason": getattr(answer, "finish_reason", "stop"), "logprobs": None}
+    if getattr(answer, "logprobs", None) is not None:
+        choice["logprobs"] = {"content": answer.logprobs, "refusal": None}
     return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}]}
+            "choices": [choice], "usage": usage(counts)}
 
 
-def chunk(cid: str, model: str, delta: dict, finish: str | None = None) -> str:
+def chunk(cid: str, model: str, delta: dict, finish: str | None = None, usage_: dict | None = None,
+          choices: bool = True) -> str:
     obj = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if choices else []}
+    if usage_ is not None:
+        obj["usage"] = usage_
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
@@ -116,4 +151,4 @@ def sse_error(message: str, type_: str = "server_error") -> str:
 
 
 __all__ = ["ApiError", "ImageInputError", "error_body", "to_conversation", "legacy_conversation", "completion",
-           "chunk", "sse_error", "new_id"]
+           "chunk", "sse_error", "new_id", "response_schema", "usage"]

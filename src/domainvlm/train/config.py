@@ -9,9 +9,10 @@ from ..models.compact import CompactConfig
 
 @dataclass
 class LoraConfig:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = 16                           # LoRA rank
+    alpha: int = 32                       # LoRA scaling numerator (update scaled by alpha / r)
+    dropout: float = 0.05                 # dropout on the LoRA input
+    # linear layers (by name suffix) that get LoRA adapters
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
     layers: str | None = None             # LM layers that get LoRA: "0-7,12", "-4--1" (last four); None = all
@@ -23,12 +24,12 @@ class LoraConfig:
 class TrainConfig:
     data: str = ""                        # record JSONL (domainvlm data build)
     val_data: str | None = None           # separate val JSONL; else `val_fraction` of `data` is held out
-    val_fraction: float = 0.05
-    output_dir: str = "runs/model"
+    val_fraction: float = 0.05            # share of `data` held out for validation when no val_data is given
+    output_dir: str = "runs/model"        # run folder: model/, checkpoint/, tb/, logs and curves
     model: str | None = None              # local HF folder; None -> build a new compact model (below)
-    compact: CompactConfig = field(default_factory=CompactConfig)
+    compact: CompactConfig = field(default_factory=CompactConfig)  # the compact model built when model is None
     mode: str = "full"                    # full | lora
-    lora: LoraConfig = field(default_factory=LoraConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)  # LoRA settings (mode=lora)
     # Dense training per part (None = mode default: all for full, none for lora; see train/tuning.py).
     train_vision: bool | None = None
     train_projector: bool | None = None
@@ -46,23 +47,26 @@ class TrainConfig:
     compile: bool = False                 # torch.compile the LM decoder layers (GPU: +9% tokens/s, ~1 min to compile)
     liger_kernels: bool = False           # Liger's Triton kernels for RMSNorm/SwiGLU/RoPE/LayerNorm (CUDA only)
     max_steps: int = 0                    # > 0 overrides epochs
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.05
-    min_lr_ratio: float = 0.0
-    max_grad_norm: float = 1.0
-    max_length: int = 1024
+    epochs: float = 1.0                   # passes over the training data (when max_steps is 0)
+    batch_size: int = 8                   # examples per step and device
+    grad_accum: int = 1                   # steps of gradients summed before each optimizer step
+    lr: float = 1e-3                      # peak learning rate (AdamW)
+    weight_decay: float = 0.01            # AdamW weight decay
+    warmup_ratio: float = 0.05            # share of steps of linear warm-up
+    min_lr_ratio: float = 0.0             # cosine schedule floor, as a share of lr
+    max_grad_norm: float = 1.0            # gradient clipping norm (0 = off)
+    max_length: int = 1024                # longest tokenised example; longer ones are cut
     precision: str = "auto"               # auto (bf16 on GPU, fp32 on CPU) | bf16 | fp16 | fp32
     eval_every: int = 200                 # steps; 0 = only at the end
     eval_samples: int = 64                # val records decoded for the task metric at each eval
-    eval_max_new_tokens: int = 64
-    save_every: int = 200
-    log_every: int = 10
+    eval_max_new_tokens: int = 64         # longest answer decoded at each eval
+    save_every: int = 200                 # steps between checkpoints (0 = only at the end)
+    log_every: int = 10                   # steps between loss log lines
     select_metric: str = "val_loss"       # val_loss (lower is better) or a task metric such as exact_match
-    num_workers: int = 0
-    seed: int = 0
-    trust_remote_code: bool = False
+    num_workers: int = 0                  # DataLoader worker processes
+    seed: int = 0                         # seed of data order, initialisation and augmentation
+    min_pixels: int | None = None         # Qwen2-VL-family bases: image resolution floor in pixels (None = the base's)
+    max_pixels: int | None = None         # Qwen2-VL-family bases: image resolution cap, the image-token budget per
+    #                                       image (fewer pixels: less memory; None = the base's)
+    trust_remote_code: bool = False       # allow Python code shipped in the base folder
     augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept)

@@ -55,7 +55,11 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
     # bitsandbytes quantizes while loading, so a quantized base loads straight onto its training device.
     kw = dict(device=str(device) if cfg.quantization else "cpu", quantization=cfg.quantization,
               dtype="bfloat16" if cfg.mode == "lora" and precision == "bf16" else "float32",
-              trust_remote_code=cfg.trust_remote_code, attn_implementation=load_attn(cfg))
+              trust_remote_code=cfg.trust_remote_code, attn_implementation=load_attn(cfg),
+              min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    if (cfg.min_pixels or cfg.max_pixels) and not cfg.model:
+        raise UserError("config: min_pixels/max_pixels apply to a base model (model=DIR); the compact model's "
+                        "resolution is compact.image_size")
     if ckpt is not None and cfg.mode == "lora":
         from peft import PeftModel
 
@@ -224,9 +228,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         if acc.is_main_process:
             save_model_dir(to_save, proc, out / "model")
     if acc.is_main_process:
+        _card(cfg, out / "model", state["best"])
         write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
                                                 "trainable_params": n_train, "total_params": n_total})
     return {"steps": state["step"], "best": state["best"], "last": final, "model_dir": str(out / "model")}
+
+
+def _card(cfg: TrainConfig, folder: Path, best: dict | None) -> None:
+    """The saved model's HF card: front matter (base, licence, data, best val metrics) and a short text."""
+    from ..models.card import base_license, base_model_id, front_matter, training_body, write_card
+
+    val = Path(cfg.val_data or cfg.data).stem + (" val" if not cfg.val_data else "")
+    tags = [cfg.mode] + (["qlora"] if cfg.quantization else [])
+    fm = front_matter(folder.parent.name, base_model_id(cfg.model), base_license(cfg.model),
+                      datasets=[Path(cfg.data).stem], results=[(val, best or {})], tags=tags,
+                      adapter=(folder / "adapter_config.json").exists())
+    write_card(folder, fm, training_body(folder.parent.name, cfg.model, cfg.data, cfg.mode, best))
 
 
 class _Gathered:
@@ -272,7 +289,7 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
 
         eng = Engine(model=acc.unwrap_model(model), processor=proc)
         metrics, _ = evaluate_records(eng, val_recs[:cfg.eval_samples], base_dir, cfg.batch_size,
-                                      Sampling(max_new_tokens=cfg.eval_max_new_tokens), progress=False)
+                                      Sampling(max_new_tokens=cfg.eval_max_new_tokens, temperature=0.0), progress=False)
         for k in ("exact_match", "macro_f1", "unparsed_rate", "bleu_4", "ce_f1_micro"):
             if k in metrics:
                 rec[k] = metrics[k]

@@ -51,7 +51,9 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
                title: str = "domainvlm"):
     import gradio as gr
 
-    d = defaults or Sampling()
+    from dataclasses import replace
+
+    d = engine.effective_sampling(defaults or Sampling())  # the sliders show what will really be used
 
     def respond(question, image, history, max_new, temperature, top_p, top_k):
         question = (question or "").strip()
@@ -62,8 +64,8 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
         content = f"{IMAGE_TOKEN}\n{question}" if image is not None and not history else question
         msgs = history + [{"role": "user", "content": content}]
         images = [image.convert("RGB")] if image is not None and IMAGE_TOKEN in msgs[0]["content"] else []
-        s = Sampling(max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p),
-                     top_k=int(top_k))
+        s = replace(d, max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p),
+                    top_k=int(top_k))
         shown = _display(msgs) + [{"role": "assistant", "content": ""}]
         yield shown, history, ""
         text = ""

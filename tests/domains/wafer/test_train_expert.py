@@ -51,6 +51,14 @@ def test_train_expert_smoke(tmp_path):
     from domainvlm.taxonomy import from_model_dir
 
     assert len(from_model_dir(out / "model").answer_sets()) == 38  # the taxonomy is stored with the model
+    from domainvlm.models.card import read_front_matter
+
+    fm = read_front_matter(out / "model" / "README.md")  # the HF card carries the selected val metrics
+    got = {r["dataset"]["name"]: r["metrics"][0]["value"] for r in fm["model-index"][0]["results"]}
+    best = sel["summary"]["best"]
+    assert got == {"MixedWM38 val": round(best["mixedwm38"]["exact_match"], 4),
+                   "WM-811K val": round(best["wm811k"]["exact_match"], 4)}
+    assert fm["pipeline_tag"] == "image-text-to-text" and fm["license"] == "apache-2.0"
 
 
 @pytest.mark.slow

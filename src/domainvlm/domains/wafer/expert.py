@@ -35,19 +35,19 @@ def _expert_compact() -> CompactConfig:
 
 @dataclass
 class ExpertConfig:
-    mixedwm38: str = "../shared/data/mixedwm38/mixedwm38_trainval.npz"
-    wm811k: str = "../shared/data/wm811k/wm811k_trainval.npz"
-    output_dir: str = "runs/wafer-expert"
+    mixedwm38: str = "../shared/data/mixedwm38/mixedwm38_trainval.npz"  # MixedWM38 train/val npz
+    wm811k: str = "../shared/data/wm811k/wm811k_trainval.npz"  # WM-811K train/val npz
+    output_dir: str = "runs/wafer-expert"  # run folder: model/, phases, logs, val_selection.json
     init_model: str | None = None        # continue from a model folder (weights only) instead of a new model
-    compact: CompactConfig = field(default_factory=_expert_compact)
-    max_steps: int = 6000
+    compact: CompactConfig = field(default_factory=_expert_compact)  # the model built when init_model is None
+    max_steps: int = 6000                 # optimizer steps
     time_budget_s: float = 0.0            # > 0: also end (annealed) when this much training time has passed
-    batch_size: int = 512
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.02
-    warmup_steps: int = 300
-    weight_decay: float = 0.05
-    max_grad_norm: float = 1.0
+    batch_size: int = 512                 # maps per step
+    lr: float = 1e-3                      # peak learning rate (AdamW)
+    min_lr_ratio: float = 0.02            # cosine schedule floor, as a share of lr
+    warmup_steps: int = 300               # steps of linear warm-up
+    weight_decay: float = 0.05            # AdamW weight decay
+    max_grad_norm: float = 1.0            # gradient clipping norm
     ema_decay: float = 0.999              # 0 = no EMA weights
     mixed_frac: float = 0.5               # share of MixedWM38 maps per batch (the rest WM-811K)
     wm811k_balance: float = 0.5           # class-balancing exponent for WM-811K sampling
@@ -55,15 +55,15 @@ class ExpertConfig:
     rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
     superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
     presence_loss: float = 0.0            # > 0: weight of the pattern-presence loss on the image tokens (presence.py)
-    follow_up_frac: float = 0.08
+    follow_up_frac: float = 0.08          # share of samples that are a follow-up question about the same map
     short_answer_frac: float = 0.0        # share of diagnosis samples trained only up to the diagnosis line
-    out_of_scope_frac: float = 0.02
+    out_of_scope_frac: float = 0.02       # share of samples that are an off-topic question (trained refusal)
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
     eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
     length_buckets: int = 2               # forward each batch in this many length-sorted parts
-    log_every: int = 50
+    log_every: int = 50                   # steps between log lines
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
-    seed: int = 0
+    seed: int = 0                         # seed of data order, initialisation and augmentation
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
 
 
@@ -138,6 +138,17 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
     res["score"] = sum(res[b.source]["exact_match" if b.taxonomy == "mixedwm38" else "macro_f1"]
                        for b in banks) / len(banks)
     return res
+
+
+def _card(cfg: ExpertConfig, folder: Path, best: dict) -> None:
+    from ...models.card import base_license, base_model_id, front_matter, write_card
+
+    names = {"mixedwm38": "MixedWM38", "wm811k": "WM-811K"}
+    results = [(f"{names.get(k, k)} val", v) for k, v in best.items() if isinstance(v, dict)]
+    fm = front_matter(folder.parent.name, base_model_id(cfg.init_model), base_license(cfg.init_model),
+                      datasets=list(names.values()), results=results, tags=["wafer-map", "qwen2_vl"])
+    write_card(folder, fm, f"# {folder.parent.name}\n\nWafer-map expert trained with `domainvlm train-expert`; "
+                           "validation metrics are in the front matter and val_selection.json.\n")
 
 
 def train_expert(cfg: ExpertConfig) -> dict:
@@ -285,6 +296,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     model.eval()
     save_model_dir(model, proc, out / "model")
     default_taxonomy().save(out / "model")  # the classes the head answers with, stored with the model
+    _card(cfg, out / "model", best)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
                "total_s": round(time.time() - t_start, 1)}
     write_json(out / "val_selection.json", {"summary": summary, "history": history})

@@ -7,6 +7,14 @@ HELP = "train the compact wafer expert from MixedWM38 + WM-811K (configs/wafer-e
 
 
 def add_arguments(p):
+    import argparse
+
+    from ..config import config_help
+    from ..train.wafer_expert import ExpertConfig
+
+    # every config field with its default and description, read from the dataclass itself (no drift)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = config_help(ExpertConfig)
     p.add_argument("--config", help="YAML with ExpertConfig fields (e.g. configs/wafer-expert.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value, dotted for nested (max_steps=100 compact.layers=2)")
 

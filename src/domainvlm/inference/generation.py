@@ -1,0 +1,144 @@
+"""What one generated answer carries besides its text: token counts, why it ended, and token log-probs.
+
+:class:`Answer` is a ``str`` (every caller that wants only the text keeps working) with those facts as
+attributes, all read from the generated ids rather than guessed from re-tokenised text.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
+
+
+class Answer(str):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str = "stop"  # 'stop' (end of turn or a stop string) | 'length' (max_new_tokens reached)
+    logprobs: list | None = None  # [{'token', 'logprob', 'bytes', 'top_logprobs': [...]}] when asked for
+
+    @classmethod
+    def make(cls, text: str, **facts) -> "Answer":
+        a = cls(text)
+        for k, v in facts.items():
+            setattr(a, k, v)
+        return a
+
+
+def cut_at_stop(text: str, stops) -> tuple[str, bool]:
+    """Text up to (not including) the earliest stop string, and whether one was found (OpenAI semantics)."""
+    hits = [i for i in (text.find(s) for s in stops or ()) if i >= 0]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+class StopStrings(StoppingCriteria):
+    """Finish each row once its generated text contains one of the stop strings."""
+
+    def __init__(self, tokenizer, stops, prompt_len: int):
+        self.tok, self.stops, self.start = tokenizer, list(stops), prompt_len
+
+    def __call__(self, input_ids, scores, **kw):
+        texts = self.tok.batch_decode(input_ids[:, self.start:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in self.stops) for t in texts], dtype=torch.bool,
+                            device=input_ids.device)
+
+
+def extra_kwargs(engine, inputs: dict, sampling, criteria=()) -> dict:
+    """generate() keyword arguments for stop strings, JSON constraints and log-probs."""
+    tok = engine.processor.tokenizer
+    start = inputs["input_ids"].shape[1]
+    crit = list(criteria)
+    if sampling.stop:
+        crit.append(StopStrings(tok, sampling.stop, start))
+    kw = {"stopping_criteria": StoppingCriteriaList(crit)} if crit else {}
+    if sampling.json_schema is not None:
+        import json
+
+        from .json_constraint import JsonLogits
+
+        keep = 1 if not sampling.temperature else 20
+        kw["logits_processor"] = LogitsProcessorList([JsonLogits(json.loads(sampling.json_schema), tok, start,
+                                                                 engine.eos_ids, keep)])
+    if sampling.logprobs is not None:
+        kw.update(output_logits=True, return_dict_in_generate=True)
+    return kw
+
+
+def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
+    """Generated ids (and logits) -> Answers: text cut at stop strings, counts, finish reasons."""
+    tok = engine.processor.tokenizer
+    seqs = out.sequences if hasattr(out, "sequences") else out
+    start = inputs["input_ids"].shape[1]
+    prompt = inputs["attention_mask"].sum(dim=1).tolist() if "attention_mask" in inputs else [start] * len(seqs)
+    eos = set(engine.eos_ids)
+    result = []
+    for r, row in enumerate(seqs[:, start:].tolist()):
+        n = next((k + 1 for k, t in enumerate(row) if t in eos), None)
+        text = tok.decode(row[:n] if n else row, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, sampling.stop)
+        if stopped and n is None:  # count the tokens up to the one that completed the stop string
+            n = next((k + 1 for k in range(len(row)) if cut_at_stop(tok.decode(row[:k + 1], skip_special_tokens=True),
+                                                                   sampling.stop)[1]), len(row))
+        finish = "stop" if (n is not None or stopped) else ("length" if len(row) >= sampling.max_new_tokens
+                                                            else "stop")
+        count = n if n is not None else len(row)
+        lp = _logprobs(tok, out.logits, r, row[:count], sampling.logprobs) if sampling.logprobs is not None else None
+        result.append(Answer.make(text.strip(), prompt_tokens=int(prompt[r]), completion_tokens=count,
+                                  finish_reason=finish, logprobs=lp))
+    return result
+
+
+def _logprobs(tok, logits, row: int, ids: list[int], top: int) -> list[dict]:
+    items = []
+    for k, t in enumerate(ids):
+        lp = torch.log_softmax(logits[k][row].float(), dim=-1)
+        entry = _entry(tok, t, lp[t].item())
+        if top:
+            vals, idx = lp.topk(top)
+            entry["top_logprobs"] = [_entry(tok, i, v) for i, v in zip(idx.tolist(), vals.tolist())]
+        else:
+            entry["top_logprobs"] = []
+        items.append(entry)
+    return items
+
+
+def _entry(tok, tid: int, logprob: float) -> dict:
+    s = tok.decode([tid])
+    return {"token": s, "logprob": max(logprob, -9999.0), "bytes": list(s.encode("utf-8"))}
+
+
+def head_answers(engine, convs, texts: list[str], sampling) -> list[Answer]:
+    """An answer head's texts as Answers, cut at stop strings. Their token counts are left unset (None) and
+    counted only on demand (:meth:`Engine.count_usage`), so the head's hot path pays nothing for them."""
+    out = []
+    for text in texts:
+        if isinstance(text, Answer):  # decoded freely by the model: already counted from its ids
+            out.append(text)
+            continue
+        text, _ = cut_at_stop(text, sampling.stop)
+        out.append(Answer.make(text, completion_tokens=None, finish_reason="stop"))
+    return out
+
+
+class StopFilter:
+    """Streaming with stop strings: hold back text that may be the start of a stop string, and send nothing
+    from a stop string on."""
+
+    def __init__(self, stops, emit):
+        self.stops, self.emit, self.text, self.sent, self.done = list(stops), emit, "", 0, False
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+
+    def __call__(self, piece: str) -> None:
+        if self.done:
+            return
+        self.text += piece
+        cut, hit = cut_at_stop(self.text, self.stops)
+        safe = len(cut) if hit else max(self.sent, len(self.text) - self.hold)
+        if safe > self.sent:
+            self.emit(self.text[self.sent:safe])
+            self.sent = safe
+        self.done = hit
+
+    def flush(self) -> None:
+        if not self.done and len(self.text) > self.sent:
+            self.emit(self.text[self.sent:])
+        self.sent = len(self.text)
