@@ -28,6 +28,10 @@ def add_arguments(p):
     p.add_argument("--max-queue", type=positive_int, default=256, help="queued requests before answering 503")
     p.add_argument("--max-body-mb", type=positive_float, default=20.0)
     p.add_argument("--max-image-pixels", type=positive_int, default=16_000_000)
+    p.add_argument("--max-prompt-tokens", type=positive_int,
+                   help="refuse longer prompts with 400 (default: the model's context, max_position_embeddings)")
+    p.add_argument("--request-timeout", type=positive_float, default=60.0,
+                   help="seconds one batch may decode before it is cut off; /health says 503 'stuck' past it")
     p.add_argument("--max-images", type=positive_int, default=4, help="images per request")
     p.add_argument("--allow-local-files", metavar="DIR",
                    help="accept file:// image URLs, only for files inside DIR (off by default)")
@@ -73,6 +77,7 @@ def build(args):
     cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
                       max_image_pixels=args.max_image_pixels, max_images=args.max_images,
                       max_tokens_cap=args.max_tokens_cap, local_files_root=root,
+                      max_prompt_tokens=args.max_prompt_tokens, request_timeout=args.request_timeout,
                       sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                         top_p=args.top_p, top_k=args.top_k))
     batcher = Batcher(eng, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)

@@ -46,12 +46,18 @@ class Batcher:
         self.streams = 0  # stream iterators alive (observability)
         self.batches_run = 0  # observability (/health) and tests: proves requests really were batched
         self.largest_batch = 0
+        self.busy_since: float | None = None  # monotonic start of the batch running now (/health: stuck?)
         self._worker = threading.Thread(target=self._loop, name="domainvlm-batcher", daemon=True)
         self._worker.start()
 
     @property
     def pending(self) -> int:
         return self._pending
+
+    def busy_for(self) -> float:
+        """Seconds the worker has been running its current batch (0 when idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
 
     def _enqueue(self, job: _Job) -> _Job:
         if self._closed:
@@ -116,8 +122,12 @@ class Batcher:
             groups: dict[tuple, list] = {}
             for j in live:
                 groups.setdefault(astuple(j.sampling), []).append(j)
-            for group in groups.values():
-                self._run(group)
+            try:
+                for group in groups.values():
+                    self.busy_since = time.monotonic()
+                    self._run(group)
+            finally:
+                self.busy_since = None
             for j in jobs:
                 if j.sink is not None and not j.future.done():  # cancelled before it ran
                     j.sink.put(_END)

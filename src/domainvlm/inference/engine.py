@@ -55,6 +55,7 @@ class Engine:
         self.model, self.processor = model, processor
         self.model_dir = str(model_dir) if model_dir else getattr(model, "name_or_path", "model")
         self.lock = threading.Lock()
+        self.time_limit: float | None = None  # seconds of decoding per generate call (the server sets it)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         from . import answer_heads
@@ -84,6 +85,12 @@ class Engine:
         """Plug a head in directly (an :class:`~.answer_heads.AnswerHead`, or None for free decoding)."""
         self._head, self._head_model = head, self.model
         self._head_factory = None if head is None else (lambda *a: head)
+
+    def generate_kwargs(self, sampling: Sampling) -> dict:
+        kw = sampling.generate_kwargs()
+        if self.time_limit:
+            kw["max_time"] = self.time_limit  # transformers stops decoding there (MaxTimeCriteria)
+        return kw
 
     @property
     def device(self):
@@ -132,7 +139,7 @@ class Engine:
         if emit is not None:
             kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs), emit)
             kw["stopping_criteria"] = StoppingCriteriaList([RowCancel(cancelled)]) if cancelled else None
-        out = self.model.generate(**inputs, **sampling.generate_kwargs(), **kw, pad_token_id=self.pad_id)
+        out = self.model.generate(**inputs, **self.generate_kwargs(sampling), **kw, pad_token_id=self.pad_id)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in self.processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
@@ -160,7 +167,7 @@ class Engine:
         def work():
             try:
                 with torch.inference_mode():
-                    self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
+                    self.model.generate(**inputs, **self.generate_kwargs(sampling), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
                                         pad_token_id=self.pad_id)
             except BaseException as e:  # noqa: BLE001 - handed to the consumer below

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..inference.batcher import Batcher, Busy
 from ..inference.engine import Sampling
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
+from ..inference.prompt_guard import PromptBudget, PromptTooLong
 from . import openai_compat as oc
 from .limits import BodyLimit
 from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse
@@ -35,7 +36,14 @@ class ServeConfig:
     max_images: int = 4
     max_tokens_cap: int = 2048
     local_files_root: Path | None = None
+    max_prompt_tokens: int | None = None  # None: the model's context
+    request_timeout: float | None = 60.0  # seconds one batch may hold the engine (decoding stops there)
     sampling: Sampling = field(default_factory=Sampling)
+
+
+def stuck_after(timeout: float) -> float:
+    """Decoding stops at the request timeout; a batch still running 10% + 1 s later is stuck."""
+    return timeout * 1.1 + 1.0
 
 
 def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
@@ -76,6 +84,14 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     tok = batcher.engine.processor.tokenizer
+    budget = PromptBudget(batcher.engine.processor, batcher.engine.model, cfg.max_prompt_tokens)
+    if cfg.request_timeout:
+        batcher.engine.time_limit = cfg.request_timeout
+
+    def conversation(build, *a):  # parse the request, then refuse an over-long prompt before it queues
+        messages, images = build(*a)
+        budget.check(messages, images)
+        return messages, images
 
     async def auth(request: Request):
         if cfg.api_key is None:
@@ -93,6 +109,10 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.exception_handler(ImageInputError)
     async def _image_error(_, e: ImageInputError):
         return _err(e.status, str(e), param=str(e).split(":", 1)[0])
+
+    @app.exception_handler(PromptTooLong)
+    async def _too_long(_, e: PromptTooLong):
+        return _err(400, str(e), param="messages")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, e: RequestValidationError):
@@ -123,6 +143,11 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health", tags=["meta"])
     async def health():
+        busy = batcher.busy_for()
+        if cfg.request_timeout and busy > stuck_after(cfg.request_timeout):
+            return JSONResponse({"status": "stuck", "reason": f"the engine has been on one batch for {busy:.0f} s "
+                                 f"(request timeout {cfg.request_timeout:g} s)", "queued": batcher.pending},
+                                status_code=503)
         return {"status": "ok", "model": cfg.model_name, "queued": batcher.pending, "streams": batcher.streams,
                 "batches_run": batcher.batches_run, "largest_batch": batcher.largest_batch}
 
@@ -135,7 +160,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     async def chat_completions(req: ChatCompletionRequest):
         s = _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature, req.top_p, req.top_k,
                       req.repetition_penalty)
-        messages, images = await run_in_threadpool(oc.to_conversation, req.messages, cfg)
+        messages, images = await run_in_threadpool(conversation, oc.to_conversation, req.messages, cfg)
         cid = oc.new_id()
         if not req.stream:
             text = await answer(messages, images, s)
@@ -162,7 +187,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.post("/", tags=["legacy"], response_model=LegacyResponse, dependencies=[Depends(auth)])
     async def legacy(req: LegacyRequest):
         s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
-        messages, images = await run_in_threadpool(oc.legacy_conversation, req, cfg)
+        messages, images = await run_in_threadpool(conversation, oc.legacy_conversation, req, cfg)
         text = await answer(messages, images, s)
         return {"response": text, "history": [*req.history, [req.text, text]], "status": 200,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}
