@@ -26,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--max-batch", type=positive_int, default=8, help="requests generated together on the device")
     p.add_argument("--batch-wait-ms", type=nonneg_float, default=5.0, help="how long to wait to fill a batch")
     p.add_argument("--max-queue", type=positive_int, default=256, help="queued requests before answering 503")
+    p.add_argument("--max-queued-image-mb", type=positive_float, default=1024.0,
+                   help="decoded images waiting for the engine before new requests get 503 (memory budget)")
     p.add_argument("--max-body-mb", type=positive_float, default=20.0)
     p.add_argument("--max-image-pixels", type=positive_int, default=16_000_000)
     p.add_argument("--max-prompt-tokens", type=positive_int,
@@ -80,7 +82,8 @@ def build(args):
                       max_prompt_tokens=args.max_prompt_tokens, request_timeout=args.request_timeout,
                       sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                         top_p=args.top_p, top_k=args.top_k))
-    batcher = Batcher(eng, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue)
+    batcher = Batcher(eng, max_batch=args.max_batch, max_wait_ms=args.batch_wait_ms, max_queue=args.max_queue,
+                      max_image_bytes=int(args.max_queued_image_mb * 2**20))
     return create_app(batcher, cfg), batcher
 
 

@@ -8,15 +8,25 @@ Relative paths are resolved against ``base_dir`` (usually the folder of the data
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 
-# Refuse decompression bombs early (PIL's own limit warns at ~89 MP; we raise at 64 MP).
+# One pixel limit for every image a command reads (ask, chat, predict, eval, train, data validate), checked
+# from the header before any pixel is decoded: 64 MP is 8000x8000, ~190 MB as RGB, far above what a vision
+# encoder uses after resizing. PIL's own guard (MAX_IMAGE_PIXELS) only warns below twice its value, so it
+# stays a backstop for paths that open images some other way.
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:
+    max_pixels = max_pixels or MAX_PIXELS
+    if w * h > max_pixels:
+        raise UserError(f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
 
 
 def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
@@ -47,9 +57,13 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
     from .dicom import is_dicom, read_dicom
 
     if is_dicom(p):
-        return read_dicom(p).convert("RGB")
+        return read_dicom(p, max_pixels=MAX_PIXELS).convert("RGB")
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():  # PIL's bomb warning: the limit is checked here, from the header
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            check_pixels(*im.size, p)
             im.load()
             return im.convert("RGB")
     except Image.DecompressionBombError:

@@ -46,8 +46,8 @@ def stuck_after(timeout: float) -> float:
     return timeout * 1.1 + 1.0
 
 
-def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
-    return JSONResponse(oc.error_body(status, message, type_, param), status_code=status)
+def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, headers=None):
+    return JSONResponse(oc.error_body(status, message, type_, param), status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -124,7 +124,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(Busy)
     async def _busy(_, e: Busy):
-        return _err(503, str(e), "server_busy")
+        return _err(503, str(e), "server_busy", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _crash(_, e: Exception):  # a bug or a generation failure; the server keeps running
