@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from ..io import resolve_path
 from ._args import positive_int
 
 NAME = "eval"
@@ -55,7 +56,7 @@ def run(args):
         task_of(recs)
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
-    base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
+    base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
     eng = Engine(args.model, device=args.device, threads=args.threads)
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,

@@ -12,6 +12,7 @@ batch in flight; on restart rows already present are skipped and a half-written 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..data.record import IMAGE_TOKEN
 from ..errors import UserError, json_problem, where
-from ..io import atomic_open
+from ..io import atomic_open, iter_lines, read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
@@ -109,7 +110,7 @@ def _domain_items(folder: Path, images) -> list[tuple[str, str, str | None]]:
 
 def read_csv(path: Path, question: str | None) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         cols = reader.fieldnames or []
         if not any(k in cols for k in IMAGE_KEYS):
@@ -126,22 +127,21 @@ def read_csv(path: Path, question: str | None) -> list[Row]:
 
 def read_jsonl(path: Path, question: str | None) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            loc = f"{path}:{n}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({json_problem(e)})"))
-                continue
-            if not isinstance(d, dict):
-                rows.append(Row(id=str(n), where=loc, error=f"{loc}: expected a JSON object"))
-                continue
-            rid = str(d["id"]) if d.get("id") not in (None, "") else str(n)
-            rows.append(_record_row(rid, loc, d, path.parent) if "messages" in d
-                        else _simple_row(rid, loc, d, question, path.parent))
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        loc = f"{path}:{n}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({json_problem(e)})"))
+            continue
+        if not isinstance(d, dict):
+            rows.append(Row(id=str(n), where=loc, error=f"{loc}: expected a JSON object"))
+            continue
+        rid = str(d["id"]) if d.get("id") not in (None, "") else str(n)
+        rows.append(_record_row(rid, loc, d, path.parent) if "messages" in d
+                    else _simple_row(rid, loc, d, question, path.parent))
     return rows
 
 
@@ -187,7 +187,7 @@ class ResultWriter:
         self._csv = csv.DictWriter(self.fh, COLUMNS, extrasaction="ignore") if self.csv else None
 
     def _existing(self, retry_errors: bool) -> list[dict]:
-        text = self.path.read_text(encoding="utf-8")
+        text = read_text(self.path)
         if text and not text.endswith("\n"):  # interrupted mid-line: that row is redone
             text = text[: text.rfind("\n") + 1]
         if self.csv:

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..config import to_dict
 from ..errors import UserError
-from ..io import write_json
+from ..io import resolve_path, write_json
 from ..models.chat_format import collate
 from .checkpoint import load_checkpoint_state, save_checkpoint, save_model_dir
 from .config import TrainConfig
@@ -116,7 +116,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
             task_of(val_recs[:cfg.eval_samples])
         except UserError as e:
             raise UserError(f"{cfg.val_data or cfg.data}: {e} (or set eval_samples=0 for the val loss only)") from None
-    base_dir = Path(cfg.data).resolve().parent
+    base_dir = resolve_path(cfg.data).parent
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "fp32"
