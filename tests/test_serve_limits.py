@@ -106,3 +106,14 @@ def test_health_reports_a_stuck_engine(engine, monkeypatch):
         release.set()
         t.join(30)
     assert app_client.get("/health").json()["status"] == "ok"
+
+
+def test_legacy_route_refuses_an_empty_image(engine):
+    import base64
+
+    c = client(engine)
+    for image in ("", "   ", base64.b64encode(b"").decode(), "data:image/png;base64,"):  # "" is a 0-byte file
+        r = c.post("/", json={"text": "What defect is this?", "image": image})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "image", (image, r.text)
+        assert "empty" in r.json()["error"]["message"]
+    assert c.post("/", json={"text": "hi"}).status_code == 200  # no image at all: a text-only question

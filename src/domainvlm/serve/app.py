@@ -187,6 +187,9 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.post("/", tags=["legacy"], response_model=LegacyResponse, dependencies=[Depends(auth)])
     async def legacy(req: LegacyRequest):
         s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
+        if req.image is not None and not req.image.strip():  # an empty upload is a mistake, not a text question
+            raise oc.ApiError(400, "image: empty (send a base64 image, or leave 'image' out to ask without one)",
+                              param="image")
         messages, images = await run_in_threadpool(conversation, oc.legacy_conversation, req, cfg)
         text = await answer(messages, images, s)
         return {"response": text, "history": [*req.history, [req.text, text]], "status": 200,
