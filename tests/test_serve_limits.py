@@ -117,3 +117,30 @@ def test_legacy_route_refuses_an_empty_image(engine):
         assert r.status_code == 400 and r.json()["error"]["param"] == "image", (image, r.text)
         assert "empty" in r.json()["error"]["message"]
     assert c.post("/", json={"text": "hi"}).status_code == 200  # no image at all: a text-only question
+
+
+def test_extreme_sampling_numbers_answer_or_400_never_500(engine, tmp_path):
+    c = client(engine, local_files_root=tmp_path)
+    for extra in ({"temperature": 1, "repetition_penalty": 5e-324}, {"temperature": 2, "repetition_penalty": 5e-324},
+                  {"temperature": 1e-300}, {"temperature": 1, "top_p": 1e-300, "repetition_penalty": 1e300}):
+        r = c.post("/v1/chat/completions", json={**user("wafer wafer wafer"), **extra, "max_tokens": 8})
+        assert r.status_code == 200, (extra, r.text)
+    greedy = c.post("/v1/chat/completions", json={**user("hi"), "max_tokens": 8}).json()
+    tiny_t = c.post("/v1/chat/completions", json={**user("hi"), "max_tokens": 8, "temperature": 1e-300}).json()
+    assert tiny_t["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+    r = c.post("/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "hi"}], '
+               b'"repetition_penalty": Infinity}', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "repetition_penalty" in r.json()["error"]["message"], r.text
+
+
+def test_bad_file_urls_are_400(engine, tmp_path):
+    c = client(engine, local_files_root=tmp_path)
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for url, says in ((f"file://{tmp_path}/x%00.png", "NUL byte"), ("file://[/x.png", "not a valid URL"),
+                      (f"file://otherhost{tmp_path}/x.png", "not host 'otherhost'"),
+                      (f"file://{tmp_path}/a", "cannot be resolved")):
+        body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}]}
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and says in r.json()["error"]["message"], (url, r.text)
+        assert str(tmp_path / "b") not in r.text  # no symlink target shown

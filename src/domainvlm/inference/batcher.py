@@ -69,6 +69,7 @@ class Batcher:
         return 0.0 if since is None else time.monotonic() - since
 
     def _enqueue(self, job: _Job) -> _Job:
+        job.sampling.check()  # bad settings fail this request now, not its whole batch later
         if self._closed:
             raise RuntimeError("batcher is closed")
         with self._count_lock:

@@ -13,6 +13,7 @@ A model whose config names an answer head (:mod:`.answer_heads`) plugs in throug
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Iterator
@@ -21,8 +22,20 @@ import torch
 from transformers import StoppingCriteria
 
 from ..data.images import load_image
+from ..errors import UserError
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
+
+
+class SamplingError(UserError):
+    """Sampling settings that would make the logits inf/NaN (a 400 on the server, not a crashed batch)."""
+
+    status = 400
+
+
+# Logits are divided by the temperature: below this float32 logits overflow to inf and sampling fails
+# ("probability tensor contains inf/nan"); lower temperatures decode greedily, which is their limit anyway.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass
@@ -33,10 +46,19 @@ class Sampling:
     top_k: int = 0
     repetition_penalty: float = 1.0
 
+    def check(self) -> "Sampling":
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SamplingError(f"{name}: must be a finite number, got {v!r}")
+        return self
+
     def generate_kwargs(self) -> dict:
+        self.check()
         kw = {"max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty}
-        if self.temperature and self.temperature > 0:
-            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        if self.temperature and self.temperature >= MIN_TEMPERATURE:
+            kw.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None,
+                      remove_invalid_values=True)  # an extreme repetition_penalty gives inf logits: made finite
         else:
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kw

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..inference.batcher import Batcher, Busy
-from ..inference.engine import Sampling
+from ..inference.engine import Sampling, SamplingError
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
 from ..inference.prompt_guard import PromptBudget, PromptTooLong
 from . import openai_compat as oc
@@ -109,6 +109,10 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.exception_handler(ImageInputError)
     async def _image_error(_, e: ImageInputError):
         return _err(e.status, str(e), param=str(e).split(":", 1)[0])
+
+    @app.exception_handler(SamplingError)
+    async def _bad_sampling(_, e: SamplingError):
+        return _err(400, str(e), param=str(e).split(":", 1)[0])
 
     @app.exception_handler(PromptTooLong)
     async def _too_long(_, e: PromptTooLong):
