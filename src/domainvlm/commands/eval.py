@@ -77,4 +77,12 @@ def run(args):
         print_summary(metrics)
     print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
                                               "unparsed", "seconds") if k in metrics}))
+    if metrics.get("errors"):  # like predict: the run finishes, the failures are named, the exit says so
+        import sys
+
+        for e in metrics["errors"][:5]:
+            print(f"domainvlm: {e}", file=sys.stderr)
+        print(f"domainvlm: {len(metrics['errors'])} record(s) could not be read and count as wrong; see "
+              f"'errors' in {out}", file=sys.stderr)
+        return 1
     return 0
