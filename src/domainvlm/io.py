@@ -48,16 +48,18 @@ def write_jsonl(dest, rows) -> int:
     return n
 
 
-def swap_in(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+def swap_in(tmp: str | os.PathLike, dest: str | os.PathLike, keep_as: str | os.PathLike | None = None) -> None:
     """Replace folder ``dest`` by the finished folder ``tmp`` (its sibling): the old one is moved aside first
-    and removed last, so ``dest`` is always either the old or the new complete folder."""
+    and removed last (or kept as ``keep_as``), so ``dest`` is always either the old or the new complete folder;
+    a kill between the two renames leaves both beside it (train.checkpoint.recover_checkpoint)."""
     tmp, dest = Path(tmp), Path(dest)
-    old = dest.with_name(f".{dest.name}.old")
+    old = Path(keep_as) if keep_as is not None else dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    if keep_as is None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------ text input

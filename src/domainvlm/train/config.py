@@ -60,6 +60,7 @@ class TrainConfig:
     eval_samples: int = 64                # val records decoded for the task metric at each eval
     eval_max_new_tokens: int = 64
     save_every: int = 200
+    save_total_limit: int = 1             # checkpoints kept: the latest in checkpoint/, older as checkpoint-<step>
     log_every: int = 10
     select_metric: str = "val_loss"       # val_loss (lower is better) or a task metric such as exact_match
     num_workers: int = 0
