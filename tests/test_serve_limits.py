@@ -102,6 +102,7 @@ def test_health_reports_a_stuck_engine(engine, monkeypatch):
             time.sleep(0.1)
         assert r.status_code == 503 and r.json()["status"] == "stuck", r.text
         assert "request timeout 0.2 s" in r.json()["reason"]
+        assert r.headers["retry-after"] == "1"
     finally:
         release.set()
         t.join(30)

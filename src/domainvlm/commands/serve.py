@@ -16,7 +16,10 @@ def add_arguments(p):
     p.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 to expose; set --api-key then)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--api-key", default=os.environ.get("DOMAINVLM_API_KEY"),
-                   help="require 'Authorization: Bearer KEY' (default: $DOMAINVLM_API_KEY; none = open)")
+                   help="require 'Authorization: Bearer KEY' (default: $DOMAINVLM_API_KEY; none = open). "
+                        "Prefer the environment: a key on the command line shows in 'ps'")
+    p.add_argument("--api-key-env", metavar="VAR", help="read the API key from environment variable VAR")
+    p.add_argument("--protect-docs", action="store_true", help="/docs and /openapi.json need the API key too")
     p.add_argument("--served-model-name", help="model id reported by /v1/models (default: folder name)")
     p.add_argument("--max-new-tokens", type=positive_int, default=256, help="default when a request gives no max_tokens")
     p.add_argument("--max-tokens-cap", type=positive_int, default=2048, help="largest max_tokens a request may ask for")
@@ -74,9 +77,16 @@ def build(args):
         root = Path(args.allow_local_files).expanduser().resolve()
         if not root.is_dir():
             raise UserError(f"--allow-local-files: {root} is not a folder")
+    api_key = args.api_key
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env)
+        if not api_key:
+            raise UserError(f"--api-key-env: environment variable {args.api_key_env} is not set or empty")
+    if args.protect_docs and not api_key:
+        raise UserError("--protect-docs needs an API key (--api-key-env VAR or $DOMAINVLM_API_KEY)")
     eng = Engine(args.model, device=args.device, dtype=args.dtype, threads=args.threads)
     name = args.served_model_name or Path(args.model or default_model_dir()).resolve().name
-    cfg = ServeConfig(model_name=name, api_key=args.api_key or None, max_body_bytes=int(args.max_body_mb * 2**20),
+    cfg = ServeConfig(model_name=name, api_key=api_key or None, protect_docs=args.protect_docs, max_body_bytes=int(args.max_body_mb * 2**20),
                       max_image_pixels=args.max_image_pixels, max_images=args.max_images,
                       max_tokens_cap=args.max_tokens_cap, local_files_root=root,
                       max_prompt_tokens=args.max_prompt_tokens, request_timeout=args.request_timeout,
@@ -97,7 +107,7 @@ def run(args):
         raise UserError("serving needs the 'serve' extra: pip install 'domainvlm[serve]'") from None
     _check_port(args.host, args.port)
     app, batcher = build(args)
-    key = "API key required" if args.api_key else "no API key (open)"
+    key = "API key required" if app.state.api_key else "no API key (open)"
     print(f"domainvlm: serving {app.title} for model '{batcher.engine.model_dir}' on "
           f"http://{args.host}:{args.port} (OpenAI base_url http://{args.host}:{args.port}/v1; {key})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)

@@ -23,6 +23,7 @@ from ..inference.engine import Sampling, SamplingError
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
 from ..inference.prompt_guard import PromptBudget, PromptTooLong
 from . import openai_compat as oc
+from .auth import ApiKeyGate
 from .limits import BodyLimit
 from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse
 
@@ -31,6 +32,7 @@ from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse
 class ServeConfig:
     model_name: str = "domainvlm"
     api_key: str | None = None
+    protect_docs: bool = False  # with api_key: /docs and /openapi.json need the key too
     max_body_bytes: int = 20 << 20
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = 4
@@ -83,6 +85,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="domainvlm API", version="1", description="OpenAI-compatible chat completions with "
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(ApiKeyGate, key=cfg.api_key, protect_docs=cfg.protect_docs)  # outermost: before the body
+    app.state.api_key = cfg.api_key
     tok = batcher.engine.processor.tokenizer
     budget = PromptBudget(batcher.engine.processor, batcher.engine.model, cfg.max_prompt_tokens)
     if cfg.request_timeout:
@@ -124,7 +128,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
-        return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error")
+        return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error",
+                    headers=getattr(e, "headers", None))  # 405 keeps its Allow header
 
     @app.exception_handler(Busy)
     async def _busy(_, e: Busy):
@@ -151,7 +156,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
         if cfg.request_timeout and busy > stuck_after(cfg.request_timeout):
             return JSONResponse({"status": "stuck", "reason": f"the engine has been on one batch for {busy:.0f} s "
                                  f"(request timeout {cfg.request_timeout:g} s)", "queued": batcher.pending},
-                                status_code=503)
+                                status_code=503, headers={"Retry-After": str(int(cfg.request_timeout) + 1)})
         return {"status": "ok", "model": cfg.model_name, "queued": batcher.pending, "streams": batcher.streams,
                 "batches_run": batcher.batches_run, "largest_batch": batcher.largest_batch}
 
