@@ -56,7 +56,7 @@ class PromptBudget:
             self._refuse(f"at least {chars // self.longest:,} tokens ({chars:,} characters)")
         text = self.processor.apply_chat_template(to_hf_messages(messages), tokenize=False,
                                                   add_generation_prompt=True)
-        n = len(self.tok(text, add_special_tokens=False)["input_ids"])
+        n = len(self.tok(text, add_special_tokens=False, verbose=False)["input_ids"])
         n += sum(self._image_tokens(im) - 1 for im in images)  # the template holds one placeholder each
         if n > self.limit:
             self._refuse(f"{n:,} tokens")
