@@ -133,3 +133,14 @@ def test_busy_is_503_with_retry_after(tiny_model_dir, monkeypatch):
     c = TestClient(create_app(b, ServeConfig()), raise_server_exceptions=False)
     r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 503 and r.headers["retry-after"] == "1" and "busy" in r.json()["error"]["message"]
+
+
+def test_garbage_dicom_upload_says_so_without_internals():
+    import os
+
+    from domainvlm.inference.image_input import ImageInputError, decode_image
+
+    for data in (b"\0" * 128 + b"DICM" + os.urandom(200), b"\0" * 128 + b"DICM"):
+        with pytest.raises(ImageInputError, match=r"^upload: unreadable DICOM \(") as e:
+            decode_image(data, "upload")
+        assert "FileDataset" not in str(e.value) and "Error" not in str(e.value) and e.value.status == 400
