@@ -69,3 +69,22 @@ def test_symlink_loop_is_one_line(tmp_path, tiny_model_dir):
         r = subprocess.run([sys.executable, "-m", "domainvlm", *argv], capture_output=True, text=True)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.count("\n") == 1 and "a: cannot be resolved (a symlink loop" in r.stderr
+
+
+def test_predict_on_empty_input_fails_and_a_folder_says_what_it_skipped(tmp_path, capsys, tiny_model_dir):
+    from PIL import Image
+
+    for name, text in (("e.jsonl", ""), ("e.csv", "image,question\n")):
+        (tmp_path / name).write_text(text)
+        rc, err = _run(capsys, ["predict", str(tmp_path / name), "--model", str(tiny_model_dir),
+                                "-o", str(tmp_path / f"out_{name}")])
+        assert rc == 2 and len(err) == 1 and "no rows to answer" in err[0], err
+        assert not (tmp_path / f"out_{name}").exists()
+    d = tmp_path / "maps"
+    d.mkdir()
+    Image.new("RGB", (32, 32)).save(d / "a.png")
+    (d / "notes.txt").write_text("hi")
+    (d / "gone.png").symlink_to(d / "nowhere.png")
+    rc, err = _run(capsys, ["predict", str(d), "-q", "What defect?", "--model", str(tiny_model_dir),
+                            "-o", str(tmp_path / "f.jsonl"), "--no-progress", "--max-new-tokens", "4"])
+    assert rc == 0 and any("2 entries skipped" in e for e in err), err

@@ -89,10 +89,17 @@ def _record_row(rid: str, loc: str, d: dict, base: Path) -> Row:
 def read_folder(path: Path, question: str | None) -> list[Row]:
     if not question:
         raise UserError(f"{path}: a folder input needs --question (asked about every image)")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = [p for p in path.rglob("*") if not p.is_dir()]
+    files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     items = _domain_items(path, files)
     if not files and not items:
         raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
+    used = {str(p) for p in files} | {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}
+    if n := sum(str(p) not in used for p in entries):  # say so: a silent skip reads like a lost row
+        import sys
+
+        print(f"domainvlm: {path}: {n} {'entry' if n == 1 else 'entries'} skipped (neither images nor map "
+              "files, or broken links)", file=sys.stderr)
     # refs keep the folder prefix as given, so base_dir is None (resolving against the folder would double it)
     return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files] + \
         [Row(id=i, where=ref, images=[ref], error=err) if err else _simple_row(i, ref, {"image": ref}, question, None)
@@ -157,6 +164,8 @@ def read_inputs(path: str | Path, question: str | None = None) -> list[Row]:
         rows = read_jsonl(path, question)
     else:
         raise UserError(f"{path}: expected a folder of images, a .csv or a .jsonl file")
+    if not rows:
+        raise UserError(f"{path}: no rows to answer (empty file)")
     seen: dict[str, str] = {}
     for r in rows:  # resume keys on ids, so they must be unique
         if r.id in seen:
