@@ -144,3 +144,21 @@ def test_garbage_dicom_upload_says_so_without_internals():
         with pytest.raises(ImageInputError, match=r"^upload: unreadable DICOM \(") as e:
             decode_image(data, "upload")
         assert "FileDataset" not in str(e.value) and "Error" not in str(e.value) and e.value.status == 400
+
+
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    import io
+
+    from domainvlm.inference.image_input import decode_image
+
+    a = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)  # 0..65,520
+    p = tmp_path / "deep.png"
+    Image.fromarray(a).save(p)
+    for im in (images_mod.load_image(str(p)), decode_image(p.read_bytes())):
+        g = np.asarray(im.convert("L")).astype(int)
+        assert im.mode == "RGB" and g.min() == 0 and g.max() == 255
+        assert (g == 255).mean() < 0.01  # PIL's own conversion left 94% of this image white
+        assert np.all(np.diff(g.ravel()) >= 0)  # the order of values is kept
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, "PNG")
+    assert decode_image(buf.getvalue()).getpixel((0, 0)) == (10, 20, 30)  # 8-bit images unchanged

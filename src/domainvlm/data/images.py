@@ -29,6 +29,19 @@ def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:
         raise UserError(f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
 
 
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB of a decoded image. 16-bit and float images (X-ray PNG/TIFF exports) are scaled from their own
+    value range to 8 bits, as DICOM is; PIL's plain conversion clips everything above 255 to white."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        import numpy as np
+
+        a = np.asarray(im, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
+
+
 def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
     path, _, idx = ref.partition("#")
     p = Path(path).expanduser()
@@ -65,7 +78,7 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
         with im:
             check_pixels(*im.size, p)
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except Image.DecompressionBombError:
         raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

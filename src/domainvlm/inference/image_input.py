@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..data.images import to_rgb
 from ..errors import UserError
 
 DEFAULT_MAX_PIXELS = 16_000_000  # 4000x4000; far above what the vision encoders use after resizing
@@ -77,7 +78,7 @@ def decode_image(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX
     _check_size(*im.size, what, max_pixels)
     try:
         im.load()
-        return im.convert("RGB")
+        return to_rgb(im)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"{what}: image over the pixel limit of {max_pixels:,}") from None
     except MemoryError:
