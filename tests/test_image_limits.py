@@ -104,9 +104,9 @@ def test_queue_refuses_images_over_the_memory_budget():
 
     eng = _Blocked()
     b = Batcher(eng, max_batch=1, max_image_bytes=1 << 20)
-    img = [Image.new("RGB", (400, 400))]  # 480,000 bytes decoded
+    img = [Image.new("RGB", (350, 350))]  # 490,000 bytes decoded (PIL: 4 bytes a pixel)
     msgs = [{"role": "user", "content": "<image>\nq"}]
-    futs = [b.submit(msgs, img), b.submit(msgs, img)]  # the first runs, the second waits: 960,000 bytes
+    futs = [b.submit(msgs, img), b.submit(msgs, img)]  # the first runs, the second waits: 980,000 bytes
     with pytest.raises(Busy, match="MB of decoded images queued"):
         b.submit(msgs, img)
     eng.release.set()

@@ -27,8 +27,10 @@ class Busy(RuntimeError):
 
 
 def image_bytes(images) -> int:
-    """Memory of decoded PIL images (paths count 0: they are read when their batch runs)."""
-    return sum(im.width * im.height * len(im.getbands()) for im in images if hasattr(im, "getbands"))
+    """Memory of decoded PIL images (paths count 0: they are read when their batch runs). PIL keeps every
+    multi-band or 32-bit image at 4 bytes a pixel (RGB too)."""
+    return sum(im.width * im.height * (1 if im.mode in ("1", "L", "P") else 4) for im in images
+               if hasattr(im, "getbands"))
 
 
 class _Job:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ class ServeConfig:
     local_files_root: Path | None = None
     max_prompt_tokens: int | None = None  # None: the model's context
     request_timeout: float | None = 60.0  # seconds one batch may hold the engine (decoding stops there)
+    decode_slots: int = 4  # requests whose images are decoded at once (the rest wait): bounds that memory
     sampling: Sampling = field(default_factory=Sampling)
 
 
@@ -92,8 +94,11 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     if cfg.request_timeout:
         batcher.engine.time_limit = cfg.request_timeout
 
+    decoding = threading.BoundedSemaphore(max(1, cfg.decode_slots))
+
     def conversation(build, *a):  # parse the request, then refuse an over-long prompt before it queues
-        messages, images = build(*a)
+        with decoding:  # the thread pool has ~40 threads: 40 requests x 4 x 16 MP decoded at once is 7.7 GB
+            messages, images = build(*a)
         budget.check(messages, images)
         return messages, images
 
