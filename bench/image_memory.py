@@ -42,7 +42,7 @@ def parse():
 
 
 def data_urls(size: int, n: int) -> list[str]:
-    from domainvlm.data.wafer_render import render_map
+    from domainvlm.domains.wafer.render import render_map
 
     out = []
     for i in range(n):

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from domainvlm.cli import main
-from domainvlm.data.wafer_render import render_map
+from domainvlm.domains.wafer.render import render_map
 
 Q = "What defect pattern does this wafer map show?"
 

@@ -51,7 +51,7 @@ def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch
     out: list[str] = []
     bar = tqdm(total=len(records), desc="eval", unit="rec", disable=not progress, leave=False)
     chunks = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
-    for chunk, loaded in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.size)):
+    for chunk, loaded in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.canvas_size)):
         ok = [k for k, (conv, _) in enumerate(loaded) if conv is not None]
         errors.update({len(out) + k: err for k, (_, err) in enumerate(loaded) if err is not None})
         got = dict(zip(ok, engine.generate([loaded[k][0] for k in ok], sampling))) if ok else {}

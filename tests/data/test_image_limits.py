@@ -4,8 +4,10 @@ images, and a budget for decoded images waiting in the server's queue (503 + Ret
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,10 +15,11 @@ from PIL import Image
 
 from domainvlm.cli import main
 from domainvlm.data import images as images_mod
-from domainvlm.data.wafer_render import _LUT, palette_index
+from domainvlm.domains.wafer.render import _LUT, palette_index
 from domainvlm.errors import UserError
 
-from test_serve_engine import bomb_png
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the image helpers' folder
+from test_serve_engine import bomb_png  # noqa: E402 - shared bad-image builders
 
 
 def _err(capsys) -> list[str]:
@@ -59,7 +62,7 @@ def _brute_palette(img, tol=24) -> bool:  # the former implementation: (H, W, 3,
 
 
 def test_palette_check_agrees_with_brute_force_and_stays_small():
-    from domainvlm.data.wafer_canvas import is_palette_image
+    from domainvlm.domains.wafer.canvas import is_palette_image
 
     rng = np.random.default_rng(0)
     for _ in range(100):
