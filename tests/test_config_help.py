@@ -10,7 +10,7 @@ import pytest
 from domainvlm.cli import main
 from domainvlm.config import field_docs
 from domainvlm.train.config import TrainConfig
-from domainvlm.train.wafer_expert import ExpertConfig
+from domainvlm.domains.wafer.expert_config import ExpertConfig
 
 
 def leaves(obj, prefix=""):

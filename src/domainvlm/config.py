@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from .errors import UserError
+from .io import read_text
 
 
 def _coerce(value, typ, key: str):
@@ -56,7 +57,7 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
         if not p.exists():
             raise UserError(f"{p}: config file not found")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = yaml.safe_load(read_text(p)) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
         if not isinstance(data, dict):

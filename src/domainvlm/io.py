@@ -48,13 +48,60 @@ def write_jsonl(dest, rows) -> int:
     return n
 
 
-def swap_in(tmp: str | os.PathLike, dest: str | os.PathLike) -> None:
+def swap_in(tmp: str | os.PathLike, dest: str | os.PathLike, keep_as: str | os.PathLike | None = None) -> None:
     """Replace folder ``dest`` by the finished folder ``tmp`` (its sibling): the old one is moved aside first
-    and removed last, so ``dest`` is always either the old or the new complete folder."""
+    and removed last (or kept as ``keep_as``), so ``dest`` is always either the old or the new complete folder;
+    a kill between the two renames leaves both beside it (train.checkpoint.recover_checkpoint)."""
     tmp, dest = Path(tmp), Path(dest)
-    old = dest.with_name(f".{dest.name}.old")
+    old = Path(keep_as) if keep_as is not None else dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():
         os.replace(dest, old)
     os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    if keep_as is None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------ text input
+def _not_utf8(path, data: bytes, e: UnicodeDecodeError, line: int | None = None) -> str:
+    if line is None:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    else:
+        col = e.start + 1
+    return (f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {col}); "
+            "save the file as UTF-8")
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """The whole file as UTF-8 text (a leading BOM dropped); a bad byte is a UserError naming file:line."""
+    from .errors import UserError
+
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(_not_utf8(path, data, e)) from None
+
+
+def iter_lines(path: str | os.PathLike):
+    """(line number, text) of a UTF-8 file, streamed; a bad byte is a UserError naming file:line."""
+    from .errors import UserError
+
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            try:
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(_not_utf8(path, raw, e, n)) from None
+
+
+def resolve_path(path: str | os.PathLike) -> Path:
+    """``Path.resolve`` with a symlink loop as a UserError naming the path (Python raises RuntimeError)."""
+    from .errors import UserError
+
+    p = Path(path).expanduser()
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError):
+        raise UserError(f"{p}: cannot be resolved (a symlink loop, or too many levels of symlinks)") from None

@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import resolve_path
 from ._args import nonneg_float, nonneg_int, positive_float, positive_int
 
 NAME = "data"
@@ -157,7 +158,7 @@ def _validate(args):
 
     p = Path(args.path)
     recs = load_any(p, allow_pickle=args.allow_pickle)
-    base = p.resolve().parent
+    base = resolve_path(p).parent
     if not args.no_images:
         seen = set()
         for r in recs:

@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from ..io import resolve_path
 from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "eval"
@@ -52,7 +53,7 @@ def run(args):
         task_of(recs)
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
-    base = Path(args.image_root).resolve() if args.image_root else Path(args.data).resolve().parent
+    base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
     eng = engine_from_args(args)
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
@@ -73,6 +74,14 @@ def run(args):
         print_summary(metrics)
     print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
                                               "unparsed", "seconds") if k in metrics}))
+    if metrics.get("errors"):  # like predict: the run finishes, the failures are named, the exit says so
+        import sys
+
+        for e in metrics["errors"][:5]:
+            print(f"domainvlm: {e}", file=sys.stderr)
+        print(f"domainvlm: {len(metrics['errors'])} record(s) could not be read and count as wrong; see "
+              f"'errors' in {out}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -35,7 +35,9 @@ def add_arguments(p):
 
 
 def _default_output(inp: Path) -> Path:
-    inp = inp.expanduser().resolve()
+    from ..io import resolve_path
+
+    inp = resolve_path(inp)
     return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.jsonl"
 
 

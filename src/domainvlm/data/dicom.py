@@ -123,6 +123,8 @@ def read_dicom(path: str | Path | bytes, name: str | None = None, max_pixels: in
     try:
         ds = pydicom.dcmread(src, stop_before_pixels=bool(max_pixels))
         if max_pixels:
+            if "Rows" not in ds or "Columns" not in ds:
+                raise UserError(f"{path}: unreadable DICOM (no image size in the header: not an image, or corrupt)")
             w, h = int(ds.Columns), int(ds.Rows)
             if w * h > max_pixels:
                 raise DicomTooLarge(f"{path}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
@@ -134,7 +136,9 @@ def read_dicom(path: str | Path | bytes, name: str | None = None, max_pixels: in
     except UserError:
         raise
     except Exception as e:  # truncated headers surface as EOFError, struct.error, ValueError, ...
-        raise UserError(f"{path}: unreadable DICOM ({e.__class__.__name__}: {e})") from None
+        # the parser's own words for a local file; an upload gets no internals (they help an attacker only)
+        why = "corrupt or truncated header" if isinstance(src, io.BytesIO) else f"{e.__class__.__name__}: {e}"
+        raise UserError(f"{path}: unreadable DICOM ({why})") from None
     arr = _pixels(ds, path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1))

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError, json_problem
-from ..io import write_json
+from ..io import read_text, write_json
 from .record import IMAGE_TOKEN, Record
 
 # sharegpt role tags (LLaMA-Factory defaults) -> Record roles, and back.
@@ -35,7 +35,7 @@ def load_items(path: str | Path) -> list:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -8,15 +8,38 @@ Relative paths are resolved against ``base_dir`` (usually the folder of the data
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import UserError
 
-# Refuse decompression bombs early (PIL's own limit warns at ~89 MP; we raise at 64 MP).
+# One pixel limit for every image a command reads (ask, chat, predict, eval, train, data validate), checked
+# from the header before any pixel is decoded: 64 MP is 8000x8000, ~190 MB as RGB, far above what a vision
+# encoder uses after resizing. PIL's own guard (MAX_IMAGE_PIXELS) only warns below twice its value, so it
+# stays a backstop for paths that open images some other way.
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:
+    max_pixels = max_pixels or MAX_PIXELS
+    if w * h > max_pixels:
+        raise UserError(f"{name}: image is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,}")
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """RGB of a decoded image. 16-bit and float images (X-ray PNG/TIFF exports) are scaled from their own
+    value range to 8 bits, as DICOM is; PIL's plain conversion clips everything above 255 to white."""
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        import numpy as np
+
+        a = np.asarray(im, dtype=np.float32)
+        lo, hi = float(a.min()), float(a.max())
+        a = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
+        return Image.fromarray(np.clip(a + 0.5, 0, 255).astype(np.uint8), "L").convert("RGB")
+    return im.convert("RGB")
 
 
 def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
@@ -47,11 +70,15 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
     from .dicom import is_dicom, read_dicom
 
     if is_dicom(p):
-        return read_dicom(p).convert("RGB")
+        return read_dicom(p, max_pixels=MAX_PIXELS).convert("RGB")
     try:
-        with Image.open(p) as im:
+        with warnings.catch_warnings():  # PIL's bomb warning: the limit is checked here, from the header
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(p)
+        with im:
+            check_pixels(*im.size, p)
             im.load()
-            return im.convert("RGB")
+            return to_rgb(im)
     except Image.DecompressionBombError:
         raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:

@@ -72,14 +72,15 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, object]]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}:{n}: malformed JSON ({json_problem(e)})") from None
+    from ..io import iter_lines
+
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield n, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{n}: malformed JSON ({json_problem(e)})") from None
 
 
 def read_jsonl(path: str | Path) -> Iterator[Record]:

@@ -22,11 +22,13 @@ def sniff(path: Path) -> str:
         head = fh.read(512)
     if head[:4] == b"PK\x03\x04" or head[:2] == b"\x80\x02" or head[:1] == b"\x80":
         return "binary"  # npz (zip) or pickle: a domain's reader decides which and refuses pickles unless allowed
-    text = head.decode("utf-8", errors="replace").lstrip()
+    text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", errors="replace").lstrip()  # a BOM is not data
     if text.startswith("<"):
         return "xml"
     if text.startswith("{"):
-        first = open(path, encoding="utf-8").readline()
+        from ..io import iter_lines
+
+        first = next(iter_lines(path))[1]
         try:
             d = json.loads(first)
         except json.JSONDecodeError:
@@ -48,7 +50,9 @@ def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = Fa
     claims (``Domain.sniff`` / ``read_source``: wafer npz, X-ray reports, ...), or sharegpt / LLaVA JSON.
     The options are handed to the domain's reader, which uses those it knows; ``qa_per_report`` (X-ray
     sources): turn report records into instruction records with that many "is there X?" turns."""
-    p = Path(path).expanduser().resolve()
+    from ..io import resolve_path
+
+    p = resolve_path(path)
     kind = sniff(p)
     opts = dict(allow_pickle=allow_pickle, langs=langs, seed=seed, explain=explain, follow_up_frac=follow_up_frac,
                 image_root=image_root, convert_dir=convert_dir, qa_per_report=qa_per_report)

@@ -22,26 +22,40 @@ def _prompt(r: Record) -> tuple[list[dict], int]:
     return r.messages[:k], k
 
 
+def _load_one(r: Record, base_dir, size: int | None):
+    """((messages, images), None), or (None, message) when an image cannot be read."""
+    try:
+        return (_prompt(r)[0], [load_image(ref, base_dir, size) for ref in r.images]), None
+    except UserError as e:
+        return None, f"record {r.id}: {e}"
+
+
 def _load_batch(records: list[Record], base_dir, size: int | None = None) -> list:
     from ..inference.prefetch import parallel_map
 
-    return parallel_map(lambda r: (_prompt(r)[0], [load_image(ref, base_dir, size) for ref in r.images]),
-                        records)
+    return parallel_map(lambda r: _load_one(r, base_dir, size), records)
 
 
 def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
-                     sampling: Sampling | None = None, progress: bool = True) -> list[str]:
+                     sampling: Sampling | None = None, progress: bool = True,
+                     errors: dict[int, str] | None = None) -> list[str]:
     """Answers in record order. The next batch's images are read and rendered in a worker thread while the
-    current batch generates: on a GPU the host-side loading otherwise bounds the rate."""
+    current batch generates: on a GPU the host-side loading otherwise bounds the rate. A record whose image
+    cannot be read gets the empty answer (scored as wrong) and its message in ``errors`` (record index ->
+    message), so one bad file does not sink the whole run."""
     from ..inference.prefetch import default_batch_size, prefetched
 
     sampling = sampling or Sampling(max_new_tokens=96)
     batch_size = batch_size or default_batch_size(engine, 32)
+    errors = {} if errors is None else errors
     out: list[str] = []
     bar = tqdm(total=len(records), desc="eval", unit="rec", disable=not progress, leave=False)
     chunks = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
-    for chunk, convs in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.canvas_size)):
-        out.extend(engine.generate(convs, sampling))
+    for chunk, loaded in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.canvas_size)):
+        ok = [k for k, (conv, _) in enumerate(loaded) if conv is not None]
+        errors.update({len(out) + k: err for k, (_, err) in enumerate(loaded) if err is not None})
+        got = dict(zip(ok, engine.generate([loaded[k][0] for k in ok], sampling))) if ok else {}
+        out.extend(got.get(k, "") for k in range(len(chunk)))
         bar.update(len(chunk))
     bar.close()
     return out
@@ -73,10 +87,16 @@ def score(records: list[Record], answers: list[str]) -> dict:
 def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
                      sampling: Sampling | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
     task_of(records)  # a label problem is reported before minutes of generation, not after
-    answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress)
+    errors: dict[int, str] = {}
+    answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress, errors)
+    if errors and len(errors) == len(records):  # nothing readable: a wrong image root, not bad files
+        more = f" (and all {len(records)} other records' images)" if len(records) > 1 else ""
+        raise UserError(errors[min(errors)] + more)
     metrics = score(records, answers)
+    if errors:  # records with unreadable images: scored as wrong (empty answer), and named
+        metrics["errors"] = [errors[k] for k in sorted(errors)]
     rows = [{"id": r.id, "answer": a, "reference": r.messages[_prompt(r)[1]]["content"]}
-            for r, a in zip(records, answers)]
+            | ({"error": errors[k]} if k in errors else {}) for k, (r, a) in enumerate(zip(records, answers))]
     return metrics, rows
 
 

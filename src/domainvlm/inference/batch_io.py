@@ -12,6 +12,7 @@ batch in flight; on restart rows already present are skipped and a half-written 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from ..data.record import IMAGE_TOKEN
 from ..errors import UserError, json_problem, where
-from ..io import atomic_open
+from ..io import atomic_open, iter_lines, read_text
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
@@ -88,10 +89,17 @@ def _record_row(rid: str, loc: str, d: dict, base: Path) -> Row:
 def read_folder(path: Path, question: str | None) -> list[Row]:
     if not question:
         raise UserError(f"{path}: a folder input needs --question (asked about every image)")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    entries = [p for p in path.rglob("*") if not p.is_dir()]
+    files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     items = _domain_items(path, files)
     if not files and not items:
         raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
+    used = {str(p) for p in files} | {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}
+    if n := sum(str(p) not in used for p in entries):  # say so: a silent skip reads like a lost row
+        import sys
+
+        print(f"domainvlm: {path}: {n} {'entry' if n == 1 else 'entries'} skipped (neither images nor map "
+              "files, or broken links)", file=sys.stderr)
     # refs keep the folder prefix as given, so base_dir is None (resolving against the folder would double it)
     return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files] + \
         [Row(id=i, where=ref, images=[ref], error=err) if err else _simple_row(i, ref, {"image": ref}, question, None)
@@ -109,7 +117,7 @@ def _domain_items(folder: Path, images) -> list[tuple[str, str, str | None]]:
 
 def read_csv(path: Path, question: str | None) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         cols = reader.fieldnames or []
         if not any(k in cols for k in IMAGE_KEYS):
@@ -126,22 +134,21 @@ def read_csv(path: Path, question: str | None) -> list[Row]:
 
 def read_jsonl(path: Path, question: str | None) -> list[Row]:
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            loc = f"{path}:{n}"
-            try:
-                d = json.loads(line)
-            except json.JSONDecodeError as e:
-                rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({json_problem(e)})"))
-                continue
-            if not isinstance(d, dict):
-                rows.append(Row(id=str(n), where=loc, error=f"{loc}: expected a JSON object"))
-                continue
-            rid = str(d["id"]) if d.get("id") not in (None, "") else str(n)
-            rows.append(_record_row(rid, loc, d, path.parent) if "messages" in d
-                        else _simple_row(rid, loc, d, question, path.parent))
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        loc = f"{path}:{n}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            rows.append(Row(id=str(n), where=loc, error=f"{loc}: malformed JSON ({json_problem(e)})"))
+            continue
+        if not isinstance(d, dict):
+            rows.append(Row(id=str(n), where=loc, error=f"{loc}: expected a JSON object"))
+            continue
+        rid = str(d["id"]) if d.get("id") not in (None, "") else str(n)
+        rows.append(_record_row(rid, loc, d, path.parent) if "messages" in d
+                    else _simple_row(rid, loc, d, question, path.parent))
     return rows
 
 
@@ -157,6 +164,8 @@ def read_inputs(path: str | Path, question: str | None = None) -> list[Row]:
         rows = read_jsonl(path, question)
     else:
         raise UserError(f"{path}: expected a folder of images, a .csv or a .jsonl file")
+    if not rows:
+        raise UserError(f"{path}: no rows to answer (empty file)")
     seen: dict[str, str] = {}
     for r in rows:  # resume keys on ids, so they must be unique
         if r.id in seen:
@@ -187,7 +196,7 @@ class ResultWriter:
         self._csv = csv.DictWriter(self.fh, COLUMNS, extrasaction="ignore") if self.csv else None
 
     def _existing(self, retry_errors: bool) -> list[dict]:
-        text = self.path.read_text(encoding="utf-8")
+        text = read_text(self.path)
         if text and not text.endswith("\n"):  # interrupted mid-line: that row is redone
             text = text[: text.rfind("\n") + 1]
         if self.csv:

@@ -26,19 +26,30 @@ class Busy(RuntimeError):
     """The request queue is full."""
 
 
+def image_bytes(images) -> int:
+    """Memory of decoded PIL images (paths count 0: they are read when their batch runs). PIL keeps every
+    multi-band or 32-bit image at 4 bytes a pixel (RGB too)."""
+    return sum(im.width * im.height * (1 if im.mode in ("1", "L", "P") else 4) for im in images
+               if hasattr(im, "getbands"))
+
+
 class _Job:
-    __slots__ = ("messages", "images", "sampling", "future", "sink", "cancelled", "emitted")
+    __slots__ = ("messages", "images", "sampling", "future", "sink", "cancelled", "emitted", "nbytes")
 
     def __init__(self, messages, images, sampling, sink=None):
         self.messages, self.images, self.sampling, self.sink = messages, images, sampling, sink
+        self.nbytes = image_bytes(images)
         self.future: Future = Future()
         self.cancelled = self.emitted = False
 
 
 class Batcher:
-    def __init__(self, engine: Engine, max_batch: int = 8, max_wait_ms: float = 5.0, max_queue: int = 256):
+    def __init__(self, engine: Engine, max_batch: int = 8, max_wait_ms: float = 5.0, max_queue: int = 256,
+                 max_image_bytes: int | None = None):
         self.engine, self.max_batch, self.max_wait = engine, max(1, max_batch), max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.max_image_bytes = max_image_bytes  # decoded images waiting or running; None = unbounded
+        self.image_bytes = 0  # guarded by _count_lock
         self._q: queue.Queue = queue.Queue()
         self._pending = 0  # queued + running; guarded by _count_lock
         self._count_lock = threading.Lock()
@@ -46,6 +57,7 @@ class Batcher:
         self.streams = 0  # stream iterators alive (observability)
         self.batches_run = 0  # observability (/health) and tests: proves requests really were batched
         self.largest_batch = 0
+        self.busy_since: float | None = None  # monotonic start of the batch running now (/health: stuck?)
         self._worker = threading.Thread(target=self._loop, name="domainvlm-batcher", daemon=True)
         self._worker.start()
 
@@ -53,13 +65,25 @@ class Batcher:
     def pending(self) -> int:
         return self._pending
 
+    def busy_for(self) -> float:
+        """Seconds the worker has been running its current batch (0 when idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else time.monotonic() - since
+
     def _enqueue(self, job: _Job) -> _Job:
+        job.sampling.check()  # bad settings fail this request now, not its whole batch later
         if self._closed:
             raise RuntimeError("batcher is closed")
         with self._count_lock:
             if self._pending >= self.max_queue:
                 raise Busy(f"server busy: {self._pending} requests queued (limit {self.max_queue})")
+            over = self.max_image_bytes and self.image_bytes + job.nbytes > self.max_image_bytes
+            if over and self._pending:  # alone, a request may use it all: its images are bounded by their own limits
+                raise Busy(f"server busy: {self.image_bytes / 2**20:,.0f} MB of decoded images queued; this "
+                           f"request's {job.nbytes / 2**20:,.1f} MB would pass the budget of "
+                           f"{self.max_image_bytes / 2**20:,.0f} MB")
             self._pending += 1
+            self.image_bytes += job.nbytes
         self._q.put(job)
         return job
 
@@ -117,13 +141,18 @@ class Batcher:
             groups: dict[tuple, list] = {}
             for j in live:
                 groups.setdefault(astuple(j.sampling), []).append(j)
-            for group in groups.values():
-                self._run(group)
+            try:
+                for group in groups.values():
+                    self.busy_since = time.monotonic()
+                    self._run(group)
+            finally:
+                self.busy_since = None
             for j in jobs:
                 if j.sink is not None and not j.future.done():  # cancelled before it ran
                     j.sink.put(_END)
             with self._count_lock:
                 self._pending -= len(jobs)
+                self.image_bytes -= sum(j.nbytes for j in jobs)
 
     def _emit(self, group: list, row: int, piece: str) -> None:
         job = group[row]

@@ -13,6 +13,7 @@ A model whose config names an answer head (:mod:`.answer_heads`) plugs in throug
 
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import dataclass
 from typing import Iterator
@@ -21,9 +22,21 @@ import torch
 from transformers import StoppingCriteria
 
 from ..data.images import load_image
+from ..errors import UserError
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
 from .generation import Answer, StopFilter, answers, extra_kwargs, head_answers
+
+
+class SamplingError(UserError):
+    """Sampling settings that would make the logits inf/NaN (a 400 on the server, not a crashed batch)."""
+
+    status = 400
+
+
+# Logits are divided by the temperature: below this float32 logits overflow to inf and sampling fails
+# ("probability tensor contains inf/nan"); lower temperatures decode greedily, which is their limit anyway.
+MIN_TEMPERATURE = 1e-3
 
 
 @dataclass
@@ -42,11 +55,20 @@ class Sampling:
     logprobs: int | None = None    # None: off; N: each token's log-prob and the top N alternatives
     json_schema: str | None = None  # JSON text of a schema (json_constraint's subset): constrained decoding
 
+    def check(self) -> "Sampling":
+        for name in ("temperature", "top_p", "repetition_penalty"):
+            v = getattr(self, name)
+            if v is None:  # the model's generation_config decides
+                continue
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise SamplingError(f"{name}: must be a finite number, got {v!r}")
+        return self
+
     def generate_kwargs(self) -> dict:
         kw = {"max_new_tokens": self.max_new_tokens}
         if self.repetition_penalty is not None:
             kw["repetition_penalty"] = self.repetition_penalty
-        if self.temperature == 0:
+        if self.temperature is not None and self.temperature < MIN_TEMPERATURE:  # 0 (and tiny ones): greedy
             kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             return kw
         if self.temperature is not None:
@@ -78,6 +100,7 @@ class Engine:
         self.model, self.processor = model, processor
         self.model_dir = str(model_dir) if model_dir else getattr(model, "name_or_path", "model")
         self.lock = threading.Lock()
+        self.time_limit: float | None = None  # seconds of decoding per generate call (the server sets it)
         tok = processor.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
@@ -124,6 +147,14 @@ class Engine:
                        top_k=s.top_k if s.top_k is not None else int(getattr(g, "top_k", None) or 0),
                        repetition_penalty=s.repetition_penalty if s.repetition_penalty is not None
                        else float(getattr(g, "repetition_penalty", None) or 1.0))
+
+    def generate_kwargs(self, sampling: Sampling) -> dict:
+        kw = sampling.check().generate_kwargs()
+        if kw.get("do_sample") is not False:  # sampling may happen (asked, or by the generation_config)
+            kw["remove_invalid_values"] = True  # an extreme repetition_penalty gives inf logits: made finite
+        if self.time_limit:
+            kw["max_time"] = self.time_limit  # transformers stops decoding there (MaxTimeCriteria)
+        return kw
 
     @property
     def device(self):
@@ -194,7 +225,7 @@ class Engine:
             kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs),
                                          (lambda i, s: filters[i](s)) if filters else emit)
             crit = [RowCancel(cancelled)] if cancelled else []
-        out = self.model.generate(**inputs, **sampling.generate_kwargs(), pad_token_id=self.pad_id, **kw,
+        out = self.model.generate(**inputs, **self.generate_kwargs(sampling), pad_token_id=self.pad_id, **kw,
                                   **extra_kwargs(self, inputs, sampling, crit))
         for f in filters:
             f.flush()
@@ -225,7 +256,7 @@ class Engine:
         def work():
             try:
                 with torch.inference_mode():
-                    self.model.generate(**inputs, **sampling.generate_kwargs(), streamer=streamer,
+                    self.model.generate(**inputs, **self.generate_kwargs(sampling), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
                                         pad_token_id=self.pad_id)
             except BaseException as e:  # noqa: BLE001 - handed to the consumer below

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..data.images import to_rgb
 from ..errors import UserError
 
 DEFAULT_MAX_PIXELS = 16_000_000  # 4000x4000; far above what the vision encoders use after resizing
@@ -77,7 +78,7 @@ def decode_image(data: bytes, what: str = "image", max_pixels: int = DEFAULT_MAX
     _check_size(*im.size, what, max_pixels)
     try:
         im.load()
-        return im.convert("RGB")
+        return to_rgb(im)
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"{what}: image over the pixel limit of {max_pixels:,}") from None
     except MemoryError:
@@ -112,21 +113,43 @@ def load_url(url: str, what: str = "image_url", max_pixels: int = DEFAULT_MAX_PI
         raise ImageInputError(f"{what}: expected a URL string")
     if url.startswith("data:"):
         return decode_base64(url, what, max_pixels)
-    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError:  # e.g. an unbalanced '[' (IPv6 host syntax)
+        raise ImageInputError(f"{what}: not a valid URL") from None
     if scheme == "file":
-        if local_root is None:
-            raise ImageInputError(f"{what}: file: URLs are disabled on this server (start it with "
-                                  "--allow-local-files DIR)")
-        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).resolve()
-        root = Path(local_root).resolve()
-        if not path.is_relative_to(root):
-            raise ImageInputError(f"{what}: {path} is outside the allowed folder {root}")
-        if not path.is_file():
-            raise ImageInputError(f"{what}: {path}: no such file")
-        if path.stat().st_size > max_bytes:
-            raise ImageTooLarge(f"{what}: {path} is over {max_bytes:,} bytes")
-        return decode_image(path.read_bytes(), what, max_pixels)
+        return _local_file(url, what, max_pixels, local_root, max_bytes)
     if scheme in ("http", "https"):
         raise ImageInputError(f"{what}: remote URLs are not fetched; send the image as a data: URL "
                               "(data:image/png;base64,...)")
     raise ImageInputError(f"{what}: unsupported URL scheme {scheme or url[:20]!r}; use a data: URL")
+
+
+def _local_file(url: str, what: str, max_pixels: int, local_root, max_bytes: int) -> Image.Image:
+    """A file: URL inside ``local_root``. Messages show the path as the client gave it, never the resolved
+    server path or a symlink's target."""
+    if local_root is None:
+        raise ImageInputError(f"{what}: file: URLs are disabled on this server (start it with "
+                              "--allow-local-files DIR)")
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        raise ImageInputError(f"{what}: file: URLs must name a file on this server (file:///path), "
+                              f"not host {parts.netloc[:60]!r}")
+    given = urllib.parse.unquote(parts.path)
+    if "\0" in given:
+        raise ImageInputError(f"{what}: the file path contains a NUL byte")
+    try:
+        path, root = Path(given).resolve(), Path(local_root).resolve()
+    except (OSError, RuntimeError, ValueError):  # symlink loop, name too long, ...
+        raise ImageInputError(f"{what}: {given[:200]}: cannot be resolved") from None
+    if not path.is_relative_to(root):
+        raise ImageInputError(f"{what}: {given[:200]} is outside the allowed folder")
+    if not path.is_file():
+        raise ImageInputError(f"{what}: {given[:200]}: no such file")
+    try:
+        if path.stat().st_size > max_bytes:
+            raise ImageTooLarge(f"{what}: {given[:200]} is over {max_bytes:,} bytes")
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageInputError(f"{what}: {given[:200]}: cannot be read ({e.strerror})") from None
+    return decode_image(data, what, max_pixels)

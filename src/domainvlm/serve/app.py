@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +20,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..inference.batcher import Batcher, Busy
-from ..inference.engine import Sampling
+from ..inference.engine import Sampling, SamplingError
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
+from ..inference.prompt_guard import PromptBudget, PromptTooLong
 from . import openai_compat as oc
+from .auth import ApiKeyGate
 from .limits import BodyLimit
 from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse, UnsupportedField
 
@@ -30,16 +33,25 @@ from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse, Unsup
 class ServeConfig:
     model_name: str = "domainvlm"
     api_key: str | None = None
+    protect_docs: bool = False  # with api_key: /docs and /openapi.json need the key too
     max_body_bytes: int = 20 << 20
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     max_images: int = 4
     max_tokens_cap: int = 2048
     local_files_root: Path | None = None
+    max_prompt_tokens: int | None = None  # None: the model's context
+    request_timeout: float | None = 60.0  # seconds one batch may hold the engine (decoding stops there)
+    decode_slots: int = 4  # requests whose images are decoded at once (the rest wait): bounds that memory
     sampling: Sampling = field(default_factory=Sampling)
 
 
-def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
-    return JSONResponse(oc.error_body(status, message, type_, param), status_code=status)
+def stuck_after(timeout: float) -> float:
+    """Decoding stops at the request timeout; a batch still running 10% + 1 s later is stuck."""
+    return timeout * 1.1 + 1.0
+
+
+def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, headers=None):
+    return JSONResponse(oc.error_body(status, message, type_, param), status_code=status, headers=headers)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -77,6 +89,19 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="domainvlm API", version="1", description="OpenAI-compatible chat completions with "
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    app.add_middleware(ApiKeyGate, key=cfg.api_key, protect_docs=cfg.protect_docs)  # outermost: before the body
+    app.state.api_key = cfg.api_key
+    budget = PromptBudget(batcher.engine.processor, batcher.engine.model, cfg.max_prompt_tokens)
+    if cfg.request_timeout:
+        batcher.engine.time_limit = cfg.request_timeout
+
+    decoding = threading.BoundedSemaphore(max(1, cfg.decode_slots))
+
+    def conversation(build, *a):  # parse the request, then refuse an over-long prompt before it queues
+        with decoding:  # the thread pool has ~40 threads: 40 requests x 4 x 16 MP decoded at once is 7.7 GB
+            messages, images = build(*a)
+        budget.check(messages, images)
+        return messages, images
 
     async def auth(request: Request):
         if cfg.api_key is None:
@@ -95,17 +120,26 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     async def _image_error(_, e: ImageInputError):
         return _err(e.status, str(e), param=str(e).split(":", 1)[0])
 
+    @app.exception_handler(SamplingError)
+    async def _bad_sampling(_, e: SamplingError):
+        return _err(400, str(e), param=str(e).split(":", 1)[0])
+
+    @app.exception_handler(PromptTooLong)
+    async def _too_long(_, e: PromptTooLong):
+        return _err(400, str(e), param="messages")
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, e: RequestValidationError):
         return _err(400, _validation_message(e))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
-        return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error")
+        return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error",
+                    headers=getattr(e, "headers", None))  # 405 keeps its Allow header
 
     @app.exception_handler(Busy)
     async def _busy(_, e: Busy):
-        return _err(503, str(e), "server_busy")
+        return _err(503, str(e), "server_busy", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _crash(_, e: Exception):  # a bug or a generation failure; the server keeps running
@@ -124,6 +158,11 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.get("/health", tags=["meta"])
     async def health():
+        busy = batcher.busy_for()
+        if cfg.request_timeout and busy > stuck_after(cfg.request_timeout):
+            return JSONResponse({"status": "stuck", "reason": f"the engine has been on one batch for {busy:.0f} s "
+                                 f"(request timeout {cfg.request_timeout:g} s)", "queued": batcher.pending},
+                                status_code=503, headers={"Retry-After": str(int(cfg.request_timeout) + 1)})
         return {"status": "ok", "model": cfg.model_name, "queued": batcher.pending, "streams": batcher.streams,
                 "batches_run": batcher.batches_run, "largest_batch": batcher.largest_batch}
 
@@ -136,7 +175,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     async def chat_completions(req: ChatCompletionRequest):
         s = oc.chat_sampling(req, _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature,
                                             req.top_p, req.top_k, req.repetition_penalty))
-        messages, images = await run_in_threadpool(oc.to_conversation, req.messages, cfg)
+        messages, images = await run_in_threadpool(conversation, oc.to_conversation, req.messages, cfg)
         cid = oc.new_id()
         if not req.stream:
             ans = await answer(messages, images, s)
@@ -171,7 +210,10 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.post("/", tags=["legacy"], response_model=LegacyResponse, dependencies=[Depends(auth)])
     async def legacy(req: LegacyRequest):
         s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
-        messages, images = await run_in_threadpool(oc.legacy_conversation, req, cfg)
+        if req.image is not None and not req.image.strip():  # an empty upload is a mistake, not a text question
+            raise oc.ApiError(400, "image: empty (send a base64 image, or leave 'image' out to ask without one)",
+                              param="image")
+        messages, images = await run_in_threadpool(conversation, oc.legacy_conversation, req, cfg)
         text = await answer(messages, images, s)
         return {"response": text, "history": [*req.history, [req.text, text]], "status": 200,
                 "time": time.strftime("%Y-%m-%d %H:%M:%S")}

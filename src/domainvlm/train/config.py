@@ -61,6 +61,7 @@ class TrainConfig:
     eval_samples: int = 64                # val records decoded for the task metric at each eval
     eval_max_new_tokens: int = 64         # longest answer decoded at each eval
     save_every: int = 200                 # steps between checkpoints (0 = only at the end)
+    save_total_limit: int = 1             # checkpoints kept: the latest in checkpoint/, older as checkpoint-<step>
     log_every: int = 10                   # steps between loss log lines
     select_metric: str = "val_loss"       # val_loss (lower is better) or a task metric such as exact_match
     num_workers: int = 0                  # DataLoader worker processes

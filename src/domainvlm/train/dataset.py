@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from .. import domains
@@ -24,16 +26,29 @@ def augmentations() -> dict[str, list]:
 
 class RecordDataset(Dataset):
     """``augment``: a domain's training augmentation (e.g. the wafer domain's "dihedral": each wafer record's
-    images get one random rotation/mirror, labels unchanged), applied to that domain's records only."""
+    images get one random rotation/mirror, labels unchanged), applied to that domain's records only.
+
+    Its random draws come from (seed, epoch, index), not a running RNG, so a resumed run sees the same
+    transforms as an uninterrupted one whatever the loader prefetched or skipped; ``set_epoch`` reaches loader
+    workers too (the epoch is a shared-memory tensor), persistent ones included."""
 
     def __init__(self, records: list[Record], processor, max_length: int, base_dir: str | Path | None = None,
-                 augment: str = "none"):
+                 augment: str = "none", seed: int = 0):
         self.records, self.processor, self.max_length, self.base_dir = records, processor, max_length, base_dir
         self.tasks = set() if augment == "none" else set(augmentations().get(augment, ()))
         if augment != "none" and not self.tasks:
             raise UserError(f"augment: unknown augmentation {augment!r} "
                             f"(use {' or '.join(['none', *sorted(augmentations())])})")
         self.augment = augment
+        self.seed = seed
+        self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(epoch)
+
+    def item_seed(self, i: int) -> int:
+        """The torch seed item ``i``'s augmentation draws from this epoch."""
+        return int(np.random.SeedSequence([self.seed, int(self._epoch), i]).generate_state(1)[0])
 
     def __len__(self):
         return len(self.records)
@@ -42,7 +57,9 @@ class RecordDataset(Dataset):
         r = self.records[i]
         images = [load_image(ref, self.base_dir) for ref in r.images]
         if r.labels.get("task") in self.tasks:
-            images = domains.get(r.labels["task"]).augment(r, images, self.augment)
+            with torch.random.fork_rng(devices=[]):  # the domain draws from torch's RNG: seed it per item
+                torch.manual_seed(self.item_seed(i))
+                images = domains.get(r.labels["task"]).augment(r, images, self.augment)
         return encode_train(self.processor, r.messages, images, self.max_length)
 
 

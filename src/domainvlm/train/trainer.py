@@ -17,9 +17,9 @@ from tqdm import tqdm
 
 from ..config import to_dict
 from ..errors import UserError
-from ..io import write_json
+from ..io import resolve_path, write_json
 from ..models.chat_format import collate
-from .checkpoint import load_checkpoint_state, save_checkpoint, save_model_dir
+from .checkpoint import load_checkpoint_state, recover_checkpoint, restore_rng, save_checkpoint, save_model_dir
 from .config import TrainConfig
 from .dataset import RecordDataset, load_records
 from .plots import plot_curves
@@ -106,7 +106,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         raise UserError("attn_implementation=varlen attends within packed samples: set packing=true too")
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
-    if resume and not (ckpt / "trainer_state.json").exists():
+    if cfg.save_total_limit < 1:
+        raise UserError(f"save_total_limit: must be at least 1, got {cfg.save_total_limit}")
+    if resume and recover_checkpoint(ckpt, cfg.save_total_limit) is None:  # a kill mid-swap leaves .old/.tmp
         raise UserError(f"--resume: no checkpoint in {ckpt}")
     set_seed(cfg.seed)
     records = load_records(cfg.data)
@@ -120,7 +122,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
             task_of(val_recs[:cfg.eval_samples])
         except UserError as e:
             raise UserError(f"{cfg.val_data or cfg.data}: {e} (or set eval_samples=0 for the val loss only)") from None
-    base_dir = Path(cfg.data).resolve().parent
+    base_dir = resolve_path(cfg.data).parent
     precision = cfg.precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() else "fp32"
@@ -140,7 +142,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     n_train, n_total = count_trainable(model)
     tok = proc.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    ds = RecordDataset(train_recs, proc, cfg.max_length, base_dir, augment=cfg.augment)
+    ds = RecordDataset(train_recs, proc, cfg.max_length, base_dir, augment=cfg.augment, seed=cfg.seed)
     g = torch.Generator().manual_seed(cfg.seed)
     dl = DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, generator=g, num_workers=cfg.num_workers,
                     collate_fn=lambda b: collate(b, pad), drop_last=len(ds) > cfg.batch_size,
@@ -169,6 +171,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         write_json(out / "train_config.json", to_dict(cfg))
         print(f"training {n_train:,} of {n_total:,} parameters on {len(train_recs):,} records "
               f"({len(val_recs):,} val), {total} steps, device {acc.device}, {precision}")
+    if resume:  # last, so nothing in the set-up above draws from the restored streams
+        restore_rng(optim_state)
     bar = tqdm(total=total, initial=state["step"], desc="train", disable=not (progress and acc.is_main_process))
     epoch = state["step"] // steps_per_epoch
     model.train()
@@ -177,6 +181,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         if hasattr(dl, "set_epoch"):
             dl.set_epoch(epoch)
         g.manual_seed(cfg.seed + epoch)
+        ds.set_epoch(epoch)
         skip = (state["step"] % steps_per_epoch) * cfg.grad_accum if epoch == state["step"] // steps_per_epoch else 0
         # resume mid-epoch: replay the same shuffled order; the batches already done are skipped in the batch
         # sampler, so their images are never loaded
@@ -213,7 +218,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
                 to_save = _saveable(acc, model)  # every rank: gathering FSDP shards is a collective
                 if acc.is_main_process:
-                    save_checkpoint(to_save, proc, opt, sched, state, ckpt)
+                    save_checkpoint(to_save, proc, opt, sched, state, ckpt, keep=cfg.save_total_limit)
                 plot_curves(state["history"], out / "loss_curve.png")
             if step >= total:
                 break

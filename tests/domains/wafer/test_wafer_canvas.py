@@ -80,9 +80,11 @@ def test_record_dataset_dihedral_keeps_labels_and_transforms_images(tmp_path, mo
     seen = []
     monkeypatch.setattr(ds_mod, "encode_train", lambda proc, msgs, imgs, n: seen.append((msgs, imgs)) or {})
     d = ds_mod.RecordDataset([rec], processor=None, max_length=64, augment="dihedral")
-    torch.manual_seed(0)
-    for _ in range(24):
+    for epoch in range(24):  # one transform per (seed, epoch, index): it changes from epoch to epoch
+        d.set_epoch(epoch)
         d[0]
+        d[0]  # the same item twice in one epoch: the same transform
+        assert np.array_equal(np.asarray(seen[-1][1][0]), np.asarray(seen[-2][1][0]))
     from domainvlm.domains.wafer.render import image_to_map
 
     got = {image_to_map(imgs[0]).tobytes() for _, imgs in seen}

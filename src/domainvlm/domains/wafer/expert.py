@@ -18,71 +18,14 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from ...errors import UserError
 from ...io import write_json
-from ...models.compact import CompactConfig
-
-
-def _expert_compact() -> CompactConfig:
-    return CompactConfig(image_size=224, patch_size=16, merge_size=2, vision_dim=192, vision_depth=6, vision_heads=6,
-                         hidden=256, layers=4, heads=4, kv_heads=2, intermediate=768, vocab_size=4096)
-
-
-@dataclass
-class ExpertConfig:
-    mixedwm38: str = "../shared/data/mixedwm38/mixedwm38_trainval.npz"  # MixedWM38 train/val npz
-    wm811k: str = "../shared/data/wm811k/wm811k_trainval.npz"  # WM-811K train/val npz
-    output_dir: str = "runs/wafer-expert"  # run folder: model/, phases, logs, val_selection.json
-    init_model: str | None = None        # continue from a model folder (weights only) instead of a new model
-    compact: CompactConfig = field(default_factory=_expert_compact)  # the model built when init_model is None
-    max_steps: int = 6000                 # optimizer steps
-    time_budget_s: float = 0.0            # > 0: also end (annealed) when this much training time has passed
-    batch_size: int = 512                 # maps per step
-    lr: float = 1e-3                      # peak learning rate (AdamW)
-    min_lr_ratio: float = 0.02            # cosine schedule floor, as a share of lr
-    warmup_steps: int = 300               # steps of linear warm-up
-    weight_decay: float = 0.05            # AdamW weight decay
-    max_grad_norm: float = 1.0            # gradient clipping norm
-    ema_decay: float = 0.999              # 0 = no EMA weights
-    mixed_frac: float = 0.5               # share of MixedWM38 maps per batch (the rest WM-811K)
-    wm811k_balance: float = 0.5           # class-balancing exponent for WM-811K sampling
-    dihedral: bool = True                 # random rotation/mirror of every training map
-    rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
-    superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
-    presence_loss: float = 0.0            # > 0: weight of the pattern-presence loss on the image tokens (presence.py)
-    follow_up_frac: float = 0.08          # share of samples that are a follow-up question about the same map
-    short_answer_frac: float = 0.0        # share of diagnosis samples trained only up to the diagnosis line
-    out_of_scope_frac: float = 0.02       # share of samples that are an off-topic question (trained refusal)
-    eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
-    eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
-    length_buckets: int = 2               # forward each batch in this many length-sorted parts
-    log_every: int = 50                   # steps between log lines
-    limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
-    seed: int = 0                         # seed of data order, initialisation and augmentation
-    phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
-
-
-def _check(cfg: ExpertConfig) -> None:
-    """One clear error per bad field before any data is loaded."""
-    for name in ("mixed_frac", "rotate_frac", "superpose_frac", "follow_up_frac", "short_answer_frac",
-                 "out_of_scope_frac", "ema_decay"):
-        v = getattr(cfg, name)
-        if not 0.0 <= v <= 1.0 or (name == "ema_decay" and v == 1.0):
-            raise UserError(f"config: {name} must be in [0, 1{')' if name == 'ema_decay' else ']'}, got {v}")
-    if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
-        raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
-    for name in ("max_steps", "batch_size", "length_buckets"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0 or cfg.presence_loss < 0:
-        raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
-    if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):  # the model saved is the best one
-        raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
+from .expert_config import ExpertConfig, _check  # noqa: F401 - ExpertConfig is the recipe's config
 
 
 def _log(fh, msg: str) -> None:

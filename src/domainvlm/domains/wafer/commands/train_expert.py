@@ -9,8 +9,8 @@ HELP = "train the compact wafer expert from MixedWM38 + WM-811K (configs/wafer-e
 def add_arguments(p):
     import argparse
 
-    from ..config import config_help
-    from ..train.wafer_expert import ExpertConfig
+    from ....config import config_help
+    from ..expert_config import ExpertConfig
 
     # every config field with its default and description, read from the dataclass itself (no drift)
     p.formatter_class = argparse.RawDescriptionHelpFormatter
