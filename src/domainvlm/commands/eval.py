@@ -68,6 +68,12 @@ def run(args):
         png = out.with_suffix(".confusion.png")
         plot_confusion(metrics["confusion"], png, f"{Path(args.data).name} {args.split or ''} n={len(recs)}")
         metrics["confusion_png"] = str(png)
+    else:  # [classify hook] a registered domain's own artifacts (classify: the confusion PNG)
+        from ..domains import all_domains
+
+        for d in all_domains():
+            if d.name == metrics.get("task") and d.eval_artifacts is not None:
+                d.eval_artifacts(metrics, out)
     write_json(out, metrics)
     if args.predictions:
         write_jsonl(args.predictions, rows)

@@ -40,10 +40,18 @@ def sniff(path: Path) -> str:
 
 def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = False, langs=("en", "zh"),
              seed: int = 0, explain: bool = True, follow_up_frac: float = 0.0, image_root=None,
-             convert_dir: Path | None = None, qa_per_report: int | None = None) -> list[Record]:
+             convert_dir: Path | None = None, qa_per_report: int | None = None, taxonomy=None) -> list[Record]:
     """Load records from any supported source, optionally only one split. ``qa_per_report`` (X-ray sources):
-    turn report records into instruction records with that many "is there X?" turns (data/report_instruct)."""
+    turn report records into instruction records with that many "is there X?" turns (data/report_instruct).
+    ``taxonomy`` (labelled image collections): a taxonomy YAML/JSON or model folder; default: derived."""
     p = Path(path).expanduser().resolve()
+    # [classify hook] a source a registered domain claims (ImageFolder, image/label CSV) is read by that domain
+    from ..domains import sniff as domain_sniff
+
+    dom = domain_sniff(p) if p.exists() else None
+    if dom is not None and dom.read_source is not None:
+        recs = dom.read_source(p, langs=langs, seed=seed, explain=explain, image_root=image_root, taxonomy=taxonomy)
+        return [r for r in recs if r.meta.get("split") == split] if split else recs
     kind = sniff(p)
     if kind == "records":
         recs = list(read_jsonl(p))

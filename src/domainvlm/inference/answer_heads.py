@@ -22,11 +22,22 @@ def for_model(model):
     name = cfg.get("answer_head") if isinstance(cfg, dict) else None
     if not name:
         return None
-    if name not in HEADS:
-        from ..errors import UserError
+    if name not in HEADS:  # [classify hook] heads registered by a domain: factory(model, processor) -> head
+        from ..domains import answer_head
 
-        raise UserError(f"model config: unknown answer_head {name!r} (known: {', '.join(sorted(HEADS)) or 'none'})")
+        return _domain_head(answer_head(name))
     return HEADS[name]
+
+
+def _domain_head(factory):
+    """A domain head as the engine calls heads, built once per engine (and rebuilt if its model changes)."""
+    def call(engine, convs, sampling):
+        h = getattr(engine, "_domain_head", None)
+        if h is None or h.model is not engine.model:
+            h = engine._domain_head = factory(engine.model, engine.processor)
+        return h(engine, convs, sampling)
+
+    return call
 
 
 from . import wafer_head  # noqa: E402,F401  (registers "wafer-diagnosis", the bundled wafer expert's head)

@@ -65,4 +65,5 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     trust_remote_code: bool = False
-    augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept)
+    augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept) |
+    #                                     domain (the records' domain's own, e.g. classify: flips, crops, jitter)

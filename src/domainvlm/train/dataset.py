@@ -19,8 +19,8 @@ class RecordDataset(Dataset):
     def __init__(self, records: list[Record], processor, max_length: int, base_dir: str | Path | None = None,
                  augment: str = "none"):
         self.records, self.processor, self.max_length, self.base_dir = records, processor, max_length, base_dir
-        if augment not in ("none", "dihedral"):
-            raise UserError(f"augment: unknown augmentation {augment!r} (use none or dihedral)")
+        if augment not in ("none", "dihedral", "domain"):
+            raise UserError(f"augment: unknown augmentation {augment!r} (use none, dihedral or domain)")
         self.augment = augment
 
     def __len__(self):
@@ -34,7 +34,21 @@ class RecordDataset(Dataset):
 
             k = int(torch.randint(0, 8, ()))  # torch RNG: seeded per DataLoader worker
             images = [dihedral(im, k) for im in images]
+        elif self.augment == "domain":  # [classify hook] the records' domain's own augmentation
+            images = _domain_augment(r, images)
         return encode_train(self.processor, r.messages, images, self.max_length)
+
+
+def _domain_augment(r: Record, images: list) -> list:
+    import random
+
+    from ..domains import all_domains
+
+    d = next((d for d in all_domains() if d.name == r.labels.get("task")), None)
+    if d is None or d.augment is None:
+        return images
+    rng = random.Random(int(torch.randint(0, 2**31, ())))  # torch RNG: seeded per DataLoader worker
+    return [d.augment(r, im, rng) for im in images]
 
 
 def load_records(path: str | Path) -> list[Record]:

@@ -132,6 +132,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         model, proc = apply_tuning(model, cfg), processor
     else:
         model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None, acc.device, precision)
+    hooks = _domain_hooks(train_recs)
+    if "prepare_model" in hooks:  # before any eval, so in-training eval answers as the saved model will
+        hooks["prepare_model"](model, train_recs, cfg.data)
     apply_memory_options(model, cfg)
     n_train, n_total = count_trainable(model)
     tok = proc.tokenizer
@@ -223,10 +226,21 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         to_save = _saveable(acc, model)
         if acc.is_main_process:
             save_model_dir(to_save, proc, out / "model")
+    if acc.is_main_process and "finish_model_dir" in hooks:
+        hooks["finish_model_dir"](acc.unwrap_model(model), out / "model")
     if acc.is_main_process:
         write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
                                                 "trainable_params": n_train, "total_params": n_total})
     return {"steps": state["step"], "best": state["best"], "last": final, "model_dir": str(out / "model")}
+
+
+def _domain_hooks(records) -> dict:
+    """[classify hook] model hooks of the records' domain (classify: answer head config, taxonomy.json)."""
+    from ..domains import all_domains
+
+    tasks = {r.labels.get("task") for r in records}
+    d = next((d for d in all_domains() if tasks == {d.name}), None)
+    return {k: d.extra[k] for k in ("prepare_model", "finish_model_dir") if d and k in d.extra}
 
 
 class _Gathered:

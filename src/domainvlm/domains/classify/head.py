@@ -1,0 +1,143 @@
+"""Constrained answer over a taxonomy (``config.domainvlm.answer_head: classify``).
+
+For a first question about one image the answer line is *chosen, not decoded*: every valid line of the
+question's language (one per ``taxonomy.answer_sets()``, cut from the training answer so its tokens are the
+ones the model learnt, ending with the newline or the end-of-turn token) is scored by the model's own token
+log-probabilities after the prompt, and the most probable one wins - the exact argmax over the answer trie,
+not a greedy walk down it. The class description is then appended as fixed text (instruct.answer). Every
+other turn (follow-ups, no image or several) is decoded freely, as without a head.
+
+Qwen2-VL-family models see each image once: its embeddings are computed once and shared by all candidate
+rows (3-D rotary positions from models.qwen_fast). Other families repeat the image per candidate.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...data.images import load_image
+from ...models.chat_format import collate, encode_prompt
+from .instruct import answer, question_lang
+from .model_dir import model_taxonomy
+
+MAX_ROWS = 64  # candidate rows per forward
+
+
+def _visual(model):
+    inner = getattr(model, "model", None)
+    return getattr(inner, "visual", None) or getattr(model, "visual", None)
+
+
+class ClassifyHead:
+    def __init__(self, model, processor):
+        self.model, self.processor, self.tok = model, processor, processor.tokenizer
+        self.tax = model_taxonomy(model)
+        self.sets = self.tax.answer_sets()
+        eos = self.tok.eos_token_id
+        self.cands = {}
+        for lang in ("en", "zh"):
+            rows = []
+            for s in self.sets:
+                ids = self.tok(answer(s, self.tax, lang, True), add_special_tokens=False)["input_ids"]
+                end = next((j + 1 for j, t in enumerate(ids) if "\n" in self.tok.decode([t])), None)
+                rows.append(ids[:end] if end else ids + [eos])
+            self.cands[lang] = rows
+        self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos
+        self.qwen = _visual(model) is not None and hasattr(model.config, "image_token_id")
+
+    # ------------------------------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def scores(self, convs: list[tuple[list[dict], list]], langs: list[str]) -> list[torch.Tensor]:
+        """Log-probability of every candidate line per conversation (a tensor per conversation)."""
+        encs = [encode_prompt(self.processor, m, ims) for m, ims in convs]
+        rows = [(b, c) for b, lang in enumerate(langs) for c in range(len(self.cands[lang]))]
+        out = [torch.empty(len(self.cands[lang])) for lang in langs]
+        feats = self._image_features(encs) if self.qwen else None
+        for s in range(0, len(rows), MAX_ROWS):
+            part = rows[s:s + MAX_ROWS]
+            cand = [self.cands[langs[b]][c] for b, c in part]
+            lp = self._row_logprobs(encs, part, cand, feats)
+            for (b, c), v in zip(part, lp.tolist()):
+                out[b][c] = v
+        return out
+
+    def _image_features(self, encs) -> list[torch.Tensor]:
+        dev, dtype = self.model.device, next(self.model.parameters()).dtype
+        pv = torch.cat([e["pixel_values"] for e in encs]).to(dev, dtype)
+        grid = torch.cat([e["image_grid_thw"] for e in encs]).to(dev)
+        emb = _visual(self.model)(pv, grid_thw=grid)
+        emb = getattr(emb, "pooler_output", emb)
+        emb = torch.cat(list(emb)) if isinstance(emb, (list, tuple)) else emb
+        merge = self.processor.image_processor.merge_size
+        sizes = (grid.prod(-1) // (merge * merge)).tolist()
+        return list(emb.split(sizes))
+
+    def _row_logprobs(self, encs, part, cand, feats) -> torch.Tensor:
+        dev = self.model.device
+        seqs = [encs[b]["input_ids"][0].tolist() + c for (b, _), c in zip(part, cand)]
+        n, k = max(map(len, seqs)), max(map(len, cand)) + 1
+        ids = torch.tensor([[self.pad_id] * (n - len(q)) + q for q in seqs], device=dev)
+        att = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=dev)
+        if feats is not None:
+            from ...models.qwen_fast import embed_with_images, mrope_positions
+
+            grid = torch.cat([encs[b]["image_grid_thw"] for b, _ in part]).to(dev)
+            merge = self.processor.image_processor.merge_size
+            pos, _ = mrope_positions(ids, self.model.config.image_token_id, grid, merge, att)
+            emb = embed_with_images(self.model, ids, torch.cat([feats[b] for b, _ in part]))
+            logits = self.model(inputs_embeds=emb, attention_mask=att, position_ids=pos, logits_to_keep=k).logits
+        else:  # any other family: the processor's inputs, the image repeated per candidate row
+            rows = []
+            for (b, _), c in zip(part, cand):
+                e = dict(encs[b])
+                e["input_ids"] = torch.cat([e["input_ids"], torch.tensor([c])], 1)
+                e["attention_mask"] = torch.ones_like(e["input_ids"])
+                for key in ("mm_token_type_ids", "token_type_ids"):  # text tokens: type 0
+                    if key in e:
+                        e[key] = torch.cat([e[key], torch.zeros(1, len(c), dtype=e[key].dtype)], 1)
+                rows.append(e)
+            batch = {key: v.to(dev) for key, v in collate(rows, self.pad_id).items()}
+            logits = self.model(**batch, logits_to_keep=k).logits
+        lp = torch.log_softmax(logits.float(), -1)
+        total = torch.zeros(len(part), device=dev)
+        for r, c in enumerate(cand):  # token i of a candidate of length T is predicted at kept index k-T-1+i
+            t = len(c)
+            idx = torch.arange(k - t - 1, k - 1, device=dev)
+            total[r] = lp[r, idx, torch.tensor(c, device=dev)].sum()
+        return total.cpu()
+
+    # ------------------------------------------------------------------------------------------ answers
+    def classify(self, convs, langs) -> list[tuple[str, ...]]:
+        return [self.sets[int(s.argmax())] for s in self.scores(convs, langs)]
+
+    def __call__(self, engine, convs, sampling, batch_size: int = 32) -> list[str]:
+        convs = [(m, [load_image(i) if isinstance(i, str) else i for i in ims]) for m, ims in convs]
+        out: list[str | None] = [None] * len(convs)
+        todo = [k for k, (m, ims) in enumerate(convs) if _first_turn_one_image(m, ims)]
+        for s in range(0, len(todo), batch_size):
+            chunk = todo[s:s + batch_size]
+            langs = [question_lang(convs[k][0][-1]["content"]) for k in chunk]
+            for k, lang, labels in zip(chunk, langs, self.classify([convs[k] for k in chunk], langs)):
+                out[k] = answer(labels, self.tax, lang, True)
+        free = [k for k in range(len(convs)) if out[k] is None]
+        if free:
+            for k, a in zip(free, _free_decode(engine, [convs[k] for k in free], sampling)):
+                out[k] = a
+        return out
+
+
+def _first_turn_one_image(messages, images) -> bool:
+    users = [m for m in messages if m["role"] == "user"]
+    return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
+
+
+@torch.inference_mode()
+def _free_decode(engine, convs, sampling) -> list[str]:
+    """Plain decoding, as the engine does without a head (its lock is already held)."""
+    model, proc = engine.model, engine.processor
+    batch = collate([encode_prompt(proc, m, ims) for m, ims in convs], engine.pad_id)
+    dtype = next(model.parameters()).dtype
+    batch = {k: (v.to(model.device, dtype) if k == "pixel_values" else v.to(model.device)) for k, v in batch.items()}
+    out = model.generate(**batch, **sampling.generate_kwargs(), pad_token_id=engine.pad_id)
+    new = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in proc.tokenizer.batch_decode(new, skip_special_tokens=True)]
