@@ -106,7 +106,23 @@ def _write_beside_records(records, out_dir):
     taxonomy_for_records(records).save(out_dir)
 
 
+class _Recipe:
+    """The training recipe (recipe.py), imported only when used."""
+
+    @staticmethod
+    def config_class():
+        from .recipe import ClassifyExpertConfig
+
+        return ClassifyExpertConfig
+
+    @staticmethod
+    def train(cfg):
+        from .recipe import train_classify_expert
+
+        return train_classify_expert(cfg)
+
+
 register(Domain(name=TASK, score=_score, sniff=sniff, read_source=read_source, answer_heads={HEAD: _head_factory},
                 augment=_augment, eval_artifacts=_artifacts,
                 extra={"prepare_model": _prepare_model, "finish_model_dir": _finish_model_dir,
-                       "write_beside_records": _write_beside_records}))
+                       "write_beside_records": _write_beside_records, "recipe": _Recipe}))
