@@ -84,3 +84,37 @@ def test_scores_are_the_models_log_probabilities(model_dir, fast):
         ref = [_reference_logprob(model, proc, m, ims[0], c) for c in head.cands[lang]]
         assert s.tolist() == pytest.approx(ref, abs=2e-3)
     assert len(head.cands["en"]) == 4 and all(c[-1] for c in head.cands["en"])
+
+
+def test_predict_and_the_http_api_answer_through_the_head(model_dir, tmp_path):
+    """Batch inference and the OpenAI-compatible API use the same head: every answer is a valid class line."""
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from domainvlm.cli import main
+    from domainvlm.inference.batcher import Batcher
+    from domainvlm.serve.app import ServeConfig, create_app
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        _img(10 + i).save(folder / f"{i}.png")
+    out = tmp_path / "answers.jsonl"
+    assert main(["predict", str(folder), "-o", str(out), "-q", "Which class?", "--model", str(model_dir),
+                 "--no-progress"]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(rows) == 3 and all(parse_answer(r["answer"], TAX.names) for r in rows)
+    buf = io.BytesIO()
+    _img(20).save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    b = Batcher(Engine(model_dir))
+    try:
+        c = TestClient(create_app(b, ServeConfig()))
+        r = c.post("/v1/chat/completions", json={"model": "domainvlm", "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "这是什么？"}]}]})
+        text = r.json()["choices"][0]["message"]["content"]
+        assert r.status_code == 200 and text.startswith("类别：") and parse_answer(text, TAX.names)
+    finally:
+        b.close()
