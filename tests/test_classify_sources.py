@@ -117,3 +117,17 @@ def test_bad_csv_missing_column(tmp_path):
     csv.write_text("image,labels\n,dots\n", encoding="utf-8")
     with pytest.raises(UserError, match=r"l.csv:2: field 'image'"):
         read(csv)
+
+
+def test_sniff_leaves_other_sources_alone(tmp_path):
+    (tmp_path / "xr" / "images").mkdir(parents=True)
+    image_folder(tmp_path / "xr" / "images", per_class=1, splits=None)
+    (tmp_path / "xr" / "1.xml").write_text("<eCitation/>", encoding="utf-8")
+    (tmp_path / "one" / "images").mkdir(parents=True)
+    image_folder(tmp_path / "one", per_class=1, splits=None, classes=("images",))
+    rec = tmp_path / "r.jsonl"
+    rec.write_text(json.dumps({"id": "1", "images": ["a.png"], "messages": [], "image": "a.png", "labels": "x"}) + "\n")
+    rep = tmp_path / "reports.jsonl"
+    rep.write_text(json.dumps({"image": "images/1.png", "findings": "clear"}) + "\n")
+    for p in (tmp_path / "xr", tmp_path / "one", rec, rep):
+        assert sniff(p) is None, p

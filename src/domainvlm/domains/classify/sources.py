@@ -41,14 +41,13 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def is_image_folder(path: Path) -> bool:
     """A folder whose sub-folders (or split sub-folders' sub-folders) hold image files."""
-    if not path.is_dir():
+    if not path.is_dir() or any(path.glob("*.xml")):  # a folder of report XMLs (+ images/) is X-ray data
         return False
     subs = _subdirs(path)
-    if not subs:
-        return False
     if all(s.name.lower() in SPLITS for s in subs):
         subs = [c for s in subs for c in _subdirs(s)]
-    return any(_images_in(s) for s in subs[:64])
+    # at least two label folders: one folder of images (e.g. images/) is no classification data
+    return len(subs) >= 2 and any(_images_in(s) for s in subs[:64])
 
 
 def read_image_folder(root: Path) -> list[Item]:
