@@ -83,3 +83,25 @@ def test_committed_neu_expert_on_a_val_subset(shared_data, tmp_path):
     m = json.loads(out.read_text())
     assert m["n"] == 60 and m["unparsed"] == 0
     assert m["exact_match"] >= 58 / 60, m["confusion"]
+
+
+@pytest.mark.slow
+def test_lora_on_a_local_base(tmp_path):
+    """LoRA on a local base: same data, the adapter folder carries taxonomy.json; it decodes freely (no head)."""
+    from domainvlm.models.tiny import build_tiny
+
+    root = image_folder(tmp_path / "toy", per_class=2)
+    data = tmp_path / "data"
+    assert main(["data", "build", "--source", str(root), "--out", str(data), "--langs", "en"]) == 0
+    build_tiny("qwen2_vl", tmp_path / "base", image_size=32)
+    run = tmp_path / "lora"
+    assert main(["train", f"data={data / 'train.jsonl'}", f"val_data={data / 'val.jsonl'}", f"output_dir={run}",
+                 f"model={tmp_path / 'base'}", "mode=lora", "max_steps=2", "batch_size=2", "eval_every=0",
+                 "eval_samples=2", "eval_max_new_tokens=6", "augment=domain", "--no-progress"]) == 0
+    assert (run / "model" / "adapter_config.json").is_file()
+    assert json.loads((run / "model" / "taxonomy.json").read_text())["name"] == "toy"
+    out = tmp_path / "m.json"
+    assert main(["eval", "--model", str(run / "model"), "--data", str(root), "--split", "val", "--out", str(out),
+                 "--max-new-tokens", "6", "--quiet"]) == 0
+    m = json.loads(out.read_text())
+    assert m["task"] == "classify" and m["n"] == 4  # an untrained adapter's answers need not parse

@@ -227,7 +227,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         if acc.is_main_process:
             save_model_dir(to_save, proc, out / "model")
     if acc.is_main_process and "finish_model_dir" in hooks:
-        hooks["finish_model_dir"](acc.unwrap_model(model), out / "model")
+        hooks["finish_model_dir"](acc.unwrap_model(model), out / "model", train_recs)
     if acc.is_main_process:
         write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
                                                 "trainable_params": n_train, "total_params": n_total})

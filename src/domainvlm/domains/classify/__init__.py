@@ -94,10 +94,10 @@ def _prepare_model(model, records, data_path=None):
     return prepare_model(model, records, data_path)
 
 
-def _finish_model_dir(model, folder):
+def _finish_model_dir(model, folder, records=None):
     from .model_dir import finish_model_dir
 
-    finish_model_dir(model, folder)
+    finish_model_dir(model, folder, records)
 
 
 def _write_beside_records(records, out_dir):

@@ -33,16 +33,20 @@ def taxonomy_for_records(records, data_path=None):
 
 
 def prepare_model(model, records, data_path=None):
+    """Full models answer through the head. A LoRA model is left to decode freely (its saved adapter folder
+    cannot carry the base's config), so that in-training eval measures what the saved adapter will answer."""
     tax = taxonomy_for_records(records, data_path)
+    if hasattr(model, "peft_config"):
+        return tax
     dv = dict(getattr(model.config, "domainvlm", None) or {})
     dv.update(answer_head=HEAD, taxonomy=tax.name)
     model.config.domainvlm = dv
     return tax
 
 
-def finish_model_dir(model, folder) -> None:
+def finish_model_dir(model, folder, records=None) -> None:
     dv = getattr(model.config, "domainvlm", None) or {}
-    tax = known_taxonomy(dv.get("taxonomy", ""))
+    tax = known_taxonomy(dv.get("taxonomy") or (records[0].labels.get("taxonomy", "") if records else ""))
     if tax is None:
         raise UserError(f"{folder}: no taxonomy {dv.get('taxonomy')!r} known to write beside the model")
     tax.save(folder)
