@@ -49,8 +49,8 @@ def test_answers_are_valid_lines_in_the_question_language(model_dir):
 
 def test_follow_up_turns_decode_freely(model_dir):
     eng = Engine(model_dir)
-    msgs = [{"role": "user", "content": "<image>\nWhat class is this?"}, {"role": "assistant", "content": "Class: patches"},
-            {"role": "user", "content": "Why?"}]
+    msgs = [{"role": "user", "content": "<image>\nWhat class is this?"},
+            {"role": "assistant", "content": "Class: patches"}, {"role": "user", "content": "Why?"}]
     out = eng.generate([(msgs, [_img(2)])], Sampling(max_new_tokens=4))
     assert isinstance(out[0], str)
 

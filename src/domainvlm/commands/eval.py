@@ -23,7 +23,8 @@ def add_arguments(p):
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--max-new-tokens", type=positive_int, default=96)
-    p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw wafer sources")
+    p.add_argument("--lang", choices=["en", "zh"], default="en",
+                   help="question language for raw sources (wafer npz, labelled image folders)")
     p.add_argument("--device")
     p.add_argument("--threads", type=positive_int)
     p.add_argument("--allow-pickle", action="store_true")

@@ -1,8 +1,9 @@
 """Labelled images -> instruction records in English and Chinese, and answers parsed back to label sets.
 
-The answer's first line is canonical: ``Class: crazing`` / ``类别：龟裂(crazing)`` (multi-label: ``Classes: a + b``,
-or the none label); the class descriptions follow as fixed text. The evaluator and the constrained head
-(head.py) read and write exactly this line, so any model trained on these records answers parseably.
+The answer's first line is canonical: ``Class: crazing`` / ``类别：龟裂(crazing)`` (multi-label:
+``Classes: a + b``, or the none label); the class descriptions follow as fixed text. The evaluator and the
+constrained head (head.py) read and write exactly this line, so any model trained on these records answers
+parseably.
 """
 
 from __future__ import annotations
