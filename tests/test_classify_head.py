@@ -69,14 +69,18 @@ def _reference_logprob(model, proc, messages, image, cand):
     return sum(lp[n - 1 + i, t].item() for i, t in enumerate(cand))
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_scores_are_the_models_log_probabilities(model_dir, fast):
-    from domainvlm.domains.classify.head import ClassifyHead
+@pytest.mark.parametrize("path", ["cached", "rows", "generic"])
+def test_scores_are_the_models_log_probabilities(model_dir, path, monkeypatch):
+    """cached: one prompt pass + its KV cache per candidate; rows: one row per candidate (taxonomies with more
+    answer sets than a batch holds); generic: the image repeated per candidate, as for other families."""
+    from domainvlm.domains.classify import head as head_mod
     from domainvlm.models.loader import load_model
 
     model, proc = load_model(model_dir)
-    head = ClassifyHead(model, proc)
-    head.qwen = fast  # False: the generic path (image repeated per candidate), as for other families
+    if path == "rows":
+        monkeypatch.setattr(head_mod, "MAX_ROWS", 3)
+    head = head_mod.ClassifyHead(model, proc)
+    head.qwen = path != "generic"
     msgs = [{"role": "user", "content": "<image>\n这张图像属于哪个类别？"}]
     convs = [(msgs, [_img(3)]), ([{"role": "user", "content": "<image>\nClassify."}], [_img(4)])]
     scores = head.scores(convs, ["zh", "en"])

@@ -50,9 +50,13 @@ class ClassifyHead:
     def scores(self, convs: list[tuple[list[dict], list]], langs: list[str]) -> list[torch.Tensor]:
         """Log-probability of every candidate line per conversation (a tensor per conversation)."""
         encs = [encode_prompt(self.processor, m, ims) for m, ims in convs]
+        feats = self._image_features(encs) if self.qwen else None
+        if feats is not None and len(self.sets) <= MAX_ROWS:
+            per = max(1, MAX_ROWS // len(self.sets))
+            return [s for k in range(0, len(encs), per)
+                    for s in self._cached_scores(encs[k:k + per], langs[k:k + per], feats[k:k + per])]
         rows = [(b, c) for b, lang in enumerate(langs) for c in range(len(self.cands[lang]))]
         out = [torch.empty(len(self.cands[lang])) for lang in langs]
-        feats = self._image_features(encs) if self.qwen else None
         for s in range(0, len(rows), MAX_ROWS):
             part = rows[s:s + MAX_ROWS]
             cand = [self.cands[langs[b]][c] for b, c in part]
@@ -71,6 +75,40 @@ class ClassifyHead:
         merge = self.processor.image_processor.merge_size
         sizes = (grid.prod(-1) // (merge * merge)).tolist()
         return list(emb.split(sizes))
+
+    def _cached_scores(self, encs, langs, feats) -> list[torch.Tensor]:
+        """Qwen2-VL family: each prompt (with its image) is run once; its KV cache is repeated for the
+        candidate lines, which are then scored in one forward."""
+        from ...models.qwen_fast import embed_with_images, mrope_positions
+
+        model, dev, n_c = self.model, self.model.device, len(self.sets)
+        seqs = [e["input_ids"][0].tolist() for e in encs]
+        n = max(map(len, seqs))
+        ids = torch.tensor([[self.pad_id] * (n - len(q)) + q for q in seqs], device=dev)
+        att = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=dev)
+        grid = torch.cat([e["image_grid_thw"] for e in encs]).to(dev)
+        pos, _ = mrope_positions(ids, model.config.image_token_id, grid, self.processor.image_processor.merge_size, att)
+        emb = embed_with_images(model, ids, torch.cat(feats))
+        out = model(inputs_embeds=emb, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1)
+        first = torch.log_softmax(out.logits[:, -1].float(), -1)  # predicts every candidate's first token
+        cache = out["cache"] if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
+        cache.batch_repeat_interleave(n_c)
+        cands = [c for lang in langs for c in self.cands[lang]]
+        t = max(map(len, cands))
+        step = torch.tensor([c + [self.pad_id] * (t - len(c)) for c in cands], device=dev)
+        mask = torch.tensor([[1] * len(c) + [0] * (t - len(c)) for c in cands], device=dev)
+        nxt = (pos.amax(dim=(0, 2)) + 1).repeat_interleave(n_c)
+        p = (nxt[:, None] + torch.arange(t, device=dev)[None])[None].expand(3, -1, -1)
+        att2 = torch.cat([att.repeat_interleave(n_c, 0), mask], 1)
+        kw = {"cache" if "cache" in _forward_params(model) else "past_key_values": cache}
+        lp = torch.log_softmax(model(input_ids=step, attention_mask=att2, position_ids=p, **kw).logits.float(), -1)
+        total = []
+        for r, c in enumerate(cands):  # token 0 from the prompt's last logits, token i from step position i-1
+            v = first[r // n_c, c[0]]
+            if len(c) > 1:
+                v = v + lp[r, torch.arange(len(c) - 1, device=dev), torch.tensor(c[1:], device=dev)].sum()
+            total.append(v)
+        return list(torch.stack(total).cpu().view(len(encs), n_c))
 
     def _row_logprobs(self, encs, part, cand, feats) -> torch.Tensor:
         dev = self.model.device
@@ -124,6 +162,12 @@ class ClassifyHead:
             for k, a in zip(free, _free_decode(engine, [convs[k] for k in free], sampling)):
                 out[k] = a
         return out
+
+
+def _forward_params(model) -> set:
+    import inspect
+
+    return set(inspect.signature(model.forward).parameters)
 
 
 def _first_turn_one_image(messages, images) -> bool:
