@@ -23,6 +23,9 @@ def test_build_train_eval_on_an_image_folder(tmp_path):
     data = tmp_path / "data"
     assert main(["data", "build", "--source", str(root), "--taxonomy", str(tax), "--out", str(data)]) == 0
     assert sorted(p.name for p in data.iterdir()) == ["taxonomy.json", "train.jsonl", "val.jsonl"]
+    from domainvlm.domains import classify
+
+    classify._TAXONOMIES.clear()  # as in a fresh process: train reads data/taxonomy.json
     run = tmp_path / "run"
     assert main(["train", f"data={data / 'train.jsonl'}", f"val_data={data / 'val.jsonl'}", f"output_dir={run}",
                  "max_steps=4", "batch_size=4", "eval_every=0", "eval_samples=4", "augment=domain",

@@ -16,11 +16,13 @@ from __future__ import annotations
 import torch
 
 from ...data.images import load_image
+from ...errors import UserError
 from ...models.chat_format import collate, encode_prompt
 from .instruct import answer, question_lang
 from .model_dir import model_taxonomy
 
 MAX_ROWS = 64  # candidate rows per forward
+MAX_FREE_CLASSES = 12  # multi-label without listed combinations: every subset is an answer (2^n lines)
 
 
 def _visual(model):
@@ -32,6 +34,9 @@ class ClassifyHead:
     def __init__(self, model, processor):
         self.model, self.processor, self.tok = model, processor, processor.tokenizer
         self.tax = model_taxonomy(model)
+        if self.tax.multi_label and self.tax.combinations is None and len(self.tax.names) > MAX_FREE_CLASSES:
+            raise UserError(f"taxonomy {self.tax.name!r}: {len(self.tax.names)} multi-label classes without "
+                            f"'combinations' would give 2^{len(self.tax.names)} answers; list the allowed combinations")
         self.sets = self.tax.answer_sets()
         eos = self.tok.eos_token_id
         self.cands = {}

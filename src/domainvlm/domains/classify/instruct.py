@@ -115,6 +115,7 @@ def build_records(items, label_sets, tax: Taxonomy, langs=("en", "zh"), seed: in
 def corpus(tax: Taxonomy) -> list[str]:
     """Every text a classify model is trained on (the compact model's tokenizer is learnt from it)."""
     texts = [q for lang in QUESTIONS for q in QUESTIONS[lang]]
-    for s in tax.answer_sets():
+    sets = [(n,) for n in tax.names] if len(tax.names) > 9 and tax.multi_label else tax.answer_sets()
+    for s in sets:  # (many multi-label subsets: the single classes already hold every word)
         texts += [answer(s, tax, lang) for lang in ("en", "zh")]
     return texts
