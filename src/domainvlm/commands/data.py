@@ -31,6 +31,8 @@ def add_arguments(p):
     b.add_argument("--qa-per-report", type=positive_int, metavar="N",
                    help="X-ray reports: varied report prompts + N 'is there X?' turns (+ impression question); "
                         "default: keep the source's single report turn")
+    b.add_argument("--taxonomy", help="labelled image folders / CSV: taxonomy YAML or JSON (classes, zh names, "
+                   "descriptions); default: taxonomy.yaml beside the data, else the label names")
     b.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("validate", help="check a record JSONL (or any source): structure and images")
     v.add_argument("path")
@@ -135,7 +137,8 @@ def _build(args):
     for src in args.source:
         recs = load_any(src, allow_pickle=args.allow_pickle, langs=langs, seed=args.seed,
                         explain=not args.no_explain, follow_up_frac=args.follow_up_frac,
-                        image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report)
+                        image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report,
+                        taxonomy=args.taxonomy)
         for r in recs:
             by_split.setdefault(r.meta.get("split") or "all", []).append(r)
     if args.split:
@@ -149,7 +152,19 @@ def _build(args):
         n = write_records(out / f"{split}.jsonl", recs)
         langs_n = Counter(r.meta.get("lang") for r in recs)
         print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
+    _domain_files(by_split, out)
     return 0
+
+
+def _domain_files(by_split, out: Path) -> None:
+    """Files a domain keeps beside its records (``Domain.extra["write_beside_records"]``; classify: taxonomy.json)."""
+    from ..domains import all_domains
+
+    recs = [r for rs in by_split.values() for r in rs]
+    for d in all_domains():
+        write = d.extra.get("write_beside_records")
+        if write is not None and any(r.labels.get("task") == d.name for r in recs):
+            write([r for r in recs if r.labels.get("task") == d.name], out)
 
 
 def _validate(args):

@@ -23,7 +23,7 @@ def add_arguments(p):
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
     p.add_argument("--batch-size", type=positive_int,
                    help="records per batch (default 1024 on a GPU with an answer head, else 32)")
-    p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw wafer sources")
+    p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources (wafer npz, labelled image folders)")
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--quiet", action="store_true")
     add_model_options(p)

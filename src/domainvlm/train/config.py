@@ -70,4 +70,5 @@ class TrainConfig:
     max_pixels: int | None = None         # Qwen2-VL-family bases: image resolution cap, the image-token budget per
     #                                       image (fewer pixels: less memory; None = the base's)
     trust_remote_code: bool = False       # allow Python code shipped in the base folder
-    augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept)
+    augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept) |
+    #                                     domain (the records' domain's own, e.g. classify: flips, crops, jitter)

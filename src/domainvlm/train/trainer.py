@@ -138,6 +138,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         model, proc = apply_tuning(model, cfg), processor
     else:
         model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None, acc.device, precision)
+    hooks = _domain_hooks(train_recs)
+    if "prepare_model" in hooks:  # before any eval, so in-training eval answers as the saved model will
+        hooks["prepare_model"](model, train_recs, cfg.data)
     apply_memory_options(model, cfg)
     n_train, n_total = count_trainable(model)
     tok = proc.tokenizer
@@ -232,6 +235,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         to_save = _saveable(acc, model)
         if acc.is_main_process:
             save_model_dir(to_save, proc, out / "model")
+    if acc.is_main_process and "finish_model_dir" in hooks:
+        hooks["finish_model_dir"](acc.unwrap_model(model), out / "model", train_recs)
     if acc.is_main_process:
         _card(cfg, out / "model", state["best"])
         write_json(out / "train_summary.json", {"steps": state["step"], "best": state["best"], "last": final,
@@ -249,6 +254,16 @@ def _card(cfg: TrainConfig, folder: Path, best: dict | None) -> None:
                       datasets=[Path(cfg.data).stem], results=[(val, best or {})], tags=tags,
                       adapter=(folder / "adapter_config.json").exists())
     write_card(folder, fm, training_body(folder.parent.name, cfg.model, cfg.data, cfg.mode, best))
+
+
+def _domain_hooks(records) -> dict:
+    """Model hooks of the records' domain (``Domain.extra`` prepare_model / finish_model_dir; classify: its answer
+    head in the config, taxonomy.json in the folder)."""
+    from ..domains import all_domains
+
+    tasks = {r.labels.get("task") for r in records}
+    d = next((d for d in all_domains() if tasks == {d.name}), None)
+    return {k: d.extra[k] for k in ("prepare_model", "finish_model_dir") if d and k in d.extra}
 
 
 class _Gathered:

@@ -1,0 +1,1 @@
+"""The classify domain's own sub-commands (found by cli.py like domainvlm/commands)."""

@@ -1,0 +1,216 @@
+"""Labelled image collections in: an ImageFolder, or a CSV / JSONL list of ``image,labels[,split]``.
+
+ImageFolder: ``root/<label>/*.png|jpg|jpeg|bmp|tif|tiff`` or ``root/<split>/<label>/...`` (split folders
+named train/val/valid/validation/test/dev). CSV: a header with ``image`` (or ``file``/``path``) and
+``labels`` (or ``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list.
+JSONL: one object per line with the same keys. Every image is opened once here, so an unreadable file is
+reported before anything is written. Every problem is one line naming the file, row or field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import UserError
+from ...taxonomy import Taxonomy, TaxonomyClass
+
+IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+SPLITS = ("train", "val", "valid", "validation", "test", "dev")
+IMAGE_KEYS, LABEL_KEYS = ("image", "file", "path"), ("labels", "label")
+
+
+@dataclass
+class Item:
+    image: str                  # absolute path
+    labels: tuple[str, ...]     # as written in the source (checked against the taxonomy later)
+    split: str | None
+    where: str                  # file:row or folder, for error messages
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXT)
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def is_image_folder(path: Path) -> bool:
+    """A folder whose sub-folders (or split sub-folders' sub-folders) hold image files."""
+    if not path.is_dir() or any(path.glob("*.xml")):  # a folder of report XMLs (+ images/) is X-ray data
+        return False
+    subs = _subdirs(path)
+    if all(s.name.lower() in SPLITS for s in subs):
+        subs = [c for s in subs for c in _subdirs(s)]
+    # at least two label folders: one folder of images (e.g. images/) is no classification data
+    return len(subs) >= 2 and any(_images_in(s) for s in subs[:64])
+
+
+def read_image_folder(root: Path) -> list[Item]:
+    subs = _subdirs(root)
+    if not subs:
+        raise UserError(f"{root}: no class folders (expected root/<label>/*.png or root/<split>/<label>/)")
+    split_layout = all(s.name.lower() in SPLITS for s in subs)
+    groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(None, s) for s in subs]
+    items = []
+    for split, folder in groups:
+        files = _images_in(folder)
+        if not files:
+            raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_EXT)})")
+        items += [Item(str(f.resolve()), (folder.name,), split, str(folder)) for f in files]
+    return items
+
+
+def _labels(value, where: str) -> tuple[str, ...]:
+    if isinstance(value, list):
+        out = value
+    elif isinstance(value, str):
+        v = value.strip()
+        if v.startswith("["):
+            try:
+                out = json.loads(v)
+            except json.JSONDecodeError:
+                raise UserError(f"{where}: field 'labels': not a JSON list ({v[:40]!r})") from None
+        else:
+            out = [x for x in (s.strip() for s in v.split(";")) if x]
+    elif value is None:
+        out = []
+    else:
+        raise UserError(f"{where}: field 'labels': expected text or a list, got {type(value).__name__}")
+    if not all(isinstance(x, str) for x in out):
+        raise UserError(f"{where}: field 'labels': every label must be text")
+    return tuple(x.strip() for x in out)
+
+
+def _item(row: dict, base: Path, where: str) -> Item:
+    key = next((k for k in IMAGE_KEYS if k in row), None)
+    lkey = next((k for k in LABEL_KEYS if k in row), None)
+    if key is None or lkey is None:
+        raise UserError(f"{where}: needs fields 'image' and 'labels'")
+    ref = row[key]
+    if not isinstance(ref, str) or not ref.strip():
+        raise UserError(f"{where}: field '{key}': must be a non-empty path")
+    p = Path(ref.strip()).expanduser()
+    p = p if p.is_absolute() else base / p
+    split = row.get("split")
+    split = str(split).strip() or None if split is not None else None
+    return Item(str(p.resolve()), _labels(row[lkey], where), split, where)
+
+
+def read_csv(path: Path, image_root=None) -> list[Item]:
+    base = Path(image_root) if image_root else path.parent
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except csv.Error as e:
+        raise UserError(f"{path}: not valid CSV ({e})") from None
+    if not rows:
+        raise UserError(f"{path}: no rows (expected a header 'image,labels[,split]' and one row per image)")
+    # row numbers as a spreadsheet shows them: the header is row 1
+    return [_item({(k or "").strip().lower(): v for k, v in r.items()}, base, f"{path}:{n}")
+            for n, r in enumerate(rows, 2)]
+
+
+def read_jsonl(path: Path, image_root=None) -> list[Item]:
+    from ...data.record import iter_jsonl
+
+    base = Path(image_root) if image_root else path.parent
+    items = []
+    for n, d in iter_jsonl(path):
+        if not isinstance(d, dict):
+            raise UserError(f"{path}:{n}: expected a JSON object")
+        items.append(_item(d, base, f"{path}:{n}"))
+    if not items:
+        raise UserError(f"{path}: no rows")
+    return items
+
+
+def is_label_list(path: Path) -> bool:
+    """A CSV with image and label columns, or a JSONL whose first object has them (and no 'messages')."""
+    if not path.is_file():
+        return False
+    try:
+        first = path.open(encoding="utf-8-sig").readline().strip()
+    except (UnicodeDecodeError, OSError):
+        return False
+    if path.suffix.lower() == ".csv":
+        cols = [c.strip().lower() for c in first.split(",")]
+        if not (set(cols) & set(IMAGE_KEYS) and set(cols) & set(LABEL_KEYS)):
+            return False
+        return _first_is_photo(path, cols)
+    if path.suffix.lower() in (".jsonl", ".json") and first.startswith("{"):
+        try:
+            d = json.loads(first)
+        except json.JSONDecodeError:
+            return False
+        return isinstance(d, dict) and "messages" not in d and any(k in d for k in IMAGE_KEYS) \
+            and any(k in d for k in LABEL_KEYS)
+    return False
+
+
+def _first_is_photo(path: Path, cols: list[str]) -> bool:
+    """The first row names an image file (png/jpg/...): a labels CSV of wafer-map files (FILE#K) is the wafer
+    domain's, not a photo collection."""
+    import csv
+
+    col = cols.index(next(c for c in cols if c in IMAGE_KEYS))
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        rows = csv.reader(fh)
+        next(rows, None)
+        row = next(rows, None)
+    if not row or len(row) <= col:
+        return True  # an empty list: read it and say so
+    return Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_EXT
+
+
+def read_items(path: Path, image_root=None) -> list[Item]:
+    if path.is_dir():
+        return read_image_folder(path)
+    if path.suffix.lower() == ".csv":
+        return read_csv(path, image_root)
+    return read_jsonl(path, image_root)
+
+
+def check_images(items: list[Item]) -> None:
+    """Open (and decode) every image once: a missing or unreadable file is one line naming it and its row."""
+    from PIL import Image, UnidentifiedImageError
+
+    for it in items:
+        p = Path(it.image)
+        at = "" if Path(it.where).is_dir() else f"{it.where}: "  # a folder item: the path says it
+        if not p.is_file():
+            raise UserError(f"{at}{p}: image not found")
+        try:
+            with Image.open(p) as im:
+                im.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise UserError(f"{at}{p}: not a readable image ({e.__class__.__name__})") from None
+
+
+def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
+    """Classes = the label names in the data (sorted), multi-label when any item has several or none."""
+    names = sorted({lab for it in items for lab in it.labels})
+    if not names:
+        raise UserError(f"{name}: no labels in the data")
+    multi = any(len(it.labels) != 1 for it in items)
+    return Taxonomy(name, [TaxonomyClass(n) for n in names], multi_label=multi)
+
+
+def check_labels(items: list[Item], tax: Taxonomy, tax_source: str) -> list[tuple[str, ...]]:
+    """Each item's labels in taxonomy order; a label the taxonomy lacks names the row (or folder)."""
+    out = []
+    for it in items:
+        try:
+            labs = tax.canonical(it.labels)
+        except ValueError as e:
+            raise UserError(f"{it.where}: field 'labels': {e} in taxonomy {tax_source}") from None
+        if not labs and not (tax.multi_label and tax.none_label):
+            raise UserError(f"{it.where}: field 'labels': empty (taxonomy {tax_source} has no none_label)")
+        out.append(labs)
+    return out
