@@ -63,6 +63,30 @@ step lora-bf16 bash -c "
   '$PY' -c \"import json, math; s = json.load(open('$OUT/lora/train_summary.json')); v = s['last']['val_loss']; print('# lora val_loss', v); assert math.isfinite(v)\"
 "
 
+step train-classify bash -c "
+  set -e
+  '$PY' - '$OUT/folder' <<'PYEOF'
+import sys
+from pathlib import Path
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+for split, n in (('train', 12), ('val', 6)):
+    for label, axis in (('horizontal', 0), ('vertical', 1)):
+        d = Path(sys.argv[1]) / split / label
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):  # stripes along one axis plus noise: two classes a model can tell apart
+            a = np.sin(np.arange(64) / (2 + i % 3))[:, None] * np.ones((1, 64))
+            a = (a if axis == 0 else a.T) * 80 + 128 + rng.normal(0, 20, (64, 64))
+            Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(d / f'{i}.png')
+PYEOF
+  '$PY' -m domainvlm train-classify data='$OUT/folder' output_dir='$OUT/classify' max_steps=20 batch_size=16 \
+    warmup_steps=2 teacher_steps=10 teacher_batch=16 compact.image_size=64 compact.patch_size=8 \
+    compact.vision_depth=2 compact.layers=1 'eval_at=[1.0]' log_every=5
+  '$PY' -m domainvlm eval --device cuda --model '$OUT/classify/model' --data '$OUT/folder' --split val \
+    --out '$OUT/eval_classify.json' --quiet
+"
+
 step eval-mixedwm38 "$PY" -m domainvlm eval --device cuda --data "$MIX" --split val "${LIMIT[@]}" \
   --out "$OUT/eval_mixedwm38.json" --quiet
 step eval-wm811k "$PY" -m domainvlm eval --device cuda --data "$WM" --split val "${LIMIT[@]}" \

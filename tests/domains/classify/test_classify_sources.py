@@ -120,6 +120,7 @@ def test_bad_csv_missing_column(tmp_path):
 
 
 def test_sniff_leaves_other_sources_alone(tmp_path):
+    """An X-ray folder (xml reports), a folder of one class, records and report JSONL are not collections."""
     (tmp_path / "xr" / "images").mkdir(parents=True)
     image_folder(tmp_path / "xr" / "images", per_class=1, splits=None)
     (tmp_path / "xr" / "1.xml").write_text("<eCitation/>", encoding="utf-8")
@@ -129,5 +130,17 @@ def test_sniff_leaves_other_sources_alone(tmp_path):
     rec.write_text(json.dumps({"id": "1", "images": ["a.png"], "messages": [], "image": "a.png", "labels": "x"}) + "\n")
     rep = tmp_path / "reports.jsonl"
     rep.write_text(json.dumps({"image": "images/1.png", "findings": "clear"}) + "\n")
+    classify_sniff = get("classify").sniff
     for p in (tmp_path / "xr", tmp_path / "one", rec, rep):
-        assert sniff(p) is None, p
+        assert not classify_sniff(p), p
+    assert sniff(tmp_path / "xr").name == "report"  # the X-ray folder is the radiology domain's
+
+
+def test_a_labels_csv_of_wafer_map_files_is_the_wafer_domains(tmp_path):
+    """Both domains read `image,labels` CSVs: photos go to classify, wafer-map files (FILE#K) to wafer."""
+    image_folder(tmp_path / "photos", per_class=1, splits=None)
+    photo = next((tmp_path / "photos").rglob("*.png"))
+    (tmp_path / "p.csv").write_text(f"image,labels\n{photo},dots\n", encoding="utf-8")
+    (tmp_path / "w.csv").write_text("image,labels\nlot1.stdf#0,Center\n", encoding="utf-8")
+    assert sniff(tmp_path / "p.csv").name == "classify"
+    assert sniff(tmp_path / "w.csv").name == "wafer"
