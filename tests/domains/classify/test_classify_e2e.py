@@ -9,7 +9,7 @@ from classify_helpers import image_folder, taxonomy_file
 
 from domainvlm.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]  # the checkout: tests/domains/classify/ is three down
 NEU_MODEL = ROOT / "models" / "neu-steel-expert"
 TINY_COMPACT = ["compact.image_size=32", "compact.patch_size=4", "compact.vision_dim=32", "compact.vision_depth=1",
                 "compact.vision_heads=2", "compact.hidden=64", "compact.layers=1", "compact.heads=2",
@@ -23,9 +23,9 @@ def test_build_train_eval_on_an_image_folder(tmp_path):
     data = tmp_path / "data"
     assert main(["data", "build", "--source", str(root), "--taxonomy", str(tax), "--out", str(data)]) == 0
     assert sorted(p.name for p in data.iterdir()) == ["taxonomy.json", "train.jsonl", "val.jsonl"]
-    from domainvlm.domains import classify
+    from domainvlm.domains.classify import collection
 
-    classify._TAXONOMIES.clear()  # as in a fresh process: train reads data/taxonomy.json
+    collection._TAXONOMIES.clear()  # as in a fresh process: train reads data/taxonomy.json
     run = tmp_path / "run"
     assert main(["train", f"data={data / 'train.jsonl'}", f"val_data={data / 'val.jsonl'}", f"output_dir={run}",
                  "max_steps=4", "batch_size=4", "eval_every=0", "eval_samples=4", "augment=domain",

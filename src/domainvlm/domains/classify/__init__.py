@@ -10,52 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import Domain, register
-
-TASK = "classify"
-HEAD = "classify"
-_TAXONOMIES: dict = {}  # taxonomies read in this process, by name (metrics and in-training eval use them)
-
-
-def remember(tax):
-    _TAXONOMIES[tax.name] = tax
-    return tax
-
-
-def known_taxonomy(name: str):
-    return _TAXONOMIES.get(name)
-
-
-def resolve_taxonomy(spec, items, default_name: str, near: Path | None = None):
-    """``spec``: a Taxonomy, a YAML/JSON file or a model folder; None: ``taxonomy.yaml`` beside the data,
-    else derived from the labels in the data."""
-    from ...taxonomy import Taxonomy, load
-    from .sources import derive_taxonomy
-
-    if isinstance(spec, Taxonomy):
-        return spec, spec.name
-    if spec:
-        return load(spec), str(spec)
-    for name in ("taxonomy.yaml", "taxonomy.yml", "taxonomy.json"):
-        if near is not None and (near / name).is_file():
-            return load(near / name), str(near / name)
-    return derive_taxonomy(items, default_name), "derived from the label names"
-
-
-def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain: bool = True, image_root=None,
-                split=None, **_ignored):
-    """Domain hook: a labelled collection -> classify records (of one split when ``split`` is given)."""
-    from .instruct import build_records
-    from .sources import check_images, check_labels, read_items
-
-    p = Path(path).expanduser().resolve()
-    items = read_items(p, image_root)
-    root = p if p.is_dir() else p.parent
-    tax, tax_source = resolve_taxonomy(taxonomy, items, p.name if p.is_dir() else p.stem, root)
-    label_sets = check_labels(items, tax, tax_source)
-    check_images(items)
-    remember(tax)
-    recs = build_records(items, label_sets, tax, langs, seed, explain, source=str(p))
-    return [r for r in recs if r.meta.get("split") == split] if split else recs
+from .collection import HEAD, TASK, read_source
 
 
 def sniff(path) -> bool:

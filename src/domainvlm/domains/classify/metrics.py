@@ -7,16 +7,10 @@ is wrong and tallied in ``unparsed``.
 
 from __future__ import annotations
 
+from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, prf
+
 from .instruct import parse_answer
 
-UNPARSED, OTHER = "(unparsed)", "(other)"
-
-
-def _prf(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": p, "recall": r, "f1": f, "support": tp + fn}
 
 
 def set_name(labels, none: str = "none") -> str:
@@ -34,7 +28,7 @@ def classify_metrics(gold: list[tuple], pred: list[tuple | None], classes: list[
         tp = sum(1 for g, p in zip(gold, pred) if p is not None and c in g and c in p)
         fp = sum(1 for g, p in zip(gold, pred) if p is not None and c not in g and c in p)
         fn = sum(1 for g, p in zip(gold, pred) if c in g and (p is None or c not in p))
-        per_class[c] = _prf(tp, fp, fn)
+        per_class[c] = prf(tp, fp, fn)
     present = [c for c in classes if per_class[c]["support"]]
     order = {c: i for i, c in enumerate(classes)}
     key = lambda labs: set_name(sorted(labs, key=lambda x: order.get(x, len(order))), none)  # noqa: E731
@@ -43,11 +37,7 @@ def classify_metrics(gold: list[tuple], pred: list[tuple | None], classes: list[
     if len(classes) and all(len(g) == 1 for g in gold):  # single-label: every class is a row, in taxonomy order
         rows = list(classes)
     p_names = [UNPARSED if p is None else (key(p) if key(p) in rows else OTHER) for p in pred]
-    cols = rows + [OTHER, UNPARSED]
-    idx = {c: i for i, c in enumerate(cols)}
-    matrix = [[0] * len(cols) for _ in rows]
-    for g, p in zip(g_names, p_names):
-        matrix[idx[g]][idx[p]] += 1
+    conf = confusion(rows, g_names, p_names)
     unparsed = p_names.count(UNPARSED)
     return {
         "task": "classify", "taxonomy": taxonomy, "n": n,
@@ -55,7 +45,7 @@ def classify_metrics(gold: list[tuple], pred: list[tuple | None], classes: list[
         "macro_f1": sum(per_class[c]["f1"] for c in present) / len(present) if present else 0.0,
         "macro_f1_classes": len(present),
         "per_class": per_class,
-        "confusion": {"rows": rows, "cols": cols, "matrix": matrix},
+        "confusion": conf,
         "unparsed": unparsed, "unparsed_rate": unparsed / n if n else 0.0,
     }
 
@@ -63,7 +53,7 @@ def classify_metrics(gold: list[tuple], pred: list[tuple | None], classes: list[
 def score(records, answers) -> dict:
     """Domain hook: metrics of answers to classify records (classes from the records' taxonomy when this
     process read it, else the gold labels seen)."""
-    from . import known_taxonomy
+    from .collection import known_taxonomy
 
     name = records[0].labels.get("taxonomy", "") if records else ""
     tax = known_taxonomy(name)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ...errors import UserError
 from ...taxonomy import FILE_NAME, load
-from . import HEAD, known_taxonomy, remember
+from .collection import HEAD, known_taxonomy, remember
 
 
 def taxonomy_for_records(records, data_path=None):

@@ -15,9 +15,7 @@ the constrained head (head.py) exactly as ``domainvlm eval`` does, are saved as 
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch.nn.functional as F
 
 from ...errors import UserError
 from ...models.compact import CompactConfig
+from ...train.recipe_steps import adamw, ema_or_none, set_lr, step_optimizer, warmup_cosine
 
 
 def _compact() -> CompactConfig:
@@ -87,7 +86,7 @@ def _log(fh, msg: str) -> None:
 
 
 def _splits(cfg):
-    from . import known_taxonomy, read_source
+    from .collection import known_taxonomy, read_source
 
     recs = read_source(cfg.data, taxonomy=cfg.taxonomy, langs=("en",), explain=False)  # eval's own questions
     out = {}
@@ -184,22 +183,17 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
                               accuracy(teacher, bank), "teacher_s": round(time.time() - t0, 1)}))
     aux = torch.nn.Linear(model.config.text_config.hidden_size, len(tmpl.sets)).to(dev)  # training only
     params = [p for p in model.parameters() if p.requires_grad] + list(aux.parameters())
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), fused=dev.type == "cuda")
-    ema = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
-    if ema is not None:
-        ema_p, model_p = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    opt = adamw(params, cfg.lr, cfg.weight_decay, dev)
+    averager = ema_or_none(model, cfg.ema_decay)
+    ema = averager.model if averager is not None else None
     vision, ip = FastVision(model), image_params(proc)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     best, history, step, progress = None, [], 0, 0.0
     evals, t0, t_eval = sorted(cfg.eval_at), time.time(), 0.0
     model.train()
     while progress < 1.0:
-        lr_scale = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        lr_scale *= cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_scale
+        lr_scale = warmup_cosine(step, progress, cfg.warmup_steps, cfg.min_lr_ratio)
+        set_lr(opt, cfg.lr * lr_scale)
         i = torch.randint(0, len(bank), (cfg.batch_size,), device=dev, generator=gen)
         imgs, cls = aug(bank.images[i]), bank.cls[i]
         soft = None
@@ -210,12 +204,9 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
             parts = _losses(model, tmpl, vision, aux, imgs, cls, soft, cfg, gen, ip)
             loss = sum(parts.values())
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema_p, model_p, 1 - min(cfg.ema_decay, (1 + step) / (10 + step)))
+        step_optimizer(opt, params, cfg.max_grad_norm)
+        if averager is not None:
+            averager.update(step)
         step += 1
         train_s = time.time() - t0 - t_eval
         progress = min(1.0, max(step / cfg.max_steps, train_s / cfg.time_budget_s if cfg.time_budget_s else 0.0))

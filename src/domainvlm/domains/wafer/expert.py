@@ -13,9 +13,7 @@ constrained answer head, is saved as a standard HF folder with ``answer_head: wa
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import random
 import time
 from dataclasses import asdict
@@ -25,6 +23,7 @@ import torch
 
 from ...errors import UserError
 from ...io import write_json
+from ...train.recipe_steps import adamw, ema_or_none, set_lr, step_optimizer, warmup_cosine
 from .expert_config import ExpertConfig, _check  # noqa: F401 - ExpertConfig is the recipe's config
 
 
@@ -149,12 +148,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
         params += list(presence.parameters())
         present = pattern_targets(CLASSES, dev)
-    opt = torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                             {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
-                            lr=cfg.lr, betas=(0.9, 0.98), fused=dev.type == "cuda")
-    ema = copy.deepcopy(model).eval() if cfg.ema_decay > 0 else None
-    if ema is not None:
-        ema_p, model_p = list(ema.parameters()), [p.detach() for p in model.parameters()]
+    opt = adamw(params, cfg.lr, cfg.weight_decay, dev)
+    averager = ema_or_none(model, cfg.ema_decay)
+    ema = averager.model if averager is not None else None
     vision = FastVision(model)
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
@@ -167,10 +163,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     t0, t_eval = time.time(), 0.0
     model.train()
     while progress < 1.0:
-        lr_scale = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        lr_scale *= cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_scale
+        lr_scale = warmup_cosine(step, progress, cfg.warmup_steps, cfg.min_lr_ratio)
+        set_lr(opt, cfg.lr * lr_scale)
         i_mix = torch.randint(0, len(mix), (n_mix,), device=dev, generator=gen)
         i_wm = torch.multinomial(w_wm, cfg.batch_size - n_mix - n_sup, replacement=True, generator=gen)
         canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
@@ -200,13 +194,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
             part_loss.backward()
             loss_sum = loss_sum + part_loss.detach()
         loss = loss_sum
-        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if ema is not None:
-            with torch.no_grad():
-                d = min(cfg.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema_p, model_p, 1 - d)
+        step_optimizer(opt, params, cfg.max_grad_norm)
+        if averager is not None:
+            averager.update(step)
         step += 1
         train_s = time.time() - t0 - t_eval
         progress = min(1.0, max(step / cfg.max_steps, train_s / cfg.time_budget_s if cfg.time_budget_s else 0.0))

@@ -6,17 +6,11 @@ An answer whose diagnosis cannot be parsed counts as wrong and is tallied in ``u
 
 from __future__ import annotations
 
+from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, prf
+
 from .patterns import set_name, wm811k_classes
 from .taxonomy import default
 
-UNPARSED, OTHER = "(unparsed)", "(other)"
-
-
-def _prf(tp: int, fp: int, fn: int) -> dict:
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    f = 2 * p * r / (p + r) if p + r else 0.0
-    return {"precision": p, "recall": r, "f1": f, "support": tp + fn}
 
 
 def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38", tax=None) -> dict:
@@ -36,18 +30,14 @@ def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "
         tp = sum(1 for g, p in zip(g_names, p_names) if g == c and p == c)
         fp = sum(1 for g, p in zip(g_names, p_names) if g != c and p == c)
         fn = sum(1 for g, p in zip(g_names, p_names) if g == c and p != c)
-        per_class[c] = _prf(tp, fp, fn)
+        per_class[c] = prf(tp, fp, fn)
     per_pattern = {}
     for pat in tax.names:
         tp = sum(1 for g, p in zip(gold, pred) if p is not None and pat in g and pat in p)
         fp = sum(1 for g, p in zip(gold, pred) if p is not None and pat not in g and pat in p)
         fn = sum(1 for g, p in zip(gold, pred) if pat in g and (p is None or pat not in p))
-        per_pattern[pat] = _prf(tp, fp, fn)
-    cols = classes + [OTHER, UNPARSED]
-    idx = {c: i for i, c in enumerate(cols)}
-    matrix = [[0] * len(cols) for _ in classes]
-    for g, p in zip(g_names, p_names):
-        matrix[idx[g]][idx[p]] += 1
+        per_pattern[pat] = prf(tp, fp, fn)
+    conf = confusion(classes, g_names, p_names)
     unparsed = p_names.count(UNPARSED)
     return {
         "task": "wafer", "taxonomy": taxonomy, "n": n,
@@ -57,7 +47,7 @@ def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "
         "pattern_macro_f1": sum(v["f1"] for v in per_pattern.values() if v["support"]) /
         max(1, sum(1 for v in per_pattern.values() if v["support"])),
         "per_class": per_class, "per_pattern": per_pattern,
-        "confusion": {"rows": classes, "cols": cols, "matrix": matrix},
+        "confusion": conf,
         "unparsed": unparsed, "unparsed_rate": unparsed / n if n else 0.0,
         "normal_label": tax.none_label,
     }
