@@ -123,9 +123,11 @@ def test_legacy_route_refuses_an_empty_image(engine):
 def test_extreme_sampling_numbers_answer_or_400_never_500(engine, tmp_path):
     c = client(engine, local_files_root=tmp_path)
     for extra in ({"temperature": 1, "repetition_penalty": 5e-324}, {"temperature": 2, "repetition_penalty": 5e-324},
-                  {"temperature": 1e-300}, {"temperature": 1, "top_p": 1e-300, "repetition_penalty": 1e300}):
+                  {"temperature": 1e-300}, {"temperature": 1, "top_p": 1e-300}):  # in range: answered
         r = c.post("/v1/chat/completions", json={**user("wafer wafer wafer"), **extra, "max_tokens": 8})
         assert r.status_code == 200, (extra, r.text)
+    r = c.post("/v1/chat/completions", json={**user("wafer"), "temperature": 1, "repetition_penalty": 1e300})
+    assert r.status_code == 400 and "repetition_penalty" in r.json()["error"]["message"], r.text  # over the range
     greedy = c.post("/v1/chat/completions", json={**user("hi"), "max_tokens": 8}).json()
     tiny_t = c.post("/v1/chat/completions", json={**user("hi"), "max_tokens": 8, "temperature": 1e-300}).json()
     assert tiny_t["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
