@@ -175,11 +175,13 @@ class Engine:
         with torch.inference_mode():
             return int(self._inputs([(messages, images)])["input_ids"].shape[1])
 
-    def count_usage(self, answer, messages: list[dict], images: list) -> tuple[int, int]:
+    def count_usage(self, answer, messages: list[dict], images: list,
+                    prompt_tokens: int | None = None) -> tuple[int, int]:
         """(prompt tokens, completion tokens) of an answer to (messages, images). Counted from the generated
         ids where the engine decoded; for an answer head's answer (which prepares its own inputs), the
-        prompt as encoded here and the answer's tokens plus the end-of-turn token."""
-        p = getattr(answer, "prompt_tokens", None)
+        ``prompt_tokens`` the caller already counted (the server's prompt budget) or the prompt as encoded
+        here, and the answer's tokens plus the end-of-turn token."""
+        p = getattr(answer, "prompt_tokens", None) or prompt_tokens
         c = getattr(answer, "completion_tokens", None)
         if p is None:
             p = self.prompt_tokens(messages, images)
