@@ -9,12 +9,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..data.images import IMAGE_SUFFIXES
 from ._args import add_model_options, add_sampling_options, engine_from_args, sampling_from_args
 
 NAME = "chat"
 HELP = "interactive chat about an image in the terminal (type an image path, then questions)"
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}
 TEXT = {
     "en": {"welcome": "domainvlm chat with {model}. Type an image path to look at an image, then ask about it. "
                       "'clear' starts over, 'stop' quits.",

@@ -64,8 +64,9 @@ def command_packages() -> list:
 
 
 def all_domains() -> list[Domain]:
+    """By name, whatever was imported first: ``sniff`` asks them in this order."""
     _load_all()
-    return list(_REGISTRY.values())
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def get(name: str) -> Domain:

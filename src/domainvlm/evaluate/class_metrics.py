@@ -13,6 +13,24 @@ def prf(tp: int, fp: int, fn: int) -> dict:
     return {"precision": p, "recall": r, "f1": f, "support": tp + fn}
 
 
+def label_prf(gold: list, pred: list, labels) -> dict:
+    """P/R/F1 of each label over label sets: a label is predicted when the prediction's set holds it (a None
+    prediction, i.e. no parseable answer, holds none) and present when the gold set holds it."""
+    out = {}
+    for c in labels:
+        tp = sum(1 for g, p in zip(gold, pred) if p is not None and c in g and c in p)
+        fp = sum(1 for g, p in zip(gold, pred) if p is not None and c not in g and c in p)
+        fn = sum(1 for g, p in zip(gold, pred) if c in g and (p is None or c not in p))
+        out[c] = prf(tp, fp, fn)
+    return out
+
+
+def mean_f1(per: dict, labels) -> float:
+    """Macro-F1 over ``labels`` (those with support, as the callers choose them)."""
+    labels = list(labels)
+    return sum(per[c]["f1"] for c in labels) / len(labels) if labels else 0.0
+
+
 def confusion(rows: list[str], gold: list[str], pred: list[str]) -> dict:
     """Counts of (gold row, predicted column); predictions outside ``rows`` must already be OTHER/UNPARSED."""
     cols = list(rows) + [OTHER, UNPARSED]

@@ -18,11 +18,11 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..data.images import IMAGE_SUFFIXES
 from ..data.record import IMAGE_TOKEN
 from ..errors import UserError, json_problem, where
 from ..io import atomic_open, iter_lines, read_text
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
 IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
 COLUMNS = ["id", "image", "question", "answer", "error", "reference"]
 

@@ -7,7 +7,7 @@ is wrong and tallied in ``unparsed``.
 
 from __future__ import annotations
 
-from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, prf
+from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, label_prf, mean_f1
 
 from .instruct import parse_answer
 
@@ -23,12 +23,7 @@ def classify_metrics(gold: list[tuple], pred: list[tuple | None], classes: list[
         raise ValueError("gold and pred differ in length")
     n, none = len(gold), none_label or "none"
     exact = sum(1 for g, p in zip(gold, pred) if p is not None and set(p) == set(g))
-    per_class = {}
-    for c in classes:
-        tp = sum(1 for g, p in zip(gold, pred) if p is not None and c in g and c in p)
-        fp = sum(1 for g, p in zip(gold, pred) if p is not None and c not in g and c in p)
-        fn = sum(1 for g, p in zip(gold, pred) if c in g and (p is None or c not in p))
-        per_class[c] = prf(tp, fp, fn)
+    per_class = label_prf(gold, pred, classes)
     present = [c for c in classes if per_class[c]["support"]]
     order = {c: i for i, c in enumerate(classes)}
     key = lambda labs: set_name(sorted(labs, key=lambda x: order.get(x, len(order))), none)  # noqa: E731
@@ -42,7 +37,7 @@ def classify_metrics(gold: list[tuple], pred: list[tuple | None], classes: list[
     return {
         "task": "classify", "taxonomy": taxonomy, "n": n,
         "exact_match": exact / n if n else 0.0,
-        "macro_f1": sum(per_class[c]["f1"] for c in present) / len(present) if present else 0.0,
+        "macro_f1": mean_f1(per_class, present),
         "macro_f1_classes": len(present),
         "per_class": per_class,
         "confusion": conf,

@@ -27,9 +27,21 @@ def source_kind(path: Path) -> str | None:
     if path.suffix.lower() == ".csv" and path.is_file():
         with open(path, encoding="utf-8-sig", newline="") as fh:
             header = next(csv.reader(fh), [])
-        if all(c in [h.strip().lower() for h in header] for c in COLUMNS):
+        cols = [h.strip().lower() for h in header]
+        if all(c in cols for c in COLUMNS) and not _first_is_picture(path, cols.index("image")):
             return "wafer-labels"
     return None
+
+
+def _first_is_picture(path: Path, col: int) -> bool:
+    """The first row names an ordinary image (png/jpg/DICOM ...): a labelled photo collection, not map files."""
+    from ....data.images import IMAGE_SUFFIXES
+
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        rows = csv.reader(fh)
+        next(rows, None)
+        row = next(rows, None)
+    return bool(row) and len(row) > col and Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_SUFFIXES
 
 
 def _labels(text: str, loc: str) -> tuple[str, ...]:
