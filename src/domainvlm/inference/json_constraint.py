@@ -123,39 +123,28 @@ def _string(s: str, i: int) -> int:
         i += 1
 
 
-def _number(s: str, i: int, integer: bool) -> int:
-    j = i
-    if j < len(s) and s[j] == "-":
-        j += 1
-    digits = j
+def _digits(s: str, j: int) -> int:
+    """End of the run of ASCII digits at ``j``; none there is invalid, or partial at the end of the text."""
+    k = j
     while j < len(s) and s[j].isdigit() and s[j].isascii():
         j += 1
-    if j == digits:
-        if j >= len(s):
-            raise _Partial
-        raise _Invalid
+    if j == k:
+        raise _Partial if j >= len(s) else _Invalid
+    return j
+
+
+def _number(s: str, i: int, integer: bool) -> int:
+    j = i + 1 if i < len(s) and s[i] == "-" else i
+    digits, j = j, _digits(s, j)
     if s[digits] == "0" and j - digits > 1:
         raise _Invalid
     if not integer and j < len(s) and s[j] == ".":
-        j += 1
-        k = j
-        while j < len(s) and s[j].isdigit() and s[j].isascii():
-            j += 1
-        if j == k:
-            if j >= len(s):
-                raise _Partial
-            raise _Invalid
+        j = _digits(s, j + 1)
     if not integer and j < len(s) and s[j] in "eE":
         j += 1
         if j < len(s) and s[j] in "+-":
             j += 1
-        k = j
-        while j < len(s) and s[j].isdigit() and s[j].isascii():
-            j += 1
-        if j == k:
-            if j >= len(s):
-                raise _Partial
-            raise _Invalid
+        j = _digits(s, j)
     if j - i > MAX_NUMBER_CHARS:
         raise _Invalid
     if j >= len(s):
