@@ -82,3 +82,15 @@ def sampling_from_args(args):
 
     return Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
                     top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
+def key_from_env(var: str) -> str:
+    """The secret in environment variable ``var`` (``--api-key-env``): a key there does not show in ``ps``."""
+    import os
+
+    from ..errors import UserError
+
+    key = os.environ.get(var)
+    if not key:
+        raise UserError(f"--api-key-env: environment variable {var} is not set or empty")
+    return key

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import resolve_path
-from ._args import nonneg_float, nonneg_int, positive_float, positive_int
+from ._args import key_from_env, nonneg_float, nonneg_int, positive_float, positive_int
 
 NAME = "data"
 HELP = "build instruction data from wafer/X-ray sources, validate it, export to sharegpt/LLaVA"
@@ -73,18 +73,12 @@ def run(args):
 
 
 def _rewrite(args):
-    import os
-
     from ..data.record import write_records
     from ..data.rewrite import Cache, Client, rewrite
     from ..data.sources import load_any
     from ..io import write_jsonl
 
-    key = None
-    if args.api_key_env:
-        key = os.environ.get(args.api_key_env)
-        if not key:
-            raise UserError(f"--api-key-env: environment variable {args.api_key_env} is not set")
+    key = key_from_env(args.api_key_env) if args.api_key_env else None
     if not args.endpoint.startswith(("http://", "https://")):
         raise UserError(f"--endpoint: {args.endpoint!r} is not an http(s) URL")
     out = Path(args.out)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import socket
 
-from ._args import (add_model_options, add_sampling_options, engine_from_args, nonneg_float, positive_float,
-                    positive_int, sampling_from_args)
+from ._args import (add_model_options, add_sampling_options, engine_from_args, key_from_env, nonneg_float,
+                    positive_float, positive_int, sampling_from_args)
 
 NAME = "serve"
 HELP = "serve a model over HTTP: OpenAI-compatible /v1/chat/completions, POST /, /health, /docs"
@@ -89,11 +89,7 @@ def build(args):
         root = Path(args.allow_local_files).expanduser().resolve()
         if not root.is_dir():
             raise UserError(f"--allow-local-files: {root} is not a folder")
-    api_key = args.api_key
-    if args.api_key_env:
-        api_key = os.environ.get(args.api_key_env)
-        if not api_key:
-            raise UserError(f"--api-key-env: environment variable {args.api_key_env} is not set or empty")
+    api_key = key_from_env(args.api_key_env) if args.api_key_env else args.api_key
     if args.protect_docs and not api_key:
         raise UserError("--protect-docs needs an API key (--api-key-env VAR or $DOMAINVLM_API_KEY)")
     eng = engine_from_args(args)
