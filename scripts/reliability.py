@@ -223,13 +223,23 @@ def run_http(t: Tally, root: Path, imgs):
     t.add("HTTP server log", "tracebacks", tb > 0, False, False, False, f"{tb} tracebacks in {log}")
 
 
+PARTS = ("cli", "http", "schema", "webui", "resume", "soak")
+
+
 def main_() -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["cli", "http"], help="run one half")
+    ap.add_argument("--only", default="", help=f"comma-separated parts to run: {', '.join(PARTS)} (default: all; "
+                                               "the soak only when SOAK_S or --soak-s is set)")
     ap.add_argument("--skip", default="", help="comma-separated input names to leave out (e.g. bomb9000.png)")
+    ap.add_argument("--soak-s", type=float, default=float(os.environ.get("SOAK_S", 0) or 0),
+                    help="seconds of mixed-traffic soak (env SOAK_S; e.g. 1800 for 30 minutes)")
+    ap.add_argument("--schema-examples", type=int, default=100, help="schemathesis examples per operation")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(","))) or set(PARTS) - ({"soak"} if not args.soak_s else set())
+    if only - set(PARTS):
+        ap.error(f"--only: unknown part(s) {', '.join(sorted(only - set(PARTS)))}")
     skip = set(filter(None, args.skip.split(",")))
     with tempfile.TemporaryDirectory(prefix="reliab-") as tmp:
         root = Path(tmp)
@@ -238,12 +248,28 @@ def main_() -> int:
         imgs = {k: v for k, v in imgs.items() if k not in skip}
         datas = {k: v for k, v in datas.items() if k not in skip}
         t, t0 = Tally(), time.perf_counter()
-        if args.only != "http":
+        if "cli" in only:
             run_cli(t, root, imgs, datas)
-        if args.only != "cli":
+        if "http" in only:
             run_http(t, root, imgs)
-        print(f"corpus: {len(imgs)} image kinds, {len(datas)} data-file kinds, "
-              f"{len(http_cases(imgs, root))} HTTP cases; {time.perf_counter() - t0:.0f} s")
+        if "schema" in only:
+            from reliability_schema import run_schema
+
+            run_schema(t, root, args.schema_examples)
+        if "webui" in only:
+            from reliability_webui import run_webui
+
+            run_webui(t, root, imgs)
+        if "resume" in only:
+            from reliability_resume import run_resume
+
+            run_resume(t, root)
+        if "soak" in only:
+            from reliability_soak import run_soak
+
+            run_soak(t, root, args.soak_s or 120.0)
+        print(f"parts: {', '.join(p for p in PARTS if p in only)}; corpus: {len(imgs)} image kinds, {len(datas)} "
+              f"data-file kinds, {len(http_cases(imgs, root))} HTTP cases; {time.perf_counter() - t0:.0f} s")
         tot = t.print()
     return 1 if any(tot[1:]) else 0
 
