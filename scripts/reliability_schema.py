@@ -62,7 +62,9 @@ def run_schema(t: Tally, root: Path, max_examples: int = 100, seed: int = 1) -> 
     mismatch = sum(n for c, n in codes.items() if c not in FIVE_XX | SLOW)
     detail = ", ".join(f"{c}: {n}" for c, n in sorted(codes.items())) or "none"
     t.add("schemathesis /openapi.json", f"{max_examples} examples/op, seed {seed}", False, five, slow, False,
-          f"failures {detail}; see {root / 'schemathesis.txt'}", secs, mismatch=mismatch, inputs=generated)
+          f"failures {detail}; see {root / 'schemathesis.txt'}", 0.0, mismatch=mismatch, inputs=generated)
+    t.notes.append(f"schemathesis: {generated} generated cases in {secs:.0f} s, none slower than {TIMEOUT_S + 10} s"
+                   if not slow else f"schemathesis: {slow} answer(s) slower than {TIMEOUT_S + 10} s")
     if errors:  # schemathesis' own crashes (a generator bug, a flaky replay): reported, not ours to count
         t.notes.append(f"schemathesis reported {errors} runtime error(s) of its own (see its output)")
     tb = log.read_text().count("Traceback")
