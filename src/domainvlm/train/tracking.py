@@ -76,6 +76,14 @@ def start(acc, out: Path, config: dict) -> None:
             t.store_init_configuration(flat)
 
 
+def finish(acc) -> None:
+    """Flush and close the trackers (main process; accelerate's own ``end_training`` would also destroy the
+    process group, which multi-process runs still need for the final save)."""
+    for t in acc.trackers:
+        t.finish()
+    acc.trackers = []
+
+
 def flatten(d: dict, prefix: str = "") -> dict:
     """Nested config -> {"lora.r": 16, ...}; lists and None as text (what trackers' params accept)."""
     out = {}

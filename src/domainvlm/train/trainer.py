@@ -25,6 +25,7 @@ from .dataset import RecordDataset, load_records
 from .plots import plot_curves
 from .speed import load_attn, rank_weight, step_loss, train_context
 from .tracking import make_trackers, parse_report_to
+from .tracking import finish as finish_trackers
 from .tracking import start as start_trackers
 from .tuning import apply_memory_options, apply_tuning, count_trainable
 
@@ -229,7 +230,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                 break
         epoch += 1
     bar.close()
-    acc.end_training()  # flushes and closes the trackers
+    finish_trackers(acc)  # not acc.end_training(): that also ends the process group the saves below need
     final = state["history"][-1] if state["history"] else {}
     acc.wait_for_everyone()  # all ranks must see the same out/model before deciding to gather
     if not (out / "model").exists():  # no eval improved anything: ship the last weights
