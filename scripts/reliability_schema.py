@@ -53,7 +53,7 @@ def run_schema(t: Tally, root: Path, max_examples: int = 100, seed: int = 1) -> 
                "--max-examples", str(max_examples), "--seed", str(seed), "--workers", "2", "--request-timeout",
                str(TIMEOUT_S + 30), "--max-response-time", str(TIMEOUT_S + 10), "-H", "Authorization: Bearer k",
                "--no-color"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=root)  # its cache stays there
         secs = time.perf_counter() - t0
         (root / "schemathesis.txt").write_text(done.stdout + done.stderr)
     generated, codes, errors = parse(done.stdout)
