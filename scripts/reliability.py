@@ -13,9 +13,7 @@ import contextlib
 import io
 import json
 import os
-import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from domainvlm.cli import main
+from reliability_common import Tally, rss_mb, server
 from domainvlm.domains.wafer.render import render_map
 
 Q = "What defect pattern does this wafer map show?"
@@ -105,36 +104,6 @@ def data_files(d: Path, good: Path, bad: Path) -> dict[str, tuple[Path, int]]:
     return out
 
 
-class Tally:
-    def __init__(self):
-        self.rows: dict[str, list[int]] = {}  # entry -> [tried, tracebacks, 5xx, wrong, partial]
-        self.slowest: dict[str, tuple[float, str]] = {}
-        self.failures: list[str] = []
-
-    def add(self, entry: str, what: str, traceback=False, five=False, wrong=False, partial=False, note="",
-            secs: float = 0.0):
-        r = self.rows.setdefault(entry, [0, 0, 0, 0, 0])
-        for k, v in enumerate((True, traceback, five, wrong, partial)):
-            r[k] += bool(v)
-        if secs >= self.slowest.get(entry, (0.0, ""))[0]:
-            self.slowest[entry] = (secs, what)
-        if traceback or five or wrong or partial:
-            self.failures.append(f"{entry} {what}: {note}"[:300])
-
-    def print(self):
-        cols = ("entry point", "inputs", "tracebacks", "5xx", "wrong exit/status", "partial files", "slowest (s)")
-        print("| " + " | ".join(cols) + " |\n|" + " --- |" * len(cols))
-        tot = [0] * 5
-        for entry, r in self.rows.items():
-            tot = [a + b for a, b in zip(tot, r)]
-            secs, what = self.slowest.get(entry, (0.0, ""))
-            print(f"| {entry} | " + " | ".join(map(str, r)) + f" | {secs:.1f} ({what}) |")
-        print("| **all** | " + " | ".join(f"**{x}**" for x in tot) + " | |")
-        for f in self.failures:
-            print("  FAIL", f)
-        return tot
-
-
 def _files(d: Path | None) -> set[Path]:
     return set(d.rglob("*")) if d is not None and d.exists() else set()
 
@@ -188,12 +157,6 @@ def run_cli(t: Tally, root: Path, imgs, datas):
                 {2}, d / "run")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_cases(imgs, files_dir: Path) -> list[tuple[str, str, str, object, set[int]]]:
     """(what, method, path, json body | raw bytes, expected statuses)."""
     def url_msg(url):
@@ -234,18 +197,8 @@ def run_http(t: Tally, root: Path, imgs):
 
     files = root / "served"
     files.mkdir()
-    port, log = free_port(), root / "server.log"
-    env = {**os.environ, "RELIAB_KEY": "k", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "domainvlm", "serve", "--port", str(port), "--api-key-env",
-                             "RELIAB_KEY", "--allow-local-files", str(files), "--log-level", "warning"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-    base, hdr = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}
-    try:
-        for _ in range(240):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.5)
+    hdr = {"Authorization": "Bearer k"}
+    with server(root, "--allow-local-files", str(files)) as (proc, base, log):
         cases = http_cases(imgs, files) + [("wrong key", "POST", "/", {"text": "hi"}, {401})]
         for what, method, path, body, want in cases:
             h = {"Authorization": "Bearer wrong"} if what == "wrong key" else hdr
@@ -263,23 +216,30 @@ def run_http(t: Tally, root: Path, imgs):
                   f"status {status}, expected {sorted(want)}", time.perf_counter() - t0)
         healthy = httpx.get(base + "/health", timeout=5).status_code == 200
         t.add("HTTP /health", "after the corpus", False, not healthy, not healthy, False, "server unhealthy")
-        with contextlib.suppress(OSError):
-            peak = [ln for ln in Path(f"/proc/{proc.pid}/status").read_text().splitlines() if ln.startswith("VmHWM")]
-            print(f"server peak RSS over the corpus: {int(peak[0].split()[1]) / 2**20:.2f} GiB")
-    finally:
-        proc.terminate()
-        proc.wait(30)
+        peak = rss_mb(proc.pid, "VmHWM")
+        if peak is not None:
+            t.notes.append(f"server peak RSS over the HTTP corpus: {peak / 1024:.2f} GiB")
     tb = log.read_text().count("Traceback")
     t.add("HTTP server log", "tracebacks", tb > 0, False, False, False, f"{tb} tracebacks in {log}")
+
+
+PARTS = ("cli", "http", "schema", "webui", "resume", "soak")
 
 
 def main_() -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", choices=["cli", "http"], help="run one half")
+    ap.add_argument("--only", default="", help=f"comma-separated parts to run: {', '.join(PARTS)} (default: all; "
+                                               "the soak only when SOAK_S or --soak-s is set)")
     ap.add_argument("--skip", default="", help="comma-separated input names to leave out (e.g. bomb9000.png)")
+    ap.add_argument("--soak-s", type=float, default=float(os.environ.get("SOAK_S", 0) or 0),
+                    help="seconds of mixed-traffic soak (env SOAK_S; e.g. 1800 for 30 minutes)")
+    ap.add_argument("--schema-examples", type=int, default=100, help="schemathesis examples per operation")
     args = ap.parse_args()
+    only = set(filter(None, args.only.split(","))) or set(PARTS) - ({"soak"} if not args.soak_s else set())
+    if only - set(PARTS):
+        ap.error(f"--only: unknown part(s) {', '.join(sorted(only - set(PARTS)))}")
     skip = set(filter(None, args.skip.split(",")))
     with tempfile.TemporaryDirectory(prefix="reliab-") as tmp:
         root = Path(tmp)
@@ -288,12 +248,28 @@ def main_() -> int:
         imgs = {k: v for k, v in imgs.items() if k not in skip}
         datas = {k: v for k, v in datas.items() if k not in skip}
         t, t0 = Tally(), time.perf_counter()
-        if args.only != "http":
+        if "cli" in only:
             run_cli(t, root, imgs, datas)
-        if args.only != "cli":
+        if "http" in only:
             run_http(t, root, imgs)
-        print(f"corpus: {len(imgs)} image kinds, {len(datas)} data-file kinds, "
-              f"{len(http_cases(imgs, root))} HTTP cases; {time.perf_counter() - t0:.0f} s")
+        if "schema" in only:
+            from reliability_schema import run_schema
+
+            run_schema(t, root, args.schema_examples)
+        if "webui" in only:
+            from reliability_webui import run_webui
+
+            run_webui(t, root, imgs)
+        if "resume" in only:
+            from reliability_resume import run_resume
+
+            run_resume(t, root)
+        if "soak" in only:
+            from reliability_soak import run_soak
+
+            run_soak(t, root, args.soak_s or 120.0)
+        print(f"parts: {', '.join(p for p in PARTS if p in only)}; corpus: {len(imgs)} image kinds, {len(datas)} "
+              f"data-file kinds, {len(http_cases(imgs, root))} HTTP cases; {time.perf_counter() - t0:.0f} s")
         tot = t.print()
     return 1 if any(tot[1:]) else 0
 

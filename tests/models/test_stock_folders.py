@@ -43,6 +43,9 @@ def assert_stock_names(folder):
     proc = json.loads((folder / "processor_config.json").read_text(encoding="utf-8"))
     assert proc["processor_class"] == "Qwen2VLProcessor"
     assert proc["image_processor"]["image_processor_type"] == "Qwen2VLImageProcessor"
+    # AutoProcessor refuses a Qwen2-VL folder without a video processor config, torchvision or not
+    assert proc["video_processor"]["video_processor_type"] == "Qwen2VLVideoProcessor"
+    assert proc["video_processor"]["patch_size"] == proc["image_processor"]["patch_size"]
     tok = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert tok.get("processor_class", "Qwen2VLProcessor") == "Qwen2VLProcessor"
     import transformers
@@ -113,3 +116,18 @@ def test_min_max_pixels_set_the_image_resolution(tmp_path, lo, hi):
     assert int(grid[1] * grid[2]) * patch * patch <= hi
     if lo:
         assert int(grid[1] * grid[2]) * patch * patch >= lo
+
+
+def test_auto_processor_finds_every_sub_processor_config():
+    """Without torchvision here, stock AutoProcessor must get as far as the torchvision requirement itself: the
+    folder's configs are complete (before the fix it stopped at 'Can't load video processor')."""
+    import importlib.util
+
+    from transformers import AutoProcessor
+
+    if importlib.util.find_spec("torchvision") is not None:
+        proc = AutoProcessor.from_pretrained(BUNDLED)
+        assert type(proc).__name__ == "Qwen2VLProcessor"
+        return
+    with pytest.raises(ImportError, match="requires the Torchvision library"):
+        AutoProcessor.from_pretrained(BUNDLED)

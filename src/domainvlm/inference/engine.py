@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from transformers import StoppingCriteria
 
 from ..data.images import load_image
 from ..errors import UserError
@@ -234,58 +233,39 @@ class Engine:
         return answers(self, inputs, out, sampling)
 
     def stream(self, messages: list[dict], images: list, sampling: Sampling | None = None) -> Iterator[str]:
-        """Yield text pieces as they are generated (one conversation).
+        """Yield text pieces as they are generated (one conversation), through :meth:`generate`, so every
+        setting it honours applies here too: stop strings (no text from a stop string on is yielded), JSON
+        constraints, log-probs; an answer head's answer comes in one piece. The iterator's return value
+        (``StopIteration.value``) is the final :class:`Answer` with its counts and finish reason.
 
         A generation error is re-raised to the consumer (never a silent hang), and closing the iterator early
         (client gone, Ctrl-C) stops generation at the next token so the engine is free for the next request.
         """
-        from transformers import StoppingCriteriaList, TextIteratorStreamer
+        import queue
 
         sampling = sampling or Sampling()
-        if self.has_head and not sampling.free_decoding:  # heads answer whole conversations: one piece
-            yield self.generate([(messages, images)], sampling)[0]
-            return
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel, errors = threading.Event(), []
-        self.lock.acquire()
-        try:
-            _seed(sampling)
-            inputs = self._inputs([(messages, images)])
-        except BaseException:
-            self.lock.release()
-            raise
+        pieces, cancel, end, result = queue.SimpleQueue(), threading.Event(), object(), []
 
         def work():
             try:
-                with torch.inference_mode():
-                    self.model.generate(**inputs, **self.generate_kwargs(sampling), streamer=streamer,
-                                        stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)]),
-                                        pad_token_id=self.pad_id)
+                result.append(self.generate([(messages, images)], sampling, emit=lambda _row, s: pieces.put(s),
+                                            cancelled=lambda _row: cancel.is_set())[0])
             except BaseException as e:  # noqa: BLE001 - handed to the consumer below
-                errors.append(e)
-                streamer.end()  # unblock the consumer
+                result.append(e)
             finally:
-                self.lock.release()
+                pieces.put(end)  # after generate() released the lock
 
         threading.Thread(target=work, daemon=True).start()
         try:
-            yield from streamer
+            while (piece := pieces.get()) is not end:
+                yield piece
         finally:
             cancel.set()
-        if errors:
-            raise errors[0]
+        if isinstance(result[0], BaseException):
+            raise result[0]
+        return result[0]
 
 
 def _seed(sampling: Sampling) -> None:
     if sampling.seed is not None:
         torch.manual_seed(sampling.seed)
-
-
-class _Cancelled(StoppingCriteria):
-    """Stopping criterion that ends generation once the stream's consumer has gone away."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kw):
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)

@@ -74,8 +74,26 @@ def stock_names(folder) -> None:
             continue
         d = json.loads(p.read_text(encoding="utf-8"))
         new = _renamed(d)
+        if name == "processor_config.json":
+            new = with_video_processor(new)
         if new != d:
             p.write_text(json.dumps(new, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# what a video processor shares with the image processor (its own resolution defaults are for videos)
+_VIDEO_KEYS = ("do_convert_rgb", "do_normalize", "do_rescale", "do_resize", "image_mean", "image_std", "merge_size",
+               "patch_size", "resample", "rescale_factor", "temporal_patch_size")
+
+
+def with_video_processor(d: dict) -> dict:
+    """A processor_config.json dict with a ``video_processor`` entry. Stock ``AutoProcessor`` loads a Qwen2-VL
+    processor's video processor from this entry (or a video_preprocessor_config.json) and refuses the folder
+    without one, torchvision or not; our image-only processor never reads it."""
+    ip = d.get("image_processor")
+    if not isinstance(ip, dict) or "video_processor" in d:
+        return d
+    video = {k: ip[k] for k in _VIDEO_KEYS if k in ip}
+    return {**d, "video_processor": {**video, "video_processor_type": "Qwen2VLVideoProcessor"}}
 
 
 def _renamed(d):

@@ -25,6 +25,7 @@ from ..inference.prompt_guard import PromptBudget, PromptTooLong
 from . import openai_compat as oc
 from .auth import ApiKeyGate
 from .limits import BodyLimit
+from .openapi_doc import document
 from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse, UnsupportedField
 
 
@@ -87,6 +88,7 @@ def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=
 def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="domainvlm API", version="1", description="OpenAI-compatible chat completions with "
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
+    document(app)  # /openapi.json lists the 400/401/413/500/503 and SSE answers the server really gives
     app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
     app.add_middleware(ApiKeyGate, key=cfg.api_key, protect_docs=cfg.protect_docs)  # outermost: before the body
     app.state.api_key = cfg.api_key

@@ -101,9 +101,10 @@ class ChatCompletionRequest(BaseModel):
 
 
 class LegacyRequest(BaseModel):
-    """VisualGLM / ChatGLM-style API: one question, a base64 image, and [question, answer] history pairs."""
+    """VisualGLM / ChatGLM-style API: one question, a base64 image, and [question, answer] history pairs.
+    Strictly typed like the chat route (``"temperature": false`` is a 400, not 0)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     text: str = Field(..., min_length=1)
     image: str | None = Field(None, description="base64 image (or data: URL); applies to the whole conversation")
     history: list[list[str]] = Field(default_factory=list, description="[[question, answer], ...]")

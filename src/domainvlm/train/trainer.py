@@ -24,6 +24,9 @@ from .config import TrainConfig
 from .dataset import RecordDataset, load_records
 from .plots import plot_curves
 from .speed import load_attn, rank_weight, step_loss, train_context
+from .tracking import make_trackers, parse_report_to
+from .tracking import finish as finish_trackers
+from .tracking import start as start_trackers
 from .tuning import apply_memory_options, apply_tuning, count_trainable
 
 
@@ -97,7 +100,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
     from accelerate.utils import set_seed
-    from torch.utils.tensorboard import SummaryWriter
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
     if not cfg.data:
@@ -110,6 +112,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         raise UserError(f"save_total_limit: must be at least 1, got {cfg.save_total_limit}")
     if resume and recover_checkpoint(ckpt, cfg.save_total_limit) is None:  # a kill mid-swap leaves .old/.tmp
         raise UserError(f"--resume: no checkpoint in {ckpt}")
+    report_to = parse_report_to(cfg.report_to)  # a missing tracker package fails now, not after loading
     set_seed(cfg.seed)
     records = load_records(cfg.data)
     if not records:
@@ -131,7 +134,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     # the distributed process group).
     AcceleratorState._reset_state()
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
-                      gradient_accumulation_steps=cfg.grad_accum)
+                      gradient_accumulation_steps=cfg.grad_accum,
+                      log_with=make_trackers(report_to, out, out.name) or None)
     _check_fsdp(acc, cfg, resume)
     out.mkdir(parents=True, exist_ok=True)
     if model is not None:
@@ -169,9 +173,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         sched.load_state_dict(optim_state["scheduler"])
     model, opt, dl, sched = acc.prepare(model, opt, dl, sched)
     autocast_lora = cfg.mode == "lora" and precision in ("bf16", "fp16") and not cfg.lora_fp32_inputs
-    tb = SummaryWriter(str(out / "tb")) if acc.is_main_process else None
     if acc.is_main_process:
         write_json(out / "train_config.json", to_dict(cfg))
+    start_trackers(acc, out, to_dict(cfg))
+    if acc.is_main_process:
         print(f"training {n_train:,} of {n_total:,} parameters on {len(train_recs):,} records "
               f"({len(val_recs):,} val), {total} steps, device {acc.device}, {precision}")
     if resume:  # last, so nothing in the set-up above draws from the restored streams
@@ -211,12 +216,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                 rec = {"step": step, "loss": running / n_run, "lr": sched.get_last_lr()[0]}
                 state["history"].append(rec)
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
-                if tb:
-                    tb.add_scalar("train/loss", rec["loss"], step)
-                    tb.add_scalar("train/lr", rec["lr"], step)
+                acc.log({"train/loss": rec["loss"], "train/lr": rec["lr"]}, step=step)
                 running, n_run = 0.0, 0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
-                _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad)
+                _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad)
                 model.train()
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
                 to_save = _saveable(acc, model)  # every rank: gathering FSDP shards is a collective
@@ -227,8 +230,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                 break
         epoch += 1
     bar.close()
-    if tb:
-        tb.close()
+    finish_trackers(acc)  # not acc.end_training(): that also ends the process group the saves below need
     final = state["history"][-1] if state["history"] else {}
     acc.wait_for_everyone()  # all ranks must see the same out/model before deciding to gather
     if not (out / "model").exists():  # no eval improved anything: ship the last weights
@@ -287,7 +289,7 @@ def _saveable(acc, model):
 
 
 @torch.no_grad()
-def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
+def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad):
     if not val_recs:
         return
     model.eval()
@@ -314,10 +316,7 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, tb, pad):
             if k in metrics:
                 rec[k] = metrics[k]
     state["history"].append(rec)
-    if tb:
-        for k, v in rec.items():
-            if k != "step" and v is not None:
-                tb.add_scalar(f"val/{k}", v, state["step"])
+    acc.log({f"val/{k}": v for k, v in rec.items() if k != "step" and v is not None}, step=state["step"])
     to_save = _saveable(acc, model) if fsdp else None  # collective before the rank-0-only branch
     if acc.is_main_process:
         print(json.dumps(rec))

@@ -49,9 +49,11 @@ def _display(history: list[dict]) -> list[dict]:
 
 def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[str] | None = None,
                title: str = "domainvlm"):
+    from dataclasses import replace
+
     import gradio as gr
 
-    from dataclasses import replace
+    from .image_box import ImageBox
 
     d = engine.effective_sampling(defaults or Sampling())  # the sliders show what will really be used
 
@@ -91,7 +93,7 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
         history = gr.State([])
         with gr.Row():
             with gr.Column(scale=2):
-                image = gr.Image(type="pil", sources=["upload", "webcam", "clipboard"], label="Image",
+                image = ImageBox(type="pil", sources=["upload", "webcam", "clipboard"], label="Image",
                                  elem_id="image", height=320)
                 _domain_inputs(gr, image)
                 with gr.Accordion("Sampling", open=False):

@@ -1,0 +1,39 @@
+"""The web UI's image box: an uploaded file is decoded by domainvlm's own image reader, not gradio's.
+
+gradio opens uploads with ``PIL.Image.open`` and, for a corrupt, truncated or non-image file, logs a traceback
+and shows the user "Could not preprocess input component ..." with the server's temp path. Here the bytes go
+through :func:`~domainvlm.inference.image_input.decode_image` (the HTTP API's reader: pixel limit checked from
+the header before decoding, DICOM and wafer-map files understood), and a bad file is one line naming the
+uploaded file, with no traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+
+from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
+
+MAX_UPLOAD_BYTES = 20 << 20  # launch() passes the same limit to gradio (max_file_size="20mb")
+
+
+class ImageBox(gr.Image):
+    is_template = True  # rendered by gradio's own Image front-end component
+
+    def __init__(self, *args, max_pixels: int = DEFAULT_MAX_PIXELS, **kw):
+        super().__init__(*args, **kw)
+        self.max_pixels = max_pixels
+
+    def preprocess(self, payload):
+        if payload is None or payload.path is None or self.type != "pil":  # data: URLs (webcam): gradio's way
+            return super().preprocess(payload)
+        name = Path(payload.orig_name or "image").name
+        try:
+            path = Path(payload.path)
+            if path.stat().st_size > MAX_UPLOAD_BYTES:
+                raise ImageInputError(f"{name}: file over {MAX_UPLOAD_BYTES >> 20} MB")
+            return decode_image(path.read_bytes(), name, self.max_pixels)
+        except (ImageInputError, OSError) as e:
+            msg = str(e) if isinstance(e, ImageInputError) else f"{name}: cannot read the upload"
+            raise gr.Error(msg, print_exception=False) from None

@@ -1,0 +1,53 @@
+"""The web UI's image box decodes uploads with domainvlm's reader: a bad file is one line naming the upload
+(no traceback, no server temp path), a pixel bomb is refused from its header, a good file is an RGB image."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pytest
+from PIL import Image
+
+gr = pytest.importorskip("gradio")
+
+from domainvlm.webui.image_box import ImageBox  # noqa: E402
+
+
+def _payload(path, name):
+    from gradio.data_classes import ImageData
+
+    return ImageData(path=str(path), orig_name=name)
+
+
+def _bomb(w=20000, h=20000) -> bytes:
+    def chunk(t, d):
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+    co, row = zlib.compressobj(9), b"\0" * (1 + (w + 7) // 8)
+    idat = b"".join(co.compress(row) for _ in range(h)) + co.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def test_upload_errors_are_one_line_naming_the_upload(tmp_path):
+    box = ImageBox(type="pil")
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(buf, "PNG")
+    good = buf.getvalue()
+    cases = {"text.png": (b"not an image", "text.png: not a recognised image format"),
+             "half.png": (good[: len(good) // 2], "half.png: corrupt or truncated image"),
+             "empty.png": (b"", "empty.png: empty image data"),
+             "bomb.png": (_bomb(), "bomb.png: image has 400,000,000 pixels, over the limit")}
+    for name, (data, msg) in cases.items():
+        stored = tmp_path / "gradio-tmp" / name
+        stored.parent.mkdir(exist_ok=True)
+        stored.write_bytes(data)
+        with pytest.raises(gr.Error) as e:
+            box.preprocess(_payload(stored, name))
+        assert str(e.value.message).startswith(msg) and "gradio-tmp" not in e.value.message
+        assert "\n" not in e.value.message and e.value.print_exception is False
+    (tmp_path / "ok.png").write_bytes(good)
+    im = box.preprocess(_payload(tmp_path / "ok.png", "ok.png"))
+    assert im.mode == "RGB" and im.size == (30, 20)
+    assert box.get_block_name() == "image"  # gradio's own front-end component renders it
