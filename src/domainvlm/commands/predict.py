@@ -41,26 +41,21 @@ def _default_output(inp: Path) -> Path:
     return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.jsonl"
 
 
-def _load(row, size=None):
-    """(conversation, None) or (None, error message) for one row."""
-    from ..data.images import load_image
-    from ..errors import UserError
+def _load_rows(rows, size=None) -> list:
+    """Per row ``(conversation, None)`` or ``(None, error message)`` (a row that failed to parse keeps its own)."""
+    from ..inference.loading import load_conversations
 
-    if row.error:
-        return None, row.error
-    try:
-        return (row.messages, [load_image(ref, row.base_dir, size) for ref in row.images]), None
-    except UserError as e:
-        msg = str(e)
-        return None, msg if msg.startswith(row.where) else f"{row.where}: {msg}"
+    ok = [r for r in rows if not r.error]
+    loaded = iter(load_conversations([(r.messages, r.images, r.base_dir, r.where) for r in ok], size))
+    return [(None, r.error) if r.error else next(loaded) for r in rows]
 
 
 def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None) -> None:
     """Generate answers for ``rows`` batch by batch, writing each batch before the next starts."""
-    from ..inference.prefetch import parallel_map, prefetched
+    from ..inference.prefetch import prefetched
 
     chunks = (rows[s:s + batch_size] for s in range(0, len(rows), batch_size))
-    for chunk, loaded in prefetched(chunks, lambda c: parallel_map(lambda r: _load(r, getattr(engine, "canvas_size", None)), c)):
+    for chunk, loaded in prefetched(chunks, lambda c: _load_rows(c, getattr(engine, "canvas_size", None))):
         ok = [i for i, (conv, _) in enumerate(loaded) if conv is not None]
         answers: dict[int, tuple] = {i: (None, loaded[i][1]) for i in range(len(chunk)) if i not in ok}
         if ok:

@@ -87,6 +87,14 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 
+def as_pil(img, base_dir: str | Path | None = None) -> Image.Image:
+    """A conversation's image as PIL: a reference is loaded; an object a domain's ``load_batch`` made (kept
+    compact for its answer head, e.g. a wafer die grid) is drawn with its ``to_pil()``."""
+    if isinstance(img, str):
+        return load_image(img, base_dir)
+    return img.to_pil() if hasattr(img, "to_pil") else img
+
+
 def _from_domains(ref: str, base_dir, size: int | None = None) -> Image.Image | None:
     """The first domain's drawing of ``ref`` (None when no domain owns it)."""
     from .. import domains

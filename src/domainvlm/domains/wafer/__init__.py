@@ -102,6 +102,12 @@ def _load_image(ref: str, base_dir=None, size: int | None = None):
     return render_map(get_map(str(p), index), size=size)
 
 
+def _load_batch(refs, size=None) -> list:
+    from .batch_load import load_batch
+
+    return load_batch(refs, size)
+
+
 def _fab(name: str):
     """A fab map-file hook (mapfiles/hooks.py), imported on first use."""
     def call(*args):
@@ -154,6 +160,7 @@ def _example_images(cache=None) -> list[str]:
 register(Domain(
     name=NAME, score=_score, sniff=_sniff, read_source=_read_source, answer_heads={"wafer-diagnosis": _head},
     augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
+    load_batch=_load_batch,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
            "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
