@@ -57,7 +57,7 @@ def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None)
     chunks = (rows[s:s + batch_size] for s in range(0, len(rows), batch_size))
     for chunk, loaded in prefetched(chunks, lambda c: _load_rows(c, getattr(engine, "canvas_size", None))):
         ok = [i for i, (conv, _) in enumerate(loaded) if conv is not None]
-        answers: dict[int, tuple] = {i: (None, loaded[i][1]) for i in range(len(chunk)) if i not in ok}
+        answers: dict[int, tuple] = {i: (None, err) for i, (conv, err) in enumerate(loaded) if conv is None}
         if ok:
             try:
                 texts = engine.generate([loaded[i][0] for i in ok], sampling)

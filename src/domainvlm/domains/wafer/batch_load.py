@@ -10,8 +10,6 @@ reports its problems exactly as before.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from ...errors import UserError
@@ -35,12 +33,11 @@ class MapCanvas:
 
 def _wafer_set(path: str):
     """The cached WaferSet of a wafer npz, or None when ``path`` is none (left to load_image)."""
-    from .sources import _cached_set
+    from .sources import cached_wafer_set
 
     try:
-        st = os.stat(path)
-        return _cached_set(path, st.st_mtime_ns, st.st_size)
-    except (OSError, UserError):
+        return cached_wafer_set(path)
+    except UserError:
         return None
 
 
@@ -52,22 +49,22 @@ def load_batch(refs: list[tuple[str, object]], size: int | None) -> list:
     out: list = [None] * len(refs)
     if not size:
         return out
-    by_file: dict[str, list[tuple[int, int]]] = {}
-    for k, (ref, base) in enumerate(refs):
-        if "#" not in ref:
-            continue
+    by_file: dict[tuple, list[tuple[int, int]]] = {}
+    for k, (ref, base) in enumerate(refs):  # one resolve per file, not per map: this is host time per map
+        path, sep, idx = ref.partition("#")
         try:
-            p, index = resolve(ref, base)
-        except UserError:
+            index = int(idx) if sep else None
+        except ValueError:
             continue  # a bad index: load_image says so
         if index is not None:
-            by_file.setdefault(os.path.abspath(p), []).append((k, index, p))
-    for path, items in by_file.items():
-        ws = _wafer_set(path)
+            by_file.setdefault((path, base), []).append((k, index))
+    for (path, base), items in by_file.items():
+        p = resolve(path, base)[0]
+        ws = _wafer_set(str(p))
         if ws is None:
             continue
         n = len(ws)
-        for k, i, p in items:  # the message get_map gives
+        for k, i in items:  # the message get_map gives
             out[k] = MapCanvas(ws.maps[i], size) if 0 <= i < n else UserError(
                 f"{p}#{i}: index out of range (file has {n} maps)")
     return out
