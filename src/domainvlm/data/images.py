@@ -21,8 +21,10 @@ from ..errors import UserError
 # stays a backstop for paths that open images some other way.
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Files taken as images by their name where a folder or list is scanned (predict, chat, label lists)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+# Files taken as images by their name where a folder or list is scanned (predict, chat, labelled image
+# folders and lists, web UI examples): the one list; load_image reads every one of them.
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what PIL opens itself
+IMAGE_SUFFIXES = PIL_SUFFIXES + (".dcm", ".dicom")
 
 
 def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:

@@ -2,7 +2,8 @@
 
 A map is drawn with :func:`domainvlm.domains.wafer.render.render_map` at ``size`` (every die an integer block of
 pixels, centred, padded with the off-wafer colour), so no die is lost for maps up to ``size`` dies a side
-(WM-811K's largest is 212). :func:`canvas_batch` draws many maps at once with exactly the same pixels (on the host or on a torch device).
+(WM-811K's largest is 212). :func:`canvas_batch` draws many maps at once with exactly the same pixels, on the
+host or on a torch device.
 
 Defect patterns are properties of the map up to rotation and mirroring, so the 8 dihedral transforms keep
 every label; :func:`dihedral` applies one of them to a map, a canvas batch or a PIL image.
