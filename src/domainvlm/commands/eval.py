@@ -54,13 +54,14 @@ def run(args):
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
     base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
-    from ..inference.prefetch import default_batch_size
+    from ..inference.prefetch import default_batch_size, frozen_heap
 
     eng = engine_from_args(args)
     bs = args.batch_size or default_batch_size(eng, 32)
     t0 = time.perf_counter()
-    metrics, rows = evaluate_records(eng, recs, base, bs,
-                                     _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
+    with frozen_heap():
+        metrics, rows = evaluate_records(eng, recs, base, bs,
+                                         _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
     secs = time.perf_counter() - t0
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),

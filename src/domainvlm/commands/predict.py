@@ -105,10 +105,11 @@ def run(args):
             sampling = sampling_from_args(args)
             with tqdm(total=len(todo), unit="row", desc="predict", file=sys.stderr,
                       disable=args.no_progress) as bar:
-                from ..inference.prefetch import default_batch_size
+                from ..inference.prefetch import default_batch_size, frozen_heap
 
                 bs = args.batch_size or default_batch_size(engine, 8)  # a GPU batch of 1024 maps: < 1 s
-                predict_rows(engine, todo, writer, sampling, bs, bar)
+                with frozen_heap():
+                    predict_rows(engine, todo, writer, sampling, bs, bar)
     finally:
         writer.close()
     total = len(writer.done)
