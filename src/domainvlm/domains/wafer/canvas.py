@@ -68,7 +68,9 @@ def _canvas_batch_torch(maps, groups: dict, size: int, device):
         if k == 0:
             out[rows] = part
         else:
-            out[rows, top:top + h * k, left:left + w * k] = part.repeat_interleave(k, 1).repeat_interleave(k, 2)
+            n = part.shape[0]  # every die a k x k block; expand + reshape never waits for the device
+            out[rows, top:top + h * k, left:left + w * k] = part[:, :, None, :, None].expand(n, h, k, w, k).reshape(
+                n, h * k, w * k)
     return out
 
 
