@@ -54,14 +54,19 @@ def run(args):
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
     base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
+    from ..inference.prefetch import default_batch_size, frozen_heap
+
     eng = engine_from_args(args)
-    t0 = time.perf_counter()
-    metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
-                                     _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
-    secs = time.perf_counter() - t0
+    bs = args.batch_size or default_batch_size(eng, 32)
+    with frozen_heap():  # its one full collection before the timer
+        t0 = time.perf_counter()
+        metrics, rows = evaluate_records(eng, recs, base, bs,
+                                         _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
+        secs = time.perf_counter() - t0
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
-                    "device": str(eng.device)})
+                    "device": str(eng.device), "batch_size": bs,
+                    "dtype": str(next(eng.model.parameters()).dtype)})  # for a like-for-like with bench
     dom = domains.get(task_of(recs))
     if dom.eval_artifacts is not None:  # e.g. the wafer confusion PNG beside metrics.json
         dom.eval_artifacts(metrics, out)

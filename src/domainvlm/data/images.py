@@ -21,8 +21,10 @@ from ..errors import UserError
 # stays a backstop for paths that open images some other way.
 MAX_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-# Files taken as images by their name where a folder or list is scanned (predict, chat, label lists)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".dcm", ".dicom")
+# Files taken as images by their name where a folder or list is scanned (predict, chat, labelled image
+# folders and lists, web UI examples): the one list; load_image reads every one of them.
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what PIL opens itself
+IMAGE_SUFFIXES = PIL_SUFFIXES + (".dcm", ".dicom")
 
 
 def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:
@@ -85,6 +87,14 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
         raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
+
+
+def as_pil(img, base_dir: str | Path | None = None) -> Image.Image:
+    """A conversation's image as PIL: a reference is loaded; an object a domain's ``load_batch`` made (kept
+    compact for its answer head, e.g. a wafer die grid) is drawn with its ``to_pil()``."""
+    if isinstance(img, str):
+        return load_image(img, base_dir)
+    return img.to_pil() if hasattr(img, "to_pil") else img
 
 
 def _from_domains(ref: str, base_dir, size: int | None = None) -> Image.Image | None:

@@ -31,6 +31,9 @@ class Domain:
     eval_artifacts: Callable | None = None      # (metrics, out_path) -> None: plots beside metrics.json
     summary: Callable | None = None             # (metrics) -> str: the table eval prints
     load_image: Callable | None = None          # (ref, base_dir, size) -> PIL image | None, for refs it owns
+    load_batch: Callable | None = None          # ([(ref, base_dir)], size) -> per ref an image (PIL, or an
+    #                                             object with to_pil() its answer head takes as is), a UserError
+    #                                             or None (load_image's job): many refs at once (eval, predict)
     extra: dict = field(default_factory=dict)   # anything else: instruct, synth, bench_images, example_images...
 
 _REGISTRY: dict[str, Domain] = {}

@@ -11,7 +11,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .. import domains
-from ..data.images import load_image
 from ..data.record import Record
 from ..errors import UserError
 from ..inference.engine import Engine, Sampling
@@ -22,18 +21,11 @@ def _prompt(r: Record) -> tuple[list[dict], int]:
     return r.messages[:k], k
 
 
-def _load_one(r: Record, base_dir, size: int | None):
-    """((messages, images), None), or (None, message) when an image cannot be read."""
-    try:
-        return (_prompt(r)[0], [load_image(ref, base_dir, size) for ref in r.images]), None
-    except UserError as e:
-        return None, f"record {r.id}: {e}"
-
-
 def _load_batch(records: list[Record], base_dir, size: int | None = None) -> list:
-    from ..inference.prefetch import parallel_map
+    """((messages, images), None), or (None, message) when an image cannot be read, per record."""
+    from ..inference.loading import load_conversations
 
-    return parallel_map(lambda r: _load_one(r, base_dir, size), records)
+    return load_conversations([(_prompt(r)[0], r.images, base_dir, f"record {r.id}") for r in records], size)
 
 
 def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,

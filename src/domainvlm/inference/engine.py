@@ -20,7 +20,7 @@ from typing import Iterator
 
 import torch
 
-from ..data.images import load_image
+from ..data.images import as_pil
 from ..errors import UserError
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
@@ -162,7 +162,7 @@ class Engine:
     def _inputs(self, convs: list[tuple[list[dict], list]]) -> dict:
         encs = []
         for messages, images in convs:
-            imgs = [load_image(i) if isinstance(i, str) else i for i in images]
+            imgs = [as_pil(i) for i in images]
             encs.append(encode_prompt(self.processor, messages, imgs))
         batch = collate(encs, self.pad_id)
         dtype = next(self.model.parameters()).dtype

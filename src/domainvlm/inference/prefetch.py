@@ -4,6 +4,7 @@ time otherwise bounds the rate (eval did 61 maps/s on an H200 where the engine a
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Callable, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
@@ -32,6 +33,21 @@ _END = object()
 def default_batch_size(engine, cpu: int) -> int:
     """1024 where an answer head decodes on a GPU (small batches are launch-bound there), else ``cpu``."""
     return 1024 if engine.device.type == "cuda" and engine.has_head else cpu
+
+
+@contextmanager
+def frozen_heap():
+    """For a long batch run (eval, predict): the model, the libraries and the records outlive it, so they are
+    kept out of the collector's full passes meanwhile, which otherwise scan them all again and again while the
+    batches run (host time per map). Afterwards they are collectable again (no leak in a long-lived process)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 _POOL = None

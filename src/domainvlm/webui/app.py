@@ -14,19 +14,19 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from pathlib import Path  # noqa: E402
 
+from ..data.images import PIL_SUFFIXES  # noqa: E402
 from ..data.record import IMAGE_TOKEN  # noqa: E402
 from ..inference.engine import Engine, Sampling  # noqa: E402
 
 EXAMPLE_QUESTION = "What defect pattern does this wafer map show?"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 def example_images(folder: str | Path | None = None, cache: str | Path | None = None,
                    domain: str = "wafer") -> list[str]:
     """Images from ``folder`` (up to 8), else the examples a domain provides (the bundled wafer expert's
     domain by default: a few synthetic wafer maps rendered once into ``cache``)."""
-    if folder:
-        files = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if folder:  # the image box shows what PIL opens (not DICOM)
+        files = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in PIL_SUFFIXES)
         return [str(p) for p in files[:8]]
     from .. import domains
 

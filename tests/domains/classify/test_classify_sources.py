@@ -144,3 +144,19 @@ def test_a_labels_csv_of_wafer_map_files_is_the_wafer_domains(tmp_path):
     (tmp_path / "w.csv").write_text("image,labels\nlot1.stdf#0,Center\n", encoding="utf-8")
     assert sniff(tmp_path / "p.csv").name == "classify"
     assert sniff(tmp_path / "w.csv").name == "wafer"
+
+
+def test_image_folder_takes_every_image_suffix_load_image_reads(tmp_path):
+    """One suffix list (data/images.IMAGE_SUFFIXES) for folders everywhere: webp and gif count here too."""
+    from PIL import Image
+
+    from domainvlm.data.images import IMAGE_SUFFIXES, PIL_SUFFIXES
+    from domainvlm.webui.app import example_images
+
+    for label, ext in (("a", "webp"), ("b", "gif")):
+        (tmp_path / "f" / label).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (9, 99, 199)).save(tmp_path / "f" / label / f"x.{ext}")
+    recs = read(tmp_path / "f", langs=("en",))
+    assert sorted(r.images[0].rsplit(".", 1)[1] for r in recs) == ["gif", "webp"]
+    assert set(PIL_SUFFIXES) < set(IMAGE_SUFFIXES) and ".dcm" in IMAGE_SUFFIXES
+    assert [p.rsplit(".", 1)[1] for p in example_images(tmp_path / "f" / "a")] == ["webp"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from ...data.images import load_image
+from ...data.images import as_pil
 from ...errors import UserError
 from ...models.chat_format import collate, encode_prompt
 from .instruct import answer, question_lang
@@ -156,7 +156,7 @@ class ClassifyHead:
     def answer(self, convs, sampling=None, batch_size: int = 32) -> list[str | None]:
         """The head hook (inference/answer_heads.AnswerHead): a class line plus its description for a first
         question about one image; None (the engine decodes freely) for every other turn."""
-        convs = [(m, [load_image(i) if isinstance(i, str) else i for i in ims]) for m, ims in convs]
+        convs = [(m, [as_pil(i) for i in ims]) for m, ims in convs]
         out: list[str | None] = [None] * len(convs)
         todo = [k for k, (m, ims) in enumerate(convs) if _first_turn_one_image(m, ims)]
         for s in range(0, len(todo), batch_size):

@@ -1,10 +1,11 @@
 """Labelled image collections in: an ImageFolder, or a CSV / JSONL list of ``image,labels[,split]``.
 
-ImageFolder: ``root/<label>/*.png|jpg|jpeg|bmp|tif|tiff`` or ``root/<split>/<label>/...`` (split folders
-named train/val/valid/validation/test/dev). CSV: a header with ``image`` (or ``file``/``path``) and
-``labels`` (or ``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list.
-JSONL: one object per line with the same keys. Every image is opened once here, so an unreadable file is
-reported before anything is written. Every problem is one line naming the file, row or field.
+ImageFolder: ``root/<label>/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
+``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev). CSV: a header with
+``image`` (or ``file``/``path``) and ``labels`` (or ``label``), optional ``split``; several labels are
+separated by ``;`` or given as a JSON list. JSONL: one object per line with the same keys. Every image is
+opened once here, so an unreadable file is reported before anything is written. Every problem is one line
+naming the file, row or field.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...data.images import IMAGE_SUFFIXES
 from ...errors import UserError
 from ...taxonomy import Taxonomy, TaxonomyClass
 
-IMAGE_EXT = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "valid", "validation", "test", "dev")
 IMAGE_KEYS, LABEL_KEYS = ("image", "file", "path"), ("labels", "label")
 
@@ -32,7 +33,7 @@ class Item:
 
 def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXT)
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -60,7 +61,7 @@ def read_image_folder(root: Path) -> list[Item]:
     for split, folder in groups:
         files = _images_in(folder)
         if not files:
-            raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_EXT)})")
+            raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
         items += [Item(str(f.resolve()), (folder.name,), split, str(folder)) for f in files]
     return items
 
@@ -166,7 +167,7 @@ def _first_is_photo(path: Path, cols: list[str]) -> bool:
         row = next(rows, None)
     if not row or len(row) <= col:
         return True  # an empty list: read it and say so
-    return Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_EXT
+    return Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_SUFFIXES
 
 
 def read_items(path: Path, image_root=None) -> list[Item]:
@@ -178,8 +179,9 @@ def read_items(path: Path, image_root=None) -> list[Item]:
 
 
 def check_images(items: list[Item]) -> None:
-    """Open (and decode) every image once: a missing or unreadable file is one line naming it and its row."""
-    from PIL import Image, UnidentifiedImageError
+    """Open (and decode) every image once, as training will (load_image: DICOM too): a missing or unreadable
+    file is one line naming it and its row."""
+    from ...data.images import load_image
 
     for it in items:
         p = Path(it.image)
@@ -187,10 +189,9 @@ def check_images(items: list[Item]) -> None:
         if not p.is_file():
             raise UserError(f"{at}{p}: image not found")
         try:
-            with Image.open(p) as im:
-                im.load()
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-            raise UserError(f"{at}{p}: not a readable image ({e.__class__.__name__})") from None
+            load_image(str(p))
+        except UserError as e:
+            raise UserError(f"{at}{e}") from None
 
 
 def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:

@@ -20,7 +20,8 @@ def _score(records, answers) -> dict:
 
     taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
     gold = [tuple(r.labels["defects"]) for r in records]
-    return wafer_metrics(gold, [parse_diagnosis(a) for a in answers], taxonomy)
+    parsed = {a: parse_diagnosis(a) for a in set(answers)}  # a head answers with a few dozen distinct texts
+    return wafer_metrics(gold, [parsed[a] for a in answers], taxonomy)
 
 
 def _sniff(path) -> bool:
@@ -43,16 +44,18 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
     from ...errors import UserError
     from .instruct import build_wafer_records
     from .mapfiles.labels import load_source, source_kind
-    from .sources import detect_format, load_wafer_file, save_wm811k_npz
+    from .sources import cached_wafer_set, detect_format, load_wafer_file, save_wm811k_npz
 
     p = Path(path)
     fab = source_kind(p)
     if fab is not None:  # a labels CSV of fab map files (a bare map file carries no labels: says so)
         return load_source(p, fab, split=split, langs=langs, seed=seed, explain=explain,
                            follow_up_frac=follow_up_frac)
-    ws = load_wafer_file(p, allow_pickle=allow_pickle)
+    pickled = detect_format(p) == "wm811k-pickle"
+    # an npz is read once per process: eval's records and the maps their references name share one set
+    ws = load_wafer_file(p, allow_pickle=allow_pickle) if pickled else cached_wafer_set(p)
     ref_path = p
-    if detect_format(p) == "wm811k-pickle":  # convert once so records never point into a pickle
+    if pickled:  # convert once so records never point into a pickle
         ref_path = (Path(convert_dir) if convert_dir else p.parent) / (p.stem + "_converted.npz")
         save_wm811k_npz(ws, ref_path)
     idx = None
@@ -100,6 +103,12 @@ def _load_image(ref: str, base_dir=None, size: int | None = None):
     from .sources import get_map
 
     return render_map(get_map(str(p), index), size=size)
+
+
+def _load_batch(refs, size=None) -> list:
+    from .batch_load import load_batch
+
+    return load_batch(refs, size)
 
 
 def _fab(name: str):
@@ -154,6 +163,7 @@ def _example_images(cache=None) -> list[str]:
 register(Domain(
     name=NAME, score=_score, sniff=_sniff, read_source=_read_source, answer_heads={"wafer-diagnosis": _head},
     augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
+    load_batch=_load_batch,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
            "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report

@@ -2,7 +2,8 @@
 
 A map is drawn with :func:`domainvlm.domains.wafer.render.render_map` at ``size`` (every die an integer block of
 pixels, centred, padded with the off-wafer colour), so no die is lost for maps up to ``size`` dies a side
-(WM-811K's largest is 212). :func:`canvas_batch` draws many maps at once with exactly the same pixels.
+(WM-811K's largest is 212). :func:`canvas_batch` draws many maps at once with exactly the same pixels, on the
+host or on a torch device.
 
 Defect patterns are properties of the map up to rotation and mirroring, so the 8 dihedral transforms keep
 every label; :func:`dihedral` applies one of them to a map, a canvas batch or a PIL image.
@@ -18,12 +19,17 @@ from .render import _LUT, _layout, labels_to_map, palette_index, render_map
 CANVAS = 224  # the wafer expert's input side (16-pixel patches, 2x2 merge -> 49 image tokens)
 
 
-def canvas_batch(maps, size: int = CANVAS) -> np.ndarray:
-    """(N, size, size) uint8 palette indices (0 off-wafer, 1 pass, 2 fail) for a list of 2-D maps."""
-    out = np.zeros((len(maps), size, size), np.uint8)
+def canvas_batch(maps, size: int = CANVAS, device=None):
+    """(N, size, size) uint8 palette indices (0 off-wafer, 1 pass, 2 fail) for a list of 2-D maps.
+
+    ``device`` (a torch device): the same pixels drawn there as a uint8 tensor; the host only stacks the die
+    grids (a few KB a map) and copies them over once, so drawing costs no host time per pixel (eval on a GPU)."""
     groups: dict[tuple[int, int], list[int]] = {}
     for i, m in enumerate(maps):
         groups.setdefault(tuple(np.shape(m)), []).append(i)
+    if device is not None:
+        return _canvas_batch_torch(maps, groups, size, device)
+    out = np.zeros((len(maps), size, size), np.uint8)
     for (h, w), idx in groups.items():
         k, s, top, left = _layout(h, w, size)
         if k == 0:  # larger than the canvas: fall back to the renderer's own sampling
@@ -33,6 +39,38 @@ def canvas_batch(maps, size: int = CANVAS) -> np.ndarray:
         block = np.stack([np.asarray(maps[i], np.uint8) for i in idx])
         block = block.repeat(k, axis=1).repeat(k, axis=2)
         out[idx, top:top + h * k, left:left + w * k] = block
+    return out
+
+
+def _canvas_batch_torch(maps, groups: dict, size: int, device):
+    """canvas_batch's layout, drawn with torch on ``device``: one host-to-device copy of all die grids."""
+    import torch
+
+    blocks = []
+    for (h, w), idx in groups.items():
+        if _layout(h, w, size)[0] == 0:  # larger than the canvas: the renderer's own sampling, on the host
+            blocks.append(np.stack([palette_index(render_map(maps[i], size=size)) for i in idx]))
+        else:
+            blocks.append(np.stack([np.asarray(maps[i], np.uint8) for i in idx]))
+    dev = torch.device(device)
+    flat = torch.from_numpy(np.concatenate([b.reshape(-1) for b in blocks]) if blocks else np.zeros(0, np.uint8))
+    order = torch.tensor([i for idx in groups.values() for i in idx], dtype=torch.long)
+    if dev.type == "cuda":  # pinned: the copies run asynchronously, the host carries on
+        flat, order = flat.pin_memory(), order.pin_memory()
+    flat, order = flat.to(dev, non_blocking=True), order.to(dev, non_blocking=True)
+    out = torch.zeros((len(maps), size, size), dtype=torch.uint8, device=dev)
+    at = first = 0
+    for ((h, w), idx), b in zip(groups.items(), blocks):
+        part = flat[at:at + b.size].view(b.shape)
+        rows = order[first:first + len(idx)] if len(idx) < len(maps) else slice(None)
+        at, first = at + b.size, first + len(idx)
+        k, _, top, left = _layout(h, w, size)
+        if k == 0:
+            out[rows] = part
+        else:
+            n = part.shape[0]  # every die a k x k block; expand + reshape never waits for the device
+            out[rows, top:top + h * k, left:left + w * k] = part[:, :, None, :, None].expand(n, h, k, w, k).reshape(
+                n, h * k, w * k)
     return out
 
 

@@ -33,7 +33,8 @@ import torch
 from ...models.chat_format import encode_prompt
 from ...models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
 from . import knowledge as wk
-from .canvas import CANVAS, canonical_image
+from .batch_load import MapCanvas, canvas_pixels, head_image
+from .canvas import CANVAS
 from .knowledge import REFUSAL, line_end
 from .taxonomy import for_model_dir
 
@@ -197,6 +198,9 @@ class WaferHead:
     def pixel_values(self, images) -> tuple[torch.Tensor, torch.Tensor]:
         """Patches of the images without the HF processor: one frame per patch where the vision path folds
         the temporal kernel (FastVision.embed_patches)."""
+        if images and all(isinstance(im, MapCanvas) for im in images):  # die grids (eval, predict): drawn there
+            return canvas_pixels(self, [im.grid for im in images])
+        images = [im.to_pil() if isinstance(im, MapCanvas) else im for im in images]
         s, dev = self.size, self.model.device
         pv = patchify(torch.from_numpy(self.rgb_array(images)).to(dev), **self.patch_ip)
         g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
@@ -282,10 +286,7 @@ class WaferHead:
         """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)
         or, failing that, if the model itself would start a diagnosis rather than its refusal; all else: None
         (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by design."""
-        from ...data.images import load_image
-
-        convs = [(m, [canonical_image(load_image(i) if isinstance(i, str) else i, self.size) for i in ims])
-                 for m, ims in convs]
+        convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         out: list[str | None] = [None] * len(convs)
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         for s in range(0, len(todo), batch_size):

@@ -74,8 +74,18 @@ def explain(defects, lang: str = "en", tax=None) -> str:
 
 
 def answer(defects, lang: str = "en", explain_patterns: bool = True, tax=None) -> str:
+    key = (tuple(defects), lang, bool(explain_patterns), id(tax))
+    hit = _ANSWERS.get(key)  # the head writes one of a few dozen texts per map: host time per map on a GPU
+    if hit is not None and hit[0] is tax:
+        return hit[1]
     head = format_diagnosis(defects, lang, tax)
-    return head + ("\n" + explain(defects, lang, tax) if explain_patterns else "")
+    text = head + ("\n" + explain(defects, lang, tax) if explain_patterns else "")
+    if len(_ANSWERS) < 4096:
+        _ANSWERS[key] = (tax, text)  # the taxonomy is kept with its text: its id cannot be reused meanwhile
+    return text
+
+
+_ANSWERS: dict[tuple, tuple] = {}
 
 
 _TERM = {p.lower(): p for p in _TAX.names} | {ZH_NAME[p]: p for p in _TAX.names}

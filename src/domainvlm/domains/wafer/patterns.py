@@ -7,6 +7,8 @@ A *defect set* is a sorted tuple of pattern names; the empty tuple means Normal 
 
 from __future__ import annotations
 
+import functools
+
 # MixedWM38 `arr_1` column order (C1..C8), exactly as published.
 PATTERNS: tuple[str, ...] = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Scratch", "Random")
 NORMAL = "Normal"
@@ -23,6 +25,11 @@ _ORDER = {p: i for i, p in enumerate(PATTERNS)}
 
 def canonical_set(names) -> tuple[str, ...]:
     """Sort pattern names into the canonical (upstream) order; drop Normal/None; reject unknown names."""
+    return _canonical(tuple(names))
+
+
+@functools.lru_cache(maxsize=4096)  # a few dozen distinct sets, asked per map by readers, answers and metrics
+def _canonical(names: tuple) -> tuple[str, ...]:
     out = set()
     for n in names:
         if n in (NORMAL, "None", "none", ""):
@@ -35,6 +42,11 @@ def canonical_set(names) -> tuple[str, ...]:
 
 def set_name(defects) -> str:
     """Class name of a defect set: 'Normal', 'Center', 'Center+Edge-Loc', ..."""
+    return _set_name(tuple(defects))
+
+
+@functools.lru_cache(maxsize=4096)
+def _set_name(defects: tuple) -> str:
     d = canonical_set(defects)
     return "+".join(d) if d else NORMAL
 

@@ -369,14 +369,19 @@ def _cached_set(path: str, mtime_ns: int, size: int) -> WaferSet:
     return ws
 
 
-def get_map(path, index: int) -> np.ndarray:
-    """Map ``index`` of a wafer file, for image references ``file.npz#123`` (the set is cached)."""
+def cached_wafer_set(path) -> WaferSet:
+    """The wafer set of a file (no pickles), read once while the file is unchanged; its maps are read-only."""
     p = os.path.abspath(path)
     try:
         st = os.stat(p)
     except OSError:
         raise UserError(f"{path}: no such file") from None
-    ws = _cached_set(p, st.st_mtime_ns, st.st_size)
+    return _cached_set(p, st.st_mtime_ns, st.st_size)
+
+
+def get_map(path, index: int) -> np.ndarray:
+    """Map ``index`` of a wafer file, for image references ``file.npz#123`` (the set is cached)."""
+    ws = cached_wafer_set(path)
     if not 0 <= index < len(ws):
         raise UserError(f"{path}#{index}: index out of range (file has {len(ws)} maps)")
     return ws.maps[index]
