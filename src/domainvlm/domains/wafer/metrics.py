@@ -8,21 +8,22 @@ from __future__ import annotations
 
 from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, label_prf, mean_f1
 
-from .patterns import set_name, wm811k_classes
+from .patterns import set_key, wm811k_classes
 from .taxonomy import default
 
 
 
 def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38", tax=None) -> dict:
-    """``taxonomy``: the records' class vocabulary (mixedwm38: the taxonomy's answer sets; wm811k: its 9 failure
-    types); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the wafer taxonomy.json)."""
+    """``taxonomy``: the records' class vocabulary (wm811k: its 9 failure types; mixedwm38 or a fab's own
+    "custom": the taxonomy's answer sets); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the wafer taxonomy.json)."""
     if len(gold) != len(pred):
         raise ValueError("gold and pred differ in length")
     tax = tax or default()
-    classes = [set_name(s) for s in tax.answer_sets()] if taxonomy == "mixedwm38" else wm811k_classes()
+    name = lambda s: set_key(s, tax)  # noqa: E731 - a model's taxonomy may add classes to the 8 patterns
+    classes = wm811k_classes() if taxonomy == "wm811k" else list(dict.fromkeys(name(s) for s in tax.answer_sets()))
     n = len(gold)
-    g_names = [set_name(g) for g in gold]
-    p_names = [UNPARSED if p is None else (set_name(p) if set_name(p) in classes else OTHER) for p in pred]
+    g_names = [name(g) for g in gold]
+    p_names = [UNPARSED if p is None else (name(p) if name(p) in classes else OTHER) for p in pred]
     exact = sum(1 for g, p in zip(gold, pred) if p is not None and tuple(p) == tuple(g))
     present = [c for c in classes if c in set(g_names)]
     per_class = label_prf([(g,) for g in g_names], [(p,) for p in p_names], classes)  # one class per map
