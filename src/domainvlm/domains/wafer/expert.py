@@ -249,8 +249,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _card(cfg, out / "model", best)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
     if new["test"] is not None:  # held back: scored once, never used for selection
-        summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"],
-                                                         new["test"]], lambda m: _log(log, m))
+        summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]],
+                                 new["test"], lambda m: _log(log, m))
     summary["total_s"] = round(time.time() - t_start, 1)
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
     _log(log, "# best " + json.dumps(best))

@@ -83,19 +83,20 @@ def added_class_f1(metrics: dict, tax) -> dict:
     return {"new_class_f1": sum(f1.values()) / len(f1) if f1 else 0.0, "new_class_f1_per_class": f1}
 
 
-def final_reports(cfg, model, proc, tax, banks: list, log) -> dict:
-    """Scores of the saved model on ``banks`` (old val + new test) and, with eval_baseline, of init_model on
-    the same maps (its head knows only its own classes)."""
+def final_reports(cfg, model, proc, tax, old_val: list, test, log) -> dict:
+    """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
+    old val maps and test maps (its head knows only its own classes); the saved model's old val scores are the
+    selection's (best)."""
     from ...models.loader import load_model
     from .expert import evaluate
     from .head import WaferHead
     from .taxonomy import for_model_dir
 
-    out = {"final": evaluate(WaferHead(model, proc, tax), banks, limit=cfg.eval_limit)}
-    log(f"# final {out['final']}")
+    out = {"test": evaluate(WaferHead(model, proc, tax), [test], limit=cfg.eval_limit)}
+    log(f"# held-back test {out['test']}")
     if cfg.eval_baseline and cfg.init_model:
         base, bproc = load_model(cfg.init_model, device=str(model.device), dtype="float32")
-        out["baseline"] = evaluate(WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model)), banks,
+        out["baseline"] = evaluate(WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model)), old_val + [test],
                                    limit=cfg.eval_limit, tax=tax)
         log(f"# baseline ({cfg.init_model}) {out['baseline']}")
     return out
