@@ -203,8 +203,15 @@ def extend(base: Taxonomy, path) -> Taxonomy:
         if key in d and d[key] != have:
             raise UserError(f"{source}: field '{key}' is {d[key]!r} but the model's taxonomy has {have!r}")
     names = set(base.names)
-    classes = list(base.classes) + [c for c in _parse_classes(d, source) if c.name not in names]
+    own = _parse_classes(d, source)
+    _make(d.get("name") or base.name, own, base.multi_label, None, None, source)  # errors name the file's index
+    classes = list(base.classes) + [c for c in own if c.name not in names]
     combos = _parse_combinations(d, source)
+    known = {c.name for c in classes}
+    for i, combo in enumerate(combos or []):
+        bad = [n for n in combo if n not in known]
+        if bad:
+            raise UserError(f"{source}: combinations[{i}]: unknown class {bad[0]!r}")
     if base.combinations is not None:
         have = set(base.combinations)
         combos = list(base.combinations) + [c for c in dict.fromkeys(combos or []) if c not in have]
