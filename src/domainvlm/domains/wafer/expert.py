@@ -18,12 +18,14 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from ...errors import UserError
 from ...io import write_json
 from ...train.recipe_steps import adamw, ema_or_none, set_lr, step_optimizer, warmup_cosine
+from ...train.speed import step_loss
 from .expert_config import ExpertConfig, _check  # noqa: F401 - ExpertConfig is the recipe's config
 
 
@@ -111,7 +113,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
     from .head import WaferHead
-    from .expert_extend import check_answer_lines, final_reports, new_banks, sample_new, setup_taxonomy
+    from .expert_extend import (change_points, check_answer_lines, final_reports, new_banks, sample_new,
+                                setup_taxonomy)
     from .presence import PresenceHead, pattern_targets
     from .sources import load_wafer_file
 
@@ -157,6 +160,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     n_new = round(cfg.batch_size * cfg.new_frac) if new["train"] is not None else 0
     b_old = cfg.batch_size - n_new  # replay: the recipe's own mix of MixedWM38 / WM-811K / superposed maps
     n_sup = round(b_old * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
+    vision = FastVision(model)
+    if not cfg.train_vision:  # frozen: its forward runs without autograd, its weights stay the init model's
+        vision.visual.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     presence = PresenceHead(model.config.text_config.hidden_size).to(dev) if cfg.presence_loss > 0 else None
     if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
@@ -165,12 +171,12 @@ def train_expert(cfg: ExpertConfig) -> dict:
     opt = adamw(params, cfg.lr, cfg.weight_decay, dev)
     averager = ema_or_none(model, cfg.ema_decay)
     ema = averager.model if averager is not None else None
-    vision = FastVision(model)
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     n_mix = round(b_old * cfg.mixed_frac) - n_sup
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    loss_opts = SimpleNamespace(packing=False, answer_logits=cfg.answer_logits)  # train/speed.step_loss's options
     best, history, step, progress = None, [], 0, 0.0
     evals = sorted(cfg.eval_at)
     t0, t_eval = time.time(), 0.0
@@ -199,9 +205,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
             pv, _ = px(canvas[part])
             batch = tmpl.batch(t[part])
             with amp:
-                img = vision(pv, tmpl.grid)
+                with torch.set_grad_enabled(cfg.train_vision):
+                    img = vision(pv, tmpl.grid)
                 emb = embed_with_images(model, batch.pop("input_ids"), img)
-                part_loss = model(inputs_embeds=emb, **batch).loss
+                part_loss = step_loss(model, {"inputs_embeds": emb, **batch}, loss_opts)
             part_loss = part_loss * (batch["labels"][:, 1:] != -100).sum() / n_tok
             if presence is not None:
                 aux = presence.loss(img, present[cls[part]])
@@ -251,6 +258,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     if new["test"] is not None:  # held back: scored once, never used for selection
         summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]],
                                  new["test"], lambda m: _log(log, m))
+        if "baseline" in summary:
+            summary["change_points"] = change_points(best, summary["baseline"])
+            _log(log, f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")
     summary["total_s"] = round(time.time() - t_start, 1)
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
     _log(log, "# best " + json.dumps(best))

@@ -56,7 +56,9 @@ class ExpertConfig:
     new_frac: float = 0.5                 # share of each batch drawn from new_data (the rest: replay, as above)
     new_augment: str = "mirror"           # mirror (left-right: keeps the notch at the bottom) | dihedral | none
     replay_limit: int = 0                 # > 0: first N train maps of each old set only (replay on a small host)
-    eval_baseline: bool = False           # also evaluate init_model first on the same val/test maps
+    eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
+    train_vision: bool = True             # false: the vision tower stays frozen (no backward through it: CPU)
+    answer_logits: bool = False           # the LM head only where labels are (same loss, less compute)
 
 
 def _check(cfg: ExpertConfig) -> None:

@@ -100,3 +100,9 @@ def final_reports(cfg, model, proc, tax, old_val: list, test, log) -> dict:
                                    limit=cfg.eval_limit, tax=tax)
         log(f"# baseline ({cfg.init_model}) {out['baseline']}")
     return out
+
+
+def change_points(best: dict, baseline: dict) -> dict:
+    """The continued model minus init_model on the old val sets, in percentage points."""
+    return {s: {k: round(100 * (best[s][k] - baseline[s][k]), 2) for k in ("exact_match", "macro_f1")}
+            for s in ("mixedwm38", "wm811k") if s in best and s in baseline}
