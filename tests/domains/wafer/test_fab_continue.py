@@ -76,6 +76,7 @@ def test_continue_on_a_new_class(tmp_path):
     head = make_head(model, proc, out / "model")  # the registry's factory: taxonomy from the folder
     img = render_map(synth_map(("Reticle-Repeat",), 52, np.random.default_rng(9)), size=32)
     q = [{"role": "user", "content": "<image>\nWhat defect pattern does this wafer map show?"}]
-    en, zh = head.answer([(q, [img]), ([{"role": "user", "content": "<image>\n这张晶圆图显示了什么缺陷模式？"}], [img])])
+    q_zh = [{"role": "user", "content": "<image>\n这张晶圆图显示了什么缺陷模式？"}]
+    en, zh = head.answer([(q, [img]), (q_zh, [img])])
     assert en.startswith("Diagnosis: Reticle-Repeat\n- Reticle-Repeat: a periodic grid"), en
     assert zh.startswith("诊断：光罩重复(Reticle-Repeat)\n"), zh

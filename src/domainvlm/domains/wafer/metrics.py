@@ -15,7 +15,8 @@ from .taxonomy import default
 
 def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38", tax=None) -> dict:
     """``taxonomy``: the records' class vocabulary (wm811k: its 9 failure types; mixedwm38 or a fab's own
-    "custom": the taxonomy's answer sets); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the wafer taxonomy.json)."""
+    "custom": the taxonomy's answer sets); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the
+    wafer taxonomy.json)."""
     if len(gold) != len(pred):
         raise ValueError("gold and pred differ in length")
     tax = tax or default()
