@@ -103,10 +103,13 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=50, help="training maps per fab class")
     p.add_argument("--val", type=int, default=30, help="val maps per fab class (model selection)")
     p.add_argument("--test", type=int, default=100, help="held-back test maps per fab class")
+    p.add_argument("--train-negatives", type=int, default=0,
+                   help="also this many synthetic maps of the known classes in train.npz (the known patterns in "
+                        "the synthetic style, so that style alone does not mean a new class)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     out = Path(a.out_dir)
-    for name, n, neg, seed in (("train", a.n, 0, a.seed), ("val", a.val, a.val, a.seed + 1),
+    for name, n, neg, seed in (("train", a.n, a.train_negatives, a.seed), ("val", a.val, a.val, a.seed + 1),
                                ("test", a.test, a.test, a.seed + 2)):
         ws = synth_fab_set(n, seed, negatives=neg)
         save_labelled_npz(ws, out / f"{name}.npz")
