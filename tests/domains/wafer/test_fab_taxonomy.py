@@ -65,8 +65,7 @@ def test_answers_with_new_classes_and_old_answers_unchanged(tax):
 
 
 def test_metrics_score_new_classes(tax):
-    from domainvlm.domains.wafer.expert_extend import added_class_f1
-    from domainvlm.domains.wafer.metrics import wafer_metrics
+    from domainvlm.domains.wafer.metrics import added_class_f1, wafer_metrics
 
     gold = [("Reticle-Repeat",), ("Center", "Probe-Card"), ("Notch-Cluster",), ()]
     pred = [("Reticle-Repeat",), ("Center",), ("Notch-Cluster",), ("Notch-Cluster",)]

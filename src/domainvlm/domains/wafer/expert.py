@@ -65,9 +65,8 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0,
     a bank of new-class maps (taxonomy "custom") is scored by the added classes' F1. ``tax``: the taxonomy
     the gold labels are scored in (default: the head's)."""
     from .expert_data import PixelMaker
-    from .expert_extend import added_class_f1
     from .instruct import QUESTIONS
-    from .metrics import wafer_metrics
+    from .metrics import added_class_f1, wafer_metrics
 
     px = PixelMaker(head.processor, head.model.device)
     res = {}
@@ -257,7 +256,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
     if new["test"] is not None:  # held back: scored once, never used for selection
         summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]],
-                                 new["test"], lambda m: _log(log, m))
+                                 new["test"], lambda m: _log(log, m), evaluate)
         if "baseline" in summary:
             summary["change_points"] = change_points(best, summary["baseline"])
             _log(log, f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 
 from ...errors import UserError
-from .patterns import PATTERNS
 
 
 def setup_taxonomy(cfg):
@@ -76,19 +75,11 @@ def sample_new(bank, n: int, augment: str, gen: torch.Generator) -> tuple[torch.
     return canvas, bank.cls[i]
 
 
-def added_class_f1(metrics: dict, tax) -> dict:
-    """F1 of each class the taxonomy adds to the 8 known patterns (from the per-pattern P/R/F1), and their mean."""
-    added = [n for n in tax.names if n not in PATTERNS and metrics["per_pattern"].get(n, {}).get("support")]
-    f1 = {n: round(metrics["per_pattern"][n]["f1"], 4) for n in added}
-    return {"new_class_f1": sum(f1.values()) / len(f1) if f1 else 0.0, "new_class_f1_per_class": f1}
-
-
-def final_reports(cfg, model, proc, tax, old_val: list, test, log) -> dict:
+def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate) -> dict:
     """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
     old val maps and test maps (its head knows only its own classes); the saved model's old val scores are the
-    selection's (best)."""
+    selection's (best). ``evaluate``: the recipe's (expert.evaluate)."""
     from ...models.loader import load_model
-    from .expert import evaluate
     from .head import WaferHead
     from .taxonomy import for_model_dir
 

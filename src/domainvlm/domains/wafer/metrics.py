@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, label_prf, mean_f1
 
-from .patterns import set_key, wm811k_classes
+from .patterns import PATTERNS, set_key, wm811k_classes
 from .taxonomy import default
 
 
@@ -42,3 +42,10 @@ def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "
         "unparsed": unparsed, "unparsed_rate": unparsed / n if n else 0.0,
         "normal_label": tax.none_label,
     }
+
+
+def added_class_f1(metrics: dict, tax) -> dict:
+    """F1 of each class the taxonomy adds to the 8 known patterns (from the per-pattern P/R/F1), and their mean."""
+    added = [n for n in tax.names if n not in PATTERNS and metrics["per_pattern"].get(n, {}).get("support")]
+    f1 = {n: round(metrics["per_pattern"][n]["f1"], 4) for n in added}
+    return {"new_class_f1": sum(f1.values()) / len(f1) if f1 else 0.0, "new_class_f1_per_class": f1}
