@@ -135,12 +135,7 @@ class Taxonomy:
         return path
 
 
-def from_dict(d, source: str = "taxonomy") -> Taxonomy:
-    if not isinstance(d, dict):
-        raise UserError(f"{source}: a taxonomy must be a mapping with 'name' and 'classes'")
-    unknown = set(d) - {"name", "multi_label", "none_label", "classes", "combinations"}
-    if unknown:
-        raise UserError(f"{source}: unknown field {sorted(unknown)[0]!r}")
+def _parse_classes(d: dict, source: str) -> list[TaxonomyClass]:
     raw = d.get("classes")
     if not isinstance(raw, list):
         raise UserError(f"{source}: field 'classes' must be a list")
@@ -157,27 +152,76 @@ def from_dict(d, source: str = "taxonomy") -> Taxonomy:
             raise UserError(f"{source}: classes[{i}]: field 'description' must be text or {{en, zh}}")
         classes.append(TaxonomyClass(str(c.get("name") or ""), str(c.get("zh") or ""),
                                      {str(k): str(v) for k, v in desc.items()}))
+    return classes
+
+
+def _parse_combinations(d: dict, source: str) -> list[tuple[str, ...]] | None:
     combos = d.get("combinations")
     if combos is not None:
         if not isinstance(combos, list) or not all(isinstance(x, list) for x in combos):
             raise UserError(f"{source}: field 'combinations' must be a list of lists of class names")
         combos = [tuple(str(n) for n in x) for x in combos]
-    multi = d.get("multi_label", False)
-    if not isinstance(multi, bool):
+    return combos
+
+
+def _check_fields(d, source: str) -> None:
+    if not isinstance(d, dict):
+        raise UserError(f"{source}: a taxonomy must be a mapping with 'name' and 'classes'")
+    unknown = set(d) - {"name", "multi_label", "none_label", "classes", "combinations"}
+    if unknown:
+        raise UserError(f"{source}: unknown field {sorted(unknown)[0]!r}")
+    if not isinstance(d.get("multi_label", False), bool):
         raise UserError(f"{source}: field 'multi_label' must be true or false")
+
+
+def _make(name, classes, multi, none_label, combos, source: str) -> Taxonomy:
     tax = Taxonomy.__new__(Taxonomy)  # validate with the file named, not the default source
-    tax.name, tax.classes, tax.multi_label = str(d.get("name") or ""), classes, multi
-    tax.none_label = d.get("none_label")
-    tax.combinations = combos
+    tax.name, tax.classes, tax.multi_label = str(name or ""), classes, multi
+    tax.none_label, tax.combinations = none_label, combos
     tax.validate(source)
     return tax
 
 
-def load(path) -> Taxonomy:
-    """A taxonomy from a YAML/JSON file, or from a model folder's taxonomy.json."""
+def from_dict(d, source: str = "taxonomy") -> Taxonomy:
+    _check_fields(d, source)
+    return _make(d.get("name"), _parse_classes(d, source), d.get("multi_label", False), d.get("none_label"),
+                 _parse_combinations(d, source), source)
+
+
+def extend(base: Taxonomy, path) -> Taxonomy:
+    """``base`` (a model's taxonomy) with the classes and combinations of the YAML/JSON file ``path`` added.
+
+    Continuing a model on a new taxonomy may add classes, never drop or rename one: the base's classes keep
+    their names, order and descriptions (the file may list them or not), new classes follow in the file's
+    order, and the file's combinations may mix old and new classes. ``multi_label`` and ``none_label``, if the
+    file gives them, must match the base's. Extending twice with the same file changes nothing.
+    """
     path = Path(path)
-    if path.is_dir():
-        path = path / FILE_NAME
+    d, source = _read(path), str(path)
+    _check_fields(d, source)
+    for key, have in (("multi_label", base.multi_label), ("none_label", base.none_label)):
+        if key in d and d[key] != have:
+            raise UserError(f"{source}: field '{key}' is {d[key]!r} but the model's taxonomy has {have!r}")
+    names = set(base.names)
+    own = _parse_classes(d, source)
+    _make(d.get("name") or base.name, own, base.multi_label, None, None, source)  # errors name the file's index
+    classes = list(base.classes) + [c for c in own if c.name not in names]
+    combos = _parse_combinations(d, source)
+    known = {c.name for c in classes}
+    for i, combo in enumerate(combos or []):
+        bad = [n for n in combo if n not in known]
+        if bad:
+            raise UserError(f"{source}: combinations[{i}]: unknown class {bad[0]!r}")
+    if base.combinations is not None:
+        have = set(base.combinations)
+        combos = list(base.combinations) + [c for c in dict.fromkeys(combos or []) if c not in have]
+    elif base.multi_label:
+        combos = None  # the base allows every subset: so does the extension
+    return _make(d.get("name") or base.name, classes, base.multi_label, base.none_label, combos, source)
+
+
+def _read(path: Path):
+    """The parsed YAML/JSON of a taxonomy file (not yet checked)."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -185,11 +229,18 @@ def load(path) -> Taxonomy:
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
     try:
-        d = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        return json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as e:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: "
                         f"{str(e).splitlines()[0]}") from None
-    return from_dict(d, str(path))
+
+
+def load(path) -> Taxonomy:
+    """A taxonomy from a YAML/JSON file, or from a model folder's taxonomy.json."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / FILE_NAME
+    return from_dict(_read(path), str(path))
 
 
 def from_model_dir(folder) -> Taxonomy | None:

@@ -28,6 +28,12 @@ def run(args):
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
+    if any(o.startswith("taxonomy=") for o in args.overrides):  # the spelling: say where it lives
+        from ..errors import UserError
+
+        raise UserError("taxonomy=: continuing a wafer expert on a fab's own taxonomy is the expert recipe's: "
+                        "domainvlm train-expert init_model=MODEL taxonomy=YAML new_data=MAPS.npz "
+                        "(configs/fab-taxonomy-n50-cpu.yaml)")
     cfg = load_config(TrainConfig, args.config, args.overrides)
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(res))

@@ -18,12 +18,14 @@ import random
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
 from ...errors import UserError
 from ...io import write_json
 from ...train.recipe_steps import adamw, ema_or_none, set_lr, step_optimizer, warmup_cosine
+from ...train.speed import step_loss
 from .expert_config import ExpertConfig, _check  # noqa: F401 - ExpertConfig is the recipe's config
 
 
@@ -58,11 +60,13 @@ def _head(ws, n: int):
 
 
 @torch.no_grad()
-def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0) -> dict:
-    """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does)."""
+def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0, tax=None) -> dict:
+    """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does);
+    a bank of new-class maps (taxonomy "custom") is scored by the added classes' F1. ``tax``: the taxonomy
+    the gold labels are scored in (default: the head's)."""
     from .expert_data import PixelMaker
     from .instruct import QUESTIONS
-    from .metrics import wafer_metrics
+    from .metrics import added_class_f1, wafer_metrics
 
     px = PixelMaker(head.processor, head.model.device)
     res = {}
@@ -75,10 +79,12 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0)
             msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
             pv, g = px(bank.canvas[s:e])
             preds += head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs], ["en"] * (e - s))
-        m = wafer_metrics(bank.defects[:n], preds, bank.taxonomy)
+        m = wafer_metrics(bank.defects[:n], preds, bank.taxonomy, tax or head.tax)
         res[bank.source] = {k: m[k] for k in ("n", "exact_match", "macro_f1", "unparsed_rate")}
-    res["score"] = sum(res[b.source]["exact_match" if b.taxonomy == "mixedwm38" else "macro_f1"]
-                       for b in banks) / len(banks)
+        if bank.taxonomy == "custom":
+            res[bank.source] |= added_class_f1(m, tax or head.tax)
+    key = {"mixedwm38": "exact_match", "wm811k": "macro_f1", "custom": "new_class_f1"}
+    res["score"] = sum(res[b.source][key[b.taxonomy]] for b in banks) / len(banks)
     return res
 
 
@@ -106,9 +112,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
     from .head import WaferHead
+    from .expert_extend import (change_points, check_answer_lines, final_reports, new_banks, sample_new,
+                                setup_taxonomy)
     from .presence import PresenceHead, pattern_targets
     from .sources import load_wafer_file
-    from .taxonomy import default as default_taxonomy
 
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -121,28 +128,40 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _log(log, f"# wafer expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
               f"({torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
     _log(log, "# config " + json.dumps(asdict(cfg)))
+    tax, classes = setup_taxonomy(cfg)  # the model's own taxonomy, with the config's new classes added
     model, proc = _build(cfg, out)
     size = model.config.domainvlm.get("image_size", cfg.compact.image_size)
     model.to(dev)
     enable_uniform_vision_attention(model)
+    head = check_answer_lines(WaferHead, model, proc, tax, cfg.taxonomy or "taxonomy")
     sets = {}
     for name, path in (("mixedwm38", cfg.mixedwm38), ("wm811k", cfg.wm811k)):
         ws = load_wafer_file(path)
         if not numpy_canvas_check(ws, size):
             raise RuntimeError("canvas_batch differs from render_map")
-        split = {s: _head(ws.select(s), cfg.limit_maps) for s in ("train", "val")}
-        sets[name] = {s: MapBank(w, size, dev, name) for s, w in split.items()}
+        split = {s: _head(_head(ws.select(s), cfg.limit_maps), cfg.replay_limit if s == "train" else cfg.eval_limit)
+                 for s in ("train", "val")}  # val: only the maps each eval scores
+        sets[name] = {s: MapBank(w, size, dev, name, classes, tax) for s, w in split.items()}
         if name == "mixedwm38":
             mix_maps = split["train"].maps  # raw die grids, for superposed mixtures
         _log(log, f"# {name}: train {len(sets[name]['train'])}, val {len(sets[name]['val'])} maps")
-    tmpl = Templates(proc, model.config.image_token_id, size, dev)
+    new = new_banks(cfg, tax, classes, size, dev)
+    if new["train"] is not None:
+        _log(log, f"# new classes {[n for n in tax.names if n not in CLASSES]}: train {len(new['train'])}, "
+                  f"val {len(new['val']) if new['val'] else 0}, test {len(new['test']) if new['test'] else 0} maps")
+    tmpl = Templates(proc, model.config.image_token_id, size, dev, classes, tax)
     px = PixelMaker(proc, dev)
     _log(log, f"# {len(tmpl.kind)} templates, longest {int(tmpl.length.max())} tokens; "
               f"setup {time.time() - t_start:.0f}s")
     mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
     w_wm = wm.class_weights(cfg.wm811k_balance)
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
-    n_sup = round(cfg.batch_size * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
+    n_new = round(cfg.batch_size * cfg.new_frac) if new["train"] is not None else 0
+    b_old = cfg.batch_size - n_new  # replay: the recipe's own mix of MixedWM38 / WM-811K / superposed maps
+    n_sup = round(b_old * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
+    vision = FastVision(model)
+    if not cfg.train_vision:  # frozen: its forward runs without autograd, its weights stay the init model's
+        vision.visual.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     presence = PresenceHead(model.config.text_config.hidden_size).to(dev) if cfg.presence_loss > 0 else None
     if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
@@ -151,13 +170,12 @@ def train_expert(cfg: ExpertConfig) -> dict:
     opt = adamw(params, cfg.lr, cfg.weight_decay, dev)
     averager = ema_or_none(model, cfg.ema_decay)
     ema = averager.model if averager is not None else None
-    vision = FastVision(model)
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
-    head = WaferHead(model, proc)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    n_mix = round(cfg.batch_size * cfg.mixed_frac) - n_sup
+    n_mix = round(b_old * cfg.mixed_frac) - n_sup
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    loss_opts = SimpleNamespace(packing=False, answer_logits=cfg.answer_logits)  # train/speed.step_loss's options
     best, history, step, progress = None, [], 0, 0.0
     evals = sorted(cfg.eval_at)
     t0, t_eval = time.time(), 0.0
@@ -166,7 +184,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
         lr_scale = warmup_cosine(step, progress, cfg.warmup_steps, cfg.min_lr_ratio)
         set_lr(opt, cfg.lr * lr_scale)
         i_mix = torch.randint(0, len(mix), (n_mix,), device=dev, generator=gen)
-        i_wm = torch.multinomial(w_wm, cfg.batch_size - n_mix - n_sup, replacement=True, generator=gen)
+        i_wm = torch.multinomial(w_wm, b_old - n_mix - n_sup, replacement=True, generator=gen)
         canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
         cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
         if cfg.dihedral:
@@ -175,6 +193,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
         if sup is not None:
             c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
             canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
+        if n_new:
+            c_new, k_new = sample_new(new["train"], n_new, cfg.new_augment, gen)
+            canvas, cls = torch.cat([canvas, c_new]), torch.cat([cls, k_new])
         t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen, cfg.short_answer_frac)
         order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
         n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
@@ -183,9 +204,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
             pv, _ = px(canvas[part])
             batch = tmpl.batch(t[part])
             with amp:
-                img = vision(pv, tmpl.grid)
+                with torch.set_grad_enabled(cfg.train_vision):
+                    img = vision(pv, tmpl.grid)
                 emb = embed_with_images(model, batch.pop("input_ids"), img)
-                part_loss = model(inputs_embeds=emb, **batch).loss
+                part_loss = step_loss(model, {"inputs_embeds": emb, **batch}, loss_opts)
             part_loss = part_loss * (batch["labels"][:, 1:] != -100).sum() / n_tok
             if presence is not None:
                 aux = presence.loss(img, present[cls[part]])
@@ -215,8 +237,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
                 if m is None:
                     continue
                 m.eval()
-                h = head if m is model else WaferHead(m, proc)
-                res = evaluate(h, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]], limit=cfg.eval_limit)
+                h = head if m is model else WaferHead(m, proc, tax)
+                res = evaluate(h, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"]),
+                               limit=cfg.eval_limit)
                 rec = {"eval_step": step, "weights": tag, **res}
                 history.append(rec)
                 _log(log, json.dumps(rec))
@@ -228,10 +251,16 @@ def train_expert(cfg: ExpertConfig) -> dict:
     model.load_state_dict(state)
     model.eval()
     save_model_dir(model, proc, out / "model")
-    default_taxonomy().save(out / "model")  # the classes the head answers with, stored with the model
+    tax.save(out / "model")  # the classes the head answers with, stored with the model
     _card(cfg, out / "model", best)
-    summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
-               "total_s": round(time.time() - t_start, 1)}
+    summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
+    if new["test"] is not None:  # held back: scored once, never used for selection
+        summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]],
+                                 new["test"], lambda m: _log(log, m), evaluate)
+        if "baseline" in summary:
+            summary["change_points"] = change_points(best, summary["baseline"])
+            _log(log, f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")
+    summary["total_s"] = round(time.time() - t_start, 1)
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
     _log(log, "# best " + json.dumps(best))
     _log(log, f"# done: {step} steps, {summary['total_s']}s total")

@@ -48,6 +48,17 @@ class ExpertConfig:
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
     seed: int = 0                         # seed of data order, initialisation and augmentation
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
+    # A fab's own taxonomy (domains/wafer/expert_extend.py): continue init_model on new classes plus replay
+    taxonomy: str | None = None           # YAML/JSON of classes (and mixtures) added to init_model's taxonomy
+    new_data: str | None = None           # labelled map npz (domains/wafer/labelled.py) of the new classes: train
+    new_val: str | None = None            # labelled map npz for model selection (new-class F1)
+    new_test: str | None = None           # held-back labelled map npz, evaluated once on the saved model
+    new_frac: float = 0.5                 # share of each batch drawn from new_data (the rest: replay, as above)
+    new_augment: str = "mirror"           # mirror (left-right: keeps the notch at the bottom) | dihedral | none
+    replay_limit: int = 0                 # > 0: first N train maps of each old set only (replay on a small host)
+    eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
+    train_vision: bool = True             # false: the vision tower stays frozen (no backward through it: CPU)
+    answer_logits: bool = False           # the LM head only where labels are (same loss, less compute)
 
 
 def _check(cfg: ExpertConfig) -> None:
@@ -64,5 +75,15 @@ def _check(cfg: ExpertConfig) -> None:
             raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
     if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0 or cfg.presence_loss < 0:
         raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
+    if cfg.new_augment not in ("mirror", "dihedral", "none"):
+        raise UserError(f"config: new_augment must be mirror, dihedral or none, got {cfg.new_augment!r}")
+    if not 0.0 <= cfg.new_frac < 1.0 or cfg.replay_limit < 0:
+        raise UserError("config: new_frac must be in [0, 1), replay_limit not negative")
+    if cfg.taxonomy and not cfg.init_model:
+        raise UserError("config: taxonomy (classes added to a model's own) needs init_model (the model to continue)")
+    if (cfg.new_val or cfg.new_test or cfg.new_frac > 0 and cfg.taxonomy) and not cfg.new_data:
+        raise UserError("config: new_data (labelled maps of the new classes) is missing")
+    if cfg.taxonomy and cfg.presence_loss > 0:
+        raise UserError("config: presence_loss works on the 8 known patterns only; set presence_loss=0 with taxonomy")
     if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):  # the model saved is the best one
         raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")

@@ -18,7 +18,7 @@ from . import knowledge as wk
 from .canvas import canvas_batch
 from .instruct import FOLLOW_UPS, QUESTIONS, follow_up_answer
 from .knowledge import REFUSAL, line_end
-from .patterns import PATTERNS, canonical_set, mixedwm38_classes, set_name
+from .patterns import PATTERNS, canonical_set, mixedwm38_classes, set_key
 from .render import _LUT, _layout
 
 OUT_OF_SCOPE = {
@@ -30,18 +30,27 @@ LANGS = ("en", "zh")
 CLASSES = mixedwm38_classes()
 
 
-def conversations():
-    """(kind, class index or -1, lang, messages) for every template, in a fixed order."""
-    for c, name in enumerate(CLASSES):
-        d = canonical_set(name.split("+"))
+def class_names(tax) -> list[str]:
+    """The recipe's class list for a model's taxonomy: the 38 MixedWM38 classes first (their indices unchanged,
+    as the superposer and the presence head use them), then every further answer set of ``tax``."""
+    extra = [set_key(s, tax) for s in tax.answer_sets()]
+    return CLASSES + [c for c in dict.fromkeys(extra) if c not in CLASSES]
+
+
+def conversations(classes=None, tax=None):
+    """(kind, class index or -1, lang, messages) for every template, in a fixed order; ``classes`` /
+    ``tax``: a model's own class list (class_names) and taxonomy (default: the 38 MixedWM38 classes)."""
+    for c, name in enumerate(classes or CLASSES):
+        d = canonical_set(name.split("+")) if tax is None else tax.canonical(name.split("+"))
         for lang in LANGS:
             for q in QUESTIONS[lang]:
                 base = [{"role": "user", "content": f"<image>\n{q}"},
-                        {"role": "assistant", "content": wk.answer(d, lang, True)}]
+                        {"role": "assistant", "content": wk.answer(d, lang, True, tax)}]
                 yield "diag", c, lang, base
                 for fu in FOLLOW_UPS[lang]:
                     yield "follow", c, lang, base + [{"role": "user", "content": fu},
-                                                     {"role": "assistant", "content": follow_up_answer(d, lang)}]
+                                                     {"role": "assistant",
+                                                      "content": follow_up_answer(d, lang, tax)}]
     for lang in LANGS:
         for q in OUT_OF_SCOPE[lang]:
             yield "oos", -1, lang, [{"role": "user", "content": f"<image>\n{q}"},
@@ -59,14 +68,15 @@ def corpus() -> list[str]:
 class Templates:
     """All conversations encoded once: right-padded ids / labels / 3-D positions, indexed by template."""
 
-    def __init__(self, processor, image_token_id: int, size: int, device):
+    def __init__(self, processor, image_token_id: int, size: int, device, classes=None, tax=None):
         from PIL import Image
 
         blank = Image.new("RGB", (size, size))
         merge = processor.image_processor.merge_size
         rows, self.kind, self.cls, self.lang = [], [], [], []
         twins = []  # (full diagnosis template, its short twin)
-        for kind, c, lang, msgs in conversations():
+        n_cls = len(classes or CLASSES)
+        for kind, c, lang, msgs in conversations(classes, tax):
             enc = encode_train(processor, msgs, [blank])
             pos, _ = mrope_positions(enc["input_ids"], image_token_id, enc["image_grid_thw"], merge)
             rows.append((enc["input_ids"][0], enc["labels"][0], pos[:, 0]))
@@ -100,9 +110,8 @@ class Templates:
         idx = {}
         for i, (kind, c, lang) in enumerate(zip(self.kind, self.cls, self.lang)):
             idx.setdefault((kind, c, lang), []).append(i)
-        self.diag = torch.tensor([[idx[("diag", c, lg)] for lg in LANGS] for c in range(len(CLASSES))], device=device)
-        self.follow = torch.tensor([[idx[("follow", c, lg)] for lg in LANGS] for c in range(len(CLASSES))],
-                                   device=device)
+        self.diag = torch.tensor([[idx[("diag", c, lg)] for lg in LANGS] for c in range(n_cls)], device=device)
+        self.follow = torch.tensor([[idx[("follow", c, lg)] for lg in LANGS] for c in range(n_cls)], device=device)
         self.oos = torch.tensor([idx[("oos", -1, lg)] for lg in LANGS], device=device)
         self.short_of = torch.arange(len(rows), device=device)  # full diagnosis template -> its short twin
         full, short = zip(*twins)
@@ -135,7 +144,7 @@ class Templates:
 class MapBank:
     """Canvases of one wafer set (one split) on the device, with class indices into CLASSES."""
 
-    def __init__(self, ws, size: int, device, source: str):
+    def __init__(self, ws, size: int, device, source: str, classes=None, tax=None):
         self.source, self.taxonomy, self.size = source, ws.taxonomy, size
         self.canvas = torch.from_numpy(canvas_batch(ws.maps, size)).to(device)
         # per map (rows, cols, die pixels k, top, left) on the canvas, for die-exact rotations
@@ -145,7 +154,9 @@ class MapBank:
             k, _, top, left = _layout(h, w, size)
             geo.append((h, w, k, top, left))
         self.geometry = torch.tensor(geo, dtype=torch.float32, device=device)
-        self.cls = torch.tensor([CLASSES.index(set_name(d)) for d in ws.defects], device=device)
+        names = classes or CLASSES
+        self.n_classes = len(names)
+        self.cls = torch.tensor([names.index(set_key(d, tax)) for d in ws.defects], device=device)
         self.defects = [tuple(d) for d in ws.defects]
 
     def __len__(self):
@@ -153,7 +164,7 @@ class MapBank:
 
     def class_weights(self, alpha: float) -> torch.Tensor:
         """Per-map sampling weight n_class^-alpha (0 = uniform over maps, 1 = uniform over classes)."""
-        counts = torch.bincount(self.cls, minlength=len(CLASSES)).float()
+        counts = torch.bincount(self.cls, minlength=self.n_classes).float()
         return counts[self.cls].pow(-alpha)
 
 

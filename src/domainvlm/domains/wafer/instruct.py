@@ -36,13 +36,17 @@ FOLLOW_UPS = {
 }
 
 
-def follow_up_answer(defects, lang: str) -> str:
+def follow_up_answer(defects, lang: str, tax=None) -> str:
+    """``tax``: the model's taxonomy; a class it added has no known causes, so its look is named instead."""
     if not defects:
         return ("这片晶圆没有系统性缺陷，无需针对性排查，继续常规监控即可。" if lang == "zh"
                 else "Nothing specific: the wafer shows no systematic pattern, keep routine monitoring.")
+    why = {p: wk.cause(p, lang) or tax.get(p).describe(lang) for p in defects} if tax is not None else None
     if lang == "zh":
-        return "建议按以下顺序排查：" + "；".join(f"{wk.ZH_NAME[p]}：{wk.CAUSES['zh'][p]}" for p in defects) + "。"
-    return "Check, in this order: " + "; ".join(f"{p}: {wk.CAUSES['en'][p]}" for p in defects) + "."
+        names = {p: (tax.get(p).zh or p) if tax is not None else wk.ZH_NAME[p] for p in defects}
+        return "建议按以下顺序排查：" + "；".join(
+            f"{names[p]}：{why[p] if why else wk.CAUSES['zh'][p]}" for p in defects) + "。"
+    return "Check, in this order: " + "; ".join(f"{p}: {why[p] if why else wk.CAUSES['en'][p]}" for p in defects) + "."
 
 
 def wafer_record(ref: str, defects, lang: str, rid: str, rng: random.Random, explain: bool = True,

@@ -48,28 +48,45 @@ def _zh(tax, name: str) -> str:
     return NORMAL_ZH if name == NORMAL else (tax.get(name).zh if tax is not None else ZH_NAME[name])
 
 
+def _zh_display(tax, name: str) -> str:
+    """'中心(Center)'; a class without a Chinese name shows its name alone."""
+    zh = _zh(tax, name)
+    return f"{zh}({name})" if zh else name
+
+
+def _canonical(defects, tax) -> tuple[str, ...]:
+    """Taxonomy order; a model's own taxonomy may name classes beyond the 8 known patterns."""
+    return tax.canonical(defects) if tax is not None else canonical_set(defects)
+
+
+def cause(name: str, lang: str) -> str | None:
+    """Typical causes of a known pattern (None for a class a fab's taxonomy added)."""
+    return CAUSES[lang].get(name)
+
+
 def format_diagnosis(defects, lang: str = "en", tax=None) -> str:
     """The canonical first line of every wafer answer, e.g. 'Diagnosis: Center + Edge-Loc'."""
-    d = canonical_set(defects)
+    d = _canonical(defects, tax)
     if lang == "zh":
-        body = " + ".join(f"{_zh(tax, p)}({p})" for p in d) if d else f"{NORMAL_ZH}({NORMAL})"
+        body = " + ".join(_zh_display(tax, p) for p in d) if d else f"{NORMAL_ZH}({NORMAL})"
         return f"{_ZH_PREFIX}{body}"
     return f"{_EN_PREFIX} {' + '.join(d) if d else NORMAL}"
 
 
 def explain(defects, lang: str = "en", tax=None) -> str:
     """Short explanation of each pattern and its typical process causes (lines after the diagnosis)."""
-    d = canonical_set(defects)
+    d = _canonical(defects, tax)
     if not d:
         return ("无明显缺陷模式，失效芯片稀疏随机，属正常良率波动。" if lang == "zh"
                 else "No systematic defect pattern: the few failing dies are sparse, within normal yield loss.")
     lines = []
     for p in d:
         looks = tax.get(p).describe(lang) if tax is not None else LOOKS[lang][p]
+        why = cause(p, lang)
         if lang == "zh":
-            lines.append(f"- {_zh(tax, p)}：{looks}；常见原因：{CAUSES['zh'][p]}。")
+            lines.append(f"- {_zh(tax, p) or p}：{looks}" + (f"；常见原因：{why}。" if why else "。"))
         else:
-            lines.append(f"- {p}: {looks}; typical causes: {CAUSES['en'][p]}.")
+            lines.append(f"- {p}: {looks}" + (f"; typical causes: {why}." if why else "."))
     return "\n".join(lines)
 
 
@@ -93,11 +110,20 @@ _TERM |= {NORMAL.lower(): NORMAL, ZH_NAME[NORMAL]: NORMAL, "none": NORMAL}
 _DIAG_RE = re.compile(r"(?:Diagnosis\s*:|诊断\s*[:：])\s*([^\n]*)", re.IGNORECASE)
 
 
-def parse_diagnosis(text: str) -> tuple[str, ...] | None:
+def _terms(tax) -> dict:
+    if tax is None:
+        return _TERM
+    t = {c.name.lower(): c.name for c in tax.classes} | {c.zh: c.name for c in tax.classes if c.zh}
+    return t | {NORMAL.lower(): NORMAL, ZH_NAME[NORMAL]: NORMAL, "none": NORMAL}
+
+
+def parse_diagnosis(text: str, tax=None) -> tuple[str, ...] | None:
     """Defect set named in an answer's diagnosis line, or None if it cannot be parsed.
 
-    Accepts the en and zh canonical wordings ('Center + Edge-Loc', '中心(Center) + 边缘局部(Edge-Loc)').
+    Accepts the en and zh canonical wordings ('Center + Edge-Loc', '中心(Center) + 边缘局部(Edge-Loc)');
+    ``tax``: the model's taxonomy (default: the 8 known patterns).
     """
+    terms = _terms(tax)
     m = _DIAG_RE.search(text or "")
     if not m:
         return None
@@ -106,7 +132,7 @@ def parse_diagnosis(text: str) -> tuple[str, ...] | None:
         term = term.strip()
         inner = re.search(r"[(（]([^)）]+)[)）]", term)  # zh form carries the English name in brackets
         key = (inner.group(1) if inner else term).strip()
-        name = _TERM.get(key.lower()) or _TERM.get(key) or _TERM.get(re.sub(r"[(（].*", "", term).strip())
+        name = terms.get(key.lower()) or terms.get(key) or terms.get(re.sub(r"[(（].*", "", term).strip())
         if name is None:
             return None
         found.append(name)
@@ -114,7 +140,7 @@ def parse_diagnosis(text: str) -> tuple[str, ...] | None:
         return None
     if NORMAL in found:
         return () if len(found) == 1 else None
-    return canonical_set(found)
+    return _canonical(found, tax)
 
 
 # The expert's reply to an off-topic question (trained; the answer head compares its first token with a

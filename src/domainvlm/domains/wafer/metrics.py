@@ -8,21 +8,23 @@ from __future__ import annotations
 
 from ...evaluate.class_metrics import OTHER, UNPARSED, confusion, label_prf, mean_f1
 
-from .patterns import set_name, wm811k_classes
+from .patterns import PATTERNS, set_key, wm811k_classes
 from .taxonomy import default
 
 
 
 def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38", tax=None) -> dict:
-    """``taxonomy``: the records' class vocabulary (mixedwm38: the taxonomy's answer sets; wm811k: its 9 failure
-    types); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the wafer taxonomy.json)."""
+    """``taxonomy``: the records' class vocabulary (wm811k: its 9 failure types; mixedwm38 or a fab's own
+    "custom": the taxonomy's answer sets); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the
+    wafer taxonomy.json)."""
     if len(gold) != len(pred):
         raise ValueError("gold and pred differ in length")
     tax = tax or default()
-    classes = [set_name(s) for s in tax.answer_sets()] if taxonomy == "mixedwm38" else wm811k_classes()
+    name = lambda s: set_key(s, tax)  # noqa: E731 - a model's taxonomy may add classes to the 8 patterns
+    classes = wm811k_classes() if taxonomy == "wm811k" else list(dict.fromkeys(name(s) for s in tax.answer_sets()))
     n = len(gold)
-    g_names = [set_name(g) for g in gold]
-    p_names = [UNPARSED if p is None else (set_name(p) if set_name(p) in classes else OTHER) for p in pred]
+    g_names = [name(g) for g in gold]
+    p_names = [UNPARSED if p is None else (name(p) if name(p) in classes else OTHER) for p in pred]
     exact = sum(1 for g, p in zip(gold, pred) if p is not None and tuple(p) == tuple(g))
     present = [c for c in classes if c in set(g_names)]
     per_class = label_prf([(g,) for g in g_names], [(p,) for p in p_names], classes)  # one class per map
@@ -40,3 +42,10 @@ def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "
         "unparsed": unparsed, "unparsed_rate": unparsed / n if n else 0.0,
         "normal_label": tax.none_label,
     }
+
+
+def added_class_f1(metrics: dict, tax) -> dict:
+    """F1 of each class the taxonomy adds to the 8 known patterns (from the per-pattern P/R/F1), and their mean."""
+    added = [n for n in tax.names if n not in PATTERNS and metrics["per_pattern"].get(n, {}).get("support")]
+    f1 = {n: round(metrics["per_pattern"][n]["f1"], 4) for n in added}
+    return {"new_class_f1": sum(f1.values()) / len(f1) if f1 else 0.0, "new_class_f1_per_class": f1}

@@ -51,6 +51,11 @@ def _set_name(defects: tuple) -> str:
     return "+".join(d) if d else NORMAL
 
 
+def set_key(defects, tax=None) -> str:
+    """Class name of a defect set in a model's taxonomy ``tax`` (default: the 8 patterns above, as set_name)."""
+    return set_name(defects) if tax is None else ("+".join(tax.canonical(defects)) or NORMAL)
+
+
 def mixedwm38_classes() -> list[str]:
     """The 38 MixedWM38 classes: Normal, 8 singles, and the 29 published mixtures (13 doubles, 12 triples,
     4 quads; Near-full and Random occur only alone), in the order of the taxonomy's answer sets."""

@@ -1,0 +1,99 @@
+"""A fab's own taxonomy in the wafer expert recipe: continue a model on new classes with replay of the old data.
+
+    domainvlm train-expert --config configs/fab-taxonomy-n50-cpu.yaml
+
+``taxonomy`` (YAML) adds classes and mixtures to ``init_model``'s own taxonomy (taxonomy.extend); ``new_data``
+holds the labelled maps of the new classes (labelled.py), which fill ``new_frac`` of every batch while the rest
+replays MixedWM38 / WM-811K train maps exactly as the recipe trains them. Selection scores the old val sets as
+before plus the new classes' F1 on ``new_val``; ``new_test`` is held back and scored once on the saved model.
+The saved folder carries the extended taxonomy.json, so its head answers with the new classes.
+
+Everything here is the recipe's own loop (expert.py) with a third data bank: one code path.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...errors import UserError
+
+
+def setup_taxonomy(cfg):
+    """(taxonomy the model answers with, the recipe's class list) for ``cfg``."""
+    from ...taxonomy import extend
+    from .expert_data import class_names
+    from .taxonomy import default, for_model_dir
+
+    base = for_model_dir(cfg.init_model) if cfg.init_model else default()
+    tax = extend(base, cfg.taxonomy) if cfg.taxonomy else base
+    return tax, class_names(tax)
+
+
+def check_answer_lines(head_cls, model, proc, tax, source) -> object:
+    """The head for ``tax``; a diagnosis line that is a prefix of another is the taxonomy's fault: one line."""
+    try:
+        return head_cls(model, proc, tax)
+    except ValueError as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+def new_banks(cfg, tax, classes, size: int, device) -> dict:
+    """MapBanks of the new-class maps: train (new_data), val, test; absent ones are None."""
+    from .expert_data import MapBank
+    from .labelled import load_labelled_npz
+
+    out = {}
+    for key, path in (("train", cfg.new_data), ("val", cfg.new_val), ("test", cfg.new_test)):
+        if not path:
+            out[key] = None
+            continue
+        ws = load_labelled_npz(path, tax)
+        if key == "train" and cfg.limit_maps:
+            ws.maps, ws.defects = ws.maps[:cfg.limit_maps], ws.defects[:cfg.limit_maps]
+        try:
+            out[key] = MapBank(ws, size, device, f"new-{key}", classes, tax)
+        except ValueError:  # a label set the taxonomy does not allow as an answer
+            bad = next(d for d in ws.defects if "+".join(d) not in classes and d)
+            raise UserError(f"{path}: label set {'+'.join(bad)} is no answer of the taxonomy "
+                            f"(add it to 'combinations' in {cfg.taxonomy})") from None
+    return out
+
+
+def sample_new(bank, n: int, augment: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(canvas, class) of ``n`` new-class maps drawn uniformly; ``mirror`` flips left-right only, so a pattern
+    bound to the notch (at the bottom) stays there."""
+    from .expert_data import dihedral_batch
+
+    dev = bank.cls.device
+    i = torch.randint(0, len(bank), (n,), device=dev, generator=gen)
+    canvas = bank.canvas[i]
+    if augment == "dihedral":
+        canvas = dihedral_batch(canvas, torch.randint(0, 8, (n,), device=dev, generator=gen))
+    elif augment == "mirror":
+        flip = torch.rand(n, device=dev, generator=gen) < 0.5
+        canvas = torch.where(flip[:, None, None], canvas.flip(2), canvas)
+    return canvas, bank.cls[i]
+
+
+def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate) -> dict:
+    """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
+    old val maps and test maps (its head knows only its own classes); the saved model's old val scores are the
+    selection's (best). ``evaluate``: the recipe's (expert.evaluate)."""
+    from ...models.loader import load_model
+    from .head import WaferHead
+    from .taxonomy import for_model_dir
+
+    out = {"test": evaluate(WaferHead(model, proc, tax), [test], limit=cfg.eval_limit)}
+    log(f"# held-back test {out['test']}")
+    if cfg.eval_baseline and cfg.init_model:
+        base, bproc = load_model(cfg.init_model, device=str(model.device), dtype="float32")
+        out["baseline"] = evaluate(WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model)), old_val + [test],
+                                   limit=cfg.eval_limit, tax=tax)
+        log(f"# baseline ({cfg.init_model}) {out['baseline']}")
+    return out
+
+
+def change_points(best: dict, baseline: dict) -> dict:
+    """The continued model minus init_model on the old val sets, in percentage points."""
+    return {s: {k: round(100 * (best[s][k] - baseline[s][k]), 2) for k in ("exact_match", "macro_f1")}
+            for s in ("mixedwm38", "wm811k") if s in best and s in baseline}
