@@ -102,7 +102,7 @@ _LOW = {
           "please have an expert check this image. Best guess:",
     "zh": "不确定：我对这个回答的置信度为{c:.0%}，低于本模型的复核阈值{t:.0%}；请由专家复核这张图像。最可能的回答：",
 }
-_CONF = {"en": "Confidence: {c:.0%}.", "zh": "置信度：{c:.0%}。"}
+_CONF = {"en": "Confidence: {c:.1%}.", "zh": "置信度：{c:.1%}。"}
 
 
 def low_confidence_note(a: Assessment, cal: Calibration) -> str:

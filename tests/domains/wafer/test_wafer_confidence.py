@@ -100,7 +100,7 @@ def test_confidence_keeps_the_greedy_answer_and_sums_to_one(engine):
         for name, v in a.per_label.items():  # marginal = sum over the lines naming the pattern
             assert v == pytest.approx(sum(p_ for p_, s_ in zip(probs.tolist(), a.lines) if name in s_), abs=1e-5)
         assert s.assessment is not None and s.assessment.labels == a.labels
-        assert s.endswith(f"{a.confidence:.0%}.") or s.endswith(f"{a.confidence:.0%}。")
+        assert s.endswith(f"{a.confidence:.1%}.") or s.endswith(f"{a.confidence:.1%}。")
     assert plain[0].assessment is not None and plain[0].assessment.confidence is None  # uncalibrated: not scored
     assert str(plain[0]) == answer(plain[0].assessment.labels, "en", True)  # and the text exactly as before
     assert head.stats["scored"] >= 10 and 0 <= head.stats["argmax_differs"] <= head.stats["scored"]

@@ -2,9 +2,12 @@
 
 The head's greedy trie walk starts from a prefill of the prompt plus the tokens every line shares
 ("Diagnosis:"). :func:`line_logprobs` keeps that prefill's key/value tensors (the walk appends to the cache
-without touching them), repeats them for the 38 lines and scores all line continuations in one padded forward
-per chunk of maps: token 0 from the prefill's last logits, token i from position i-1 of the forward. The
-probabilities are the model's own over its whole vocabulary; normalised over the valid lines they give the
+without touching them) and feeds, in one forward per chunk of maps, every token of the trie below that point
+that has a continuation, as a *token tree*: each token attends to the prompt and to its own ancestors only
+(a 4-D attention mask) at the position of its depth, so one row per map scores all 38 lines and shared
+prefixes are computed once (63 tokens in English instead of 38 padded lines). A line's log-probability is the
+sum of its tokens' log-probs: the first from the prefill's last logits, each next from its parent's output.
+The probabilities are the model's own over its whole vocabulary; normalised over the valid lines they give the
 confidence (:mod:`domainvlm.inference.confidence`).
 
 Test-time augmentation (``tta: true`` in the model config's ``domainvlm`` section, off by default): the
@@ -18,8 +21,8 @@ import torch
 
 from .canvas import dihedral
 
-# candidate rows (maps x lines) per scoring forward: bounds the (rows, tokens, vocab) logits tensor
-ROWS = {"cuda": 4096, "cpu": 1024}
+# tree tokens (maps x fed tokens) per scoring forward: bounds the (maps, tokens, vocab) logits tensor
+TOKENS = {"cuda": 32768, "cpu": 4096}
 
 
 def kv_refs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -27,29 +30,54 @@ def kv_refs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def _tree(root):
+    """(fed tokens, their depths, ancestor-or-self mask, per-leaf path [(source, token)]) below the forced
+    start of a trie; source 0 is the prefill's last logits, source i+1 the output at fed token i."""
+    from .head import _forced
+
+    _, start = _forced(root)
+    feed, depth, parent, paths = [], [], [], {}
+    stack = [(start, 0, 0, [])]  # node, source of its children's log-probs, their depth, path so far
+    while stack:
+        node, src, d, path = stack.pop()
+        if node.leaf is not None:
+            paths[node.leaf] = path
+            continue
+        for t, child in node.children.items():
+            if child.children:
+                feed.append(t)
+                depth.append(d)
+                parent.append(src - 1)
+                stack.append((child, len(feed), d + 1, path + [(src, t)]))
+            else:
+                stack.append((child, -1, d + 1, path + [(src, t)]))
+    n = len(feed)
+    anc = torch.eye(n, dtype=torch.bool)
+    for i in range(n):
+        j = parent[i]
+        while j >= 0:
+            anc[i, j] = True
+            j = parent[j]
+    return feed, depth, anc, paths
+
+
 class LineTable:
-    """Per language: the line continuations after the shared forced prefix, padded, in answer-set order."""
+    """Per language: the token tree and, per line in answer-set order, the gather indices of its tokens."""
 
     def __init__(self, head):
-        from .head import _forced, _line_tokens
-
         self.sets = head.tax.answer_sets()
-        self.tables = {}
-        for lang, root in head.tries.items():
-            n = len(_forced(root)[0])
-            sfx = [_line_tokens(head.tok, d, lang, head.tax)[n:] for d in self.sets]
-            t = max(1, max(len(s) for s in sfx) - 1)
-            feed = torch.full((len(sfx), t), head.pad_id, dtype=torch.long)
-            tgt = torch.zeros((len(sfx), t), dtype=torch.long)
-            mask = torch.zeros((len(sfx), t), dtype=torch.long)
-            for i, s in enumerate(sfx):
-                feed[i, :len(s) - 1] = torch.tensor(s[:-1], dtype=torch.long)
-                tgt[i, :len(s) - 1] = torch.tensor(s[1:], dtype=torch.long)
-                mask[i, :len(s) - 1] = 1
-            first = torch.tensor([s[0] for s in sfx], dtype=torch.long)
-            self.tables[lang] = (first, feed, tgt, mask)
         self.index = {tuple(s): i for i, s in enumerate(self.sets)}
-        self.device = None
+        self.tables, self.device = {}, None
+        for lang, root in head.tries.items():
+            feed, depth, anc, paths = _tree(root)
+            j = max(len(paths[tuple(s)]) for s in self.sets)
+            src = torch.zeros((len(self.sets), j), dtype=torch.long)
+            tgt = torch.zeros((len(self.sets), j), dtype=torch.long)
+            mask = torch.zeros((len(self.sets), j))
+            for i, st in enumerate(self.sets):
+                for k, (a, t) in enumerate(paths[tuple(st)]):
+                    src[i, k], tgt[i, k], mask[i, k] = a, t, 1.0
+            self.tables[lang] = (torch.tensor(feed), torch.tensor(depth), anc, src, tgt, mask)
 
     def on(self, device):
         if self.device != device:
@@ -63,36 +91,43 @@ def line_logprobs(head, state: dict, langs: list[str]) -> torch.Tensor:
     """(B, lines) log-probability of each valid line after the prefill in ``state`` (from ``head.diagnose``)."""
     dev = state["logits"].device
     tabs = head.lines.on(dev)
-    n_l = len(head.lines.sets)
-    per = max(1, ROWS.get(dev.type, 1024) // n_l)
-    out = []
-    for s in range(0, len(langs), per):
-        out.append(_chunk(head, state, langs, s, min(len(langs), s + per), tabs, n_l))
-    return torch.cat(out)
+    n = max(len(tabs[lang][0]) for lang in set(langs))
+    per = max(1, TOKENS.get(dev.type, 4096) // n)
+    return torch.cat([_chunk(head, state, langs, s, min(len(langs), s + per), tabs)
+                      for s in range(0, len(langs), per)])
 
 
-def _chunk(head, state, langs, a, b, tabs, n_l) -> torch.Tensor:
+def _chunk(head, state, langs, a, b, tabs) -> torch.Tensor:
     from transformers import DynamicCache
 
     model, dev = head.model, state["logits"].device
-    rows = b - a
-    t = max(tabs[lang][1].shape[1] for lang in set(langs[a:b]))
-    pad = lambda x, v: torch.nn.functional.pad(x, (0, t - x.shape[1]), value=v)  # noqa: E731
-    first = torch.stack([tabs[lang][0] for lang in langs[a:b]])  # (rows, lines)
-    feed = torch.cat([pad(tabs[lang][1], head.pad_id) for lang in langs[a:b]])  # (rows*lines, t)
-    tgt = torch.cat([pad(tabs[lang][2], 0) for lang in langs[a:b]])
-    mask = torch.cat([pad(tabs[lang][3], 0) for lang in langs[a:b]])
-    lp0 = torch.log_softmax(state["logits"][a:b].float(), -1).gather(1, first)  # (rows, lines)
-    kv = [(k[a:b].repeat_interleave(n_l, 0), v[a:b].repeat_interleave(n_l, 0)) for k, v in state["kv"]]
-    att = torch.cat([state["att"][a:b].repeat_interleave(n_l, 0), mask], 1)
-    nxt = (state["pos"][:, a:b].amax(dim=(0, 2)) + 1).repeat_interleave(n_l)
-    pos = (nxt[:, None] + torch.arange(t, device=dev)[None])[None].expand(3, -1, -1)
-    out = model(input_ids=feed, attention_mask=att, position_ids=pos, use_cache=True,
+    dtype = state["kv"][0][0].dtype
+    rows, n = b - a, max(len(tabs[lang][0]) for lang in set(langs[a:b]))
+    feed = torch.full((rows, n), head.pad_id, dtype=torch.long, device=dev)
+    depth = torch.zeros((rows, n), dtype=torch.long, device=dev)
+    tree = torch.eye(n, dtype=torch.bool, device=dev).repeat(rows, 1, 1)  # padding tokens see themselves
+    groups = {lang: torch.tensor([r for r, x in enumerate(langs[a:b]) if x == lang], device=dev)
+              for lang in sorted(set(langs[a:b]))}  # rows by language: tensor ops per language, not per row
+    for lang, idx in groups.items():
+        f, d, anc = tabs[lang][:3]
+        k = len(f)
+        feed[idx, :k], depth[idx, :k] = f, d
+        tree[idx, :k, :k] = anc
+    prompt = state["att"][a:b].bool()[:, None, :].expand(rows, n, -1)
+    allowed = torch.cat([prompt, tree], -1)[:, None]  # (rows, 1, n, prefill + n)
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill(~allowed, torch.finfo(dtype).min)
+    nxt = state["pos"][:, a:b].amax(dim=(0, 2)) + 1
+    pos = (nxt[:, None] + depth)[None].expand(3, -1, -1)
+    kv = [(k[a:b], v[a:b]) for k, v in state["kv"]]
+    out = model(input_ids=feed, attention_mask=mask, position_ids=pos, use_cache=True,
                 **{head.cache_kw: DynamicCache(kv)})
-    logits = out.logits.float()
-    tok_lp = logits.gather(-1, tgt[..., None])[..., 0] - torch.logsumexp(logits, -1)
-    rest = (tok_lp * mask).sum(-1).view(rows, n_l)
-    return lp0 + rest
+    logits = torch.cat([state["logits"][a:b, None], out.logits], 1).float()  # source 0: the prefill
+    lp = logits - torch.logsumexp(logits, -1, keepdim=True)
+    res = torch.empty((rows, len(head.lines.sets)), device=dev)
+    for lang, idx in groups.items():
+        src, tgt, m = tabs[lang][3:]
+        res[idx] = (lp[idx][:, src, tgt] * m).sum(-1)
+    return res
 
 
 @torch.inference_mode()
