@@ -98,9 +98,9 @@ def assessments(probs: torch.Tensor, chosen: list[int], sets, names, langs, cal:
 
 
 _LOW = {
-    "en": "Uncertain: my confidence in this answer is {c:.0%}, below this model's review threshold of {t:.0%}; "
-          "please have an expert check this image. Best guess:",
-    "zh": "不确定：我对这个回答的置信度为{c:.0%}，低于本模型的复核阈值{t:.0%}；请由专家复核这张图像。最可能的回答：",
+    "en": "Uncertain: my confidence in this answer is {c:.1%}, below this model's review threshold of {t:.1%}; "
+          "please have an expert check this image.",
+    "zh": "不确定：我对这个回答的置信度为{c:.1%}，低于本模型的复核阈值{t:.1%}；请由专家复核这张图像。",
 }
 _CONF = {"en": "Confidence: {c:.1%}.", "zh": "置信度：{c:.1%}。"}
 
@@ -114,8 +114,11 @@ def confidence_line(a: Assessment) -> str:
 
 
 def with_confidence(text: str, a: Assessment, cal: Calibration) -> str:
-    """An answer's text saying in words what the assessment says: the low-confidence note before it, the
-    confidence and any lines annotators added (``a.notes``) after it."""
-    head = low_confidence_note(a, cal) + "\n" if a.abstain and a.reason == LOW_CONFIDENCE else ""
+    """An answer's text saying in words what the assessment says: the low-confidence note right after the
+    answer line (which stays first: parsers read it), the confidence and any lines annotators added
+    (``a.notes``) at the end."""
+    lines = text.split("\n")
+    if a.abstain and a.reason == LOW_CONFIDENCE:
+        lines.insert(1, low_confidence_note(a, cal))
     tail = [confidence_line(a)] if a.confidence is not None else []
-    return "\n".join([head + text, *a.notes, *tail])
+    return "\n".join([*lines, *a.notes, *tail])

@@ -34,9 +34,12 @@ def _augment(record, images, name):
 
 
 def _head_factory(model, processor, model_dir=None):
+    from ...inference.confidence import load
     from .head import ClassifyHead
 
-    return ClassifyHead(model, processor)
+    head = ClassifyHead(model, processor)
+    head.calibration = load(model_dir)
+    return head
 
 
 def _score(records, answers):
