@@ -55,10 +55,20 @@ def run(args):
         raise UserError(f"{args.data}: {e}") from None
     base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
     eng = engine_from_args(args)
+    from ..evaluate import confidence_eval
+
+    head = confidence_eval.confidence_head(eng)  # confidence measured whenever the head gives one
+    answers: list = []
     t0 = time.perf_counter()
     metrics, rows = evaluate_records(eng, recs, base, args.batch_size,
-                                     _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
+                                     _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet,
+                                     answers_out=answers)
     secs = time.perf_counter() - t0
+    conf = confidence_eval.block(recs, answers, getattr(getattr(head, "calibration", None), "threshold", None),
+                                 head) if head is not None else None
+    if conf is not None:
+        metrics["confidence"] = conf
+        confidence_eval.write_plot(metrics, out)
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
                     "device": str(eng.device)})
@@ -72,8 +82,13 @@ def run(args):
         print(dom.summary(metrics))
     else:
         print_summary(metrics)
-    print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
-                                              "unparsed", "seconds") if k in metrics}))
+    brief = {k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro", "unparsed", "seconds")
+             if k in metrics}
+    if conf is not None:
+        brief |= {f"confidence_{k}": round(conf[k], 5) for k in ("ece", "brier", "accuracy_at_coverage_95",
+                                                                  "accuracy_at_coverage_90", "abstain_rate")
+                  if k in conf}
+    print(json.dumps(brief))
     if metrics.get("errors"):  # like predict: the run finishes, the failures are named, the exit says so
         import sys
 

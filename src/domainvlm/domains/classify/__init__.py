@@ -91,4 +91,5 @@ class _Recipe:
 register(Domain(name=TASK, score=_score, sniff=sniff, read_source=read_source, answer_heads={HEAD: _head_factory},
                 augment=_augment, eval_artifacts=_artifacts,
                 extra={"augmentations": ("domain",), "prepare_model": _prepare_model,
+                       "gold_labels": lambda r: tuple(r.labels.get("labels") or ()),
                        "finish_model_dir": _finish_model_dir, "write_beside_records": _write_beside_records, "recipe": _Recipe}))

@@ -155,6 +155,7 @@ register(Domain(
     name=NAME, score=_score, sniff=_sniff, read_source=_read_source, answer_heads={"wafer-diagnosis": _head},
     augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
+           "gold_labels": lambda r: tuple(r.labels["defects"]),  # calibration / confidence metrics
            "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
