@@ -21,9 +21,13 @@ def add_arguments(p):
                    help="labelled val data (record JSONL or a raw source); repeatable: fitted on all together")
     p.add_argument("--split", help="only records of this split (e.g. val)")
     p.add_argument("--limit", type=positive_int, help="first N records of each --data only")
+    p.add_argument("--sample", type=positive_int, help="a seeded random N records of each --data")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--target-risk", type=nonneg_float, default=DEFAULT_RISK,
                    help=f"highest error rate allowed among the answers not abstained (default {DEFAULT_RISK})")
     p.add_argument("--out", help="folder for calibration.json (default: the model folder)")
+    p.add_argument("--scores", help="also write each record's line log-probs, gold and answered line (JSONL), to "
+                                    "study other targets without re-running the model")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources")
     p.add_argument("--image-root", help="folder that relative image paths are relative to")
     p.add_argument("--batch-size", type=positive_int, help="records per batch")
@@ -43,7 +47,7 @@ def run(args):
     from ..errors import UserError
     from ..evaluate import calibration as cm
     from ..evaluate.confidence_eval import confidence_head, pairs
-    from ..evaluate.runner import evaluate_records
+    from ..evaluate.runner import evaluate_records, sample_records
     from ..inference.confidence import Calibration, save
     from ..inference.engine import Sampling
     from ..io import resolve_path
@@ -59,6 +63,7 @@ def run(args):
     for path in args.data:
         recs = load_any(path, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
                         explain=False, image_root=args.image_root)[: args.limit]
+        recs = sample_records(recs, args.sample, args.sample_seed)
         if not recs:
             raise UserError(f"{path}: no records" + (f" in split {args.split!r}" if args.split else ""))
         base = resolve_path(args.image_root) if args.image_root else resolve_path(path).parent
@@ -76,6 +81,11 @@ def run(args):
     chosen = torch.tensor([a.lines.index(tuple(a.labels)) for a, _, _ in fit])
     correct = [cm.is_correct(a, g) for a, g, _ in fit]
     t = cm.fit_temperature(lp, gold)
+    if args.scores:
+        from ..io import write_jsonl
+
+        write_jsonl(args.scores, [{"data": str(d), "gold": int(g), "answered": int(c), "line_logprobs": a.line_logprobs}
+                                  for (a, _, d), g, c in zip(fit, gold.tolist(), chosen.tolist())])
 
     def conf_at(temp):
         return torch.softmax(lp.double() / temp, -1).gather(1, chosen[:, None])[:, 0].tolist()
@@ -89,6 +99,7 @@ def run(args):
             "accuracy": sum(correct) / len(fit), "nll_before": cm.nll(lp.double(), gold, 1.0),
             "nll_after": cm.nll(lp.double(), gold, t), "ece_before": cm.ece(before, correct),
             "ece_after": cm.ece(after, correct), "data": per_data, "split": args.split, "limit": args.limit,
+            "sample": args.sample, "sample_seed": args.sample_seed,
             "lang": args.lang, "tta": bool(getattr(head, "tta", False)),
             "fitted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
     dest = Path(args.out) if args.out else Path(eng.model_dir)

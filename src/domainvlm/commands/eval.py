@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--image-root", help="folder that relative image paths are relative to (default: the data "
                    "file's folder; LLaVA's --image_folder)")
     p.add_argument("--limit", type=positive_int, help="first N records only")
+    p.add_argument("--sample", type=positive_int, help="a seeded random N records (sources grouped by class "
+                                                       "make a prefix unrepresentative)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--out", required=True, help="metrics.json path")
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
     p.add_argument("--batch-size", type=positive_int,
@@ -47,6 +50,9 @@ def run(args):
                     explain=False, image_root=args.image_root)
     if args.limit:
         recs = recs[: args.limit]
+    from ..evaluate.runner import sample_records
+
+    recs = sample_records(recs, args.sample, args.sample_seed)
     if not recs:
         raise UserError(f"{args.data}: no records to evaluate" + (f" in split {args.split!r}" if args.split else ""))
     try:

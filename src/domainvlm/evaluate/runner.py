@@ -120,5 +120,16 @@ def most_common_answers(answers: list[str], k: int = 3) -> list[tuple[str, int]]
     return Counter(a.strip() for a in answers).most_common(k)
 
 
+def sample_records(records: list[Record], n: int | None, seed: int = 0) -> list[Record]:
+    """A seeded random ``n`` of the records, in their file order (sources are often grouped by class, so a
+    prefix is not representative); all of them when ``n`` is None or not smaller."""
+    import random
+
+    if n is None or n >= len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in keep]
+
+
 def data_base_dir(path: str | Path) -> Path:
     return Path(path).resolve().parent

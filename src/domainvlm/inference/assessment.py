@@ -46,6 +46,7 @@ class Assessment:
 SCHEMA = {
     "type": "object",
     "properties": {
+        "answer": {"type": "string", "description": "the same answer in words (the head's text)"},
         "defects": {"type": "array", "items": {"type": "string"}},
         "confidence": {"type": ["number", "null"], "description": "probability in [0, 1]; null: not scored"},
         "per_pattern": {"type": "object", "additionalProperties": {"type": "number"}},
