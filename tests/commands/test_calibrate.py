@@ -29,11 +29,17 @@ def val_npz(tmp_path_factory):
 
 
 def test_calibrate_then_eval_reports_calibrated_confidence(wafer_model, val_npz, tmp_path, capsys):
+    scores = tmp_path / "scores.jsonl"
     rc = main(["calibrate", "--model", str(wafer_model), "--data", str(val_npz), "--split", "val",
-               "--target-risk", "0.5", "--quiet", "--threads", "1"])
+               "--target-risk", "0.5", "--quiet", "--threads", "1", "--scores", str(scores)])
     assert rc == 0
     cal = json.loads((wafer_model / "calibration.json").read_text())
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    refit = tmp_path / "refit"
+    refit.mkdir()
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(refit), "--target-risk", "0.5"]) == 0
+    again = json.loads((refit / "calibration.json").read_text())
+    assert again["temperature"] == pytest.approx(cal["temperature"]) and again["threshold"] == cal["threshold"]
     assert cal["temperature"] > 0 and 0 <= cal["threshold"] <= 1 and cal["n"] == printed["n"] > 0
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9  # the fit never makes the val NLL worse
     assert cal["risk"] <= 0.5 or cal["coverage"] < 1
