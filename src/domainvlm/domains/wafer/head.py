@@ -182,6 +182,11 @@ class WaferHead:
             self._lines = LineTable(self)
         return self._lines
 
+    def scores_confidence(self) -> bool:
+        from .assess import wants_confidence
+
+        return wants_confidence(self)
+
     @property
     def member(self):
         if self._member is None:
