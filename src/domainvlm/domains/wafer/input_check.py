@@ -19,7 +19,7 @@ from ...inference.assessment import OUT_OF_DOMAIN, UNREADABLE
 from .render import PALETTE, palette_index
 
 MIN_COVER = 0.9  # share of pixels in the 4 commonest (coarsened) colours: a wafer map is flat colour
-MIN_ELLIPSE_IOU = 0.8  # die area vs the ellipse of its bounding box (a full square scores 0.785)
+MIN_ELLIPSE_IOU = 0.85  # die area vs its bounding box's ellipse: val maps >= 0.89 (0.1th pct), a square 0.785
 MIN_ASPECT = 0.4  # WM-811K die areas go down to 22 x 50 dies (0.44)
 
 WHY = {
@@ -45,7 +45,7 @@ def check(img) -> tuple[str, str] | None:
         if not (lab == 1).any() and not (red == PALETTE[1][0]).any():
             return UNREADABLE, "all_fail"
         return None if _round(lab > 0) else (OUT_OF_DOMAIN, "shape")
-    a = full[::2, ::2] >> 3  # coarsened colours: tolerant of re-encoding noise
+    a = (full[::2, ::2] if min(full.shape[:2]) >= 128 else full) >> 3  # coarsened colours: tolerant of re-encoding noise
     codes = (a[..., 0].astype(np.int32) << 10) | (a[..., 1].astype(np.int32) << 5) | a[..., 2]
     _, counts = np.unique(codes, return_counts=True)
     if np.sort(counts)[::-1][:4].sum() < MIN_COVER * codes.size:
@@ -67,12 +67,12 @@ _RGB = np.array([PALETTE[i] for i in range(3)] + [(0, 0, 0)], np.uint8)
 def _palette(a: np.ndarray) -> np.ndarray | None:
     """Palette index of every other pixel of an exact render (red names the colour, all channels checked),
     else of a re-encoded palette image (render.palette_index, tolerant), else None."""
-    s = a[::2, ::2]
+    s = a[::2, ::2] if min(a.shape[:2]) >= 128 else a  # small canvases: every pixel, or shapes blur
     lab = _R[s[..., 0]]
     if (lab != 255).all() and (_RGB[lab, 1] == s[..., 1]).all() and (_RGB[lab, 2] == s[..., 2]).all():
         return lab
     lab = palette_index(Image.fromarray(a), tol=24)
-    return None if lab is None else lab[::2, ::2]
+    return None if lab is None else lab[::2, ::2] if min(a.shape[:2]) >= 128 else lab
 
 
 def _round(die: np.ndarray) -> bool:
