@@ -30,11 +30,23 @@ def kv_refs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def _forced(node) -> tuple[list[int], object]:
+    """The tokens every line below ``node`` shares (single-child links) and the node where lines part (the
+    head's walk starts there too; kept here so this module does not import head.py)."""
+    out = []
+    while len(node.children) == 1 and node.leaf is None:
+        t, node = next(iter(node.children.items()))
+        out.append(t)
+    return out, node
+
+
+def _cache_of(out):
+    return out["cache"] if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
+
+
 def _tree(root):
     """(fed tokens, their depths, ancestor-or-self mask, per-leaf path [(source, token)]) below the forced
     start of a trie; source 0 is the prefill's last logits, source i+1 the output at fed token i."""
-    from .head import _forced
-
     _, start = _forced(root)
     feed, depth, parent, paths = [], [], [], {}
     stack = [(start, 0, 0, [])]  # node, source of its children's log-probs, their depth, path so far
@@ -135,15 +147,13 @@ def tta_logprobs(head, images, prompts: list[list[int]], langs: list[str]) -> to
     """(B, lines) log of the mean over the 8 dihedral views of each map's line distribution (T = 1)."""
     views = [dihedral(im, k) for im in images for k in range(8)]
     pv, g = head.pixel_values(views)
-    from .head import _forced, _out_cache
-
     seqs, vlangs = [], []
     for p, lang in zip(prompts, langs):
         seqs += [p + _forced(head.tries[lang])[0]] * 8
         vlangs += [lang] * 8
     out, att, pos = head._prefill(pv, g, seqs)
 
-    state = {"kv": kv_refs(_out_cache(out)), "logits": out.logits[:, -1], "att": att, "pos": pos}
+    state = {"kv": kv_refs(_cache_of(out)), "logits": out.logits[:, -1], "att": att, "pos": pos}
     lp = line_logprobs(head, state, vlangs)
     probs = torch.softmax(lp, -1).view(len(images), 8, -1).mean(1)
     return probs.clamp_min(1e-30).log()

@@ -17,6 +17,11 @@ default otherwise). The head implements the engine's hook (:class:`domainvlm.inf
 
 Language: Chinese when the question contains CJK characters, else English.
 
+Structured answers (:meth:`WaferHead.assess`, assess.py): an input check first (not a wafer map, no dies, all
+fail: abstain), then the walk; with confidence on (a stored calibration threshold, or asked) every valid line is
+also scored from the walk's prefill (confidence.py) for the calibrated confidence and low-confidence abstention;
+``head.annotators`` then add evidence / facts. :meth:`WaferHead.answer` words the assessments.
+
 ``diagnosis_more_bias`` (model config, ``domainvlm`` section; default 0): a logit bias on the " +" token at
 each decision, i.e. a prior towards naming one more pattern: the decision threshold, to be chosen on val with
 bench/wafer_bias.py and stored with the model. The model drops a faint pattern of a mixture far more often than
