@@ -48,3 +48,18 @@ def test_host_time_bench_prints_every_stage():
         row = next(line for line in r.stdout.splitlines() if stage in line)
         assert len([c for c in row.split("│") if c.strip()]) == 4, row  # stage + three numbers
     assert "host time for 64 maps" in r.stdout
+
+
+def test_bench_confidence_switch(tiny_model_dir, tmp_path):
+    from domainvlm.cli import main
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
+    (d / "config.json").write_text(json.dumps(cfg))
+    for flag, want in (("--confidence", True), ("--no-confidence", False)):
+        out = tmp_path / f"b{want}.json"
+        assert main(["bench", "--model", str(d), "--runs", "2", "--batch-size", "2", "--maps", "2", flag,
+                     "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["confidence"] is want

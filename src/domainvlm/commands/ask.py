@@ -14,6 +14,8 @@ def add_arguments(p):
                                                   "a wafer-map file: SEMI G85 / E142, STDF, KLARF (FILE#K = wafer K)")
     p.add_argument("--index", type=nonneg_int, help="map index when --image is an npz of wafer maps or a "
                                                     "multi-wafer map file")
+    p.add_argument("--json", action="store_true", help="print the structured answer as JSON: {answer, defects, "
+                   "confidence, per_pattern, abstain, reason, evidence, facts} (the fields need an answer head)")
     add_model_options(p)
     add_sampling_options(p)
 
@@ -25,7 +27,15 @@ def run(args):
     ref = args.image if args.index is None else f"{args.image}#{args.index}"
     image = load_image(ref)
     eng = engine_from_args(args)
+    if args.json and eng.answer_head is not None and hasattr(eng.answer_head, "confidence"):
+        eng.answer_head.confidence = True  # asked for the structured answer: score confidence even uncalibrated
     msgs = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{args.question}"}]
     ans = eng.generate([(msgs, [image])], sampling_from_args(args))[0]
-    print(ans)
+    if args.json:
+        import json
+
+        a = getattr(ans, "assessment", None)
+        print(json.dumps({"answer": str(ans), **(a.to_json() if a is not None else {})}, ensure_ascii=False))
+    else:
+        print(ans)
     return 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "bench"
@@ -17,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--question", default="What defect pattern does this wafer map show?")
     p.add_argument("--out", help="also write the results as JSON")
+    p.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=None,
+                   help="score every valid answer line for the calibrated confidence (default: as the model "
+                        "folder says: on when it has a stored abstention threshold)")
     add_model_options(p, device="cpu", threads=2)
     add_sampling_options(p)
 
@@ -37,10 +42,13 @@ def run(args):
     n = max([args.maps or 4 * b for b in sizes] + [args.runs])
     images = domains.get("wafer").extra["bench_images"](n, args.source)  # wafer maps (see HELP)
     eng = engine_from_args(args)
+    head = eng.answer_head
+    if args.confidence is not None and hasattr(head, "confidence"):
+        head.confidence = args.confidence
     s = sampling_from_args(args)
     res = {"machine": machine(), "device": str(eng.device), "threads": torch.get_num_threads(),
            "model": str(eng.model_dir), "dtype": str(next(eng.model.parameters()).dtype),
-           "source": args.source or "synthetic", "rows": []}
+           "source": args.source or "synthetic", "confidence": _confidence_on(head), "rows": []}
     if not args.no_latency:
         res["rows"].append({"what": "latency, batch 1", **latency(eng, images, args.question, args.runs, sampling=s)})
     for b in sizes:
@@ -53,11 +61,20 @@ def run(args):
     return 0
 
 
+def _confidence_on(head) -> bool | None:
+    """Whether the head scores confidence in this run (None: the model has no such head)."""
+    if head is None or not hasattr(head, "assess"):
+        return None
+    on = getattr(head, "scores_confidence", None)  # heads that can skip the scoring say whether they do
+    return bool(on()) if callable(on) else True
+
+
 def _table(res: dict) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title=f"domainvlm bench: {res['device']}, {res['threads']} threads, {res['dtype']}",
+    conf = {True: ", confidence on", False: ", confidence off"}.get(res.get("confidence"), "")
+    t = Table(title=f"domainvlm bench: {res['device']}, {res['threads']} threads, {res['dtype']}{conf}",
               caption=res["machine"])
     for c in ("measurement", "p50 ms", "p95 ms", "maps/s"):
         t.add_column(c, justify="left" if c == "measurement" else "right")

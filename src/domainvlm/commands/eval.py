@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--image-root", help="folder that relative image paths are relative to (default: the data "
                    "file's folder; LLaVA's --image_folder)")
     p.add_argument("--limit", type=positive_int, help="first N records only")
+    p.add_argument("--sample", type=positive_int, help="a seeded random N records (sources grouped by class "
+                                                       "make a prefix unrepresentative)")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--out", required=True, help="metrics.json path")
     p.add_argument("--predictions", help="also write per-record answers (JSONL)")
     p.add_argument("--batch-size", type=positive_int,
@@ -47,6 +50,9 @@ def run(args):
                     explain=False, image_root=args.image_root)
     if args.limit:
         recs = recs[: args.limit]
+    from ..evaluate.runner import sample_records
+
+    recs = sample_records(recs, args.sample, args.sample_seed)
     if not recs:
         raise UserError(f"{args.data}: no records to evaluate" + (f" in split {args.split!r}" if args.split else ""))
     try:
@@ -57,12 +63,22 @@ def run(args):
     from ..inference.prefetch import default_batch_size, frozen_heap
 
     eng = engine_from_args(args)
+    from ..evaluate import confidence_eval
+
+    head = confidence_eval.confidence_head(eng)  # confidence measured whenever the head gives one
+    answers: list = []
     bs = args.batch_size or default_batch_size(eng, 32)
     with frozen_heap():  # its one full collection before the timer
         t0 = time.perf_counter()
         metrics, rows = evaluate_records(eng, recs, base, bs,
-                                         _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet)
+                                         _greedy_unless_asked(sampling_from_args(args)), progress=not args.quiet,
+                                         answers_out=answers)
         secs = time.perf_counter() - t0
+    conf = confidence_eval.block(recs, answers, getattr(getattr(head, "calibration", None), "threshold", None),
+                                 head) if head is not None else None
+    if conf is not None:
+        metrics["confidence"] = conf
+        confidence_eval.write_plot(metrics, out)
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
                     "device": str(eng.device), "batch_size": bs,
@@ -77,8 +93,13 @@ def run(args):
         print(dom.summary(metrics))
     else:
         print_summary(metrics)
-    print(json.dumps({k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro",
-                                              "unparsed", "seconds") if k in metrics}))
+    brief = {k: metrics[k] for k in ("n", "exact_match", "macro_f1", "bleu_4", "ce_f1_micro", "unparsed", "seconds")
+             if k in metrics}
+    if conf is not None:
+        brief |= {f"confidence_{k}": round(conf[k], 5) for k in ("ece", "brier", "accuracy_at_coverage_95",
+                                                                  "accuracy_at_coverage_90", "abstain_rate")
+                  if k in conf}
+    print(json.dumps(brief))
     if metrics.get("errors"):  # like predict: the run finishes, the failures are named, the exit says so
         import sys
 

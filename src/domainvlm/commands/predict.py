@@ -21,6 +21,9 @@ def add_arguments(p):
                                  "wafer, image FILE#K), CSV (image,question[,id]) or JSONL ({image, question[, id]} "
                                  "or domainvlm records)")
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
+    p.add_argument("--format", choices=["jsonl", "csv"], help="output format (default: from --output's "
+                   "extension, else jsonl); JSONL rows of an answer head carry its structured answer: defects, "
+                   "confidence, per_pattern, abstain, reason, evidence, facts")
     p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
     p.add_argument("--batch-size", type=positive_int,
                    help="rows per batch, written before the next starts (default 1024 on a GPU with an answer "
@@ -34,11 +37,23 @@ def add_arguments(p):
     add_sampling_options(p)
 
 
-def _default_output(inp: Path) -> Path:
+def _default_output(inp: Path, fmt: str | None = None) -> Path:
     from ..io import resolve_path
 
     inp = resolve_path(inp)
-    return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.jsonl"
+    return inp.parent / f"{inp.name if inp.is_dir() else inp.stem}.predictions.{fmt or 'jsonl'}"
+
+
+def _output(args) -> Path:
+    from ..errors import UserError
+
+    if not args.output:
+        return _default_output(Path(args.input), args.format)
+    out = Path(args.output).expanduser()
+    ext = out.suffix.lower().lstrip(".")
+    if args.format and ext != args.format and not (args.format == "jsonl" and ext == "ndjson"):
+        raise UserError(f"--output {out}: does not end in .{args.format} (--format {args.format})")
+    return out
 
 
 def _load_rows(rows, size=None) -> list:
@@ -89,7 +104,7 @@ def run(args):
     from ..inference.batch_io import ResultWriter, read_inputs
 
     rows = read_inputs(args.input, args.question)
-    out = Path(args.output).expanduser() if args.output else _default_output(Path(args.input))
+    out = _output(args)
     writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)
     todo = [r for r in rows if r.id not in writer.done]
     skipped = len(rows) - len(todo)
@@ -102,6 +117,8 @@ def run(args):
 
             hf_logging.disable_progress_bar()
             engine = engine_from_args(args)
+            if not out.suffix.lower() == ".csv" and hasattr(engine.answer_head, "confidence"):
+                engine.answer_head.confidence = True  # JSONL rows carry the head's confidence
             sampling = sampling_from_args(args)
             with tqdm(total=len(todo), unit="row", desc="predict", file=sys.stderr,
                       disable=args.no_progress) as bar:

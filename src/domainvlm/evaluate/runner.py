@@ -77,10 +77,15 @@ def score(records: list[Record], answers: list[str]) -> dict:
 
 
 def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
-                     sampling: Sampling | None = None, progress: bool = True) -> tuple[dict, list[dict]]:
+                     sampling: Sampling | None = None, progress: bool = True,
+                     answers_out: list | None = None) -> tuple[dict, list[dict]]:
+    """Metrics and per-record rows; ``answers_out``, if given, receives the answers themselves (with the
+    heads' assessments)."""
     task_of(records)  # a label problem is reported before minutes of generation, not after
     errors: dict[int, str] = {}
     answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress, errors)
+    if answers_out is not None:
+        answers_out.extend(answers)
     if errors and len(errors) == len(records):  # nothing readable: a wrong image root, not bad files
         more = f" (and all {len(records)} other records' images)" if len(records) > 1 else ""
         raise UserError(errors[min(errors)] + more)
@@ -88,7 +93,9 @@ def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch
     if errors:  # records with unreadable images: scored as wrong (empty answer), and named
         metrics["errors"] = [errors[k] for k in sorted(errors)]
     rows = [{"id": r.id, "answer": a, "reference": r.messages[_prompt(r)[1]]["content"]}
-            | ({"error": errors[k]} if k in errors else {}) for k, (r, a) in enumerate(zip(records, answers))]
+            | ({"error": errors[k]} if k in errors else {})
+            | ({"assessment": a.assessment.to_json()} if getattr(a, "assessment", None) is not None else {})
+            for k, (r, a) in enumerate(zip(records, answers))]
     return metrics, rows
 
 
@@ -103,6 +110,17 @@ def collapse_rate(records: list[Record], answers: list[str]) -> float:
 
 def most_common_answers(answers: list[str], k: int = 3) -> list[tuple[str, int]]:
     return Counter(a.strip() for a in answers).most_common(k)
+
+
+def sample_records(records: list[Record], n: int | None, seed: int = 0) -> list[Record]:
+    """A seeded random ``n`` of the records, in their file order (sources are often grouped by class, so a
+    prefix is not representative); all of them when ``n`` is None or not smaller."""
+    import random
+
+    if n is None or n >= len(records):
+        return records
+    keep = sorted(random.Random(seed).sample(range(len(records)), n))
+    return [records[i] for i in keep]
 
 
 def data_base_dir(path: str | Path) -> Path:

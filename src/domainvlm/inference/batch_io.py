@@ -40,10 +40,11 @@ class Row:
 
     def result(self, answer: str | None, error: str | None) -> dict:
         d = {"id": self.id, "image": self.images[0] if len(self.images) == 1 else (self.images or None),
-             "question": self.question, "answer": answer, "error": error}
+             "question": self.question, "answer": None if answer is None else str(answer), "error": error}
         if self.reference is not None:
             d["reference"] = self.reference
-        return d
+        a = getattr(answer, "assessment", None)  # a head's structured answer: its fields on the row (JSONL)
+        return d | a.to_json() if a is not None else d
 
 
 def _pick(d: dict, keys) -> object:

@@ -24,6 +24,7 @@ from ..data.images import as_pil
 from ..errors import UserError
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
+from . import structured as _structured
 from .generation import Answer, StopFilter, answers, extra_kwargs, head_answers
 
 
@@ -201,9 +202,11 @@ class Engine:
         with self.lock:
             _seed(sampling)
             head = None if sampling.free_decoding else self.answer_head
-            if head is None:
+            structured = head is None and _structured.applies(self, sampling)  # a head's Assessment as the JSON
+            if head is None and not structured:
                 return self._decode(convs, sampling, emit, cancelled)
-            texts = list(head.answer(convs, sampling))
+            texts = (_structured.answers(self.answer_head, convs, sampling) if structured
+                     else list(head.answer(convs, sampling)))
             free = [k for k, a in enumerate(texts) if a is None]
             if free:
                 for k, a in zip(free, self._decode([convs[k] for k in free], sampling)):

@@ -15,6 +15,7 @@ class Answer(str):
     completion_tokens: int | None = None
     finish_reason: str = "stop"  # 'stop' (end of turn or a stop string) | 'length' (max_new_tokens reached)
     logprobs: list | None = None  # [{'token', 'logprob', 'bytes', 'top_logprobs': [...]}] when asked for
+    assessment = None  # an answer head's structured answer (inference/assessment.Assessment), if any
 
     @classmethod
     def make(cls, text: str, **facts) -> "Answer":
@@ -111,11 +112,12 @@ def head_answers(engine, convs, texts: list[str], sampling) -> list[Answer]:
     counted only on demand (:meth:`Engine.count_usage`), so the head's hot path pays nothing for them."""
     out = []
     for text in texts:
-        if isinstance(text, Answer):  # decoded freely by the model: already counted from its ids
+        a = getattr(text, "assessment", None)  # a head's structured answer rides on its text
+        if isinstance(text, Answer) and a is None:  # decoded freely by the model: already counted from its ids
             out.append(text)
             continue
-        text, _ = cut_at_stop(text, sampling.stop)
-        out.append(Answer.make(text, completion_tokens=None, finish_reason="stop"))
+        text, _ = cut_at_stop(str(text), sampling.stop)
+        out.append(Answer.make(text, completion_tokens=None, finish_reason="stop", assessment=a))
     return out
 
 

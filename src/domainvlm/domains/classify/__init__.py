@@ -34,9 +34,12 @@ def _augment(record, images, name):
 
 
 def _head_factory(model, processor, model_dir=None):
+    from ...inference.confidence import load
     from .head import ClassifyHead
 
-    return ClassifyHead(model, processor)
+    head = ClassifyHead(model, processor)
+    head.calibration = load(model_dir)
+    return head
 
 
 def _score(records, answers):
@@ -88,4 +91,5 @@ class _Recipe:
 register(Domain(name=TASK, score=_score, sniff=sniff, read_source=read_source, answer_heads={HEAD: _head_factory},
                 augment=_augment, eval_artifacts=_artifacts,
                 extra={"augmentations": ("domain",), "prepare_model": _prepare_model,
+                       "gold_labels": lambda r: tuple(r.labels.get("labels") or ()),
                        "finish_model_dir": _finish_model_dir, "write_beside_records": _write_beside_records, "recipe": _Recipe}))

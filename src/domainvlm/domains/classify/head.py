@@ -49,6 +49,11 @@ class ClassifyHead:
             self.cands[lang] = rows
         self.pad_id = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos
         self.qwen = _visual(model) is not None and hasattr(model.config, "image_token_id")
+        from ...inference.confidence import Calibration, membership
+
+        self.calibration = Calibration()  # the model folder's (domainvlm calibrate), set by the factory
+        self.member = membership(self.sets, self.tax.names)
+        self.annotators: list = []
 
     # ------------------------------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -153,17 +158,45 @@ class ClassifyHead:
     def classify(self, convs, langs) -> list[tuple[str, ...]]:
         return [self.sets[int(s.argmax())] for s in self.scores(convs, langs)]
 
-    def answer(self, convs, sampling=None, batch_size: int = 32) -> list[str | None]:
-        """The head hook (inference/answer_heads.AnswerHead): a class line plus its description for a first
-        question about one image; None (the engine decodes freely) for every other turn."""
+    def assess(self, convs, sampling=None, batch_size: int = 32) -> list:
+        """Structured answers (inference/assessment.Assessment) for first questions about one image: the most
+        probable line, its calibrated probability over all valid lines, per-class marginals and low-confidence
+        abstention below the stored threshold; None for every other turn. Annotators (``self.annotators``)
+        are called as ``fn(assessment, image, lang)``."""
+        from ...inference import confidence as ic
+
         convs = [(m, [as_pil(i) for i in ims]) for m, ims in convs]
-        out: list[str | None] = [None] * len(convs)
+        out: list = [None] * len(convs)
         todo = [k for k, (m, ims) in enumerate(convs) if _first_turn_one_image(m, ims)]
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
             langs = [question_lang(convs[k][0][-1]["content"]) for k in chunk]
-            for k, lang, labels in zip(chunk, langs, self.classify([convs[k] for k in chunk], langs)):
-                out[k] = answer(labels, self.tax, lang, True)
+            lp = torch.stack(self.scores([convs[k] for k in chunk], langs))
+            probs = ic.distribution(lp, self.calibration.temperature)
+            chosen = lp.argmax(-1).tolist()  # the exact argmax, as without confidence
+            for k, a in zip(chunk, ic.assessments(probs, chosen, self.sets, self.tax.names, langs, self.calibration,
+                                                  self.member, lp)):
+                for fn in self.annotators:
+                    fn(a, convs[k][1][0], a.lang)
+                out[k] = a
+        return out
+
+    def answer(self, convs, sampling=None, batch_size: int = 32) -> list[str | None]:
+        """The head hook (inference/answer_heads.AnswerHead): a class line plus its description for a first
+        question about one image (with the confidence when the model is calibrated, and the low-confidence
+        note when it abstains); None (the engine decodes freely) for every other turn."""
+        from ...inference import confidence as ic
+        from ...inference.generation import Answer
+
+        out: list[str | None] = []
+        for a in self.assess(convs, sampling, batch_size):
+            if a is None:
+                out.append(None)
+                continue
+            text = answer(a.labels, self.tax, a.lang, True)
+            if self.calibration.fitted or a.notes or a.abstain:  # uncalibrated: the trained text, as before
+                text = ic.with_confidence(text, a, self.calibration)
+            out.append(Answer.make(text, assessment=a, completion_tokens=None))
         return out
 
 

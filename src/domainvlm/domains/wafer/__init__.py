@@ -165,6 +165,7 @@ register(Domain(
     augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
     load_batch=_load_batch,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
+           "gold_labels": lambda r: tuple(r.labels["defects"]),  # calibration / confidence metrics
            "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),

@@ -17,6 +17,11 @@ default otherwise). The head implements the engine's hook (:class:`domainvlm.inf
 
 Language: Chinese when the question contains CJK characters, else English.
 
+Structured answers (:meth:`WaferHead.assess`, assess.py): an input check first (not a wafer map, no dies, all
+fail: abstain), then the walk; with confidence on (a stored calibration threshold, or asked) every valid line is
+also scored from the walk's prefill (confidence.py) for the calibrated confidence and low-confidence abstention;
+``head.annotators`` then add evidence / facts. :meth:`WaferHead.answer` words the assessments.
+
 ``diagnosis_more_bias`` (model config, ``domainvlm`` section; default 0): a logit bias on the " +" token at
 each decision, i.e. a prior towards naming one more pattern: the decision threshold, to be chosen on val with
 bench/wafer_bias.py and stored with the model. The model drops a faint pattern of a mixture far more often than
@@ -30,6 +35,7 @@ import re
 
 import torch
 
+from ...inference.confidence import Calibration, membership
 from ...models.chat_format import encode_prompt
 from ...models.qwen_fast import FastVision, embed_with_images, image_params, mrope_positions, patchify
 from . import knowledge as wk
@@ -167,6 +173,31 @@ class WaferHead:
         self.n_patches = (self.size // self.ip["patch"]) ** 2
         self.more_bias = float(dv.get("diagnosis_more_bias") or 0.0)
         self.plus_ids = sorted({_plus_token(self.tok, lang, self.tax) for lang in ("en", "zh")} - {None})
+        # trust (assess.py): calibration from the model folder (make_head), confidence scoring (None: when the
+        # model has a stored threshold), test-time augmentation, annotators fn(assessment, image, lang)
+        self.calibration, self.confidence, self.tta = Calibration(), None, bool(dv.get("tta"))
+        self.annotators: list = []
+        self.stats = {"scored": 0, "argmax_differs": 0}
+        self._lines = self._member = None
+
+    @property
+    def lines(self):
+        if self._lines is None:
+            from .confidence import LineTable
+
+            self._lines = LineTable(self)
+        return self._lines
+
+    def scores_confidence(self) -> bool:
+        from .assess import wants_confidence
+
+        return wants_confidence(self)
+
+    @property
+    def member(self):
+        if self._member is None:
+            self._member = membership(self.lines.sets, self.tax.names).to(self.model.device)
+        return self._member
 
     # ---------------------------------------------------------------------------------------------- inputs
     def prompt_ids(self, messages: list[dict]) -> list[int]:
@@ -229,12 +260,14 @@ class WaferHead:
         return (lg[:, self.diag_first].amax(-1) >= lg[:, self.refusal_first].amax(-1)).tolist()
 
     @torch.inference_mode()
-    def diagnose(self, pixel_values, grid_thw, prompts: list[list[int]], langs: list[str]) -> list[tuple]:
+    def diagnose(self, pixel_values, grid_thw, prompts: list[list[int]], langs: list[str],
+                 state: dict | None = None) -> list[tuple]:
         """Defect set per row: greedy decoding restricted to the trie of valid diagnosis lines.
 
         ``pixel_values`` of images that share one grid (``grid_thw`` rows). Prompts are left-padded; after the
         prefill every row sits at a decision node; each step takes the best allowed token per row and feeds
-        it together with the tokens forced after it (rows pad to the longest feed, masked out).
+        it together with the tokens forced after it (rows pad to the longest feed, masked out). ``state``, if
+        given, receives the prefill (key/value tensors, last logits, mask, positions) for scoring every line.
         """
         model, dev = self.model, self.model.device
         nb = len(prompts)
@@ -243,6 +276,10 @@ class WaferHead:
         nodes = [node for _, node in starts]
         out, att, pos = self._prefill(pixel_values, grid_thw, seqs)
         cache, logits = _out_cache(out), out.logits[:, -1]
+        if state is not None:
+            from .confidence import kv_refs
+
+            state.update(kv=kv_refs(cache), logits=logits, att=att, pos=pos)
         next_pos = pos.amax(dim=(0, 2)) + 1
         result: list[tuple | None] = [None] * nb
         active = list(range(nb))
@@ -283,11 +320,23 @@ class WaferHead:
         return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
 
     def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
-        """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)
-        or, failing that, if the model itself would start a diagnosis rather than its refusal; all else: None
-        (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by design."""
+        """The engine's hook: the text of each assessment (an Answer carrying it as ``.assessment``), None
+        where :meth:`assess` leaves the conversation to free decoding."""
+        from ...inference.generation import Answer
+        from .assess import text
+
+        return [None if a is None else Answer.make(text(self, a), assessment=a, completion_tokens=None)
+                for a in self.assess(convs, sampling, batch_size)]
+
+    def assess(self, convs, sampling=None, batch_size: int = 1024) -> list:
+        """Structured answers (assess.py). First questions about one map: diagnosis if the question asks for
+        one (keywords) or, failing that, if the model itself would start a diagnosis rather than its refusal;
+        all else: None (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by
+        design."""
+        from .assess import assess_rows
+
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
-        out: list[str | None] = [None] * len(convs)
+        out: list = [None] * len(convs)
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
@@ -308,15 +357,21 @@ class WaferHead:
                 sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in rows])
                 pv, g = pv[sel.to(pv.device)], g[rows]
             langs = [question_lang(qs[j]) for j in rows]
-            found = self.diagnose(pv, g, [prompts[j] for j in rows], langs)
-            for j, lang, d in zip(rows, langs, found):
-                out[chunk[j]] = wk.answer(d, lang, True, self.tax)
+            found = assess_rows(self, pv, g, [convs[chunk[j]][1][0] for j in rows], [prompts[j] for j in rows],
+                                langs)
+            for j, a in zip(rows, found):
+                out[chunk[j]] = a
         return out
 
 
 def make_head(model, processor, model_dir=None) -> WaferHead:
-    """The registry's factory for ``answer_head: wafer-diagnosis``: the taxonomy comes from the model folder."""
-    return WaferHead(model, processor, for_model_dir(model_dir))
+    """The registry's factory for ``answer_head: wafer-diagnosis``: the taxonomy and the calibration come
+    from the model folder."""
+    from ...inference.confidence import load
+
+    head = WaferHead(model, processor, for_model_dir(model_dir))
+    head.calibration = load(model_dir)
+    return head
 
 
 def head_for(engine) -> WaferHead:

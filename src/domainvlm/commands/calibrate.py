@@ -1,0 +1,167 @@
+"""`domainvlm calibrate`: fit a head's confidence on labelled val data and store it in the model folder.
+
+Every val record is answered by the model's constrained head with T = 1; the temperature that minimises the
+negative log-likelihood of the gold line is fitted (temperature scaling), then the abstention threshold with
+the highest coverage whose error rate on these records is at most ``--target-risk``. Both go to
+``calibration.json`` in the model folder (or ``--out``), written atomically; ``ask``, ``predict``, ``eval``,
+``serve`` and the web UI then report calibrated confidence and abstain below the threshold.
+"""
+
+from __future__ import annotations
+
+from ._args import add_model_options, engine_from_args, nonneg_float, positive_int
+
+NAME = "calibrate"
+HELP = "fit confidence calibration (temperature) and the abstention threshold on val data; stored in the model"
+DEFAULT_RISK = 0.02  # the bundled wafer expert (97-98% exact on val) then abstains on about 1.5% of maps
+
+
+def add_arguments(p):
+    p.add_argument("--data", action="append",
+                   help="labelled val data (record JSONL or a raw source); repeatable: fitted on all together")
+    p.add_argument("--split", help="only records of this split (e.g. val)")
+    p.add_argument("--limit", type=positive_int, help="first N records of each --data only")
+    p.add_argument("--sample", type=positive_int, help="a seeded random N records of each --data")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
+    p.add_argument("--target-risk", type=nonneg_float, default=DEFAULT_RISK,
+                   help=f"highest error rate allowed among the answers not abstained (default {DEFAULT_RISK})")
+    p.add_argument("--max-abstain", type=nonneg_float,
+                   help="cap on the share of each --data's answers abstained for low confidence (the threshold is "
+                        "lowered until every source meets it, even if the target risk is then missed)")
+    p.add_argument("--out", help="folder for calibration.json (default: the model folder)")
+    p.add_argument("--scores", help="also write each record's line log-probs, gold and answered line (JSONL), to "
+                                    "study other targets without re-running the model")
+    p.add_argument("--from-scores", help="fit from a --scores file of an earlier run instead of running the model "
+                                         "(needs --out or --model for the destination)")
+    p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources")
+    p.add_argument("--image-root", help="folder that relative image paths are relative to")
+    p.add_argument("--batch-size", type=positive_int, help="records per batch")
+    p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    add_model_options(p)
+
+
+def run(args):
+    import json
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..inference.confidence import save
+
+    if args.target_risk >= 1:
+        raise UserError(f"--target-risk {args.target_risk}: must be below 1")
+    if bool(args.data) == bool(args.from_scores):
+        raise UserError("give --data (run the model on val data) or --from-scores (an earlier run's --scores)")
+    if args.from_scores:
+        rows, per_data, info = _read_scores(args.from_scores), {}, {"from_scores": str(args.from_scores)}
+        dest = Path(args.out or args.model or "")
+    else:
+        rows, per_data, model_dir, info = _collect(args)
+        dest = Path(args.out) if args.out else Path(model_dir)
+    if not rows:
+        raise UserError("no answer with a confidence whose gold label set is a valid line: nothing to fit")
+    if not dest.is_dir():
+        raise UserError(f"--out {dest}: not a folder")
+    if args.scores:
+        from ..io import write_jsonl
+
+        write_jsonl(args.scores, [{"data": d, "gold": g, "answered": c, "line_logprobs": lp} for lp, g, c, d in rows])
+    cal = fit(rows, per_data, args.target_risk, args.max_abstain)
+    cal.info.update(info)
+    path = save(dest, cal)
+    i = cal.info
+    print(json.dumps({"temperature": round(cal.temperature, 4), "threshold": round(cal.threshold, 4),
+                      "coverage": round(i["coverage"], 4), "risk": round(i["risk"], 5),
+                      "ece_before": round(i["ece_before"], 5), "ece_after": round(i["ece_after"], 5), "n": i["n"],
+                      "file": str(path)}))
+    return 0
+
+
+def _collect(args):
+    """Run the model's head (T = 1) on every --data: rows (line log-probs, gold line, answered line, data)."""
+    from ..data.sources import load_any
+    from ..errors import UserError
+    from ..evaluate import calibration as cm
+    from ..evaluate.confidence_eval import confidence_head, pairs
+    from ..evaluate.runner import evaluate_records, sample_records
+    from ..inference.engine import Sampling
+    from ..io import resolve_path
+
+    eng = engine_from_args(args)
+    head = confidence_head(eng, uncalibrated=True)
+    if head is None:
+        raise UserError(f"{eng.model_dir}: the model has no constrained answer head (config.json domainvlm."
+                        "answer_head), so there is no confidence to calibrate")
+    rows, per_data = [], {}
+    for path in args.data:
+        recs = load_any(path, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
+                        explain=False, image_root=args.image_root)[: args.limit]
+        recs = sample_records(recs, args.sample, args.sample_seed)
+        if not recs:
+            raise UserError(f"{path}: no records" + (f" in split {args.split!r}" if args.split else ""))
+        base = resolve_path(args.image_root) if args.image_root else resolve_path(path).parent
+        answers: list = []
+        evaluate_records(eng, recs, base, args.batch_size, Sampling(max_new_tokens=96, temperature=0.0),
+                         progress=not args.quiet, answers_out=answers)
+        got, other = pairs(recs, answers)
+        rows += [(a.line_logprobs, cm.gold_index(a, g), a.lines.index(tuple(a.labels)), str(path))
+                 for a, g in got if cm.gold_index(a, g) is not None]
+        per_data[str(path)] = {"n": len(recs), "scored": len(got), "not_scored": other}
+    info = {"split": args.split, "limit": args.limit, "sample": args.sample, "sample_seed": args.sample_seed,
+            "lang": args.lang, "tta": bool(getattr(head, "tta", False))}
+    return rows, per_data, eng.model_dir, info
+
+
+def _read_scores(path) -> list:
+    import json
+
+    from ..errors import UserError
+    from ..io import iter_lines
+
+    rows = []
+    for n, line in iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            rows.append((list(map(float, r["line_logprobs"])), int(r["gold"]), int(r["answered"]), str(r["data"])))
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}:{n}: not a --scores row ({e.__class__.__name__}: {e})") from None
+    return rows
+
+
+def fit(rows, per_data: dict, target_risk: float, max_abstain: float | None = None):
+    """Temperature (val NLL) and threshold (target risk, at most ``max_abstain`` of each source abstained)
+    from rows (line log-probs, gold, answered, data)."""
+    from datetime import datetime, timezone
+
+    import torch
+
+    from ..evaluate import calibration as cm
+    from ..inference.confidence import Calibration
+
+    lp = torch.tensor([r[0] for r in rows], dtype=torch.float64)
+    gold = torch.tensor([r[1] for r in rows])
+    chosen = torch.tensor([r[2] for r in rows])
+    correct = (gold == chosen).tolist()
+    t = cm.fit_temperature(lp, gold)
+    conf_at = lambda temp: torch.softmax(lp / temp, -1).gather(1, chosen[:, None])[:, 0].tolist()  # noqa: E731
+    before, after = conf_at(1.0), conf_at(t)
+    thr, cov, risk = cm.threshold_for_risk(after, correct, target_risk)
+    if max_abstain is not None:
+        for d in {r[3] for r in rows}:
+            c = sorted(after[i] for i, r in enumerate(rows) if r[3] == d)
+            k = int(max_abstain * len(c))  # at most k of this source's answers below the threshold
+            thr = min(thr, c[k]) if k < len(c) else thr
+        kept = [ok for x, ok in zip(after, correct) if x >= thr]
+        cov, risk = len(kept) / len(after), 1 - sum(kept) / max(1, len(kept))
+    for d in sorted({r[3] for r in rows}):  # each source's calibrated numbers (the fit is shared)
+        idx = [i for i, r in enumerate(rows) if r[3] == d]
+        c, k = [after[i] for i in idx], [correct[i] for i in idx]
+        per_data.setdefault(d, {"n": len(idx)}).update(
+            ece=cm.ece(c, k), accuracy=sum(k) / len(k), abstain_rate=sum(x < thr for x in c) / len(c))
+    info = {"target_risk": target_risk, "max_abstain": max_abstain, "coverage": cov, "risk": risk, "n": len(rows),
+            "accuracy": sum(correct) / len(rows), "nll_before": cm.nll(lp, gold, 1.0), "nll_after": cm.nll(lp, gold, t),
+            "ece_before": cm.ece(before, correct), "ece_after": cm.ece(after, correct), "data": per_data,
+            "fitted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    return Calibration(t, thr, info)

@@ -1,0 +1,95 @@
+"""The wafer head's structured answers: input check, diagnosis, confidence, abstention, annotators, text.
+
+:func:`assess_rows` turns the diagnosis rows of a batch (maps whose question asks for a diagnosis) into
+:class:`~domainvlm.inference.assessment.Assessment` objects:
+
+1. an image that is no wafer map (input_check.py) abstains at once (``out_of_domain``), as does a map with no
+   dies or no passing die (``unreadable``); the model is not run for them;
+2. the others are diagnosed by the greedy trie walk, exactly as without confidence; when confidence is on,
+   every valid line is scored from the same prefill (confidence.py) and the walk's line gets its calibrated
+   probability (with ``tta`` the answer is instead the best line of the 8 views' mean);
+3. below the stored threshold the answer abstains (``low_confidence``) but keeps its best guess;
+4. each annotator of the head (``head.annotators``, e.g. evidence and map facts) is called as
+   ``fn(assessment, image, lang)`` for every assessment except ``out_of_domain`` ones.
+
+:func:`text` words an assessment in its language: for a confident answer without confidence scoring it is
+exactly the trained answer (diagnosis line + explanation).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...inference import confidence as ic
+from ...inference.assessment import OUT_OF_DOMAIN, UNREADABLE, Assessment
+from . import input_check
+from . import knowledge as wk
+
+
+def wants_confidence(head) -> bool:
+    """Confidence is scored when asked (``head.confidence`` True), or by default when the model has a stored
+    abstention threshold or test-time augmentation."""
+    if head.confidence is not None:
+        return bool(head.confidence) or head.tta
+    return head.calibration.threshold is not None or head.tta
+
+
+def select(head, pv, g, rows: list[int]):
+    """The pixel values and grid rows of some of a batch's images (each image has n_patches patch rows)."""
+    n = head.n_patches
+    sel = torch.cat([torch.arange(j * n, (j + 1) * n) for j in rows]).to(pv.device)
+    return pv[sel], g[rows]
+
+
+def assess_rows(head, pv, g, images, prompts: list[list[int]], langs: list[str]) -> list[Assessment]:
+    out: list[Assessment | None] = [None] * len(images)
+    ok = []
+    for i, im in enumerate(images):
+        bad = input_check.check(im)
+        if bad is None:
+            ok.append(i)
+        else:
+            out[i] = Assessment(labels=(), confidence=None, abstain=True, reason=bad[0], lang=langs[i], detail=bad[1])
+    if ok:
+        if len(ok) < len(images):
+            pv, g = select(head, pv, g, ok)
+        for i, a in zip(ok, _diagnosed(head, pv, g, [images[i] for i in ok], [prompts[i] for i in ok],
+                                       [langs[i] for i in ok])):
+            out[i] = a
+    for a, im in zip(out, images):
+        if a.reason != OUT_OF_DOMAIN:
+            pic = im.to_pil() if hasattr(im, "to_pil") else im  # annotators read a picture (MapCanvas: drawn now)
+            for fn in head.annotators:
+                fn(a, pic, a.lang)
+    return out
+
+
+def _diagnosed(head, pv, g, images, prompts, langs) -> list[Assessment]:
+    from .confidence import line_logprobs, tta_logprobs
+
+    if not wants_confidence(head):
+        found = head.diagnose(pv, g, prompts, langs)
+        return [Assessment(labels=tuple(d), confidence=None, lang=lang) for d, lang in zip(found, langs)]
+    if head.tta:
+        lp = tta_logprobs(head, images, prompts, langs)
+        chosen = lp.argmax(-1).tolist()
+    else:
+        state: dict = {}
+        found = head.diagnose(pv, g, prompts, langs, state=state)
+        lp = line_logprobs(head, state, langs)
+        chosen = [head.lines.index[tuple(d)] for d in found]
+        differs = int((lp.argmax(-1) != torch.tensor(chosen, device=lp.device)).sum())
+        head.stats["scored"] += len(chosen)
+        head.stats["argmax_differs"] += differs  # greedy walk kept; its line's probability reported
+    probs = ic.distribution(lp, head.calibration.temperature)
+    return ic.assessments(probs, chosen, head.lines.sets, head.tax.names, langs, head.calibration,
+                          head.member, lp)
+
+
+def text(head, a: Assessment) -> str:
+    if a.reason in (OUT_OF_DOMAIN, UNREADABLE):
+        return "\n".join([input_check.message(a.reason, a.detail, a.lang), *a.notes])
+    base = wk.answer(a.labels, a.lang, True, head.tax)
+    if a.confidence is None and not a.notes:
+        return base
+    return ic.with_confidence(base, a, head.calibration)

@@ -1,0 +1,46 @@
+"""Structured answers through the API's ``response_format`` json_schema: a head's Assessment as the JSON.
+
+When the model has a head with structured answers (``head.assess``) and a request asks for JSON, a
+conversation the head answers (a diagnosis of one image) gets the head's :class:`~.assessment.Assessment`
+as JSON (``{answer, defects, confidence, per_pattern, abstain, reason, evidence, facts}``, schema
+:data:`~.assessment.SCHEMA`) rather than free decoding constrained to the schema by a small language model.
+It is used only where that JSON is an instance of the requested schema (with the ``answer`` text if the schema
+allows it, else without); every other conversation is decoded under the constraint, exactly as before.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def applies(engine, sampling) -> bool:
+    head = engine.answer_head
+    return sampling.json_schema is not None and sampling.logprobs is None and hasattr(head, "assess")
+
+
+def answers(head, convs, sampling) -> list:
+    """One JSON Answer (carrying its assessment) or None (decode under the schema) per conversation."""
+    from .generation import Answer
+    from .json_constraint import state
+
+    schema = json.loads(sampling.json_schema)
+    prev = getattr(head, "confidence", None)
+    if hasattr(head, "confidence"):
+        head.confidence = True  # a structured answer always carries its confidence
+    try:
+        got = head.answer(convs, sampling)
+    finally:
+        if hasattr(head, "confidence"):
+            head.confidence = prev
+    out = []
+    for ans in got:
+        a = getattr(ans, "assessment", None)
+        text = None
+        if a is not None:
+            for obj in ({"answer": str(ans), **a.to_json()}, a.to_json()):
+                s = json.dumps(obj, ensure_ascii=False)
+                if state(schema, s) == "complete":
+                    text = s
+                    break
+        out.append(None if text is None else Answer.make(text, assessment=a, completion_tokens=None))
+    return out

@@ -1,0 +1,64 @@
+"""`domainvlm calibrate` stores a temperature and threshold that ask/eval then use; `eval` reports the
+confidence block and the reliability PNG; a model without a head is refused in one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from domainvlm.cli import main
+
+
+@pytest.fixture(scope="module")
+def wafer_model(tiny_model_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cal") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.fixture(scope="module")
+def val_npz(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cal-data") / "synth.npz"
+    assert main(["data", "synth", "--n", "60", "--val-fraction", "0.5", "--out", str(out)]) == 0
+    return out
+
+
+def test_calibrate_then_eval_reports_calibrated_confidence(wafer_model, val_npz, tmp_path, capsys):
+    scores = tmp_path / "scores.jsonl"
+    rc = main(["calibrate", "--model", str(wafer_model), "--data", str(val_npz), "--split", "val",
+               "--target-risk", "0.5", "--quiet", "--threads", "1", "--scores", str(scores)])
+    assert rc == 0
+    cal = json.loads((wafer_model / "calibration.json").read_text())
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    refit = tmp_path / "refit"
+    refit.mkdir()
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(refit), "--target-risk", "0.5"]) == 0
+    again = json.loads((refit / "calibration.json").read_text())
+    assert again["temperature"] == pytest.approx(cal["temperature"]) and again["threshold"] == cal["threshold"]
+    assert cal["temperature"] > 0 and 0 <= cal["threshold"] <= 1 and cal["n"] == printed["n"] > 0
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9  # the fit never makes the val NLL worse
+    assert cal["risk"] <= 0.5 or cal["coverage"] < 1
+    out = tmp_path / "m.json"
+    assert main(["eval", "--model", str(wafer_model), "--data", str(val_npz), "--split", "val", "--out", str(out),
+                 "--quiet", "--threads", "1"]) == 0
+    m = json.loads(out.read_text())
+    c = m["confidence"]
+    assert {"ece", "brier", "accuracy_at_coverage_95", "accuracy_at_coverage_90", "risk_coverage"} <= set(c)
+    assert c["threshold"] == cal["threshold"] and 0 <= c["ece"] <= 1 and c["n"] == cal["n"]
+    assert c["accuracy"] == pytest.approx(m["exact_match"] * m["n"] / c["n"])  # same answers, same scoring
+    assert (tmp_path / "m.reliability.png").stat().st_size > 1000
+
+
+def test_calibrate_out_folder_and_model_without_head(tiny_model_dir, wafer_model, val_npz, tmp_path, capsys):
+    rc = main(["calibrate", "--model", str(wafer_model), "--data", str(val_npz), "--split", "val", "--limit", "8",
+               "--out", str(tmp_path), "--quiet", "--threads", "1"])
+    assert rc == 0 and json.loads((tmp_path / "calibration.json").read_text())["limit"] == 8
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(tiny_model_dir), "--data", str(val_npz), "--quiet"]) == 2
+    assert "no constrained answer head" in capsys.readouterr().err
+    assert not (tiny_model_dir / "calibration.json").exists()

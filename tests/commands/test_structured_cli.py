@@ -1,0 +1,61 @@
+"""`ask --json` prints the structured answer; `predict` JSONL rows carry its fields; --format must match -o."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from domainvlm.cli import main
+
+Q = "What defect pattern does this wafer map show?"
+
+
+@pytest.fixture(scope="module")
+def wafer_model(tiny_model_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli-json") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory):
+    from domainvlm.domains.wafer.render import render_map
+    from domainvlm.domains.wafer.synth import synth_map
+
+    d = tmp_path_factory.mktemp("maps")
+    rng = np.random.default_rng(0)
+    for i, p in enumerate([("Center",), ("Scratch",), ()]):
+        render_map(synth_map(p, 52, rng)).save(d / f"m{i}.png")
+    from PIL import Image
+
+    Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(d / "noise.png")
+    return d
+
+
+def test_ask_json(wafer_model, maps, capsys):
+    assert main(["ask", "--model", str(wafer_model), "--image", str(maps / "m0.png"), "--json", Q]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert v["answer"].startswith("Diagnosis:") and 0 <= v["confidence"] <= 1 and v["abstain"] is False
+    assert {"defects", "per_pattern", "evidence", "facts", "reason"} <= set(v) and len(v["per_pattern"]) == 8
+    assert main(["ask", "--model", str(wafer_model), "--image", str(maps / "noise.png"), "--json", "这是什么缺陷？"]) == 0
+    v = json.loads(capsys.readouterr().out)
+    assert v["abstain"] is True and v["reason"] == "out_of_domain" and "不是晶圆图" in v["answer"]
+
+
+def test_predict_jsonl_rows_carry_the_fields(wafer_model, maps, tmp_path):
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(maps), "-q", Q, "--model", str(wafer_model), "-o", str(out), "--format", "jsonl",
+                 "--no-progress"]) == 0
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert len(rows) == 4
+    for rid, r in rows.items():
+        assert {"answer", "defects", "confidence", "per_pattern", "abstain", "evidence", "facts"} <= set(r)
+        assert r["abstain"] is (rid.startswith("noise"))
+    assert main(["predict", str(maps), "-q", Q, "--model", str(wafer_model), "-o", str(tmp_path / "p.csv"),
+                 "--format", "jsonl"]) == 2

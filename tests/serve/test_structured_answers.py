@@ -1,0 +1,104 @@
+"""The API's response_format json_schema with a head model: a diagnosis of one image comes back as the head's
+Assessment JSON (official `openai` client, server in-process on loopback); a non-wafer image abstains; a
+schema the Assessment does not fit is still decoded under the constraint."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import threading
+import time
+
+import numpy as np
+import openai
+import pytest
+from PIL import Image
+
+from domainvlm.inference.assessment import OUT_OF_DOMAIN, SCHEMA
+from domainvlm.inference.engine import Engine
+
+from test_serve import data_url
+
+PATTERNS = {"Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Scratch", "Random"}
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _wafer_png(seed=0) -> bytes:
+    from domainvlm.domains.wafer.render import render_map
+    from domainvlm.domains.wafer.synth import synth_map
+
+    return _png(render_map(synth_map(("Center",), 52, np.random.default_rng(seed))))
+
+
+@pytest.fixture(scope="module")
+def api(tiny_model_dir, tmp_path_factory):
+    import uvicorn
+
+    from domainvlm.inference.batcher import Batcher
+    from domainvlm.serve.app import ServeConfig, create_app
+
+    d = tmp_path_factory.mktemp("structured") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
+    (d / "config.json").write_text(json.dumps(cfg))
+    eng = Engine(str(d), device="cpu", threads=1)
+    batcher = Batcher(eng, max_batch=4, max_wait_ms=5)
+    app = create_app(batcher, ServeConfig(model_name="tiny", max_tokens_cap=256))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=60)
+    server.should_exit = True
+    t.join(10)
+    batcher.close()
+
+
+def _ask(client, image: bytes, q="What defect pattern does this wafer map show?", schema=SCHEMA):
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}},
+                                         {"type": "text", "text": q}]}]
+    return client.chat.completions.create(
+        model="tiny", messages=msgs, max_tokens=200, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "assessment", "schema": schema}})
+
+
+def test_diagnosis_returns_the_assessment_json(api):
+    r = _ask(api, _wafer_png())
+    v = json.loads(r.choices[0].message.content)
+    assert set(SCHEMA["required"]) <= set(v) and set(v["defects"]) <= PATTERNS
+    assert 0 <= v["confidence"] <= 1 and not v["abstain"] and v["reason"] is None
+    assert set(v["per_pattern"]) == PATTERNS and all(0 <= p <= 1 for p in v["per_pattern"].values())
+    assert v["per_pattern"][v["defects"][0]] >= v["confidence"] - 1e-4 if v["defects"] else True
+    assert v["answer"].startswith("Diagnosis:") and r.usage.completion_tokens > 0
+    z = json.loads(_ask(api, _wafer_png(), "这张晶圆图显示了什么缺陷模式？").choices[0].message.content)
+    assert z["answer"].startswith("诊断：") and set(z["defects"]) <= PATTERNS  # (untrained: answers differ)
+
+
+def test_non_wafer_image_abstains_in_the_structured_answer(api):
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    v = json.loads(_ask(api, _png(noise)).choices[0].message.content)
+    assert v["abstain"] is True and v["reason"] == OUT_OF_DOMAIN and v["defects"] == [] and v["confidence"] is None
+    assert "does not look like a wafer map" in v["answer"]
+
+
+def test_schema_without_room_for_the_assessment_is_decoded_under_it(api):
+    other = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+             "additionalProperties": False}
+    r = _ask(api, _wafer_png(), schema=other)
+    text = r.choices[0].message.content
+    if r.choices[0].finish_reason == "stop":  # the untrained model may run out of tokens first
+        assert set(json.loads(text)) == {"ok"}
+    assert "defects" not in text
