@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...models.qwen_fast import embed_with_images, mrope_positions, patchify
+from ...models.qwen_fast import FastVision, embed_with_images, mrope_positions, patchify
 from .dies import read_dies
 from .evidence_words import describe
 from .head import _line_tokens
@@ -40,8 +40,9 @@ def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
 class Attributor:
     """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`)."""
 
-    def __init__(self, head):
-        self.head = head
+    def __init__(self, head, mode: str = "normal", steps: int = 1):
+        self.head, self.mode, self.steps = head, mode, steps
+        self.vision = FastVision(head.model)  # its own captured tables: the head's may be inference tensors
         self.direction = torch.tensor(np.subtract(PALETTE[2], PALETTE[1]), dtype=torch.float32)
 
     def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
@@ -49,24 +50,39 @@ class Attributor:
         prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
         lines = []
         for p in labels:
-            lines.append(_line_tokens(h.tok, labels, lang, h.tax))
-            lines.append(_line_tokens(h.tok, tuple(x for x in labels if x != p), lang, h.tax))
+            if self.mode == "drop":
+                lines.append(_line_tokens(h.tok, labels, lang, h.tax))
+                lines.append(_line_tokens(h.tok, tuple(x for x in labels if x != p), lang, h.tax))
+            else:
+                lines.append(_line_tokens(h.tok, (p,), lang, h.tax))
+                lines.append(_line_tokens(h.tok, (), lang, h.tax))
         return prompt, lines
 
     def pixel_scores(self, image, labels: tuple, lang: str = "en") -> np.ndarray:
         """(len(labels), H, W) d target / d pixel along the pass -> fail colour, one row per pattern."""
+        with torch.inference_mode(False), torch.enable_grad():  # the engine answers under inference_mode
+            return self._pixel_scores(image, labels, lang)
+
+    def _pixel_scores(self, image, labels, lang):
         h, model = self.head, self.head.model
         dev, dtype = model.device, next(model.parameters()).dtype
         n = len(labels)
         prompt, lines = self._seqs(labels, lang)
         rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
-        x = rgb.expand(n, -1, -1, -1).clone().requires_grad_(True)  # one copy per pattern: separate gradients
+        steps = self.steps
+        fail = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1, keepdim=True)
+        base = torch.where(fail, torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
+        alphas = torch.tensor([(j + 0.5) / steps for j in range(steps)] if steps > 1 else [1.0], device=dev)
+        path = base + alphas.view(-1, 1, 1, 1) * (rgb - base)  # (steps, H, W, 3): integrated gradients
+        x = path.repeat(n, 1, 1, 1).requires_grad_(True)  # one copy per pattern and step: separate gradients
         pv = patchify(x, **h.patch_ip)
         s = h.size // h.ip["patch"]
-        g = torch.tensor([[1, s, s]] * n, device=dev)
-        with torch.enable_grad():
-            img = h.vision(pv.to(dtype), (1, s, s))  # (n * tokens, hidden)
-            img = img.view(n, -1, img.shape[-1]).repeat_interleave(2, dim=0).reshape(-1, img.shape[-1])
+        n_rows = n * steps
+        g = torch.tensor([[1, s, s]] * n_rows, device=dev)
+        if True:
+            img = self.vision(pv.to(dtype), (1, s, s))  # (n * steps * tokens, hidden)
+            img = img.view(n_rows, -1, img.shape[-1]).repeat_interleave(2, dim=0).reshape(-1, img.shape[-1])
+            lines = [lines[2 * i + t] for i in range(n) for _ in range(steps) for t in (0, 1)]  # rows' order
             L = len(prompt) + max(map(len, lines))
             ids = torch.tensor([prompt + ln + [h.pad_id] * (L - len(prompt) - len(ln)) for ln in lines], device=dev)
             pos, _ = mrope_positions(ids, h.image_token_id, g.repeat_interleave(2, dim=0), h.ip["merge"])
@@ -76,9 +92,9 @@ class Attributor:
             tgt = ids[:, len(prompt):]
             lp = logp.gather(-1, tgt[..., None])[..., 0]
             keep = torch.tensor([[j < len(ln) for j in range(tgt.shape[1])] for ln in lines], device=dev)
-            line_lp = (lp * keep).sum(-1).view(n, 2)
+            line_lp = (lp * keep).sum(-1).view(n_rows, 2)
             (grad,) = torch.autograd.grad((line_lp[:, 0] - line_lp[:, 1]).sum(), x)
-        return (grad @ self.direction.to(dev)).detach().cpu().numpy()
+        return (grad @ self.direction.to(dev)).view(n, steps, *grad.shape[1:3]).mean(1).detach().cpu().numpy()
 
     def die_scores(self, image, labels: tuple, lang: str = "en"):
         """(Dies, {pattern: smoothed per-die score}) for a canvas image and its named patterns."""

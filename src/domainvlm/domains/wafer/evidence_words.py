@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dies import ZONES, geometry
+from .knowledge import ZH_NAME
 
 ZONE_ZH = {"centre": "中心区", "middle": "中间区", "edge": "边缘区"}
 ZONE_EN = {"centre": "centre", "middle": "middle ring", "edge": "edge"}
@@ -31,9 +32,10 @@ def _shape(pts: np.ndarray) -> tuple[float, np.ndarray]:
 
 def describe(pattern: str, mask: np.ndarray, grid: np.ndarray) -> dict:
     """{clock, radius_band, extent, text: {en, zh}} for the dies of ``mask`` on the map ``grid``."""
+    zp = ZH_NAME.get(pattern, pattern)
     if not mask.any():
         return {"clock": None, "radius_band": None, "extent": "none",
-                "text": {"en": f"{pattern}: no single dies stand out.", "zh": f"{pattern}：没有突出的芯片。"}}
+                "text": {"en": f"{pattern}: no single dies stand out.", "zh": f"{zp}：没有突出的芯片。"}}
     geo = geometry(grid)
     pts = np.argwhere(mask).astype(float)
     r, hours, zones = geo["r"][mask], geo["hour"][mask], geo["zone"][mask]
@@ -49,7 +51,7 @@ def describe(pattern: str, mask: np.ndarray, grid: np.ndarray) -> dict:
         extent = "ring" if spread < 0.45 else "whole wafer"
         en = (f"{pattern}: a ring all around the {ZONE_EN[band]}" if extent == "ring"
               else f"{pattern}: across the whole wafer")
-        zh = f"{pattern}：{ZONE_ZH[band]}一整圈环状分布" if extent == "ring" else f"{pattern}：遍布整片晶圆"
+        zh = f"{zp}：{ZONE_ZH[band]}一整圈环状分布" if extent == "ring" else f"{zp}：遍布整片晶圆"
         return {"clock": None, "radius_band": band, "extent": extent, "text": {"en": en + ".", "zh": zh + "。"}}
     if elong >= 3 and len(pts) >= 5:
         t = (pts - cen) @ axis
@@ -60,18 +62,18 @@ def describe(pattern: str, mask: np.ndarray, grid: np.ndarray) -> dict:
         far_zh = "中心" if z1 == "centre" else f"{h1}点钟方向{ZONE_ZH[z1]}"
         return {"clock": h0, "radius_band": band, "extent": "line",
                 "text": {"en": f"{pattern}: a line from the {h0} o'clock {ZONE_EN[z0]} towards {far}.",
-                         "zh": f"{pattern}：从{h0}点钟方向{ZONE_ZH[z0]}延伸至{far_zh}的线状分布。"}}
+                         "zh": f"{zp}：从{h0}点钟方向{ZONE_ZH[z0]}延伸至{far_zh}的线状分布。"}}
     if float(np.hypot(*(cen - c))) / max(float(np.abs(on - c).max()), 1.0) < 0.2 and band == "centre":
         return {"clock": None, "radius_band": band, "extent": "centre",
                 "text": {"en": f"{pattern}: at the centre of the wafer, {len(pts)} dies.",
-                         "zh": f"{pattern}：位于晶圆中心，共{len(pts)}颗芯片。"}}
+                         "zh": f"{zp}：位于晶圆中心，共{len(pts)}颗芯片。"}}
     lo, hi = _hour_span(hours)
     span_en = f"around {clock} o'clock" if lo == hi else f"from {lo} to {hi} o'clock"
     span_zh = f"{clock}点钟方向" if lo == hi else f"{lo}点至{hi}点钟方向"
     extent = "arc" if band == "edge" and lo != hi else "spot"
     return {"clock": clock, "radius_band": band, "extent": extent,
             "text": {"en": f"{pattern}: {span_en}, in the {ZONE_EN[band]} ({len(pts)} dies).",
-                     "zh": f"{pattern}：{span_zh}，{ZONE_ZH[band]}（{len(pts)}颗芯片）。"}}
+                     "zh": f"{zp}：{span_zh}，{ZONE_ZH[band]}（{len(pts)}颗芯片）。"}}
 
 
 def _hour_span(hours: np.ndarray) -> tuple[int, int]:

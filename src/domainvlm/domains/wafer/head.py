@@ -288,6 +288,11 @@ class WaferHead:
                  for m, ims in convs]
         out: list[str | None] = [None] * len(convs)
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
+        if todo:  # fact questions (yield, die counts, where a pattern lies) are answered from the map itself
+            from .questions import answer_facts
+
+            done, todo = answer_facts(self, convs, todo)
+            out = [done.get(k, o) for k, o in enumerate(out)]
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
             qs = [convs[k][0][-1]["content"].replace("<image>", "") for k in chunk]
