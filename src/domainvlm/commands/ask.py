@@ -14,6 +14,8 @@ def add_arguments(p):
                                                   "a wafer-map file: SEMI G85 / E142, STDF, KLARF (FILE#K = wafer K)")
     p.add_argument("--index", type=nonneg_int, help="map index when --image is an npz of wafer maps or a "
                                                     "multi-wafer map file")
+    p.add_argument("--evidence-png", metavar="PATH", help="also write where the model sees each named pattern, "
+                   "drawn over the map (models whose answer head gives evidence: the wafer expert)")
     add_model_options(p)
     add_sampling_options(p)
 
@@ -28,4 +30,17 @@ def run(args):
     msgs = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{args.question}"}]
     ans = eng.generate([(msgs, [image])], sampling_from_args(args))[0]
     print(ans)
+    if args.evidence_png:
+        _write_evidence(eng, msgs, image, args.evidence_png)
     return 0
+
+
+def _write_evidence(eng, msgs, image, path) -> None:
+    from ..errors import UserError
+    from ..io import atomic_path
+
+    draw = getattr(eng.answer_head, "evidence_image", None) if eng.has_head else None
+    if draw is None:
+        raise UserError(f"--evidence-png: model {eng.model_dir} has no answer head that gives evidence")
+    with atomic_path(path, ".png") as tmp:
+        draw(msgs, image).save(tmp, format="PNG")

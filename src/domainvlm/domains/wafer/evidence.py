@@ -24,6 +24,7 @@ from .head import _line_tokens
 from .instruct import QUESTIONS
 from .render import PALETTE
 
+STEPS = 4  # integrated-gradient steps (bench/wafer_evidence.py)
 REL = 0.3  # share of the best smoothed score a failing die needs to join the mask (chosen on seed 1, bench)
 
 
@@ -38,63 +39,56 @@ def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
 
 
 class Attributor:
-    """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`)."""
+    """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
 
-    def __init__(self, head, mode: str = "normal", steps: int = 1):
-        self.head, self.mode, self.steps = head, mode, steps
+    ``steps``: points on the straight path from the all-pass map to the map whose gradients are averaged
+    (integrated gradients; 1 = the plain gradient at the map, the cheapest)."""
+
+    def __init__(self, head, steps: int = STEPS):
+        self.head, self.steps = head, max(1, int(steps))
         self.vision = FastVision(head.model)  # its own captured tables: the head's may be inference tensors
         self.direction = torch.tensor(np.subtract(PALETTE[2], PALETTE[1]), dtype=torch.float32)
 
     def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
+        """The standard question's prompt, and each pattern's line followed by the Normal line."""
         h = self.head
         prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
-        lines = []
-        for p in labels:
-            if self.mode == "drop":
-                lines.append(_line_tokens(h.tok, labels, lang, h.tax))
-                lines.append(_line_tokens(h.tok, tuple(x for x in labels if x != p), lang, h.tax))
-            else:
-                lines.append(_line_tokens(h.tok, (p,), lang, h.tax))
-                lines.append(_line_tokens(h.tok, (), lang, h.tax))
-        return prompt, lines
+        return prompt, [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels] + [_line_tokens(h.tok, (), lang, h.tax)]
 
     def pixel_scores(self, image, labels: tuple, lang: str = "en") -> np.ndarray:
-        """(len(labels), H, W) d target / d pixel along the pass -> fail colour, one row per pattern."""
+        """(len(labels), H, W): d target / d pixel along the pass -> fail colour, one row per pattern."""
         with torch.inference_mode(False), torch.enable_grad():  # the engine answers under inference_mode
-            return self._pixel_scores(image, labels, lang)
+            return self._pixel_scores(image, tuple(labels), lang)
 
     def _pixel_scores(self, image, labels, lang):
         h, model = self.head, self.head.model
         dev, dtype = model.device, next(model.parameters()).dtype
-        n = len(labels)
+        n, steps = len(labels), self.steps
         prompt, lines = self._seqs(labels, lang)
         rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
-        steps = self.steps
-        fail = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1, keepdim=True)
-        base = torch.where(fail, torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
+        fail_px = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1, keepdim=True)
+        base = torch.where(fail_px, torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
         alphas = torch.tensor([(j + 0.5) / steps for j in range(steps)] if steps > 1 else [1.0], device=dev)
-        path = base + alphas.view(-1, 1, 1, 1) * (rgb - base)  # (steps, H, W, 3): integrated gradients
-        x = path.repeat(n, 1, 1, 1).requires_grad_(True)  # one copy per pattern and step: separate gradients
-        pv = patchify(x, **h.patch_ip)
+        x = (base + alphas.view(-1, 1, 1, 1) * (rgb - base)).requires_grad_(True)  # (steps, H, W, 3)
         s = h.size // h.ip["patch"]
-        n_rows = n * steps
-        g = torch.tensor([[1, s, s]] * n_rows, device=dev)
-        if True:
-            img = self.vision(pv.to(dtype), (1, s, s))  # (n * steps * tokens, hidden)
-            img = img.view(n_rows, -1, img.shape[-1]).repeat_interleave(2, dim=0).reshape(-1, img.shape[-1])
-            lines = [lines[2 * i + t] for i in range(n) for _ in range(steps) for t in (0, 1)]  # rows' order
-            L = len(prompt) + max(map(len, lines))
-            ids = torch.tensor([prompt + ln + [h.pad_id] * (L - len(prompt) - len(ln)) for ln in lines], device=dev)
-            pos, _ = mrope_positions(ids, h.image_token_id, g.repeat_interleave(2, dim=0), h.ip["merge"])
-            emb = embed_with_images(model, ids, img)
-            logits = model(inputs_embeds=emb, position_ids=pos, use_cache=False).logits.float()
-            logp = torch.log_softmax(logits[:, len(prompt) - 1:-1], -1)
-            tgt = ids[:, len(prompt):]
-            lp = logp.gather(-1, tgt[..., None])[..., 0]
-            keep = torch.tensor([[j < len(ln) for j in range(tgt.shape[1])] for ln in lines], device=dev)
-            line_lp = (lp * keep).sum(-1).view(n_rows, 2)
-            (grad,) = torch.autograd.grad((line_lp[:, 0] - line_lp[:, 1]).sum(), x)
-        return (grad @ self.direction.to(dev)).view(n, steps, *grad.shape[1:3]).mean(1).detach().cpu().numpy()
+        img = self.vision(patchify(x, **h.patch_ip).to(dtype), (1, s, s))  # vision once per step
+        per = len(lines)  # LM rows per step: n pattern lines + the Normal line, all on that step's image
+        img = img.view(steps, 1, -1, img.shape[-1]).expand(-1, per, -1, -1).reshape(-1, img.shape[-1])
+        L = max(map(len, lines))
+        ids = torch.tensor([prompt + ln + [h.pad_id] * (L - len(ln)) for ln in lines] * steps, device=dev)
+        g = torch.tensor([[1, s, s]] * len(ids), device=dev)
+        pos, _ = mrope_positions(ids, h.image_token_id, g, h.ip["merge"])
+        logits = model(inputs_embeds=embed_with_images(model, ids, img), position_ids=pos, use_cache=False).logits
+        logp = torch.log_softmax(logits[:, len(prompt) - 1:-1].float(), -1)
+        lp = logp.gather(-1, ids[:, len(prompt):, None])[..., 0]
+        keep = torch.tensor([[j < len(ln) for j in range(L)] for ln in lines] * steps, device=dev)
+        line = (lp * keep).sum(-1).view(steps, per)
+        target = (line[:, :n] - line[:, n:]).sum(0)  # (n,): each pattern's line over Normal, summed over steps
+        if n == 1:
+            grad = torch.autograd.grad(target[0], x)[0][None]
+        else:  # one backward per pattern, vectorised
+            grad = torch.autograd.grad(target, x, torch.eye(n, device=dev), is_grads_batched=True)[0]
+        return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
 
     def die_scores(self, image, labels: tuple, lang: str = "en"):
         """(Dies, {pattern: smoothed per-die score}) for a canvas image and its named patterns."""
@@ -129,9 +123,35 @@ class Attributor:
         assessment.evidence = self.evidence(image, tuple(assessment.labels), lang)[0]
 
 
+def attributor(head) -> Attributor:
+    """The head's attributor, built once and kept on the head."""
+    if getattr(head, "_attributor", None) is None:
+        head._attributor = Attributor(head)
+    return head._attributor
+
+
 def annotator(head) -> Attributor:
     """The evidence annotator for a wafer head (append it to ``head.annotators``)."""
-    return Attributor(head)
+    return attributor(head)
 
 
-__all__ = ["Attributor", "annotator", "REL"]
+def diagnose_with_evidence(head, question: str, image, only=None) -> tuple[tuple, list[dict]]:
+    """The head's own diagnosis of one canonical map for ``question``, and the evidence of its patterns (of
+    those in ``only`` when given)."""
+    from .head import question_lang
+
+    q = (question or "").replace("<image>", "").strip()
+    lang = question_lang(q)
+    pv, g = head.pixel_values([image])
+    labels = head.diagnose(pv, g, [head.prompt_ids([{"role": "user", "content": f"<image>\n{q}"}])], [lang])[0] or ()
+    pats = tuple(p for p in labels if only is None or p in only)
+    return labels, (attributor(head).evidence(image, pats, lang)[0] if pats else [])
+
+
+def evidence_image(head, messages: list[dict], image):
+    """The evidence overlay (PIL image) of the head's diagnosis of one map (``ask --evidence-png``)."""
+    from .canvas import canonical_image
+    from .overlay import evidence_overlay
+
+    image = canonical_image(image, head.size)
+    return evidence_overlay(image, diagnose_with_evidence(head, messages[-1]["content"], image)[1])

@@ -53,11 +53,10 @@ def describe(pattern: str, mask: np.ndarray, grid: np.ndarray) -> dict:
               else f"{pattern}: across the whole wafer")
         zh = f"{zp}：{ZONE_ZH[band]}一整圈环状分布" if extent == "ring" else f"{zp}：遍布整片晶圆"
         return {"clock": None, "radius_band": band, "extent": extent, "text": {"en": en + ".", "zh": zh + "。"}}
-    if elong >= 3 and len(pts) >= 5:
-        t = (pts - cen) @ axis
-        ends = [pts[int(np.argmin(t))], pts[int(np.argmax(t))]]
-        ends.sort(key=lambda p: -float(np.hypot(*(p - c))))  # outer end first
-        (h0, z0), (h1, z1) = [(_hour_of(*(p - c)), ZONES[int(geo["zone"][int(p[0]), int(p[1])])]) for p in ends]
+    t = (pts - cen) @ axis
+    ends = sorted([pts[int(np.argmin(t))], pts[int(np.argmax(t))]], key=lambda p: -float(np.hypot(*(p - c))))
+    (h0, z0), (h1, z1) = [(_hour_of(*(p - c)), ZONES[int(geo["zone"][int(p[0]), int(p[1])])]) for p in ends]
+    if elong >= 3 and len(pts) >= 5 and not z0 == z1 == "edge":  # along the rim it is an arc, not a line
         far = "the centre" if z1 == "centre" else f"the {h1} o'clock {ZONE_EN[z1]}"
         far_zh = "中心" if z1 == "centre" else f"{h1}点钟方向{ZONE_ZH[z1]}"
         return {"clock": h0, "radius_band": band, "extent": "line",

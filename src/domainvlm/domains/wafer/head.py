@@ -278,6 +278,12 @@ class WaferHead:
         users = [m for m in messages if m["role"] == "user"]
         return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
 
+    def evidence_image(self, messages: list[dict], image):
+        """The evidence overlay (PIL image) of this map's diagnosis: ``ask --evidence-png`` (evidence.py)."""
+        from .evidence import evidence_image
+
+        return evidence_image(self, messages, image)
+
     def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
         """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)
         or, failing that, if the model itself would start a diagnosis rather than its refusal; all else: None

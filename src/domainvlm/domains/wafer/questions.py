@@ -62,7 +62,7 @@ def fact_question(q: str) -> tuple[str, str | None] | None:
 def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int]]:
     """Answers to the fact questions among ``todo`` (first turns about one canonical map): {index: text}, and
     the indices left for the diagnosis. 'where' questions get the head's own diagnosis and its evidence."""
-    from .evidence import Attributor
+    from .evidence import diagnose_with_evidence
 
     done, rest = {}, []
     for k in todo:
@@ -75,12 +75,7 @@ def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int
         lang, image = _lang(q), convs[k][1][0]
         named, evidence = (), None
         if kind == "where":
-            pv, g = head.pixel_values([image])
-            prompt = head.prompt_ids([{"role": "user", "content": "<image>\n" + q.replace("<image>", "").strip()}])
-            named = head.diagnose(pv, g, [prompt], [lang])[0] or ()
-            attributor = getattr(head, "_evidence", None) or Attributor(head)
-            head._evidence = attributor
-            evidence = attributor.evidence(image, tuple(p for p in named if p == pat), lang)[0] if pat in named else []
+            named, evidence = diagnose_with_evidence(head, q, image, only=(pat,))
         done[k] = say(image_facts(image, evidence), kind, lang, pat, named)
     return done, rest
 
