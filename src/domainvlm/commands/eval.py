@@ -25,6 +25,8 @@ def add_arguments(p):
                    help="records per batch (default 1024 on a GPU with an answer head, else 32)")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources (wafer npz, labelled image folders)")
     p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("--facts-limit", type=int, default=200, help="maps asked the fact questions (yield, failing "
+                   "dies, worst zone) for the 'facts' block, where the domain has one (wafer); 0 = none")
     p.add_argument("--quiet", action="store_true")
     add_model_options(p)
     add_sampling_options(p, max_new_tokens=96)
@@ -63,6 +65,8 @@ def run(args):
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
                     "device": str(eng.device)})
     dom = domains.get(task_of(recs))
+    if dom.extra.get("eval_facts") is not None and args.facts_limit > 0:  # the answers to fact questions
+        metrics["facts"] = dom.extra["eval_facts"](eng, recs, base, args.facts_limit)
     if dom.eval_artifacts is not None:  # e.g. the wafer confusion PNG beside metrics.json
         dom.eval_artifacts(metrics, out)
     write_json(out, metrics)
