@@ -31,11 +31,11 @@ def run(args):
     ans = eng.generate([(msgs, [image])], sampling_from_args(args))[0]
     print(ans)
     if args.evidence_png:
-        _write_evidence(eng, msgs, image, args.evidence_png)
+        _write_evidence(eng, msgs, image, ans, args.evidence_png)
     return 0
 
 
-def _write_evidence(eng, msgs, image, path) -> None:
+def _write_evidence(eng, msgs, image, answer, path) -> None:
     from ..errors import UserError
     from ..io import atomic_path
 
@@ -43,4 +43,4 @@ def _write_evidence(eng, msgs, image, path) -> None:
     if draw is None:
         raise UserError(f"--evidence-png: model {eng.model_dir} has no answer head that gives evidence")
     with atomic_path(path, ".png") as tmp:
-        draw(msgs, image).save(tmp, format="PNG")
+        draw(msgs, image, answer).save(tmp, format="PNG")

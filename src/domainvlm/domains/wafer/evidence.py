@@ -1,15 +1,18 @@
 """Evidence: which dies make the wafer expert name each pattern, read from the model itself.
 
-For each named pattern P of a diagnosis L the target is the model's preference for the line that names P over
-the same line without it: ``log p(line L) - log p(line L minus P)`` (for a single pattern: against "Normal"),
-both teacher-forced on the same map and the standard question. Its gradient with respect to the canvas pixels,
-taken along the pass -> fail colour direction and summed over each die's pixels, is gradient x input with a
-"this die passes" baseline: zero on passing and off-wafer dies, and for a failing die how much its failing
-pushes the model towards naming P. The other named patterns are in both lines, so they cancel.
+For each named pattern P the target is how much more the model would write P's diagnosis line than "Normal"
+on this map: ``log p("Diagnosis: P") - log p("Diagnosis: Normal")``, teacher-forced after the standard question.
+The log-softmax normalisation of the first name token is shared by both lines and cancels, so the target is
+P's own evidence, not its competition with the other patterns of a mixture (the contrast "line with P minus the
+line without it" was tried first and pointed far worse on mixtures: bench/wafer_evidence.py).
 
-One forward and one backward for all patterns of a map (the canvas is repeated once per pattern in the batch).
-Per-die scores are smoothed over failing neighbours (clusters, not single pixels, make a pattern), and the
-failing dies scoring at least ``REL`` of the best form the pattern's die mask. :func:`describe` puts it in words.
+Attribution: integrated gradients of the target with respect to the canvas pixels along the straight path from
+the same map with every failing die passing (the baseline) to the map, taken along the pass -> fail colour and
+summed over each die's pixels. So a die's score is zero unless it fails, and says how much its failing pushes
+the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point) and
+one vectorised backward per pattern. Scores are smoothed over the failing dies of each 3 x 3 neighbourhood
+(a pattern is a cluster; an isolated noise die is not), and the failing dies scoring at least ``REL`` of the
+best form the pattern's die mask. :func:`.evidence_words.describe` says where it lies.
 """
 
 from __future__ import annotations
@@ -148,10 +151,24 @@ def diagnose_with_evidence(head, question: str, image, only=None) -> tuple[tuple
     return labels, (attributor(head).evidence(image, pats, lang)[0] if pats else [])
 
 
-def evidence_image(head, messages: list[dict], image):
-    """The evidence overlay (PIL image) of the head's diagnosis of one map (``ask --evidence-png``)."""
+def evidence_for(head, messages: list[dict], image, answer: str | None = None) -> list[dict]:
+    """Evidence of one map's diagnosis: of the patterns ``answer`` names (a diagnosis the head gave), else of
+    the head's own diagnosis for the question of ``messages``."""
+    from .canvas import canonical_image
+    from .head import question_lang
+    from .knowledge import parse_diagnosis
+
+    image = canonical_image(image, head.size)
+    q = messages[-1]["content"]
+    labels = parse_diagnosis(answer) if answer else None
+    if labels is None:
+        return diagnose_with_evidence(head, q, image)[1]
+    return attributor(head).evidence(image, labels, question_lang(q))[0] if labels else []
+
+
+def evidence_image(head, messages: list[dict], image, answer: str | None = None):
+    """The evidence overlay (PIL image) of one map's diagnosis (``ask --evidence-png``)."""
     from .canvas import canonical_image
     from .overlay import evidence_overlay
 
-    image = canonical_image(image, head.size)
-    return evidence_overlay(image, diagnose_with_evidence(head, messages[-1]["content"], image)[1])
+    return evidence_overlay(canonical_image(image, head.size), evidence_for(head, messages, image, answer))

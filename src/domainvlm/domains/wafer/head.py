@@ -278,11 +278,17 @@ class WaferHead:
         users = [m for m in messages if m["role"] == "user"]
         return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
 
-    def evidence_image(self, messages: list[dict], image):
-        """The evidence overlay (PIL image) of this map's diagnosis: ``ask --evidence-png`` (evidence.py)."""
+    def evidence_for(self, messages: list[dict], image, answer: str | None = None) -> list[dict]:
+        """Where each pattern of this map's diagnosis lies (evidence.py; ``bench --evidence``)."""
+        from .evidence import evidence_for
+
+        return evidence_for(self, messages, image, answer)
+
+    def evidence_image(self, messages: list[dict], image, answer: str | None = None):
+        """The evidence drawn over the map (PIL image; ``ask --evidence-png``)."""
         from .evidence import evidence_image
 
-        return evidence_image(self, messages, image)
+        return evidence_image(self, messages, image, answer)
 
     def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
         """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)
