@@ -23,7 +23,7 @@ import torch
 from ...models.qwen_fast import FastVision, embed_with_images, mrope_positions, patchify
 from .dies import read_dies
 from .evidence_words import describe
-from .head import _line_tokens
+from .knowledge import answer, line_end
 from .instruct import QUESTIONS
 from .render import PALETTE
 
@@ -39,6 +39,12 @@ def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
     tot = sum(pad_s[i:i + h, j:j + w] for i in range(3) for j in range(3))
     cnt = sum(pad_f[i:i + h, j:j + w] for i in range(3) for j in range(3))
     return np.where(fail, tot / np.maximum(cnt, 1), 0.0)
+
+
+def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
+    """Token ids of a diagnosis line and its newline, cut from the full trained answer (as the head's trie)."""
+    ids = tok(answer(defects, lang, True, tax), add_special_tokens=False)["input_ids"]
+    return ids[:line_end(tok, ids)]
 
 
 class Attributor:
@@ -136,39 +142,3 @@ def attributor(head) -> Attributor:
 def annotator(head) -> Attributor:
     """The evidence annotator for a wafer head (append it to ``head.annotators``)."""
     return attributor(head)
-
-
-def diagnose_with_evidence(head, question: str, image, only=None) -> tuple[tuple, list[dict]]:
-    """The head's own diagnosis of one canonical map for ``question``, and the evidence of its patterns (of
-    those in ``only`` when given)."""
-    from .head import question_lang
-
-    q = (question or "").replace("<image>", "").strip()
-    lang = question_lang(q)
-    pv, g = head.pixel_values([image])
-    labels = head.diagnose(pv, g, [head.prompt_ids([{"role": "user", "content": f"<image>\n{q}"}])], [lang])[0] or ()
-    pats = tuple(p for p in labels if only is None or p in only)
-    return labels, (attributor(head).evidence(image, pats, lang)[0] if pats else [])
-
-
-def evidence_for(head, messages: list[dict], image, answer: str | None = None) -> list[dict]:
-    """Evidence of one map's diagnosis: of the patterns ``answer`` names (a diagnosis the head gave), else of
-    the head's own diagnosis for the question of ``messages``."""
-    from .canvas import canonical_image
-    from .head import question_lang
-    from .knowledge import parse_diagnosis
-
-    image = canonical_image(image, head.size)
-    q = messages[-1]["content"]
-    labels = parse_diagnosis(answer) if answer else None
-    if labels is None:
-        return diagnose_with_evidence(head, q, image)[1]
-    return attributor(head).evidence(image, labels, question_lang(q))[0] if labels else []
-
-
-def evidence_image(head, messages: list[dict], image, answer: str | None = None):
-    """The evidence overlay (PIL image) of one map's diagnosis (``ask --evidence-png``)."""
-    from .canvas import canonical_image
-    from .overlay import evidence_overlay
-
-    return evidence_overlay(canonical_image(image, head.size), evidence_for(head, messages, image, answer))

@@ -280,15 +280,15 @@ class WaferHead:
 
     def evidence_for(self, messages: list[dict], image, answer: str | None = None) -> list[dict]:
         """Where each pattern of this map's diagnosis lies (evidence.py; ``bench --evidence``)."""
-        from .evidence import evidence_for
+        from .evidence_head import evidence_for
 
-        return evidence_for(self, messages, image, answer)
+        return evidence_for(self, messages, image, question_lang(messages[-1]["content"]), answer)
 
     def evidence_image(self, messages: list[dict], image, answer: str | None = None):
         """The evidence drawn over the map (PIL image; ``ask --evidence-png``)."""
-        from .evidence import evidence_image
+        from .evidence_head import evidence_image
 
-        return evidence_image(self, messages, image, answer)
+        return evidence_image(self, messages, image, question_lang(messages[-1]["content"]), answer)
 
     def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
         """The engine's hook. First questions about one map: diagnosis if the question asks for one (keywords)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from .facts import image_facts, map_facts, say
+from .instruct import QUESTIONS
 from .taxonomy import default
 
 _TAX = default()
@@ -62,7 +63,7 @@ def fact_question(q: str) -> tuple[str, str | None] | None:
 def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int]]:
     """Answers to the fact questions among ``todo`` (first turns about one canonical map): {index: text}, and
     the indices left for the diagnosis. 'where' questions get the head's own diagnosis and its evidence."""
-    from .evidence import diagnose_with_evidence
+    from .evidence_head import diagnose_with_evidence
 
     done, rest = {}, []
     for k in todo:
@@ -75,7 +76,7 @@ def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int
         lang, image = _lang(q), convs[k][1][0]
         named, evidence = (), None
         if kind == "where":
-            named, evidence = diagnose_with_evidence(head, q, image, only=(pat,))
+            named, evidence = diagnose_with_evidence(head, QUESTIONS[lang][0], image, lang, (pat,))  # as trained
         done[k] = say(image_facts(image, evidence), kind, lang, pat, named)
     return done, rest
 
