@@ -46,15 +46,20 @@ def test_evidence_points_at_the_pattern_dies_and_says_where(engine):
     assert a.evidence and a.evidence[0]["pattern"] == "Loc"
 
 
-def test_overlay_and_ask_evidence_png(engine, tmp_path):
-    from domainvlm.data.images import load_image
+def test_ask_writes_the_evidence_png(tmp_path, capsys):
+    from PIL import Image
 
-    img = load_image(str(EXAMPLES / "wafer_scratch.png"))
-    msgs = [{"role": "user", "content": "<image>\nWhat defect pattern does this wafer map show?"}]
-    over = engine.answer_head.evidence_image(msgs, img)
-    assert over.mode == "RGB" and over.width == 2 * engine.answer_head.size and over.height > over.width
+    from domainvlm.cli import main
+
+    out = tmp_path / "ev" / "scratch.png"
+    assert main(["ask", "--image", str(EXAMPLES / "wafer_scratch.png"), "--threads", "2", "--evidence-png",
+                 str(out), "What defect pattern does this wafer map show?"]) == 0
+    assert capsys.readouterr().out.startswith("Diagnosis: Scratch")
+    over = Image.open(out)
+    assert over.mode == "RGB" and over.width == 448 and over.height > over.width  # the map at 2x, a legend
     a = np.asarray(over)
     assert (a[..., 0].astype(int) - a[..., 2] > 100).any()  # the scratch's dies tinted red
+    assert [p.name for p in out.parent.iterdir()] == ["scratch.png"]  # no temporary file left
 
 
 def test_fact_questions_are_answered_from_the_map(engine):

@@ -102,3 +102,17 @@ def test_instruction_pairs_carry_each_maps_own_numbers():
         y = 100 * (m == 1).sum() / (m > 0).sum()
         assert f"{y:.1f}%" in pairs[seed, "en"][0][1]
     assert pairs[0, "en"][0][1] != pairs[1, "en"][0][1]  # not fixed text
+
+
+def test_facts_annotator_fills_the_structured_answer():
+    from domainvlm.domains.wafer.facts import annotate
+    from domainvlm.inference.assessment import OUT_OF_DOMAIN, Assessment
+
+    m = synth_map(("Center",), 52, np.random.default_rng(0))
+    a = Assessment(labels=("Center",), confidence=0.9)
+    annotate(a, render_map(m, size=224), "en")
+    assert a.facts["dies"] == int((m > 0).sum()) and a.facts["failing"] == int((m == 2).sum())
+    assert a.to_json()["facts"]["yield_pct"] == a.facts["yield_pct"]
+    b = Assessment(labels=(), confidence=0.1, abstain=True, reason=OUT_OF_DOMAIN)
+    annotate(b, render_map(m, size=224), "en")
+    assert b.facts == {}

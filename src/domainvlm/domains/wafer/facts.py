@@ -42,7 +42,10 @@ def image_facts(image, evidence: list[dict] | None = None) -> dict:
 
 
 def annotate(assessment, image, lang: str = "en") -> None:
-    """The head's annotator hook (run after the evidence one): fills ``assessment.facts``."""
+    """The head's annotator hook (run after the evidence one): fills ``assessment.facts`` (not for an input
+    that is no wafer map: its 'dies' would be nearest palette colours of a photo)."""
+    if getattr(assessment, "reason", None) == "out_of_domain":
+        return
     assessment.facts = image_facts(image, assessment.evidence)
 
 
