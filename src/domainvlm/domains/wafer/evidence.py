@@ -10,9 +10,10 @@ Attribution: integrated gradients of the target with respect to the canvas pixel
 the same map with every failing die passing (the baseline) to the map, taken along the pass -> fail colour and
 summed over each die's pixels. So a die's score is zero unless it fails, and says how much its failing pushes
 the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point) and
-one vectorised backward per pattern. Scores are smoothed over the failing dies of each 3 x 3 neighbourhood
-(a pattern is a cluster; an isolated noise die is not), and the failing dies scoring at least ``REL`` of the
-best form the pattern's die mask. :func:`.evidence_words.describe` says where it lies.
+one vectorised backward per pattern. The pattern's die mask is the 8-connected cluster of failing dies with the
+largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen
+on synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
+:func:`.evidence_words.describe` says where it lies.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from .knowledge import answer, line_end
 from .instruct import QUESTIONS
 from .render import PALETTE
 
-STEPS = 4  # integrated-gradient steps (bench/wafer_evidence.py)
-REL = 0.3  # share of the best smoothed score a failing die needs to join the mask (chosen on seed 1, bench)
+STEPS = 1  # integrated-gradient steps: 1 = the plain gradient (one forward, one backward; bench/wafer_evidence.py)
 
 
 def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
@@ -39,6 +39,41 @@ def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
     tot = sum(pad_s[i:i + h, j:j + w] for i in range(3) for j in range(3))
     cnt = sum(pad_f[i:i + h, j:j + w] for i in range(3) for j in range(3))
     return np.where(fail, tot / np.maximum(cnt, 1), 0.0)
+
+
+def clusters(fail: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels (1..n, 0 = not failing) of the 8-connected clusters of failing dies, and n."""
+    h, w = fail.shape
+    lab, n = np.zeros((h, w), np.int32), 0
+    for y, x in np.argwhere(fail):
+        if lab[y, x]:
+            continue
+        n += 1
+        lab[y, x], stack = n, [(y, x)]
+        while stack:
+            cy, cx = stack.pop()
+            for ny in range(max(cy - 1, 0), min(cy + 2, h)):
+                for nx in range(max(cx - 1, 0), min(cx + 2, w)):
+                    if fail[ny, nx] and not lab[ny, nx]:
+                        lab[ny, nx] = n
+                        stack.append((ny, nx))
+    return lab, n
+
+
+def select(raw: np.ndarray, grid: np.ndarray, lab=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
+    """(mask, top die, smoothed score) of one pattern from its per-die attribution: the cluster of failing dies
+    with the largest attribution sum (a pattern is a cluster; the sum, not the mean, so an isolated noise die
+    with a sharp gradient does not win), and in it the die whose 3 x 3 failing neighbourhood scores best."""
+    fail = grid == 2
+    sm = _smooth(raw, fail)
+    lab, n = lab if lab is not None else clusters(fail)
+    if n == 0:
+        return np.zeros(grid.shape, bool), None, sm
+    sums = np.bincount(lab.ravel(), weights=np.where(fail, raw, 0.0).ravel(), minlength=n + 1)
+    sums[0] = -np.inf
+    mask = lab == int(np.argmax(sums))
+    top = np.unravel_index(int(np.argmax(np.where(mask, sm, -np.inf))), sm.shape)
+    return mask, (int(top[0]), int(top[1])), sm
 
 
 def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
@@ -99,30 +134,26 @@ class Attributor:
             grad = torch.autograd.grad(target, x, torch.eye(n, device=dev), is_grads_batched=True)[0]
         return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
 
-    def die_scores(self, image, labels: tuple, lang: str = "en"):
-        """(Dies, {pattern: smoothed per-die score}) for a canvas image and its named patterns."""
+    def raw_scores(self, image, labels: tuple, lang: str = "en"):
+        """(Dies, {pattern: per-die attribution}) for a canvas image and its named patterns."""
         dies = read_dies(image)
         if not labels:
             return dies, {}
         px = self.pixel_scores(image, tuple(labels), lang)
-        fail = dies.grid == 2
-        return dies, {p: _smooth(dies.per_die(px[i]), fail) for i, p in enumerate(labels)}
+        return dies, {p: dies.per_die(px[i]) for i, p in enumerate(labels)}
 
     def evidence(self, image, labels: tuple, lang: str = "en") -> tuple[list[dict], dict]:
         """Per named pattern a dict (pattern, dies (row, col) of its mask, top die, words), and the masks."""
-        dies, scores = self.die_scores(image, labels, lang)
+        dies, raw = self.raw_scores(image, labels, lang)
+        lab = clusters(dies.grid == 2)
         out, masks = [], {}
-        for p, sc in scores.items():
-            best = sc.max() if sc.size else 0.0
-            mask = (dies.grid == 2) & (sc >= REL * best) & (sc > 0) if best > 0 else np.zeros(sc.shape, bool)
+        for p, r in raw.items():
+            mask, top, _ = select(r, dies.grid, lab)
             masks[p] = mask
-            top = np.unravel_index(int(np.argmax(np.where(dies.grid == 2, sc, -np.inf))), sc.shape) \
-                if (dies.grid == 2).any() else None
-            words = describe(p, mask, dies.grid)
             out.append({"pattern": p, "n_dies": int(mask.sum()),
-                        "dies": [[int(r), int(c)] for r, c in np.argwhere(mask)],
-                        "top_die": None if top is None else [int(top[0]), int(top[1])],
-                        "grid": list(dies.grid.shape), **words})
+                        "dies": [[int(y), int(x)] for y, x in np.argwhere(mask)],
+                        "top_die": None if top is None else list(top), "grid": list(dies.grid.shape),
+                        **describe(p, mask, dies.grid)})
         return out, masks
 
     def __call__(self, assessment, image, lang: str = "en") -> None:
