@@ -10,8 +10,8 @@ model also names (the only ones the answer head gives evidence for). Also prints
 
     python bench/wafer_evidence.py [--n 74] [--seed 2] [--steps 1] [--model DIR] [--dump F | --from-dump F]
 
-Seed 1 was used to choose the mask and top-die rule (evidence.select) and the steps; report another seed. The expert's training maps are
-MixedWM38 / WM-811K maps and their pixel-level mixtures, not these synthetic ones.
+Seed 1 was used to choose the mask and top-die rule (evidence.select) and the steps; report another seed.
+The expert's training maps are MixedWM38 / WM-811K maps and their pixel-level mixtures, not these synthetic ones.
 """
 
 from __future__ import annotations

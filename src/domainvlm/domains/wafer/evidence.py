@@ -82,6 +82,15 @@ def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
     return ids[:line_end(tok, ids)]
 
 
+def _per_pattern_grad(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d target[i] / d x for each i: one vectorised backward, else (a kernel vmap cannot batch) one each."""
+    eye = torch.eye(len(target), device=target.device)
+    try:
+        return torch.autograd.grad(target, x, eye, is_grads_batched=True, retain_graph=True)[0]
+    except RuntimeError:
+        return torch.stack([torch.autograd.grad(t, x, retain_graph=True)[0] for t in target])
+
+
 class Attributor:
     """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
 
@@ -97,7 +106,8 @@ class Attributor:
         """The standard question's prompt, and each pattern's line followed by the Normal line."""
         h = self.head
         prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
-        return prompt, [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels] + [_line_tokens(h.tok, (), lang, h.tax)]
+        lines = [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels]
+        return prompt, lines + [_line_tokens(h.tok, (), lang, h.tax)]
 
     def pixel_scores(self, image, labels: tuple, lang: str = "en") -> np.ndarray:
         """(len(labels), H, W): d target / d pixel along the pass -> fail colour, one row per pattern."""
@@ -130,8 +140,8 @@ class Attributor:
         target = (line[:, :n] - line[:, n:]).sum(0)  # (n,): each pattern's line over Normal, summed over steps
         if n == 1:
             grad = torch.autograd.grad(target[0], x)[0][None]
-        else:  # one backward per pattern, vectorised
-            grad = torch.autograd.grad(target, x, torch.eye(n, device=dev), is_grads_batched=True)[0]
+        else:
+            grad = _per_pattern_grad(target, x)
         return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
 
     def raw_scores(self, image, labels: tuple, lang: str = "en"):

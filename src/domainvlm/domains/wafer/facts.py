@@ -72,7 +72,8 @@ def say(facts: dict, kind: str, lang: str = "en", pattern: str | None = None, na
             (facts["quadrants"], facts["worst_quadrant"])
         names = ZONE_ZH if zh and kind == "zone" else QUAD_ZH if zh else {k: k for k in parts}
         rows = ("、" if zh else ", ").join(f"{names[k]} {_pct(v['fail_pct'])}" for k, v in parts.items())
-        return (f"失效比例最高的是{names[worst]}{'' if kind == 'zone' else '象限'}。各{'区域' if kind == 'zone' else '象限'}失效比例：{rows}。" if zh
+        unit = "区域" if kind == "zone" else "象限"
+        return (f"失效比例最高的是{names[worst]}{'' if kind == 'zone' else unit}。各{unit}失效比例：{rows}。" if zh
                 else f"The {worst} {'zone' if kind == 'zone' else 'quadrant'} has the highest failing share. "
                      f"Failing share: {rows}.")
     if kind == "where":
