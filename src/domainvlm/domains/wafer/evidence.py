@@ -4,14 +4,14 @@ For each named pattern P the target is how much more the model would write P's d
 on this map: ``log p("Diagnosis: P") - log p("Diagnosis: Normal")``, teacher-forced after the standard question.
 The log-softmax normalisation of the first name token is shared by both lines and cancels, so the target is
 P's own evidence, not its competition with the other patterns of a mixture (the contrast "line with P minus the
-line without it" was tried first and pointed far worse on mixtures: bench/wafer_evidence.py).
+line without it" was tried first and pointed far worse on mixtures).
 
 Attribution: integrated gradients of the target with respect to the canvas pixels along the straight path from
 the same map with every failing die passing (the baseline) to the map, taken along the pass -> fail colour and
 summed over each die's pixels. So a die's score is zero unless it fails, and says how much its failing pushes
-the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point) and
-one vectorised backward per pattern. The pattern's die mask is the 8-connected cluster of failing dies with the
-largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen
+the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point)
+and one vectorised backward per pattern. The pattern's die mask is the 8-connected cluster of failing dies with
+the largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen
 on synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
 :func:`.evidence_words.describe` says where it lies.
 """
@@ -28,7 +28,10 @@ from .knowledge import answer, line_end
 from .instruct import QUESTIONS
 from .render import PALETTE
 
-STEPS = 1  # integrated-gradient steps: 1 = the plain gradient (one forward, one backward; bench/wafer_evidence.py)
+# Integrated-gradient steps, in one batched forward and one vectorised backward. On synthetic seed 1 (choice)
+# 4 steps pointed at the right cluster for 0.96 of the named patterns, the plain gradient (1) for 0.81, at about
+# a quarter of the cost (bench/wafer_evidence.py; docs/wafer_evidence.md).
+STEPS = 4
 
 
 def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
