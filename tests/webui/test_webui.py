@@ -174,4 +174,5 @@ def test_webui_new_image_resets_chat_keeps_question_and_queues_in_order(tiny_mod
     assert {fn.concurrency_id for fn in events.values()} == {"chat"}
     assert set(events) == {("respond", "click"), ("respond", "submit"), ("reset", "click"),
                            ("new_conversation", "change"), ("show_map_file", "upload"),
-                           ("show_map_file", "change")}  # the wafer domain's map-file box (Domain.extra)
+                           ("show_map_file", "change"),  # the wafer domain's map-file box (Domain.extra)
+                           ("show_evidence", "then")}  # after an answer: the head's evidence (none here)

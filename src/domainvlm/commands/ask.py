@@ -16,6 +16,8 @@ def add_arguments(p):
                                                     "multi-wafer map file")
     p.add_argument("--json", action="store_true", help="print the structured answer as JSON: {answer, defects, "
                    "confidence, per_pattern, abstain, reason, evidence, facts} (the fields need an answer head)")
+    p.add_argument("--evidence-png", metavar="PATH", help="also write where the model sees each named pattern, "
+                   "drawn over the map (models whose answer head gives evidence: the wafer expert)")
     add_model_options(p)
     add_sampling_options(p)
 
@@ -29,6 +31,8 @@ def run(args):
     eng = engine_from_args(args)
     if args.json and eng.answer_head is not None and hasattr(eng.answer_head, "confidence"):
         eng.answer_head.confidence = True  # asked for the structured answer: score confidence even uncalibrated
+        if hasattr(eng.answer_head, "enable_annotations"):  # and its evidence and map facts
+            eng.answer_head.enable_annotations()
     msgs = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{args.question}"}]
     ans = eng.generate([(msgs, [image])], sampling_from_args(args))[0]
     if args.json:
@@ -38,4 +42,17 @@ def run(args):
         print(json.dumps({"answer": str(ans), **(a.to_json() if a is not None else {})}, ensure_ascii=False))
     else:
         print(ans)
+    if args.evidence_png:
+        _write_evidence(eng, msgs, image, ans, args.evidence_png)
     return 0
+
+
+def _write_evidence(eng, msgs, image, answer, path) -> None:
+    from ..errors import UserError
+    from ..io import atomic_path
+
+    draw = getattr(eng.answer_head, "evidence_image", None) if eng.has_head else None
+    if draw is None:
+        raise UserError(f"--evidence-png: model {eng.model_dir} has no answer head that gives evidence")
+    with atomic_path(path, ".png") as tmp:
+        draw(msgs, image, answer).save(tmp, format="PNG")

@@ -17,6 +17,8 @@ def add_arguments(p):
                    help="throughput batch size(s); repeatable (default 32 on CPU, 2048 on GPU)")
     p.add_argument("--maps", type=positive_int, help="maps per throughput pass (default 4x the batch size)")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--evidence", action="store_true", help="latency includes the answer head's evidence (where "
+                   "each named pattern lies; the wafer expert)")
     p.add_argument("--question", default="What defect pattern does this wafer map show?")
     p.add_argument("--out", help="also write the results as JSON")
     p.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=None,
@@ -49,8 +51,12 @@ def run(args):
     res = {"machine": machine(), "device": str(eng.device), "threads": torch.get_num_threads(),
            "model": str(eng.model_dir), "dtype": str(next(eng.model.parameters()).dtype),
            "source": args.source or "synthetic", "confidence": _confidence_on(head), "rows": []}
+    then = getattr(eng.answer_head, "evidence_for", None) if args.evidence and eng.has_head else None
+    if args.evidence and then is None:
+        raise UserError(f"--evidence: model {eng.model_dir} has no answer head that gives evidence")
     if not args.no_latency:
-        res["rows"].append({"what": "latency, batch 1", **latency(eng, images, args.question, args.runs, sampling=s)})
+        what = "latency, batch 1" + (" + evidence" if then else "")
+        res["rows"].append({"what": what, **latency(eng, images, args.question, args.runs, sampling=s, then=then)})
     for b in sizes:
         imgs = images[: args.maps or 4 * b]
         res["rows"].append({"what": f"throughput, batch {b}", **throughput(eng, imgs, args.question, b, sampling=s)})

@@ -28,6 +28,8 @@ def add_arguments(p):
                    help="records per batch (default 1024 on a GPU with an answer head, else 32)")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources (wafer npz, labelled image folders)")
     p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("--facts-limit", type=int, default=200, help="maps asked the fact questions (yield, failing "
+                   "dies, worst zone) for the 'facts' block, where the domain has one (wafer); 0 = none")
     p.add_argument("--quiet", action="store_true")
     add_model_options(p)
     add_sampling_options(p, max_new_tokens=96)
@@ -84,6 +86,8 @@ def run(args):
                     "device": str(eng.device), "batch_size": bs,
                     "dtype": str(next(eng.model.parameters()).dtype)})  # for a like-for-like with bench
     dom = domains.get(task_of(recs))
+    if dom.extra.get("eval_facts") is not None and args.facts_limit > 0:  # the answers to fact questions
+        metrics["facts"] = dom.extra["eval_facts"](eng, recs, base, args.facts_limit)
     if dom.eval_artifacts is not None:  # e.g. the wafer confusion PNG beside metrics.json
         dom.eval_artifacts(metrics, out)
     write_json(out, metrics)

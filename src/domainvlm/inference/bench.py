@@ -19,16 +19,23 @@ def _sync(engine):
         torch.cuda.synchronize()
 
 
-def latency(engine, images, question: str, runs: int = 100, warmup: int = 10, sampling=None) -> dict:
-    """Batch-1 latency over ``runs`` different maps (ms): p50, p95, mean."""
+def latency(engine, images, question: str, runs: int = 100, warmup: int = 10, sampling=None, then=None) -> dict:
+    """Batch-1 latency over ``runs`` different maps (ms): p50, p95, mean. ``then(messages, image, answer)``:
+    more work per map timed with the answer (e.g. the head's evidence)."""
     msgs = [{"role": "user", "content": f"<image>\n{question}"}]
+
+    def one(im):
+        ans = engine.generate([(msgs, [im])], sampling)[0]
+        if then is not None:
+            then(msgs, im, ans)
+
     for k in range(warmup):
-        engine.generate([(msgs, [images[k % len(images)]])], sampling)
+        one(images[k % len(images)])
     ts = []
     for k in range(runs):
         _sync(engine)
         t = time.perf_counter()
-        engine.generate([(msgs, [images[k % len(images)]])], sampling)
+        one(images[k % len(images)])
         _sync(engine)
         ts.append((time.perf_counter() - t) * 1e3)
     ts.sort()

@@ -81,6 +81,14 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
         history = msgs + [{"role": "assistant", "content": text.strip()}]
         yield _display(history), history, ""
 
+    draw = getattr(engine.answer_head, "evidence_image", None) if engine.has_head else None
+
+    def show_evidence(image, history):
+        """Where the model sees each named pattern, after a first answer about an image (heads that give it)."""
+        if draw is None or image is None or len(history or []) != 2:
+            return None
+        return draw(history[:1], image.convert("RGB"), history[1]["content"])
+
     def reset():
         return [], [], ""
 
@@ -111,14 +119,17 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
                     clear = gr.Button("Clear", elem_id="clear")
+                evidence = gr.Image(type="pil", label="Evidence: the dies behind each named pattern",
+                                    elem_id="evidence", interactive=False, visible=draw is not None)
         if examples:
             gr.Examples([[p, EXAMPLE_QUESTION] for p in examples], inputs=[image, question],
                         label="Examples (click one, then Send)")
         inputs = [question, image, history, max_new, temperature, top_p, top_k]
         outputs = [chatbot, history, question]
         # One queue group: a reset triggered by a new image is applied before the answer that follows it.
-        send.click(respond, inputs, outputs, concurrency_id="chat")
-        question.submit(respond, inputs, outputs, concurrency_id="chat")
+        for ev in (send.click, question.submit):
+            ev(respond, inputs, outputs, concurrency_id="chat").then(show_evidence, [image, history], evidence,
+                                                                     concurrency_id="chat")
         clear.click(reset, None, outputs, concurrency_id="chat")
         image.change(new_conversation, None, [chatbot, history], concurrency_id="chat")
     return demo

@@ -148,6 +148,12 @@ def _synth(n: int, size: int, seed: int, classes, val_fraction: float, out) -> i
     return len(ws)
 
 
+def _eval_facts(engine, records, base_dir=None, limit: int = 200) -> dict:
+    from .fact_eval import fact_metrics
+
+    return fact_metrics(engine, records, base_dir, limit)
+
+
 def _bench_images(n: int, source=None, seed: int = 0):
     from .bench import bench_images
 
@@ -166,7 +172,8 @@ register(Domain(
     load_batch=_load_batch,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
            "gold_labels": lambda r: tuple(r.labels["defects"]),  # calibration / confidence metrics
-           "example_images": _example_images, "example_question": "What defect pattern does this wafer map show?",
+           "example_images": _example_images, "eval_facts": _eval_facts,
+           "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
            "folder_items": _fab("folder_wafers"), "webui_inputs": _webui_inputs, "lot_report": _lot_report},

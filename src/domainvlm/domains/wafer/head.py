@@ -319,14 +319,45 @@ class WaferHead:
         users = [m for m in messages if m["role"] == "user"]
         return len(users) == 1 and messages[-1]["role"] == "user" and len(images) == 1
 
+    def evidence_for(self, messages: list[dict], image, answer: str | None = None) -> list[dict]:
+        """Where each pattern of this map's diagnosis lies (evidence.py; ``bench --evidence``)."""
+        from .evidence_head import evidence_for
+
+        return evidence_for(self, messages, image, question_lang(messages[-1]["content"]), answer)
+
+    def evidence_image(self, messages: list[dict], image, answer: str | None = None):
+        """The evidence drawn over the map (PIL image; ``ask --evidence-png``)."""
+        from .evidence_head import evidence_image
+
+        return evidence_image(self, messages, image, question_lang(messages[-1]["content"]), answer)
+
     def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
         """The engine's hook: the text of each assessment (an Answer carrying it as ``.assessment``), None
-        where :meth:`assess` leaves the conversation to free decoding."""
+        where :meth:`assess` leaves the conversation to free decoding.
+        Fact questions (yield, die counts, where a pattern lies) are answered from the map itself
+        (questions.py), the rest assessed."""
         from ...inference.generation import Answer
         from .assess import text
+        from .questions import answer_facts
 
-        return [None if a is None else Answer.make(text(self, a), assessment=a, completion_tokens=None)
-                for a in self.assess(convs, sampling, batch_size)]
+        convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
+        todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
+        done = answer_facts(self, convs, todo)[0] if todo else {}
+        assessed = iter(self.assess([c for k, c in enumerate(convs) if k not in done], sampling, batch_size))
+        out: list = []
+        for k in range(len(convs)):
+            a = done.get(k) if k in done else next(assessed)
+            out.append(a if a is None or isinstance(a, str)
+                       else Answer.make(text(self, a), assessment=a, completion_tokens=None))
+        return out
+
+    def enable_annotations(self) -> None:
+        """Fill every assessment's evidence and map facts (evidence.py, facts.py; evidence costs a backward
+        pass per map, so only where a structured answer is asked for)."""
+        from . import evidence, facts
+
+        if not self.annotators:
+            self.annotators = [evidence.annotator(self), facts.annotate]  # facts read the evidence
 
     def assess(self, convs, sampling=None, batch_size: int = 1024) -> list:
         """Structured answers (assess.py). First questions about one map: diagnosis if the question asks for

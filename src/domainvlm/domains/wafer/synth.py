@@ -15,7 +15,7 @@ from .patterns import PATTERNS, canonical_set, mixedwm38_classes
 from .sources import WaferSet, save_mixedwm38_npz
 from .fab_patterns import FAB_PATTERNS, MAKERS as FAB_MAKERS
 
-__all__ = ["synth_map", "synth_set", "save_mixedwm38_npz"]
+__all__ = ["synth_map", "synth_map_with_masks", "synth_set", "save_mixedwm38_npz"]
 
 MIN_SIZE = 16
 
@@ -103,6 +103,13 @@ assert set(_MAKERS) == set(PATTERNS)
 def synth_map(defects: tuple[str, ...] = (), size: int = 52, rng: np.random.Generator | None = None) -> np.ndarray:
     """One map (uint8, 0 off-wafer / 1 pass / 2 fail) showing the union of ``defects`` (() = Normal); the fab
     patterns of fab_patterns.py (Reticle-Repeat, Probe-Card, Notch-Cluster) are drawn too."""
+    return synth_map_with_masks(defects, size, rng)[0]
+
+
+def synth_map_with_masks(defects: tuple[str, ...] = (), size: int = 52, rng: np.random.Generator | None = None
+                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`synth_map` (the same map for the same ``rng`` state) and, per pattern, the bool mask of the dies
+    it placed: the ground truth of where each pattern is (evidence benchmarks)."""
     if size < MIN_SIZE:
         raise UserError(f"wafer map size must be at least {MIN_SIZE}, got {size}")
     rng = rng if rng is not None else np.random.default_rng(0)
@@ -111,13 +118,16 @@ def synth_map(defects: tuple[str, ...] = (), size: int = 52, rng: np.random.Gene
     # Sparse background noise: real Normal maps average ~8% failing dies; kept lower so thin Scratch lines and
     # small Loc blobs stay learnable from few examples.
     fail = rng.random(wafer.shape) < rng.uniform(0.0, 0.06)
+    masks = {}
     for name in canonical_set(n for n in defects if n not in FAB_MAKERS):
-        fail |= _MAKERS[name](g, rng)
+        masks[name] = _MAKERS[name](g, rng) & wafer
+        fail |= masks[name]
     for name in (n for n in FAB_PATTERNS if n in defects):  # fab patterns (fab_patterns.py) after the known ones
-        fail |= FAB_MAKERS[name](g, rng)
+        masks[name] = FAB_MAKERS[name](g, rng) & wafer
+        fail |= masks[name]
     m = wafer.astype(np.uint8)
     m[wafer & fail] = 2
-    return m
+    return m, masks
 
 
 def _parse_class(name: str) -> tuple[str, ...]:

@@ -1,0 +1,85 @@
+"""A rendered wafer map (the canvas the model saw, or any palette PNG) -> its die grid, and die geometry.
+
+:func:`read_dies` inverts :func:`.render.render_map` without knowing the map's shape: the die size is the
+common step of the pixel columns/rows where colours change, the offset where the first change falls (a padded
+canvas centres the map, so dies need not start at pixel 0); the grid is cropped to the wafer's bounding box.
+For every map whose wafer touches its own border (MixedWM38, synthetic maps, most WM-811K maps) this is the
+exact map. The pixel layout comes back too, so per-pixel quantities (attributions) can be summed per die.
+
+:func:`geometry` gives every die its normalised radius (1 on the rim), clock hour (12 = top of the image, as
+drawn) and zone, shared by the map facts and the evidence wording.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+import numpy as np
+
+from .render import palette_index
+
+ZONES = ("centre", "middle", "edge")  # radius thirds of the wafer: r < 1/3, < 2/3, <= 1
+QUADRANTS = ("top-right", "top-left", "bottom-left", "bottom-right")
+
+
+@dataclass
+class Dies:
+    grid: np.ndarray  # (h, w) uint8: 0 off-wafer, 1 pass, 2 fail
+    k: int  # pixels per die side
+    top: int  # pixel row of die row 0
+    left: int  # pixel column of die column 0
+
+    def per_die(self, pixels: np.ndarray) -> np.ndarray:
+        """Sum a (H, W) per-pixel array over each die's k x k block -> (h, w)."""
+        h, w = self.grid.shape
+        block = pixels[self.top:self.top + h * self.k, self.left:self.left + w * self.k]
+        return block.reshape(h, self.k, w, self.k).sum(axis=(1, 3))
+
+
+def _step(changes: np.ndarray, n: int) -> tuple[int, int]:
+    """(die size, offset) from the positions where colours change along one axis of ``n`` pixels."""
+    if len(changes) < 2:
+        return n, 0  # a single colour (or one edge): one die wide
+    k = int(np.gcd.reduce(np.diff(changes)))
+    return max(k, 1), int(changes[0] % max(k, 1))
+
+
+def read_dies(img) -> Dies:
+    """Die grid of a rendered wafer map (PIL image or (H, W) palette indices), cropped to the wafer."""
+    lab = palette_index(img) if not isinstance(img, np.ndarray) else img
+    H, W = lab.shape
+    cols = np.flatnonzero((lab[:, 1:] != lab[:, :-1]).any(0)) + 1
+    rows = np.flatnonzero((lab[1:] != lab[:-1]).any(1)) + 1
+    (kx, ox), (ky, oy) = _step(cols, W), _step(rows, H)
+    k = gcd(kx, ky) or 1  # dies are square: the finer step of the two axes
+    ox, oy = ox % k, oy % k
+    h, w = (H - oy) // k, (W - ox) // k
+    grid = lab[oy + k // 2::k, ox + k // 2::k][:h, :w]
+    on = np.argwhere(grid > 0)
+    if len(on) == 0:
+        return Dies(grid.copy(), k, oy, ox)
+    (r0, c0), (r1, c1) = on.min(0), on.max(0) + 1
+    return Dies(grid[r0:r1, c0:c1].copy(), k, oy + r0 * k, ox + c0 * k)
+
+
+def geometry(grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Per die: ``r`` (0 centre .. 1 rim), ``hour`` (1..12, 12 = up), ``zone`` (index into ZONES),
+    ``quadrant`` (index into QUADRANTS). The centre is the middle of the wafer's bounding box."""
+    on = np.argwhere(grid > 0)
+    h, w = grid.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    if len(on):
+        (r0, c0), (r1, c1) = on.min(0), on.max(0)
+        cy, cx = (r0 + r1) / 2, (c0 + c1) / 2
+    else:
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+    dy, dx = yy - cy, xx - cx
+    dist = np.hypot(dy, dx)
+    rim = (dist[grid > 0].max() if len(on) else dist.max()) + 0.5
+    r = dist / rim
+    ang = np.mod(np.arctan2(dx, -dy), 2 * np.pi)  # clockwise from 12 o'clock
+    hour = np.mod(np.rint(ang / (np.pi / 6)) - 1, 12) + 1
+    zone = np.minimum((r * 3).astype(int), 2)
+    quad = np.where(dy < 0, np.where(dx >= 0, 0, 1), np.where(dx < 0, 2, 3))
+    return {"r": r, "hour": hour.astype(int), "zone": zone, "quadrant": quad}

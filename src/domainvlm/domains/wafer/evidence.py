@@ -1,0 +1,188 @@
+"""Evidence: which dies make the wafer expert name each pattern, read from the model itself.
+
+For each named pattern P the target is how much more the model would write P's diagnosis line than "Normal"
+on this map: ``log p("Diagnosis: P") - log p("Diagnosis: Normal")``, teacher-forced after the standard question.
+The log-softmax normalisation of the first name token is shared by both lines and cancels, so the target is
+P's own evidence, not its competition with the other patterns of a mixture (the contrast "line with P minus the
+line without it" was tried first and pointed far worse on mixtures).
+
+Attribution: integrated gradients of the target with respect to the canvas pixels along the straight path from
+the same map with every failing die passing (the baseline) to the map, taken along the pass -> fail colour and
+summed over each die's pixels. So a die's score is zero unless it fails, and says how much its failing pushes
+the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point)
+and one vectorised backward per pattern. The pattern's die mask is the 8-connected cluster of failing dies with
+the largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen
+on synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
+:func:`.evidence_words.describe` says where it lies.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ...models.qwen_fast import FastVision, embed_with_images, mrope_positions, patchify
+from .dies import read_dies
+from .evidence_words import describe
+from .knowledge import answer, line_end
+from .instruct import QUESTIONS
+from .render import PALETTE
+
+# Integrated-gradient steps, in one batched forward and one vectorised backward. On synthetic seed 1 (choice)
+# 4 steps pointed at the right cluster for 0.96 of the named patterns, the plain gradient (1) for 0.81, at about
+# a quarter of the cost (bench/wafer_evidence.py; docs/wafer_evidence.md).
+STEPS = 4
+
+
+def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
+    """Mean of the score over the failing dies of each die's 3 x 3 neighbourhood (failing dies only)."""
+    s = np.where(fail, score, 0.0)
+    pad_s, pad_f = np.pad(s, 1), np.pad(fail.astype(float), 1)
+    h, w = s.shape
+    tot = sum(pad_s[i:i + h, j:j + w] for i in range(3) for j in range(3))
+    cnt = sum(pad_f[i:i + h, j:j + w] for i in range(3) for j in range(3))
+    return np.where(fail, tot / np.maximum(cnt, 1), 0.0)
+
+
+def clusters(fail: np.ndarray) -> tuple[np.ndarray, int]:
+    """Labels (1..n, 0 = not failing) of the 8-connected clusters of failing dies, and n."""
+    h, w = fail.shape
+    lab, n = np.zeros((h, w), np.int32), 0
+    for y, x in np.argwhere(fail):
+        if lab[y, x]:
+            continue
+        n += 1
+        lab[y, x], stack = n, [(y, x)]
+        while stack:
+            cy, cx = stack.pop()
+            for ny in range(max(cy - 1, 0), min(cy + 2, h)):
+                for nx in range(max(cx - 1, 0), min(cx + 2, w)):
+                    if fail[ny, nx] and not lab[ny, nx]:
+                        lab[ny, nx] = n
+                        stack.append((ny, nx))
+    return lab, n
+
+
+def select(raw: np.ndarray, grid: np.ndarray, lab=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
+    """(mask, top die, smoothed score) of one pattern from its per-die attribution: the cluster of failing dies
+    with the largest attribution sum (a pattern is a cluster; the sum, not the mean, so an isolated noise die
+    with a sharp gradient does not win), and in it the die whose 3 x 3 failing neighbourhood scores best."""
+    fail = grid == 2
+    sm = _smooth(raw, fail)
+    lab, n = lab if lab is not None else clusters(fail)
+    if n == 0:
+        return np.zeros(grid.shape, bool), None, sm
+    sums = np.bincount(lab.ravel(), weights=np.where(fail, raw, 0.0).ravel(), minlength=n + 1)
+    sums[0] = -np.inf
+    mask = lab == int(np.argmax(sums))
+    top = np.unravel_index(int(np.argmax(np.where(mask, sm, -np.inf))), sm.shape)
+    return mask, (int(top[0]), int(top[1])), sm
+
+
+def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
+    """Token ids of a diagnosis line and its newline, cut from the full trained answer (as the head's trie)."""
+    ids = tok(answer(defects, lang, True, tax), add_special_tokens=False)["input_ids"]
+    return ids[:line_end(tok, ids)]
+
+
+def _per_pattern_grad(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """d target[i] / d x for each i: one vectorised backward, else (a kernel vmap cannot batch) one each."""
+    eye = torch.eye(len(target), device=target.device)
+    try:
+        return torch.autograd.grad(target, x, eye, is_grads_batched=True, retain_graph=True)[0]
+    except RuntimeError:
+        return torch.stack([torch.autograd.grad(t, x, retain_graph=True)[0] for t in target])
+
+
+class Attributor:
+    """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
+
+    ``steps``: points on the straight path from the all-pass map to the map whose gradients are averaged
+    (integrated gradients; 1 = the plain gradient at the map, the cheapest)."""
+
+    def __init__(self, head, steps: int = STEPS):
+        self.head, self.steps = head, max(1, int(steps))
+        self.vision = FastVision(head.model)  # its own captured tables: the head's may be inference tensors
+        self.direction = torch.tensor(np.subtract(PALETTE[2], PALETTE[1]), dtype=torch.float32)
+
+    def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
+        """The standard question's prompt, and each pattern's line followed by the Normal line."""
+        h = self.head
+        prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
+        lines = [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels]
+        return prompt, lines + [_line_tokens(h.tok, (), lang, h.tax)]
+
+    def pixel_scores(self, image, labels: tuple, lang: str = "en") -> np.ndarray:
+        """(len(labels), H, W): d target / d pixel along the pass -> fail colour, one row per pattern."""
+        with torch.inference_mode(False), torch.enable_grad():  # the engine answers under inference_mode
+            return self._pixel_scores(image, tuple(labels), lang)
+
+    def _pixel_scores(self, image, labels, lang):
+        h, model = self.head, self.head.model
+        dev, dtype = model.device, next(model.parameters()).dtype
+        n, steps = len(labels), self.steps
+        prompt, lines = self._seqs(labels, lang)
+        rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
+        fail_px = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1, keepdim=True)
+        base = torch.where(fail_px, torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
+        alphas = torch.tensor([(j + 0.5) / steps for j in range(steps)] if steps > 1 else [1.0], device=dev)
+        x = (base + alphas.view(-1, 1, 1, 1) * (rgb - base)).requires_grad_(True)  # (steps, H, W, 3)
+        s = h.size // h.ip["patch"]
+        img = self.vision(patchify(x, **h.patch_ip).to(dtype), (1, s, s))  # vision once per step
+        per = len(lines)  # LM rows per step: n pattern lines + the Normal line, all on that step's image
+        img = img.view(steps, 1, -1, img.shape[-1]).expand(-1, per, -1, -1).reshape(-1, img.shape[-1])
+        L = max(map(len, lines))
+        ids = torch.tensor([prompt + ln + [h.pad_id] * (L - len(ln)) for ln in lines] * steps, device=dev)
+        g = torch.tensor([[1, s, s]] * len(ids), device=dev)
+        pos, _ = mrope_positions(ids, h.image_token_id, g, h.ip["merge"])
+        logits = model(inputs_embeds=embed_with_images(model, ids, img), position_ids=pos, use_cache=False).logits
+        logp = torch.log_softmax(logits[:, len(prompt) - 1:-1].float(), -1)
+        lp = logp.gather(-1, ids[:, len(prompt):, None])[..., 0]
+        keep = torch.tensor([[j < len(ln) for j in range(L)] for ln in lines] * steps, device=dev)
+        line = (lp * keep).sum(-1).view(steps, per)
+        target = (line[:, :n] - line[:, n:]).sum(0)  # (n,): each pattern's line over Normal, summed over steps
+        if n == 1:
+            grad = torch.autograd.grad(target[0], x)[0][None]
+        else:
+            grad = _per_pattern_grad(target, x)
+        return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
+
+    def raw_scores(self, image, labels: tuple, lang: str = "en"):
+        """(Dies, {pattern: per-die attribution}) for a canvas image and its named patterns."""
+        dies = read_dies(image)
+        if not labels:
+            return dies, {}
+        px = self.pixel_scores(image, tuple(labels), lang)
+        return dies, {p: dies.per_die(px[i]) for i, p in enumerate(labels)}
+
+    def evidence(self, image, labels: tuple, lang: str = "en") -> tuple[list[dict], dict]:
+        """Per named pattern a dict (pattern, dies (row, col) of its mask, top die, words), and the masks."""
+        dies, raw = self.raw_scores(image, labels, lang)
+        lab = clusters(dies.grid == 2)
+        out, masks = [], {}
+        for p, r in raw.items():
+            mask, top, _ = select(r, dies.grid, lab)
+            masks[p] = mask
+            out.append({"pattern": p, "n_dies": int(mask.sum()),
+                        "dies": [[int(y), int(x)] for y, x in np.argwhere(mask)],
+                        "top_die": None if top is None else list(top), "grid": list(dies.grid.shape),
+                        **describe(p, mask, dies.grid)})
+        return out, masks
+
+    def __call__(self, assessment, image, lang: str = "en") -> None:
+        """The head's annotator hook: fills ``assessment.evidence`` for the named patterns."""
+        if getattr(assessment, "abstain", False) or not assessment.labels:
+            return
+        assessment.evidence = self.evidence(image, tuple(assessment.labels), lang)[0]
+
+
+def attributor(head) -> Attributor:
+    """The head's attributor, built once and kept on the head."""
+    if getattr(head, "_attributor", None) is None:
+        head._attributor = Attributor(head)
+    return head._attributor
+
+
+def annotator(head) -> Attributor:
+    """The evidence annotator for a wafer head (append it to ``head.annotators``)."""
+    return attributor(head)

@@ -1,0 +1,116 @@
+"""Fact questions about one wafer map ("what is the yield?", "where is the scratch?", "良率是多少？"): which
+questions they are, their answers computed from the map (facts.py, evidence.py) instead of decoded by the LM,
+and instruction pairs built from each map's own numbers (for future training).
+
+:func:`fact_question` -> (kind, pattern) or None; kinds as in :func:`.facts.say`.
+:func:`answer_facts` is the head's one call: it answers the fact questions of a batch and leaves the rest.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .facts import image_facts, map_facts, say
+from .instruct import QUESTIONS
+from .taxonomy import default
+
+_TAX = default()
+_NAME_RE = {p: re.compile(r"\b" + re.escape(p).replace(r"\-", r"[-\s]?") + r"\b", re.I) for p in _TAX.names}
+_ZH_NAME = {c.zh: c.name for c in _TAX.classes}
+_KINDS = {  # first match wins: a 'where' question about a pattern before the general ones
+    "en": [("yield", r"\byield\b"),
+           ("failing", r"how many (?:\w+ )*?(?:dies|chips)? ?(?:fail|failed|failing|bad|defective)|"
+                       r"(?:number|count) of (?:fail|failed|failing|bad|defective) (?:dies|chips)"),
+           ("dies", r"how many (?:dies|chips)|(?:number|count) of (?:dies|chips)|die count|total dies"),
+           ("zone", r"which (?:zone|region|ring|area)|centre or (?:the )?edge|center or (?:the )?edge"),
+           ("quadrant", r"which quadrant")],
+    "zh": [("yield", r"良率|成品率"),
+           ("failing", r"(?:多少|几)(?:颗|个)?(?:芯片|晶粒)?(?:失效|不良|坏)|失效(?:芯片|晶粒)?(?:数|有多少|多少)"),
+           ("dies", r"(?:多少|几)(?:颗|个)(?:芯片|晶粒)|芯片总数|晶粒总数|芯片数"),
+           ("zone", r"哪个区域|哪个区|中心还是边缘"),
+           ("quadrant", r"哪个象限")],
+}
+_WHERE = {"en": re.compile(r"\bwhere\b|\blocat|\bwhich part\b|\bposition\b", re.I),
+          "zh": re.compile(r"哪里|哪儿|位置|在哪|什么地方|分布在")}
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+
+
+def _lang(q: str) -> str:
+    return "zh" if _CJK.search(q or "") else "en"
+
+
+def named_pattern(q: str) -> str | None:
+    for zh, name in sorted(_ZH_NAME.items(), key=lambda kv: -len(kv[0])):  # 边缘局部 before 局部
+        if zh in q:
+            return name
+    hits = [p for p, rx in _NAME_RE.items() if rx.search(q)]
+    return max(hits, key=len) if hits else None  # "Edge-Loc" rather than "Loc"
+
+
+def fact_question(q: str) -> tuple[str, str | None] | None:
+    """(kind, pattern) if ``q`` asks a fact about the map, else None (a diagnosis or anything else)."""
+    q = (q or "").replace("<image>", "").strip()
+    lang = _lang(q)
+    pat = named_pattern(q)
+    if pat is not None and _WHERE[lang].search(q):
+        return "where", pat
+    for kind, rx in _KINDS[lang]:
+        if re.search(rx, q, re.I):
+            return kind, None
+    return None
+
+
+def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int]]:
+    """Answers to the fact questions among ``todo`` (first turns about one canonical map): {index: text}, and
+    the indices left for the diagnosis. 'where' questions get the head's own diagnosis and its evidence."""
+    from .evidence_head import diagnose_with_evidence
+
+    done, rest = {}, []
+    for k in todo:
+        q = convs[k][0][-1]["content"]
+        fq = fact_question(q)
+        if fq is None:
+            rest.append(k)
+            continue
+        kind, pat = fq
+        lang, image = _lang(q), convs[k][1][0]
+        image = image.to_pil() if hasattr(image, "to_pil") else image  # a die grid not yet drawn (batch_load)
+        named, evidence = (), None
+        if kind == "where":
+            named, evidence = diagnose_with_evidence(head, QUESTIONS[lang][0], image, lang, (pat,))  # as trained
+        done[k] = say(image_facts(image, evidence), kind, lang, pat, named)
+    return done, rest
+
+
+# ------------------------------------------------------------------------------- instruction data per map
+TEMPLATES = {
+    "en": {"yield": ["What is the yield of this wafer?", "What is the yield?"],
+           "failing": ["How many dies failed?", "How many failing dies are on this wafer map?"],
+           "dies": ["How many dies does this wafer have?"],
+           "zone": ["Which zone has the most failing dies, the centre or the edge?"],
+           "quadrant": ["Which quadrant has the highest failing share?"],
+           "where": ["Where is the {p} on this wafer?", "Where is the {p} located?"]},
+    "zh": {"yield": ["这片晶圆的良率是多少？", "良率是多少？"],
+           "failing": ["有多少颗芯片失效？"],
+           "dies": ["这片晶圆共有多少颗芯片？"],
+           "zone": ["哪个区域的失效比例最高，中心还是边缘？"],
+           "quadrant": ["哪个象限的失效比例最高？"],
+           "where": ["{p}在晶圆的什么位置？", "{p}在哪里？"]},
+}
+
+
+def fact_pairs(grid, lang: str = "en", evidence: list[dict] | None = None, rng=None) -> list[tuple[str, str]]:
+    """(question, answer) pairs from this map's own numbers: one per fact kind, plus one 'where' per pattern of
+    ``evidence`` (e.g. from :func:`.evidence_words.describe` of the synthetic generator's masks)."""
+    import random
+
+    rng = rng or random.Random(0)
+    facts = map_facts(grid, evidence)
+    out = [(rng.choice(TEMPLATES[lang][kind]), say(facts, kind, lang))
+           for kind in ("yield", "failing", "dies", "zone", "quadrant")]
+    zh = {v: k for k, v in _ZH_NAME.items()}
+    for e in evidence or []:
+        name = zh[e["pattern"]] if lang == "zh" else e["pattern"]
+        q = rng.choice(TEMPLATES[lang]["where"]).format(p=name)
+        out.append((q, say(facts, "where", lang, e["pattern"])))
+    return out

@@ -1,0 +1,81 @@
+"""Evidence and fact answers of the bundled wafer expert on a few maps (CPU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from domainvlm.domains.wafer.render import render_map
+from domainvlm.domains.wafer.synth import synth_map_with_masks
+from domainvlm.models.loader import BUNDLED
+
+EXAMPLES = Path(BUNDLED).parent / "examples"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    from domainvlm.inference.engine import Engine
+
+    return Engine(device="cpu", threads=2)
+
+
+def _ask(engine, q, img):
+    return engine.generate([([{"role": "user", "content": f"<image>\n{q}"}], [img])])[0]
+
+
+def test_evidence_points_at_the_pattern_dies_and_says_where(engine):
+    from domainvlm.domains.wafer.evidence import annotator
+    from domainvlm.inference.assessment import Assessment
+
+    m, gt = synth_map_with_masks(("Loc",), 52, np.random.default_rng(3))
+    img = render_map(m, size=224)
+    att = annotator(engine.answer_head)
+    ev, masks = att.evidence(img, ("Loc",))
+    (e,) = ev
+    assert gt["Loc"][tuple(e["top_die"])]  # the top die is one the pattern placed
+    iou = (masks["Loc"] & gt["Loc"]).sum() / (masks["Loc"] | gt["Loc"]).sum()
+    assert iou > 0.3 and e["n_dies"] == len(e["dies"]) > 0
+    assert all(m[r, c] == 2 for r, c in e["dies"])  # only failing dies support a pattern
+    assert "o'clock" in e["text"]["en"] and "点钟" in e["text"]["zh"]
+    a = Assessment(labels=("Loc",), confidence=0.9)
+    with torch.inference_mode():  # as the engine calls its head
+        att(a, img, "en")
+    assert a.evidence and a.evidence[0]["pattern"] == "Loc"
+
+
+def test_ask_writes_the_evidence_png(tmp_path, capsys):
+    from PIL import Image
+
+    from domainvlm.cli import main
+
+    out = tmp_path / "ev" / "scratch.png"
+    assert main(["ask", "--image", str(EXAMPLES / "wafer_scratch.png"), "--threads", "2", "--evidence-png",
+                 str(out), "What defect pattern does this wafer map show?"]) == 0
+    assert capsys.readouterr().out.startswith("Diagnosis: Scratch")
+    over = Image.open(out)
+    assert over.mode == "RGB" and over.width == 448 and over.height > over.width  # the map at 2x, a legend
+    a = np.asarray(over)
+    assert (a[..., 0].astype(int) - a[..., 2] > 100).any()  # the scratch's dies tinted red
+    assert [p.name for p in out.parent.iterdir()] == ["scratch.png"]  # no temporary file left
+
+
+def test_fact_questions_are_answered_from_the_map(engine):
+    from domainvlm.data.images import load_image
+    from domainvlm.domains.wafer.canvas import canonical_image
+    from domainvlm.domains.wafer.dies import read_dies
+    from domainvlm.domains.wafer.facts import map_facts
+
+    m, _ = synth_map_with_masks(("Center",), 52, np.random.default_rng(0))
+    img = render_map(m, size=224)
+    f = map_facts(m)
+    assert f"{f['yield_pct']:.1f}%" in _ask(engine, "What is the yield?", img)
+    assert f"{f['failing']}颗" in _ask(engine, "有多少颗芯片失效？", img)
+    scratch = canonical_image(load_image(str(EXAMPLES / "wafer_scratch.png")))
+    assert read_dies(scratch).grid.shape[0] > 10
+    where = _ask(engine, "Where is the scratch?", scratch)
+    assert where.startswith("Scratch:") and "o'clock" in where
+    assert _ask(engine, "Where is the donut?", scratch).startswith("No Donut is seen")
+    assert _ask(engine, "What defect pattern does this wafer map show?", scratch).startswith("Diagnosis: Scratch")
