@@ -17,7 +17,6 @@ The expert's training maps are MixedWM38 / WM-811K maps and their pixel-level mi
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -55,6 +54,32 @@ def _table(rows: list[dict]) -> None:
         print(f"{pat:<11}{s['n']:>5}{s['hit'] / s['n']:>10.3f}{np.mean(s['iou']):>8.3f}{s['named']:>7}{pn:>10}")
 
 
+def _save_rows(rows: list[dict], path: str) -> None:
+    """Rows as one npz (no pickle): keys "<i>.map", "<i>.named", "<i>.gt.<pattern>", "<i>.raw.<pattern>"."""
+    arrays = {}
+    for i, r in enumerate(rows):
+        arrays[f"{i}.map"] = r["map"]
+        arrays[f"{i}.named"] = np.array(sorted(r["named"]), dtype=str)
+        arrays.update({f"{i}.gt.{k}": np.asarray(v) for k, v in r["gt"].items()})
+        arrays.update({f"{i}.raw.{k}": np.asarray(v) for k, v in r["raw"].items()})
+    tmp = f"{path}.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    Path(tmp).replace(path)
+
+
+def _load_rows(path: str) -> list[dict]:
+    z = np.load(path, allow_pickle=False)
+    rows: dict[int, dict] = {}
+    for key in z.files:
+        i, kind, *pat = key.split(".", 2)
+        r = rows.setdefault(int(i), {"gt": {}, "raw": {}})
+        if kind in ("gt", "raw"):
+            r[kind][pat[0]] = z[key]
+        else:
+            r[kind] = set(z[key].tolist()) if kind == "named" else z[key]
+    return [rows[i] for i in sorted(rows)]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model folder (default: the bundled wafer expert)")
@@ -64,12 +89,11 @@ def main() -> None:
     p.add_argument("--lang", default="en", choices=["en", "zh"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="integrated-gradient steps (default: evidence.STEPS)")
-    p.add_argument("--dump", help="also save the raw per-die scores (pickle written and read by this script only)")
+    p.add_argument("--dump", help="also save the raw per-die scores (an npz, read back by --from-dump)")
     p.add_argument("--from-dump", help="print the table of a --dump file again (no model run)")
     a = p.parse_args()
     if a.from_dump:
-        with open(a.from_dump, "rb") as fh:
-            rows = pickle.load(fh)  # noqa: S301 - this script's own output
+        rows = _load_rows(a.from_dump)
         _table(rows)
         print(f"{len(rows)} maps from {a.from_dump}")
         return
@@ -105,8 +129,7 @@ def _run(a) -> None:
             raise SystemExit(f"map {i}: die grid read back from the canvas differs from the map")
         rows.append({"map": m, "gt": gt, "named": named, "raw": raw})
         if a.dump:
-            with open(a.dump, "wb") as fh:
-                pickle.dump(rows, fh)
+            _save_rows(rows, a.dump)
     _table(rows)
     print(f"steps {att.steps}; attribution time per map (CPU, {a.threads} threads): p50 "
           f"{np.median(times) * 1e3:.0f} ms, p90 {np.percentile(times, 90) * 1e3:.0f} ms over {a.n} maps "
