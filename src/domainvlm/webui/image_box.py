@@ -19,11 +19,11 @@ MAX_UPLOAD_BYTES = 20 << 20  # launch() passes the same limit to gradio (max_fil
 
 
 class ImageBox(gr.Image):
-    is_template = True  # rendered by gradio's own Image front-end component
+    """No ``__init__`` of its own: gradio sends the front end the props named in the component's constructor
+    signature, and a ``(*args, **kw)`` one sent none (no ``sources``: the page failed to render)."""
 
-    def __init__(self, *args, max_pixels: int = DEFAULT_MAX_PIXELS, **kw):
-        super().__init__(*args, **kw)
-        self.max_pixels = max_pixels
+    is_template = True  # rendered by gradio's own Image front-end component
+    max_pixels = DEFAULT_MAX_PIXELS  # set on the instance to change it
 
     def preprocess(self, payload):
         if payload is None or payload.path is None or self.type != "pil":  # data: URLs (webcam): gradio's way
