@@ -45,3 +45,17 @@ def build_tiny_compact(out_dir: Path, seed: int = 0):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """Session-wide untrained tiny compact model (Qwen2-VL architecture) for interface tests."""
     return build_tiny_compact(tmp_path_factory.mktemp("tiny-model") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_wafer_head_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A copy of the tiny model whose config names the wafer diagnosis head (calibration, structured answers)."""
+    import json
+    import shutil
+
+    d = tmp_path_factory.mktemp("tiny-wafer-head") / "model"
+    shutil.copytree(tiny_model_dir, d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d

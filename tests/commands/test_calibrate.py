@@ -12,12 +12,9 @@ from domainvlm.cli import main
 
 
 @pytest.fixture(scope="module")
-def wafer_model(tiny_model_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("cal") / "model"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
-    (d / "config.json").write_text(json.dumps(cfg))
+def wafer_model(tiny_wafer_head_dir, tmp_path_factory):
+    d = tmp_path_factory.mktemp("cal") / "model"  # its own copy: calibrate writes calibration.json into it
+    shutil.copytree(tiny_wafer_head_dir, d)
     return d
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -14,13 +13,8 @@ Q = "What defect pattern does this wafer map show?"
 
 
 @pytest.fixture(scope="module")
-def wafer_model(tiny_model_dir, tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli-json") / "model"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
+def wafer_model(tiny_wafer_head_dir):
+    return tiny_wafer_head_dir
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 import socket
 import threading
 import time
@@ -38,18 +37,13 @@ def _wafer_png(seed=0) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def api(tiny_model_dir, tmp_path_factory):
+def api(tiny_wafer_head_dir):
     import uvicorn
 
     from domainvlm.inference.batcher import Batcher
     from domainvlm.serve.app import ServeConfig, create_app
 
-    d = tmp_path_factory.mktemp("structured") / "model"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
-    (d / "config.json").write_text(json.dumps(cfg))
-    eng = Engine(str(d), device="cpu", threads=1)
+    eng = Engine(str(tiny_wafer_head_dir), device="cpu", threads=1)
     batcher = Batcher(eng, max_batch=4, max_wait_ms=5)
     app = create_app(batcher, ServeConfig(model_name="tiny", max_tokens_cap=256))
     with socket.socket() as s:
