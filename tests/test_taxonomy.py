@@ -36,6 +36,17 @@ def test_multi_label_answer_sets_and_canonical_order():
     assert free.answer_sets() == [("A",), ("B",), ("A", "B")]
 
 
+def test_all_fail_class_round_trips_and_survives_extension(tmp_path):
+    t = taxonomy.from_dict({"name": "w", "multi_label": True, "none_label": "Normal", "classes": ["A", "Full"],
+                            "all_fail": "Full"})
+    t.save(tmp_path / "m")
+    assert taxonomy.from_model_dir(tmp_path / "m").all_fail == "Full"
+    ext = taxonomy.extend(t, _write(tmp_path, "name: w\nclasses: [New]\n"))
+    assert ext.all_fail == "Full" and ext.names == ["A", "Full", "New"]
+    with pytest.raises(UserError, match="field 'all_fail' is 'New'"):
+        taxonomy.extend(t, _write(tmp_path, "name: w\nclasses: [New]\nall_fail: New\n", "t2.yaml"))
+
+
 @pytest.mark.parametrize("text, msg", [
     ("name: x\nclasses: [a, a]\n", "classes[1]: duplicate class 'a'"),
     ("name: x\nclasses: []\n", "field 'classes' must list at least one class"),
@@ -45,6 +56,7 @@ def test_multi_label_answer_sets_and_canonical_order():
     ("name: x\nclasses: [a]\ncolour: red\n", "unknown field 'colour'"),
     ("name: x\nclasses: [a+b]\n", "may not contain '+'"),
     ("name: [x\n", "not valid YAML"),
+    ("name: x\nclasses: [a]\nall_fail: b\n", "field 'all_fail': 'b' is not a class"),
 ])
 def test_bad_taxonomy_is_one_line_naming_the_field(tmp_path, text, msg):
     p = _write(tmp_path, text)

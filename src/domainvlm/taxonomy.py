@@ -13,6 +13,9 @@ descriptions in en/zh) and the metrics (class order). Users write it as YAML or 
       - scratches                 # a bare name is allowed
     combinations:                 # multi-label only, optional: the allowed label sets (default: any)
       - [crazing, scratches]
+    all_fail: null                # optional: the class of an input with no passing unit at all (a wafer map
+                                  # whose every die fails: WM-811K labels it Near-full); without it such an
+                                  # input abstains as unreadable
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Taxonomy:
     multi_label: bool = False
     none_label: str | None = None
     combinations: list[tuple[str, ...]] | None = None
+    all_fail: str | None = None
 
     def __post_init__(self):
         self.validate()
@@ -119,6 +123,8 @@ class Taxonomy:
                     raise UserError(f"{source}: combinations[{i}]: unknown class {bad[0]!r}")
                 if len(set(combo)) != len(combo):
                     raise UserError(f"{source}: combinations[{i}]: a class is named twice")
+        if self.all_fail is not None and self.all_fail not in seen:
+            raise UserError(f"{source}: field 'all_fail': {self.all_fail!r} is not a class")
 
     def to_dict(self) -> dict:
         d = {"name": self.name, "multi_label": self.multi_label,
@@ -127,6 +133,8 @@ class Taxonomy:
             d["none_label"] = self.none_label
         if self.combinations is not None:
             d["combinations"] = [list(c) for c in self.combinations]
+        if self.all_fail is not None:
+            d["all_fail"] = self.all_fail
         return d
 
     def save(self, folder) -> Path:
@@ -167,17 +175,17 @@ def _parse_combinations(d: dict, source: str) -> list[tuple[str, ...]] | None:
 def _check_fields(d, source: str) -> None:
     if not isinstance(d, dict):
         raise UserError(f"{source}: a taxonomy must be a mapping with 'name' and 'classes'")
-    unknown = set(d) - {"name", "multi_label", "none_label", "classes", "combinations"}
+    unknown = set(d) - {"name", "multi_label", "none_label", "classes", "combinations", "all_fail"}
     if unknown:
         raise UserError(f"{source}: unknown field {sorted(unknown)[0]!r}")
     if not isinstance(d.get("multi_label", False), bool):
         raise UserError(f"{source}: field 'multi_label' must be true or false")
 
 
-def _make(name, classes, multi, none_label, combos, source: str) -> Taxonomy:
+def _make(name, classes, multi, none_label, combos, source: str, all_fail=None) -> Taxonomy:
     tax = Taxonomy.__new__(Taxonomy)  # validate with the file named, not the default source
     tax.name, tax.classes, tax.multi_label = str(name or ""), classes, multi
-    tax.none_label, tax.combinations = none_label, combos
+    tax.none_label, tax.combinations, tax.all_fail = none_label, combos, all_fail
     tax.validate(source)
     return tax
 
@@ -185,7 +193,7 @@ def _make(name, classes, multi, none_label, combos, source: str) -> Taxonomy:
 def from_dict(d, source: str = "taxonomy") -> Taxonomy:
     _check_fields(d, source)
     return _make(d.get("name"), _parse_classes(d, source), d.get("multi_label", False), d.get("none_label"),
-                 _parse_combinations(d, source), source)
+                 _parse_combinations(d, source), source, d.get("all_fail"))
 
 
 def extend(base: Taxonomy, path) -> Taxonomy:
@@ -199,7 +207,8 @@ def extend(base: Taxonomy, path) -> Taxonomy:
     path = Path(path)
     d, source = _read(path), str(path)
     _check_fields(d, source)
-    for key, have in (("multi_label", base.multi_label), ("none_label", base.none_label)):
+    for key, have in (("multi_label", base.multi_label), ("none_label", base.none_label),
+                      ("all_fail", base.all_fail)):
         if key in d and d[key] != have:
             raise UserError(f"{source}: field '{key}' is {d[key]!r} but the model's taxonomy has {have!r}")
     names = set(base.names)
@@ -217,7 +226,8 @@ def extend(base: Taxonomy, path) -> Taxonomy:
         combos = list(base.combinations) + [c for c in dict.fromkeys(combos or []) if c not in have]
     elif base.multi_label:
         combos = None  # the base allows every subset: so does the extension
-    return _make(d.get("name") or base.name, classes, base.multi_label, base.none_label, combos, source)
+    return _make(d.get("name") or base.name, classes, base.multi_label, base.none_label, combos, source,
+                 base.all_fail)
 
 
 def _read(path: Path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -78,24 +79,95 @@ def test_radiographs_and_steel_photos_abstain(shared_data, engine):
     assert [a.assessment.reason for a in got] == [OUT_OF_DOMAIN] * len(imgs)
 
 
+def _disc(n=30, r=14):
+    yy, xx = np.mgrid[:n, :n] - (n - 1) / 2
+    return yy ** 2 + xx ** 2 < r ** 2
+
+
 def test_empty_and_all_fail_grids_are_unreadable(engine):
-    disc = np.add.outer(np.arange(30) - 14.5, np.zeros(30)) ** 2 + np.add.outer(np.zeros(30), np.arange(30) - 14.5) ** 2
-    inside = disc < 14 ** 2
+    inside = _disc()
     empty = np.zeros((30, 30), np.uint8)
     fail = np.where(inside, 2, 0).astype(np.uint8)
     ok = np.where(inside, 1, 0).astype(np.uint8)
     assert check(render_map(empty, size=224)) == (UNREADABLE, "no_dies")
     assert check(render_map(fail, size=224)) == (UNREADABLE, "all_fail")
     assert check(render_map(ok, size=224)) is None and check(render_map(ok)) is None  # padded or not
-    got = engine.generate([([{"role": "user", "content": f"<image>\n{q}"}], [render_map(fail, size=224)])
-                           for q in ("Diagnose this wafer map.", "请诊断这张晶圆图。")])
+    head = wh.head_for(engine)
+    tax = head.tax
+    try:  # a taxonomy without an all-fail class (the bundled one has Near-full: the next test)
+        head.tax = replace(tax, all_fail=None)
+        got = engine.generate([([{"role": "user", "content": f"<image>\n{q}"}], [render_map(fail, size=224)])
+                               for q in ("Diagnose this wafer map.", "请诊断这张晶圆图。")])
+    finally:
+        head.tax = tax
     assert all(a.assessment.abstain and a.assessment.reason == UNREADABLE for a in got)
     assert "every die on the map fails" in got[0] and "所有芯片均失效" in got[1]
 
 
+def test_all_fail_is_a_diagnosis_where_the_taxonomy_names_it(engine):
+    """WM-811K labels its all-fail maps Near-full (3 of 12,450 val maps): the bundled taxonomy says so
+    (``all_fail``), so they are diagnosed, not turned away."""
+    from domainvlm.domains.wafer.batch_load import MapCanvas
+    from domainvlm.domains.wafer.taxonomy import default
+
+    fail = np.where(_disc(), 2, 0).astype(np.uint8)
+    assert default().all_fail == "Near-full"
+    assert check(render_map(fail, size=224), all_fail_ok=True) is None
+    assert check(MapCanvas(fail, 224), all_fail_ok=True) is None
+    assert check(MapCanvas(fail, 224)) == (UNREADABLE, "all_fail")
+    assert check(MapCanvas(np.zeros((30, 30), np.uint8), 224), all_fail_ok=True) == (UNREADABLE, "no_dies")
+    assert wh.head_for(engine).tax.all_fail == "Near-full"  # the tiny model has no taxonomy: the default
+    got = engine.generate([([{"role": "user", "content": "<image>\nDiagnose this wafer map."}],
+                            [render_map(fail, size=224)])])[0]
+    assert got.assessment.reason != UNREADABLE and got.assessment.labels
+
+
+def test_sparse_and_long_outlines_of_real_files_pass():
+    """Two WM-811K outlines the check once turned away: a map of only edge and test-site dies (a ring with
+    a few inner blocks) and a 2.5:1 outline. A square block is still no wafer."""
+    ring = _disc(40, 19.5) & ~_disc(40, 17.5)
+    sparse = ring.astype(np.uint8)
+    for y, x in ((10, 10), (10, 28), (20, 19), (28, 10), (28, 28)):
+        sparse[y:y + 3, x:x + 3] = 1
+    sparse[20, 2] = 2
+    yy, xx = np.mgrid[:84, :212]
+    long_ = (((yy - 41.5) / 42) ** 2 + ((xx - 105.5) / 106) ** 2 < 1).astype(np.uint8)
+    long_[40:44, 100:110] = 2
+    for m in (sparse, long_):
+        assert check(render_map(m, size=224)) is None
+    square = np.zeros((40, 40), np.uint8)
+    square[5:35, 5:35] = 1
+    assert check(render_map(square, size=224)) == (OUT_OF_DOMAIN, "shape")
+
+
+def test_batch_check_equals_the_check_per_picture():
+    """The GPU's batched palette check (run here on CPU tensors) gives check()'s verdict for each picture."""
+    import torch
+
+    from domainvlm.domains.wafer.input_check import _exact_palette, _palette_batch
+    from domainvlm.domains.wafer.synth import synth_set
+
+    maps = list(synth_set(40, seed=3).maps)
+    fail = np.where(_disc(), 2, 0).astype(np.uint8)
+    square = np.zeros((40, 40), np.uint8)
+    square[5:35, 5:35] = 1
+    thin = np.zeros((40, 40), np.uint8)
+    thin[18:21, 2:38] = 1
+    maps += [fail, np.zeros((30, 30), np.uint8), square, thin, np.where(_disc(), 1, 0).astype(np.uint8)]
+    pics = [render_map(m, size=224) for m in maps]
+    rgb = torch.from_numpy(np.stack([np.asarray(p) for p in pics]))
+    assert all(_exact_palette(rgb))
+    for ok in (False, True):
+        want = [check(p, all_fail_ok=ok) for p in pics]
+        assert _palette_batch(rgb, ok) == want
+        assert sum(w is not None for w in want) >= (3 if ok else 4)  # the bad ones are in the set
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (224, 224, 3), dtype=np.uint8))
+    assert _exact_palette(torch.from_numpy(np.array(photo))[None]) == [False]
+
+
 def test_real_wafer_maps_pass_the_check(shared_data):
-    """MixedWM38 and WM-811K val maps drawn as the model sees them: at most 2% turned away (measured: 0 of
-    2,000 MixedWM38 and 1 of 2,000 WM-811K, a Normal map of only an edge ring and test sites)."""
+    """MixedWM38 and WM-811K val maps drawn as the model sees them: at most 2% turned away (measured over the
+    full val sets, all-fail allowed as the bundled taxonomy does: 0 of 5,703 and 0 of 12,450)."""
     from domainvlm.domains.wafer.canvas import canvas_batch, canvas_rgb
     from domainvlm.domains.wafer.sources import load_wafer_file
 

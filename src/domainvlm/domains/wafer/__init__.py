@@ -95,14 +95,16 @@ def _load_image(ref: str, base_dir=None, size: int | None = None):
     from ...data.images import resolve
     from .mapfiles.hooks import map_image
 
+    from .input_check import mark_map_data
+
     p, index = resolve(ref, base_dir)
     img = map_image(p, index, size)
     if img is not None or index is None:
-        return img
+        return img if img is None else mark_map_data(img)
     from .render import render_map
     from .sources import get_map
 
-    return render_map(get_map(str(p), index), size=size)
+    return mark_map_data(render_map(get_map(str(p), index), size=size))
 
 
 def _load_batch(refs, size=None) -> list:

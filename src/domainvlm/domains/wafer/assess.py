@@ -41,11 +41,13 @@ def select(head, pv, g, rows: list[int]):
     return pv[sel], g[rows]
 
 
-def assess_rows(head, pv, g, images, prompts: list[list[int]], langs: list[str]) -> list[Assessment]:
+def assess_rows(head, pv, g, images, prompts: list[list[int]], langs: list[str], checked=None) -> list[Assessment]:
+    """``checked``: :func:`.input_check.check_batch` of the images if the caller made it."""
     out: list[Assessment | None] = [None] * len(images)
     ok = []
-    for i, im in enumerate(images):
-        bad = input_check.check(im)
+    if checked is None:
+        checked = input_check.check_batch(images, None, head.tax.all_fail is not None)
+    for i, bad in enumerate(checked):
         if bad is None:
             ok.append(i)
         else:
@@ -56,7 +58,7 @@ def assess_rows(head, pv, g, images, prompts: list[list[int]], langs: list[str])
         for i, a in zip(ok, _diagnosed(head, pv, g, [images[i] for i in ok], [prompts[i] for i in ok],
                                        [langs[i] for i in ok])):
             out[i] = a
-    for a, im in zip(out, images):
+    for a, im in zip(out, images) if head.annotators else ():  # no picture drawn (host time) without them
         if a.reason != OUT_OF_DOMAIN:
             pic = im.to_pil() if hasattr(im, "to_pil") else im  # annotators read a picture (MapCanvas: drawn now)
             for fn in head.annotators:

@@ -113,4 +113,6 @@ def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
     lab = palette_index(img, tol=24)
     if lab is None:
         return img
-    return render_map(labels_to_map(lab), size=size)
+    out = render_map(labels_to_map(lab), size=size)
+    out.info.update(img.info)  # e.g. input_check's mark of a picture drawn from map data
+    return out

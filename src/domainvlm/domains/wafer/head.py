@@ -226,14 +226,21 @@ class WaferHead:
             arr[i] = np.asarray(im if im.size == (s, s) else im.resize((s, s), Image.Resampling.NEAREST))
         return arr
 
-    def pixel_values(self, images) -> tuple[torch.Tensor, torch.Tensor]:
+    def rgb_tensor(self, images) -> torch.Tensor | None:
+        """The pictures of a batch as (B, size, size, 3) uint8 on the device; None for a batch of die grids
+        only (drawn on the device by :meth:`pixel_values`)."""
+        if images and all(isinstance(im, MapCanvas) for im in images):
+            return None
+        images = [im.to_pil() if isinstance(im, MapCanvas) else im for im in images]
+        return torch.from_numpy(self.rgb_array(images)).to(self.model.device)
+
+    def pixel_values(self, images, rgb=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Patches of the images without the HF processor: one frame per patch where the vision path folds
-        the temporal kernel (FastVision.embed_patches)."""
+        the temporal kernel (FastVision.embed_patches). ``rgb``: :meth:`rgb_tensor` of the images, if made."""
         if images and all(isinstance(im, MapCanvas) for im in images):  # die grids (eval, predict): drawn there
             return canvas_pixels(self, [im.grid for im in images])
-        images = [im.to_pil() if isinstance(im, MapCanvas) else im for im in images]
         s, dev = self.size, self.model.device
-        pv = patchify(torch.from_numpy(self.rgb_array(images)).to(dev), **self.patch_ip)
+        pv = patchify(self.rgb_tensor(images) if rgb is None else rgb, **self.patch_ip)
         g = torch.tensor([[1, s // self.ip["patch"], s // self.ip["patch"]]] * len(images), device=dev)
         return pv, g
 
@@ -364,6 +371,7 @@ class WaferHead:
         one (keywords) or, failing that, if the model itself would start a diagnosis rather than its refusal;
         all else: None (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by
         design."""
+        from . import input_check
         from .assess import assess_rows
 
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
@@ -373,7 +381,10 @@ class WaferHead:
             chunk = todo[s:s + batch_size]
             qs = [convs[k][0][-1]["content"].replace("<image>", "") for k in chunk]
             prompts = [self.prompt_ids(convs[k][0]) for k in chunk]
-            pv, g = self.pixel_values([convs[k][1][0] for k in chunk])
+            images = [convs[k][1][0] for k in chunk]
+            rgb = self.rgb_tensor(images)
+            pv, g = self.pixel_values(images, rgb)
+            bad = input_check.check_batch(images, rgb, self.tax.all_fail is not None)
             keep = [wants_diagnosis(q) for q in qs]
             unsure = [j for j, ok in enumerate(keep) if not ok]
             if unsure:
@@ -388,8 +399,8 @@ class WaferHead:
                 sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in rows])
                 pv, g = pv[sel.to(pv.device)], g[rows]
             langs = [question_lang(qs[j]) for j in rows]
-            found = assess_rows(self, pv, g, [convs[chunk[j]][1][0] for j in rows], [prompts[j] for j in rows],
-                                langs)
+            found = assess_rows(self, pv, g, [images[j] for j in rows], [prompts[j] for j in rows], langs,
+                                [bad[j] for j in rows])
             for j, a in zip(rows, found):
                 out[chunk[j]] = a
         return out
