@@ -30,6 +30,8 @@ def add_arguments(p):
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--facts-limit", type=int, default=200, help="maps asked the fact questions (yield, failing "
                    "dies, worst zone) for the 'facts' block, where the domain has one (wafer); 0 = none")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation where the answer head has it "
+                   "(wafer: the mean of the 8 dihedral views' line probabilities; 8x the compute)")
     p.add_argument("--quiet", action="store_true")
     add_model_options(p)
     add_sampling_options(p, max_new_tokens=96)
@@ -65,6 +67,10 @@ def run(args):
     from ..inference.prefetch import default_batch_size, frozen_heap
 
     eng = engine_from_args(args)
+    if args.tta:
+        if not hasattr(eng.answer_head, "tta"):
+            raise UserError(f"--tta: model {eng.model_dir} has no answer head with test-time augmentation")
+        eng.answer_head.tta = True
     from ..evaluate import confidence_eval
 
     head = confidence_eval.confidence_head(eng)  # confidence measured whenever the head gives one
@@ -83,7 +89,7 @@ def run(args):
         confidence_eval.write_plot(metrics, out)
     metrics.update({"model": str(eng.model_dir), "data": str(args.data), "split": args.split,
                     "seconds": round(secs, 2), "records_per_s": round(len(recs) / secs, 2),
-                    "device": str(eng.device), "batch_size": bs,
+                    "device": str(eng.device), "batch_size": bs, "tta": bool(getattr(eng.answer_head, "tta", False)),
                     "dtype": str(next(eng.model.parameters()).dtype)})  # for a like-for-like with bench
     dom = domains.get(task_of(recs))
     if dom.extra.get("eval_facts") is not None and args.facts_limit > 0:  # the answers to fact questions

@@ -164,3 +164,27 @@ def test_tta_averages_the_eight_views(engine):
     mean = torch.stack([torch.softmax(e, -1) for e in each]).mean(0)
     assert torch.allclose(lp[0].exp(), mean, atol=1e-4)
     assert a.labels == a.lines[int(mean.argmax())]  # with tta the answer is the best line of the mean
+
+
+def test_tta_of_die_grids_averages_their_eight_rotated_grids(engine):
+    """eval's die grids (MapCanvas) are turned as grids, then drawn: the mean of the 8 turned maps' line
+    distributions, each drawn as a picture."""
+    from domainvlm.domains.wafer.batch_load import MapCanvas
+    from domainvlm.domains.wafer.canvas import dihedral
+    from domainvlm.domains.wafer.confidence import tta_logprobs
+    from domainvlm.domains.wafer.render import render_map
+
+    head = engine.answer_head
+    from domainvlm.domains.wafer.synth import synth_map
+
+    grid = synth_map(("Scratch",), 52, np.random.default_rng(4))
+    prompt = head.prompt_ids(_convs([render_map(grid, size=head.size)])[0][0])
+    lp = tta_logprobs(head, [MapCanvas(grid, head.size)], [prompt], ["en"])
+    head.confidence = True
+    try:
+        views = [render_map(np.ascontiguousarray(dihedral(grid, k)), size=head.size) for k in range(8)]
+        each = [torch.tensor(a.line_logprobs) for a in head.assess(_convs(views))]
+    finally:
+        head.confidence = None
+    mean = torch.stack([torch.softmax(e, -1) for e in each]).mean(0)
+    assert torch.allclose(lp[0].exp(), mean, atol=1e-4)

@@ -142,10 +142,21 @@ def _chunk(head, state, langs, a, b, tabs) -> torch.Tensor:
     return res
 
 
+def _view(im, k: int):
+    """Dihedral view ``k`` of a picture, or of a die grid not yet drawn (kept a grid: drawn on the device)."""
+    from .batch_load import MapCanvas
+
+    if isinstance(im, MapCanvas):
+        import numpy as np
+
+        return MapCanvas(np.ascontiguousarray(dihedral(im.grid, k)), im.side)
+    return dihedral(im, k)
+
+
 @torch.inference_mode()
 def tta_logprobs(head, images, prompts: list[list[int]], langs: list[str]) -> torch.Tensor:
     """(B, lines) log of the mean over the 8 dihedral views of each map's line distribution (T = 1)."""
-    views = [dihedral(im, k) for im in images for k in range(8)]
+    views = [_view(im, k) for im in images for k in range(8)]
     pv, g = head.pixel_values(views)
     seqs, vlangs = [], []
     for p, lang in zip(prompts, langs):
