@@ -62,6 +62,11 @@ VARIANTS = {
     "ours_qlora_gc": ("ours", dict(gradient_checkpointing=1.0, packing=True, answer_logits=True,
                                    quantization="4bit")),
     "hf_qlora_gc": ("hf", dict(gc=True, quantization="4bit")),
+    # LLaMA-Factory (bench/train_lora_lf.py): its default gradient checkpointing, none, and none + packing
+    "lf_gc": ("lf", dict(gc=True, liger=True)),
+    "lf": ("lf", dict(gc=False, liger=True)),
+    "lf_packing": ("lf", dict(gc=False, liger=True, packing=True)),
+    "lf_noliger": ("lf", dict(gc=False, liger=False)),
 }
 WORDS = ("the heart size is normal lungs are clear there no focal consolidation pleural effusion or pneumothorax "
          "mild cardiomegaly with small left basal atelectasis degenerative changes of spine visualized osseous "
@@ -109,15 +114,18 @@ def build_model(arch: str, device: str, attn: str = "sdpa"):
 class Meter:
     """Counts real tokens / samples entering the model's forward and times optimizer steps."""
 
-    def __init__(self, model, cuda: bool):
-        self.cuda, self.tok, self.smp, self.steps = cuda, 0, 0, []
+    def __init__(self, model, cuda: bool, nonzero: bool = False):
+        self.cuda, self.tok, self.smp, self.steps, self.nonzero = cuda, 0, 0, [], nonzero
         model.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module, args, kw):
         if not module.training:
             return
         am = kw.get("attention_mask")
-        self.tok += int(am.sum()) if am is not None else kw["input_ids"].numel()
+        if am is not None:  # packed batches may mark sequences 1, 2, ... (LLaMA-Factory): count non-zero
+            self.tok += int((am != 0).sum()) if self.nonzero else int(am.sum())
+        else:
+            self.tok += kw["input_ids"].numel()
         self.smp += int(kw["image_grid_thw"].shape[0])  # one image per sample
 
     def step(self):
@@ -143,7 +151,7 @@ class Meter:
 
 
 def quantized_dir(arch: str, work: Path) -> Path:
-    """QLoRA loads through the real loader path, so the random model is saved once as a local folder."""
+    """QLoRA and LLaMA-Factory load a model folder, so the random model is saved once as a local folder."""
     d = work / f"base-{arch}"
     if not (d / "config.json").exists():
         model, proc = build_model(arch, "cuda" if _cuda() else "cpu")
@@ -285,7 +293,12 @@ def main() -> int:
     n = (args.warmup + args.steps) * args.batch + 2
     if args.one:
         runner, opts = VARIANTS[args.one]
-        res = (run_hf if runner == "hf" else run_ours)(args, dict(opts), data)
+        if runner == "lf":
+            from train_lora_lf import run_lf
+
+            res = run_lf(args, dict(opts), data, quantized_dir, Meter, LORA)
+        else:
+            res = (run_hf if runner == "hf" else run_ours)(args, dict(opts), data)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
     make_data(data.parent, n, ARCHS[args.arch]["image_size"])
