@@ -5,6 +5,7 @@
 #   3 --resume of run 2 to step N. PASS when steps 1..N of runs 1 and 2+3 agree (relative TOL) and Adam's step
 #   count in the last checkpoint is N (the optimizer state was resumed, not restarted).
 #   scripts/fsdp-resume-check.sh [OUT_DIR]      N=40 TOL=2e-3 PRECISION=bf16 (fp32 for an exact check)
+#   MODE=lora: the same with a LoRA adapter on the sharded base (default full fine-tuning)
 #   LAUNCH='...' PORT_FLAG=--master_port: another launcher (default: accelerate launch --config_file
 #   configs/accelerate_fsdp.yaml --num_processes 2, port flag --main_process_port)
 set -uo pipefail
@@ -32,7 +33,7 @@ run() {  # run NAME KILL_AT [extra...]: one 2-process FSDP training of N steps i
   PORT=$((PORT + 1))
   echo "=== $name (kill at ${kill_at/#0/never}) $*" | tee -a "$LOG"
   $LAUNCH "${PORT_FLAG:---main_process_port}" "$PORT" scripts/fsdp_kill_at.py "$kill_at" train model="$OUT/tiny" \
-    data="$OUT/synth/train.jsonl" output_dir="$OUT/$name" mode=full precision="${PRECISION:-bf16}" \
+    data="$OUT/synth/train.jsonl" output_dir="$OUT/$name" mode="${MODE:-full}" precision="${PRECISION:-bf16}" \
     attn_implementation=eager max_steps="$N" save_every=$((N / 2)) batch_size=4 lr=2e-3 log_every=1 \
     eval_every=0 eval_samples=0 report_to=none --no-progress "$@" >>"$LOG" 2>&1
 }
