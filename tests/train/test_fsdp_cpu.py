@@ -1,6 +1,7 @@
 """`domainvlm train` with the model sharded by FSDP2 over 2 CPU processes (gloo; accelerate's FSDP path forced
 on CPU by fsdp_cpu_main.py): a run whose launcher and both ranks are SIGKILLed after a checkpoint resumes to
-the same loss at every step as an uninterrupted run, and its checkpoint also resumes in one process."""
+the same loss at every step as an uninterrupted run (also when the kill left the checkpoint mid-swap), and its
+checkpoint also resumes in one process."""
 
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def test_fsdp_run_resumes_after_sigkill_to_the_same_losses(tmp_path, tiny_model_
     assert {n: st["exp_avg"].shape for n, st in optim["optimizer"]["state"].items()} == {
         n: p.shape for n, p in model.named_parameters()}
     shutil.copytree(run / "checkpoint", tmp_path / "one" / "checkpoint")
+    (run / "checkpoint").rename(run / ".checkpoint.tmp")  # as if killed inside the swap: rank 0 recovers it alone
     assert _launch(data, tiny_model_dir, run, "--resume").wait(600) == 0, (tmp_path / "killed.log").read_text()[-2000:]
     assert _losses(run) == [(s, pytest.approx(v, abs=1e-6)) for s, v in _losses(whole)]
     # the FSDP checkpoint resumes in one process too (by index there): Adam's step count goes on from 3
