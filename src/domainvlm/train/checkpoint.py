@@ -28,7 +28,8 @@ def save_model_dir(model, processor, dest: Path) -> None:
     swap_in(tmp, dest)
 
 
-def _rng_state() -> dict:
+def rng_state() -> dict:
+    """This process's RNG streams (torch, CUDA, Python, NumPy), in a form torch.load(weights_only) reads."""
     np_state = np.random.get_state()
     return {"torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -36,8 +37,11 @@ def _rng_state() -> dict:
             "numpy_rng": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
 
 
-def restore_rng(optim_state: dict) -> None:
-    """Put back the RNG streams saved with a checkpoint (dropout and the like continue as if never stopped)."""
+def restore_rng(optim_state: dict, rank: int = 0, world: int = 1) -> None:
+    """Put back the RNG streams saved with a checkpoint (dropout and the like continue as if never stopped): this
+    rank's own where the run had as many processes, else rank 0's."""
+    ranks = optim_state.get("rank_rng") or []
+    optim_state = ranks[rank] if len(ranks) == world else optim_state
     if "torch_rng" in optim_state:
         torch.set_rng_state(optim_state["torch_rng"])
     cuda = optim_state.get("cuda_rng") or []
@@ -60,15 +64,17 @@ def checkpoint_step(path: Path) -> int | None:
     return step if (Path(path) / "optim.pt").is_file() and (Path(path) / "model").is_dir() else None
 
 
-def save_checkpoint(model, processor, optimizer, scheduler, state: dict, dest: Path, keep: int = 1) -> None:
-    """Model/adapter in HF format plus optimizer/scheduler/RNG state and the trainer's own counters."""
+def save_checkpoint(model, processor, optimizer_sd: dict, scheduler, state: dict, dest: Path, keep: int = 1,
+                    rank_rng: list | None = None) -> None:
+    """Model/adapter in HF format plus optimizer/scheduler/RNG state and the trainer's own counters. One process
+    writes it all (under FSDP from state gathered beforehand); rank_rng: every rank's rng_state()."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp / "model", safe_serialization=True)
     processor.save_pretrained(tmp / "model")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **_rng_state()},
-               tmp / "optim.pt")
+    torch.save({"optimizer": optimizer_sd, "scheduler": scheduler.state_dict(), **rng_state(),
+                **({"rank_rng": rank_rng} if rank_rng else {})}, tmp / "optim.pt")
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")  # written last
     prev = checkpoint_step(dest)
     swap_in(tmp, dest, dest.with_name(f"{dest.name}-{prev}") if keep > 1 and prev is not None else None)

@@ -19,9 +19,11 @@ from ..config import to_dict
 from ..errors import UserError
 from ..io import resolve_path, write_json
 from ..models.chat_format import collate
-from .checkpoint import load_checkpoint_state, recover_checkpoint, restore_rng, save_checkpoint, save_model_dir
+from .checkpoint import checkpoint_step, load_checkpoint_state, recover_checkpoint, restore_rng, rng_state
+from .checkpoint import save_checkpoint, save_model_dir
 from .config import TrainConfig
 from .dataset import RecordDataset, load_records
+from .dist_state import all_ranks, gather_optimizer, load_optimizer, param_names, rank_and_world
 from .plots import plot_curves
 from .speed import load_attn, rank_weight, step_loss, train_context
 from .tracking import make_trackers, parse_report_to
@@ -81,14 +83,21 @@ def _load_or_build(cfg: TrainConfig, train_records, out: Path, ckpt: Path | None
     return apply_tuning(model, cfg), proc
 
 
-def _check_fsdp(acc, cfg: TrainConfig, resume: bool) -> None:
+def _recover(ckpt: Path, keep: int) -> None:
+    """--resume after a kill mid-save: one process puts the newest complete checkpoint back, the others wait."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    ps = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # the one Accelerator() reuses below
+    found = recover_checkpoint(ckpt, keep) if ps.is_main_process else None
+    ps.wait_for_everyone()
+    if (found if ps.is_main_process else checkpoint_step(ckpt)) is None:
+        raise UserError(f"--resume: no checkpoint in {ckpt}")
+
+
+def _check_fsdp(acc, cfg: TrainConfig) -> None:
     """What FSDP here cannot do (docs/multi_gpu.md), refused before the model is loaded or anything is written."""
-    if acc.distributed_type != DistributedType.FSDP:
-        return
-    if resume:
-        raise UserError("--resume is not supported under FSDP (the saved optimizer state is rank 0's shard): "
-                        "resume with DDP or one GPU")
-    if cfg.quantization:
+    if acc.distributed_type == DistributedType.FSDP and cfg.quantization:
         raise UserError(f"quantization={cfg.quantization} (QLoRA) is not sharded by FSDP here: use DDP "
                         "(configs/accelerate_ddp.yaml)")
 
@@ -110,8 +119,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     ckpt = out / "checkpoint"
     if cfg.save_total_limit < 1:
         raise UserError(f"save_total_limit: must be at least 1, got {cfg.save_total_limit}")
-    if resume and recover_checkpoint(ckpt, cfg.save_total_limit) is None:  # a kill mid-swap leaves .old/.tmp
-        raise UserError(f"--resume: no checkpoint in {ckpt}")
+    if resume:  # a kill mid-swap leaves .old/.tmp
+        _recover(ckpt, cfg.save_total_limit)
     report_to = parse_report_to(cfg.report_to)  # a missing tracker package fails now, not after loading
     set_seed(cfg.seed)
     records = load_records(cfg.data)
@@ -136,7 +145,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     acc = Accelerator(mixed_precision={"fp32": "no"}.get(precision, precision),
                       gradient_accumulation_steps=cfg.grad_accum,
                       log_with=make_trackers(report_to, out, out.name) or None)
-    _check_fsdp(acc, cfg, resume)
+    _check_fsdp(acc, cfg)
     out.mkdir(parents=True, exist_ok=True)
     if model is not None:
         model, proc = apply_tuning(model, cfg), processor
@@ -167,11 +176,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     sched = get_cosine_with_min_lr_schedule_with_warmup(opt, int(cfg.warmup_ratio * total) * n_proc, total * n_proc,
                                                         min_lr_rate=cfg.min_lr_ratio)
     state = {"step": 0, "best": None, "history": []}
+    names = param_names(model, opt)
     if resume:
         state, optim_state = load_checkpoint_state(ckpt)
-        opt.load_state_dict(optim_state["optimizer"])
+        load_optimizer(acc, model, opt, optim_state["optimizer"], names, prepared=False)
         sched.load_state_dict(optim_state["scheduler"])
     model, opt, dl, sched = acc.prepare(model, opt, dl, sched)
+    if resume:  # under FSDP: the optimizer's parameters are shards only now
+        load_optimizer(acc, model, opt, optim_state["optimizer"], names, prepared=True)
     autocast_lora = cfg.mode == "lora" and precision in ("bf16", "fp16") and not cfg.lora_fp32_inputs
     if acc.is_main_process:
         write_json(out / "train_config.json", to_dict(cfg))
@@ -180,7 +192,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         print(f"training {n_train:,} of {n_total:,} parameters on {len(train_recs):,} records "
               f"({len(val_recs):,} val), {total} steps, device {acc.device}, {precision}")
     if resume:  # last, so nothing in the set-up above draws from the restored streams
-        restore_rng(optim_state)
+        restore_rng(optim_state, *rank_and_world())
     bar = tqdm(total=total, initial=state["step"], desc="train", disable=not (progress and acc.is_main_process))
     epoch = state["step"] // steps_per_epoch
     model.train()
@@ -222,9 +234,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                 _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad)
                 model.train()
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
-                to_save = _saveable(acc, model)  # every rank: gathering FSDP shards is a collective
+                # every rank: gathering FSDP shards (and each rank's RNG) is a collective
+                to_save, optim_sd = _saveable(acc, model), gather_optimizer(acc, model, opt)
+                rngs = all_ranks(rng_state())
                 if acc.is_main_process:
-                    save_checkpoint(to_save, proc, opt, sched, state, ckpt, keep=cfg.save_total_limit)
+                    save_checkpoint(to_save, proc, optim_sd, sched, state, ckpt, cfg.save_total_limit, rngs)
                 plot_curves(state["history"], out / "loss_curve.png")
             if step >= total:
                 break
