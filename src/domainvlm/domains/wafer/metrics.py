@@ -49,3 +49,26 @@ def added_class_f1(metrics: dict, tax) -> dict:
     added = [n for n in tax.names if n not in PATTERNS and metrics["per_pattern"].get(n, {}).get("support")]
     f1 = {n: round(metrics["per_pattern"][n]["f1"], 4) for n in added}
     return {"new_class_f1": sum(f1.values()) / len(f1) if f1 else 0.0, "new_class_f1_per_class": f1}
+
+
+def score_records(records, answers, model_dir=None) -> dict:
+    """The wafer Domain's score: answers parsed back into classes of the evaluated model's taxonomy (the
+    taxonomy.json of ``model_dir``; the 8 known patterns without one), gold label sets checked against it."""
+    from ...errors import UserError
+    from .knowledge import parse_diagnosis
+    from .taxonomy import for_model_dir, is_default
+
+    tax = for_model_dir(model_dir)
+    known = set(tax.names) | {tax.none_label, "Normal"}
+    for r in records:
+        bad = next((c for c in r.labels["defects"] if c not in known), None)
+        if bad is not None:
+            where = f"{model_dir}/taxonomy.json" if model_dir else "the 8 known patterns"
+            raise UserError(f"record {r.id!r} field 'labels.defects': class {bad!r} is not in the model's taxonomy "
+                            f"({where}: {', '.join(tax.names)}); continue the model on a taxonomy with it first "
+                            f"(domainvlm train-expert init_model=MODEL taxonomy=YAML)")
+    tax = None if is_default(tax) else tax  # the 8 patterns: scored exactly as before taxonomies were data
+    taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
+    gold = [tuple(r.labels["defects"]) for r in records]
+    parsed = {a: parse_diagnosis(a, tax) for a in set(answers)}  # a head answers with a few dozen distinct texts
+    return wafer_metrics(gold, [parsed[a] for a in answers], taxonomy, tax)
