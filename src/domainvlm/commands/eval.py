@@ -53,9 +53,9 @@ def run(args):
         raise UserError(f"--image-root {args.image_root}: not a folder")
     from ..models.loader import default_model_dir
 
+    model_dir = str(args.model or default_model_dir())
     recs = load_any(args.data, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
-                    explain=False, image_root=args.image_root, taxonomy=args.taxonomy,
-                    model_dir=str(args.model or default_model_dir()))
+                    explain=False, image_root=args.image_root, taxonomy=args.taxonomy, model_dir=model_dir)
     if args.limit:
         recs = recs[: args.limit]
     from ..evaluate.runner import sample_records
@@ -67,6 +67,9 @@ def run(args):
         task_of(recs)
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
+    check = domains.get(task_of(recs)).extra.get("check_records")  # e.g. a class the model does not know:
+    if check is not None:                                            # said before the model is loaded
+        check(recs, model_dir)
     base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
     from ..inference.prefetch import default_batch_size, frozen_heap
 

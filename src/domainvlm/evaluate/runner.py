@@ -87,7 +87,9 @@ def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch
                      answers_out: list | None = None) -> tuple[dict, list[dict]]:
     """Metrics and per-record rows; ``answers_out``, if given, receives the answers themselves (with the
     heads' assessments)."""
-    task_of(records)  # a label problem is reported before minutes of generation, not after
+    check = domains.get(task_of(records)).extra.get("check_records")  # a label problem is reported before
+    if check is not None:                                                # minutes of generation, not after
+        check(records, getattr(engine, "model_dir", None))
     errors: dict[int, str] = {}
     answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress, errors)
     if answers_out is not None:

@@ -21,6 +21,12 @@ def _score(records, answers, model_dir=None) -> dict:
     return score_records(records, answers, model_dir)
 
 
+def _check_records(records, model_dir=None) -> None:
+    from .metrics import check_records
+
+    check_records(records, model_dir)
+
+
 def _sniff(path) -> bool:
     """npz (a zip archive) or a pickle: the wafer reader decides which, and refuses pickles unless allowed;
     or a fab wafer-map file / a labels CSV of them (mapfiles/)."""
@@ -174,6 +180,7 @@ register(Domain(
     load_batch=_load_batch,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
            "gold_labels": lambda r: tuple(r.labels["defects"]),  # calibration / confidence metrics
+           "check_records": _check_records,  # eval: gold classes in the model's taxonomy, before generating
            "example_images": _example_images, "eval_facts": _eval_facts,
            "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report

@@ -12,7 +12,6 @@ from .patterns import PATTERNS, set_key, wm811k_classes
 from .taxonomy import default
 
 
-
 def wafer_metrics(gold: list[tuple], pred: list[tuple | None], taxonomy: str = "mixedwm38", tax=None) -> dict:
     """``taxonomy``: the records' class vocabulary (wm811k: its 9 failure types; mixedwm38 or a fab's own
     "custom": the taxonomy's answer sets); ``tax``: the :class:`~domainvlm.taxonomy.Taxonomy` (default: the
@@ -51,12 +50,12 @@ def added_class_f1(metrics: dict, tax) -> dict:
     return {"new_class_f1": sum(f1.values()) / len(f1) if f1 else 0.0, "new_class_f1_per_class": f1}
 
 
-def score_records(records, answers, model_dir=None) -> dict:
-    """The wafer Domain's score: answers parsed back into classes of the evaluated model's taxonomy (the
-    taxonomy.json of ``model_dir``; the 8 known patterns without one), gold label sets checked against it."""
+def check_records(records, model_dir=None):
+    """The taxonomy of the model in ``model_dir`` (its taxonomy.json; the 8 known patterns without one), after
+    checking that it has every class the records' gold label sets name (one line naming the first record that
+    does not, before any answer is generated)."""
     from ...errors import UserError
-    from .knowledge import parse_diagnosis
-    from .taxonomy import for_model_dir, is_default
+    from .taxonomy import for_model_dir
 
     tax = for_model_dir(model_dir)
     known = set(tax.names) | {tax.none_label, "Normal"}
@@ -67,6 +66,21 @@ def score_records(records, answers, model_dir=None) -> dict:
             raise UserError(f"record {r.id!r} field 'labels.defects': class {bad!r} is not in the model's taxonomy "
                             f"({where}: {', '.join(tax.names)}); continue the model on a taxonomy with it first "
                             f"(domainvlm train-expert init_model=MODEL taxonomy=YAML)")
+    sets = {tax.canonical(s) for s in tax.answer_sets()}
+    for r in records:
+        d = tax.canonical(r.labels["defects"])
+        if r.labels.get("taxonomy") != "wm811k" and d not in sets:
+            raise UserError(f"record {r.id!r} field 'labels.defects': {'+'.join(d)} is no answer of the model's "
+                            f"taxonomy (a mixture it does not list under 'combinations'), so it cannot be scored")
+    return tax
+
+
+def score_records(records, answers, model_dir=None) -> dict:
+    """The wafer Domain's score: answers parsed back into classes of the evaluated model's taxonomy."""
+    from .knowledge import parse_diagnosis
+    from .taxonomy import is_default
+
+    tax = check_records(records, model_dir)
     tax = None if is_default(tax) else tax  # the 8 patterns: scored exactly as before taxonomies were data
     taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
     gold = [tuple(r.labels["defects"]) for r in records]
