@@ -197,3 +197,52 @@ def test_lot_report_counts_new_classes_only_in_their_taxonomy(lot, fab_model, tm
     # the 8-pattern taxonomy (a model folder without taxonomy.json) cannot read the new classes
     s0 = write_lot_report(pred, tmp_path / "old", None)["lots"]["LOT7"]
     assert [w["diagnosis"] for w in s0["wafers"]] == ["(unparsed)"] * 3 + ["Normal"]
+
+
+def test_train_expert_new_data_may_be_a_labels_csv(lot, tmp_path):
+    """train-expert's new_data / new_test: the labels CSV of map files gives the same banks as a labelled npz."""
+    from types import SimpleNamespace
+
+    from domainvlm.domains.wafer.expert_data import class_names
+    from domainvlm.domains.wafer.expert_extend import new_banks
+    from domainvlm.domains.wafer.labelled import save_labelled_npz
+    from domainvlm.domains.wafer.mapfiles.labels import labelled_maps
+    from domainvlm.errors import UserError
+
+    d, g = lot
+    tax = extend(default(), YAML)
+    ws = labelled_maps(d / "labels.csv", tax, str(YAML))
+    assert ws.defects == [tuple(x) for x in GOLD] and ws.split == ["val"] * 4 and ws.taxonomy == "custom"
+    assert all(np.array_equal(a, b) for a, b in zip(ws.maps, g))
+    npz = tmp_path / "same.npz"
+    save_labelled_npz(ws, npz, tax)
+    cfg = SimpleNamespace(new_data=str(d / "labels.csv"), new_val=None, new_test=str(npz), limit_maps=None,
+                          taxonomy=str(YAML))
+    banks = new_banks(cfg, tax, class_names(tax), 32, "cpu")
+    assert banks["val"] is None and banks["train"].defects == banks["test"].defects
+    assert bool((banks["train"].canvas == banks["test"].canvas).all())
+    assert banks["train"].cls.tolist() == banks["test"].cls.tolist()
+    (d / "labels.csv").write_text("image,labels\nwafer_3.stdf,Probe-Kard\n")
+    with pytest.raises(UserError, match=r"labels\.csv:2: field 'labels': unknown wafer pattern 'Probe-Kard'"):
+        new_banks(cfg, tax, class_names(tax), 32, "cpu")
+
+
+def test_where_questions_name_the_models_own_classes(fab_model):
+    """'Where is the Probe-Card?' is a fact question for a model whose taxonomy has the class (its evidence is
+    worded with the class's zh name), and no fact question for the 8-pattern vocabulary."""
+    from domainvlm.domains.wafer.questions import fact_question
+    from domainvlm.domains.wafer.render import render_map
+    from domainvlm.inference.engine import Engine, Sampling
+
+    tax = load(fab_model)
+    assert fact_question("Where is the Probe-Card on this wafer?") is None
+    assert fact_question("Where is the Probe-Card on this wafer?", tax) == ("where", "Probe-Card")
+    assert fact_question("探针卡行列在哪里？", tax) == ("where", "Probe-Card")
+    assert fact_question("Where is the Edge-Loc?", tax) == ("where", "Edge-Loc")  # not Loc
+    eng = Engine(str(fab_model), threads=2)
+    img = render_map(synth_map(("Probe-Card",), 52, np.random.default_rng(0)))
+    ask = lambda q: eng.generate([([{"role": "user", "content": f"<image>\n{q}"}], [img])],  # noqa: E731
+                                 Sampling(max_new_tokens=64))[0]
+    en, zh = ask("Where is the Probe-Card on this wafer?"), ask("探针卡行列在哪里？")
+    assert en.startswith(("Probe-Card: ", "No Probe-Card is seen on this map (diagnosis: ")), en
+    assert zh.startswith("探针卡行列：") or zh.startswith("这张图上没有看到Probe-Card"), zh

@@ -119,3 +119,18 @@ def load_source(path: Path, source_kind_: str, **kw):
         raise UserError(f"{path}: a wafer-map file carries no pattern labels; list its wafers in a labels CSV "
                         f"(columns image,labels; e.g. '{path.name}#0,Center+Scratch') and pass that as --source")
     return build_records(path, **kw)
+
+
+def labelled_maps(path: Path, tax, tax_source: str | None = None, split: str | None = None):
+    """The wafers of a labels CSV as a WaferSet of ``tax``'s classes (taxonomy "custom"): train-expert's
+    ``new_data`` / ``new_val`` / ``new_test`` may name a labels CSV of the fab's map files instead of an npz."""
+    from ..sources import WaferSet
+
+    rows = read_labelled(Path(path), tax, tax_source)
+    if split is not None:
+        rows = [r for r in rows if r[2] == split]
+        if not rows:
+            raise UserError(f"{path}: no rows in split {split!r} (column 'split')")
+    maps = [get_wafer(ref.rpartition("#")[0], int(ref.rpartition("#")[2])).grid for ref, *_ in rows]
+    return WaferSet(maps, [r[1] for r in rows], [r[2] or "" for r in rows] if any(r[2] for r in rows) else None,
+                    "custom", "custom", str(path))
