@@ -81,7 +81,8 @@ def test_data_build_with_own_taxonomy_names_the_new_classes(lot, tmp_path):
 
 
 @pytest.mark.parametrize("tax_arg,match", [
-    (None, r"labels\.csv:2: field 'labels': unknown wafer pattern 'Reticle-Repeat' \(a class of your own: .*--taxonomy"),
+    (None, r"labels\.csv:2: field 'labels': unknown wafer pattern 'Reticle-Repeat' "
+           r"\(a class of your own: .*--taxonomy"),
     ("yaml", r"labels\.csv:3: field 'labels': unknown wafer pattern 'Probe-Kard' in neither the 8 known patterns "
              r"nor .*fab-patterns\.yaml; known: Center, .*Notch-Cluster")])
 def test_data_build_class_in_neither_taxonomy_one_line_nothing_written(lot, tmp_path, capsys, tax_arg, match):
@@ -246,3 +247,22 @@ def test_where_questions_name_the_models_own_classes(fab_model):
     en, zh = ask("Where is the Probe-Card on this wafer?"), ask("探针卡行列在哪里？")
     assert en.startswith(("Probe-Card: ", "No Probe-Card is seen on this map (diagnosis: ")), en
     assert zh.startswith("探针卡行列：") or zh.startswith("这张图上没有看到Probe-Card"), zh
+
+
+def test_eval_check_names_a_mixture_the_taxonomy_does_not_answer(fab_model):
+    from domainvlm.data.record import Record
+    from domainvlm.domains.wafer.metrics import check_records
+    from domainvlm.errors import UserError
+
+    def rec(i, defects, taxonomy="custom"):
+        return Record(id=f"r{i}", images=["x.png"], messages=[], labels={"task": "wafer", "defects": defects,
+                                                                          "taxonomy": taxonomy})
+
+    ok = [rec(0, ["Center", "Probe-Card"]), rec(1, []), rec(2, ["Edge-Loc"], "wm811k")]
+    assert check_records(ok, str(fab_model)).names[-3:] == ["Reticle-Repeat", "Probe-Card", "Notch-Cluster"]
+    with pytest.raises(UserError, match=r"record 'r3' field 'labels\.defects': Reticle-Repeat\+Probe-Card is no "
+                                        r"answer of the model's taxonomy"):
+        check_records(ok + [rec(3, ["Reticle-Repeat", "Probe-Card"])], str(fab_model))
+    with pytest.raises(UserError, match=r"record 'r0' .*class 'Probe-Card' is not in the model's taxonomy "
+                                        r"\(the 8 known patterns"):
+        check_records(ok, None)
