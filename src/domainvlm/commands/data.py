@@ -32,7 +32,9 @@ def add_arguments(p):
                    help="X-ray reports: varied report prompts + N 'is there X?' turns (+ impression question); "
                         "default: keep the source's single report turn")
     b.add_argument("--taxonomy", help="labelled image folders / CSV: taxonomy YAML or JSON (classes, zh names, "
-                   "descriptions); default: taxonomy.yaml beside the data, else the label names")
+                   "descriptions) or a model folder; default: taxonomy.yaml beside the data, else the label names. "
+                   "A labels CSV of wafer-map files: a fab's own classes, added to the 8 known patterns as "
+                   "train-expert taxonomy= adds them (e.g. configs/fab-patterns.yaml), or a model folder's")
     b.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("validate", help="check a record JSONL (or any source): structure and images")
     v.add_argument("path")

@@ -28,6 +28,9 @@ def add_arguments(p):
                    help="records per batch (default 1024 on a GPU with an answer head, else 32)")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources (wafer npz, labelled image folders)")
     p.add_argument("--allow-pickle", action="store_true")
+    p.add_argument("--taxonomy", help="raw sources with a taxonomy (labelled image folders / CSV, a labels CSV of "
+                   "wafer-map files): a taxonomy YAML/JSON or model folder, as for data build (default: the "
+                   "model's taxonomy.json where the domain reads with it)")
     p.add_argument("--facts-limit", type=int, default=200, help="maps asked the fact questions (yield, failing "
                    "dies, worst zone) for the 'facts' block, where the domain has one (wafer); 0 = none")
     p.add_argument("--tta", action="store_true", help="test-time augmentation where the answer head has it "
@@ -50,8 +53,11 @@ def run(args):
         raise UserError(f"--out {out}: is a directory, give a file name such as metrics.json")
     if args.image_root and not Path(args.image_root).is_dir():
         raise UserError(f"--image-root {args.image_root}: not a folder")
+    from ..models.loader import default_model_dir
+
+    model_dir = str(args.model or default_model_dir())
     recs = load_any(args.data, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
-                    explain=False, image_root=args.image_root)
+                    explain=False, image_root=args.image_root, taxonomy=args.taxonomy, model_dir=model_dir)
     if args.limit:
         recs = recs[: args.limit]
     from ..evaluate.runner import sample_records
@@ -63,6 +69,9 @@ def run(args):
         task_of(recs)
     except UserError as e:
         raise UserError(f"{args.data}: {e}") from None
+    check = domains.get(task_of(recs)).extra.get("check_records")  # e.g. a class the model does not know:
+    if check is not None:                                            # said before the model is loaded
+        check(recs, model_dir)
     base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
     from ..inference.prefetch import default_batch_size, frozen_heap
 

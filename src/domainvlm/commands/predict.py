@@ -88,15 +88,16 @@ def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None)
             progress.update(len(chunk))
 
 
-def _lot_report(out: Path, dest: str) -> None:
-    """``--lot-report``: the summary a domain writes of a predictions file (``Domain.extra["lot_report"]``)."""
+def _lot_report(out: Path, dest: str, model_dir) -> None:
+    """``--lot-report``: the summary a domain writes of a predictions file (``Domain.extra["lot_report"]``),
+    its answers read in the classes of the model that gave them (``model_dir``'s taxonomy.json)."""
     from .. import domains
     from ..errors import UserError
 
     makers = [d.extra["lot_report"] for d in domains.all_domains() if d.extra.get("lot_report")]
     if not makers:
         raise UserError("--lot-report: no domain writes lot reports")
-    s = makers[0](out, dest)
+    s = makers[0](out, dest, model_dir)
     print(f"domainvlm: lot report for {len(s['lots'])} lot(s) in {dest}", file=sys.stderr)
 
 
@@ -132,7 +133,9 @@ def run(args):
     total = len(writer.done)
     print(f"domainvlm: {total} row(s) in {out}, {writer.errors} with errors", file=sys.stderr)
     if args.lot_report:
-        _lot_report(out, args.lot_report)
+        from ..models.loader import default_model_dir
+
+        _lot_report(out, args.lot_report, str(args.model or default_model_dir()))
     if writer.errors:
         print(f"domainvlm: {writer.errors} row(s) failed; see the 'error' field in {out}", file=sys.stderr)
         return 1

@@ -21,7 +21,8 @@ from ..errors import UserError
 @dataclass
 class Domain:
     name: str                                   # the records' labels.task value, e.g. "wafer"
-    score: Callable | None = None               # (records, answers) -> metrics dict (eval)
+    score: Callable | None = None               # (records, answers[, model_dir]) -> metrics dict (eval; a
+    #                                             model_dir parameter gets the evaluated model's folder)
     sniff: Callable | None = None               # (path) -> bool: is this source file/folder mine? (data build)
     read_source: Callable | None = None         # (path, **options) -> list[Record] with labels.task == name
     answer_heads: dict = field(default_factory=dict)  # config.domainvlm.answer_head -> factory(model, processor,

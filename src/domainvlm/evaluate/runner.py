@@ -71,9 +71,15 @@ def task_of(records: list[Record]) -> str:
     return task
 
 
-def score(records: list[Record], answers: list[str]) -> dict:
-    """The metrics of the records' task (its domain's ``score``)."""
-    return domains.get(task_of(records)).score(records, answers)
+def score(records: list[Record], answers: list[str], model_dir=None) -> dict:
+    """The metrics of the records' task (its domain's ``score``); a score that takes ``model_dir`` gets the
+    evaluated model's folder (answers are parsed in that model's taxonomy.json)."""
+    import inspect
+
+    fn = domains.get(task_of(records)).score
+    if model_dir is not None and "model_dir" in inspect.signature(fn).parameters:  # the hook's 3rd argument is
+        return fn(records, answers, model_dir=model_dir)                           # optional for domains
+    return fn(records, answers)
 
 
 def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
@@ -81,7 +87,9 @@ def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch
                      answers_out: list | None = None) -> tuple[dict, list[dict]]:
     """Metrics and per-record rows; ``answers_out``, if given, receives the answers themselves (with the
     heads' assessments)."""
-    task_of(records)  # a label problem is reported before minutes of generation, not after
+    check = domains.get(task_of(records)).extra.get("check_records")  # a label problem is reported before
+    if check is not None:                                                # minutes of generation, not after
+        check(records, getattr(engine, "model_dir", None))
     errors: dict[int, str] = {}
     answers = generate_answers(engine, records, base_dir, batch_size, sampling, progress, errors)
     if answers_out is not None:
@@ -89,7 +97,7 @@ def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch
     if errors and len(errors) == len(records):  # nothing readable: a wrong image root, not bad files
         more = f" (and all {len(records)} other records' images)" if len(records) > 1 else ""
         raise UserError(errors[min(errors)] + more)
-    metrics = score(records, answers)
+    metrics = score(records, answers, getattr(engine, "model_dir", None))
     if errors:  # records with unreadable images: scored as wrong (empty answer), and named
         metrics["errors"] = [errors[k] for k in sorted(errors)]
     rows = [{"id": r.id, "answer": a, "reference": r.messages[_prompt(r)[1]]["content"]}

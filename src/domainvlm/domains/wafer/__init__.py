@@ -14,14 +14,17 @@ from .. import Domain, register
 NAME = "wafer"
 
 
-def _score(records, answers) -> dict:
-    from .knowledge import parse_diagnosis
-    from .metrics import wafer_metrics
+def _score(records, answers, model_dir=None) -> dict:
+    """Answers parsed, and classes counted, in the evaluated model's taxonomy (its folder's taxonomy.json)."""
+    from .metrics import score_records
 
-    taxonomy = records[0].labels.get("taxonomy", "mixedwm38")
-    gold = [tuple(r.labels["defects"]) for r in records]
-    parsed = {a: parse_diagnosis(a) for a in set(answers)}  # a head answers with a few dozen distinct texts
-    return wafer_metrics(gold, [parsed[a] for a in answers], taxonomy)
+    return score_records(records, answers, model_dir)
+
+
+def _check_records(records, model_dir=None) -> None:
+    from .metrics import check_records
+
+    check_records(records, model_dir)
 
 
 def _sniff(path) -> bool:
@@ -40,7 +43,10 @@ def _sniff(path) -> bool:
 
 
 def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"), seed: int = 0,
-                 explain: bool = True, follow_up_frac: float = 0.0, convert_dir=None, **_) -> list:
+                 explain: bool = True, follow_up_frac: float = 0.0, convert_dir=None, taxonomy=None, model_dir=None,
+                 **_) -> list:
+    """``taxonomy`` / ``model_dir``: the classes a labels CSV of fab map files may name (mapfiles/labels.py);
+    the npz readers know their data set's own classes."""
     from ...errors import UserError
     from .instruct import build_wafer_records
     from .mapfiles.labels import load_source, source_kind
@@ -50,7 +56,7 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
     fab = source_kind(p)
     if fab is not None:  # a labels CSV of fab map files (a bare map file carries no labels: says so)
         return load_source(p, fab, split=split, langs=langs, seed=seed, explain=explain,
-                           follow_up_frac=follow_up_frac)
+                           follow_up_frac=follow_up_frac, taxonomy=taxonomy, model_dir=model_dir)
     pickled = detect_format(p) == "wm811k-pickle"
     # an npz is read once per process: eval's records and the maps their references name share one set
     ws = load_wafer_file(p, allow_pickle=allow_pickle) if pickled else cached_wafer_set(p)
@@ -122,10 +128,10 @@ def _fab(name: str):
     return call
 
 
-def _lot_report(predictions, out_dir) -> dict:
+def _lot_report(predictions, out_dir, model_dir=None) -> dict:
     from .lot_report import write_lot_report
 
-    return write_lot_report(predictions, out_dir)
+    return write_lot_report(predictions, out_dir, model_dir)
 
 
 def _webui_inputs(gr, image) -> None:
@@ -174,6 +180,7 @@ register(Domain(
     load_batch=_load_batch,
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
            "gold_labels": lambda r: tuple(r.labels["defects"]),  # calibration / confidence metrics
+           "check_records": _check_records,  # eval: gold classes in the model's taxonomy, before generating
            "example_images": _example_images, "eval_facts": _eval_facts,
            "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report

@@ -166,7 +166,7 @@ class Attributor:
             out.append({"pattern": p, "n_dies": int(mask.sum()),
                         "dies": [[int(y), int(x)] for y, x in np.argwhere(mask)],
                         "top_die": None if top is None else list(top), "grid": list(dies.grid.shape),
-                        **describe(p, mask, dies.grid)})
+                        **describe(p, mask, dies.grid, _zh_of(self.head, p))})
         return out, masks
 
     def __call__(self, assessment, image, lang: str = "en") -> None:
@@ -186,3 +186,12 @@ def attributor(head) -> Attributor:
 def annotator(head) -> Attributor:
     """The evidence annotator for a wafer head (append it to ``head.annotators``)."""
     return attributor(head)
+
+
+def _zh_of(head, pattern: str) -> str | None:
+    """The Chinese name of a class in the head's taxonomy (a fab's own classes have theirs there)."""
+    tax = getattr(head, "tax", None)
+    try:
+        return (tax.get(pattern).zh or None) if tax is not None else None
+    except KeyError:
+        return None

@@ -23,7 +23,7 @@ def evidence_for(head, messages: list[dict], image, lang: str, answer: str | Non
     """Evidence of one map's diagnosis: of the patterns ``answer`` names (a diagnosis the head gave), else of
     the head's own diagnosis for the question of ``messages``."""
     image = canonical_image(image, head.size)
-    labels = parse_diagnosis(answer) if answer else None
+    labels = parse_diagnosis(answer, head.tax) if answer else None  # in the model's own classes
     if labels is None:
         return diagnose_with_evidence(head, messages[-1]["content"], image, lang)[1]
     return attributor(head).evidence(image, labels, lang)[0] if labels else []

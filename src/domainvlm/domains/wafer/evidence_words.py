@@ -30,9 +30,10 @@ def _shape(pts: np.ndarray) -> tuple[float, np.ndarray]:
     return float(np.sqrt(max(vals[1], 1e-9) / max(vals[0], 0.25))), vecs[:, 1]
 
 
-def describe(pattern: str, mask: np.ndarray, grid: np.ndarray) -> dict:
-    """{clock, radius_band, extent, text: {en, zh}} for the dies of ``mask`` on the map ``grid``."""
-    zp = ZH_NAME.get(pattern, pattern)
+def describe(pattern: str, mask: np.ndarray, grid: np.ndarray, zh: str | None = None) -> dict:
+    """{clock, radius_band, extent, text: {en, zh}} for the dies of ``mask`` on the map ``grid``; ``zh``: the
+    pattern's Chinese name where the model's taxonomy gives one (default: the 8 known patterns')."""
+    zp = zh or ZH_NAME.get(pattern, pattern)
     if not mask.any():
         return {"clock": None, "radius_band": None, "extent": "none",
                 "text": {"en": f"{pattern}: no single dies stand out.", "zh": f"{zp}：没有突出的芯片。"}}

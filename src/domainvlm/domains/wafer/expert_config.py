@@ -50,9 +50,10 @@ class ExpertConfig:
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
     # A fab's own taxonomy (domains/wafer/expert_extend.py): continue init_model on new classes plus replay
     taxonomy: str | None = None           # YAML/JSON of classes (and mixtures) added to init_model's taxonomy
-    new_data: str | None = None           # labelled map npz (domains/wafer/labelled.py) of the new classes: train
-    new_val: str | None = None            # labelled map npz for model selection (new-class F1)
-    new_test: str | None = None           # held-back labelled map npz, evaluated once on the saved model
+    new_data: str | None = None           # labelled map npz (domains/wafer/labelled.py) or a labels CSV of map
+    #                                       files (image,labels[,split]; mapfiles/labels.py): new classes, train
+    new_val: str | None = None            # labelled maps (npz or CSV) for model selection (new-class F1)
+    new_test: str | None = None           # held-back labelled maps (npz or CSV), evaluated once on the saved model
     new_frac: float = 0.5                 # share of each batch drawn from new_data (the rest: replay, as above)
     new_augment: str = "mirror"           # mirror (left-right: keeps the notch at the bottom) | dihedral | none
     replay_limit: int = 0                 # > 0: first N train maps of each old set only (replay on a small host)

@@ -40,14 +40,13 @@ def check_answer_lines(head_cls, model, proc, tax, source) -> object:
 def new_banks(cfg, tax, classes, size: int, device) -> dict:
     """MapBanks of the new-class maps: train (new_data), val, test; absent ones are None."""
     from .expert_data import MapBank
-    from .labelled import load_labelled_npz
 
     out = {}
     for key, path in (("train", cfg.new_data), ("val", cfg.new_val), ("test", cfg.new_test)):
         if not path:
             out[key] = None
             continue
-        ws = load_labelled_npz(path, tax)
+        ws = _load_new(path, tax, cfg.taxonomy)
         if key == "train" and cfg.limit_maps:
             ws.maps, ws.defects = ws.maps[:cfg.limit_maps], ws.defects[:cfg.limit_maps]
         try:
@@ -57,6 +56,18 @@ def new_banks(cfg, tax, classes, size: int, device) -> dict:
             raise UserError(f"{path}: label set {'+'.join(bad)} is no answer of the taxonomy "
                             f"(add it to 'combinations' in {cfg.taxonomy})") from None
     return out
+
+
+def _load_new(path, tax, tax_source):
+    """A labelled map npz (labelled.py), or a labels CSV of the fab's map files (mapfiles/labels.py)."""
+    from pathlib import Path
+
+    from .labelled import load_labelled_npz
+    from .mapfiles.labels import labelled_maps, source_kind
+
+    if Path(path).suffix.lower() == ".csv" and source_kind(Path(path)) == "wafer-labels":
+        return labelled_maps(Path(path), tax, tax_source)
+    return load_labelled_npz(path, tax)
 
 
 def sample_new(bank, n: int, augment: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

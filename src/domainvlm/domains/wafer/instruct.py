@@ -51,13 +51,14 @@ def follow_up_answer(defects, lang: str, tax=None) -> str:
 
 def wafer_record(ref: str, defects, lang: str, rid: str, rng: random.Random, explain: bool = True,
                  follow_up: bool = False, taxonomy: str = "mixedwm38", split: str | None = None,
-                 source: str = "") -> Record:
+                 source: str = "", tax=None) -> Record:
+    """``tax``: the taxonomy whose classes ``defects`` names (None: the 8 known patterns)."""
     q = rng.choice(QUESTIONS[lang])
     msgs = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{q}"},
-            {"role": "assistant", "content": wk.answer(defects, lang, explain)}]
+            {"role": "assistant", "content": wk.answer(defects, lang, explain, tax)}]
     if follow_up:
         msgs += [{"role": "user", "content": rng.choice(FOLLOW_UPS[lang])},
-                 {"role": "assistant", "content": follow_up_answer(tuple(defects), lang)}]
+                 {"role": "assistant", "content": follow_up_answer(tuple(defects), lang, tax)}]
     return Record(id=rid, images=[ref], messages=msgs,
                   labels={"task": "wafer", "defects": list(defects), "taxonomy": taxonomy},
                   meta={"source": source, "split": split, "lang": lang})

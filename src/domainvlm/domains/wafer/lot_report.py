@@ -3,7 +3,8 @@
 Writes into one folder (each file atomically): ``lot_report.md`` (per lot: wafers per pattern, yield per
 wafer), ``lot_summary.json`` (the same numbers), ``wafers.csv`` (one row per wafer) and ``grid_<lot>.png``
 (the maps, each captioned with wafer id, yield and diagnosis). Rows whose image is not a wafer map (a fab map
-file ``FILE#K`` or an npz ``FILE#N``) are left out and counted.
+file ``FILE#K`` or an npz ``FILE#N``) are left out and counted. Answers are read back in the taxonomy of the
+model that gave them (its folder's taxonomy.json: a fab's own classes are counted like the 8 known ones).
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections import Counter
 from pathlib import Path
 
 from .knowledge import parse_diagnosis
-from .patterns import NORMAL, PATTERNS, set_name
+from .patterns import NORMAL
+from .taxonomy import for_model_dir
 from ...errors import UserError
 from ...io import atomic_open, atomic_path, write_json
 
@@ -50,14 +52,16 @@ def _wafer(ref: str):
     return None
 
 
-def _diagnosis(row: dict) -> str:
+def _diagnosis(row: dict, tax) -> str:
     if row.get("error"):
         return "(error)"
-    d = parse_diagnosis(row.get("answer") or "")
-    return "(unparsed)" if d is None else set_name(d)
+    d = parse_diagnosis(row.get("answer") or "", tax)
+    return "(unparsed)" if d is None else ("+".join(d) or NORMAL)
 
 
-def summarise(rows: list[dict]) -> dict:
+def summarise(rows: list[dict], tax=None) -> dict:
+    """``tax``: the answering model's taxonomy (default: the 8 known patterns)."""
+    tax = tax or for_model_dir(None)
     lots: dict[str, dict] = {}
     skipped = 0
     for r in rows:
@@ -70,7 +74,7 @@ def summarise(rows: list[dict]) -> dict:
             continue
         grid, wid, lot, fmt = w
         n_pass, n_fail = int((grid == 1).sum()), int((grid == 2).sum())
-        diag = _diagnosis(r)
+        diag = _diagnosis(r, tax)
         lots.setdefault(lot, {"wafers": []})["wafers"].append({
             "image": r["image"], "wafer_id": wid, "format": fmt, "dies": n_pass + n_fail, "pass": n_pass,
             "fail": n_fail, "yield": round(n_pass / (n_pass + n_fail), 4) if n_pass + n_fail else 0.0,
@@ -82,7 +86,7 @@ def summarise(rows: list[dict]) -> dict:
         lot["n_wafers"] = len(ws)
         lot["mean_yield"] = round(sum(w["yield"] for w in ws) / len(ws), 4)
         lot["wafers_per_diagnosis"] = dict(diags.most_common())
-        lot["wafers_per_pattern"] = {p: per_pattern[p] for p in (NORMAL, *PATTERNS) if per_pattern[p]}
+        lot["wafers_per_pattern"] = {p: per_pattern[p] for p in (NORMAL, *tax.names) if per_pattern[p]}
     return {"lots": lots, "rows_not_wafer_maps": skipped}
 
 
@@ -123,9 +127,10 @@ def _grid_png(wafers: list[dict], dest: Path) -> None:
         sheet.save(tmp, "PNG")
 
 
-def write_lot_report(predictions, out_dir) -> dict:
-    """Summarise a predictions file (JSONL or CSV) into ``out_dir``; returns the summary."""
-    summary = summarise(read_predictions(predictions))
+def write_lot_report(predictions, out_dir, model_dir=None) -> dict:
+    """Summarise a predictions file (JSONL or CSV) of the model in ``model_dir`` into ``out_dir``; returns the
+    summary."""
+    summary = summarise(read_predictions(predictions), for_model_dir(model_dir))
     if not summary["lots"]:
         raise UserError(f"{predictions}: no rows refer to wafer maps, so there is no lot report to write")
     out = Path(out_dir)

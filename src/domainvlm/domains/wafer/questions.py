@@ -8,6 +8,7 @@ and instruction pairs built from each map's own numbers (for future training).
 
 from __future__ import annotations
 
+import functools
 import re
 
 from .facts import image_facts, map_facts, say
@@ -15,8 +16,21 @@ from .instruct import QUESTIONS
 from .taxonomy import default
 
 _TAX = default()
-_NAME_RE = {p: re.compile(r"\b" + re.escape(p).replace(r"\-", r"[-\s]?") + r"\b", re.I) for p in _TAX.names}
-_ZH_NAME = {c.zh: c.name for c in _TAX.classes}
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab(classes: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
+    """({name: regex}, {zh name: name}) of a taxonomy's classes (given as (name, zh) pairs)."""
+    return ({p: re.compile(r"\b" + re.escape(p).replace(r"\-", r"[-\s]?") + r"\b", re.I) for p, _ in classes},
+            {zh: p for p, zh in classes if zh})
+
+
+def _vocab_of(tax=None) -> tuple[dict, dict]:
+    """The class names a question may name: the model's taxonomy (a fab's own classes too), else the 8."""
+    return _vocab(tuple((c.name, c.zh) for c in (tax or _TAX).classes))
+
+
+_ZH_NAME = _vocab_of()[1]  # fact_pairs: the 8 known patterns
 _KINDS = {  # first match wins: a 'where' question about a pattern before the general ones
     "en": [("yield", r"\byield\b"),
            ("failing", r"how many (?:\w+ )*?(?:dies|chips)? ?(?:fail|failed|failing|bad|defective)|"
@@ -39,19 +53,22 @@ def _lang(q: str) -> str:
     return "zh" if _CJK.search(q or "") else "en"
 
 
-def named_pattern(q: str) -> str | None:
-    for zh, name in sorted(_ZH_NAME.items(), key=lambda kv: -len(kv[0])):  # 边缘局部 before 局部
+def named_pattern(q: str, tax=None) -> str | None:
+    """The class ``q`` names, in ``tax`` (the model's taxonomy; default: the 8 known patterns)."""
+    name_re, zh_names = _vocab_of(tax)
+    for zh, name in sorted(zh_names.items(), key=lambda kv: -len(kv[0])):  # 边缘局部 before 局部
         if zh in q:
             return name
-    hits = [p for p, rx in _NAME_RE.items() if rx.search(q)]
+    hits = [p for p, rx in name_re.items() if rx.search(q)]
     return max(hits, key=len) if hits else None  # "Edge-Loc" rather than "Loc"
 
 
-def fact_question(q: str) -> tuple[str, str | None] | None:
-    """(kind, pattern) if ``q`` asks a fact about the map, else None (a diagnosis or anything else)."""
+def fact_question(q: str, tax=None) -> tuple[str, str | None] | None:
+    """(kind, pattern) if ``q`` asks a fact about the map, else None (a diagnosis or anything else); ``tax``:
+    the classes a 'where' question may name (the model's taxonomy)."""
     q = (q or "").replace("<image>", "").strip()
     lang = _lang(q)
-    pat = named_pattern(q)
+    pat = named_pattern(q, tax)
     if pat is not None and _WHERE[lang].search(q):
         return "where", pat
     for kind, rx in _KINDS[lang]:
@@ -68,7 +85,7 @@ def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int
     done, rest = {}, []
     for k in todo:
         q = convs[k][0][-1]["content"]
-        fq = fact_question(q)
+        fq = fact_question(q, getattr(head, "tax", None))
         if fq is None:
             rest.append(k)
             continue

@@ -21,3 +21,20 @@ def default() -> Taxonomy:
 def for_model_dir(folder) -> Taxonomy:
     """The model folder's taxonomy, else the default (models trained before taxonomies were stored)."""
     return (from_model_dir(folder) if folder else None) or default()
+
+
+def for_source(taxonomy=None, model_dir=None) -> Taxonomy:
+    """The taxonomy a labelled wafer source is read with (``data build`` / ``eval --taxonomy``): a model
+    folder's taxonomy.json; a YAML/JSON file extending ``model_dir``'s taxonomy (the default without one), as
+    ``train-expert taxonomy=`` extends its init_model's; without ``taxonomy``, ``model_dir``'s own."""
+    from ...taxonomy import extend
+
+    if taxonomy is not None and Path(taxonomy).is_dir():
+        return load(taxonomy)
+    base = for_model_dir(model_dir)
+    return extend(base, taxonomy) if taxonomy is not None else base
+
+
+def is_default(tax) -> bool:
+    """True for the 8-pattern taxonomy (its answers are written as before taxonomies were data)."""
+    return tax is None or tax is default() or tax.to_dict() == default().to_dict()

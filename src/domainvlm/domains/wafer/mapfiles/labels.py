@@ -1,8 +1,10 @@
 """`data build` from fab map files: a labels CSV ``image,labels[,split]`` -> wafer instruction records.
 
 ``image`` is a map file (relative to the CSV's folder) with ``#K`` for a multi-wafer file; ``labels`` names
-the patterns joined by ``+`` (``Center+Scratch``; ``Normal`` or empty for none). Every reference is opened
-and checked before anything is written, so a bad row stops the build with its line and field.
+the patterns joined by ``+`` (``Center+Scratch``; ``Normal`` or empty for none): the 8 known patterns, or the
+classes of a taxonomy of the fab's own (``--taxonomy my_patterns.yaml``, which extends the 8 as
+``train-expert taxonomy=`` does; ``eval`` reads with its model's taxonomy.json). Every reference and label is
+checked before anything is written, so a bad row stops the build with its line and field.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import random
 import re
 from pathlib import Path
 
-from ..patterns import canonical_set
 from ....errors import UserError
 from . import get_wafer
 from .hooks import kind
@@ -44,16 +45,25 @@ def _first_is_picture(path: Path, col: int) -> bool:
     return bool(row) and len(row) > col and Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_SUFFIXES
 
 
-def _labels(text: str, loc: str) -> tuple[str, ...]:
+def _labels(text: str, loc: str, tax, tax_source: str | None) -> tuple[str, ...]:
     names = [t.strip() for t in re.split(r"[+;|]", text or "") if t.strip()]
-    try:
-        return canonical_set(names)
-    except ValueError as e:
-        raise UserError(f"{loc}: field 'labels': {e}") from None
+    names = [n for n in names if n not in ("Normal", "None", "none", tax.none_label)]
+    bad = next((n for n in names if n not in tax.names), None)
+    if bad is not None:
+        where = (f"in neither the 8 known patterns nor {tax_source}" if tax_source else
+                 "(a class of your own: declare it in a taxonomy YAML and pass --taxonomy FILE)")
+        raise UserError(f"{loc}: field 'labels': unknown wafer pattern {bad!r} {where}; known: "
+                        f"{', '.join(tax.names)}")
+    return tax.canonical(names)
 
 
-def read_labelled(path: Path) -> list[tuple[str, tuple[str, ...], str | None, str]]:
-    """(image ref FILE#K, defect set, split or None, location) per row; every wafer checked to exist."""
+def read_labelled(path: Path, tax=None, tax_source: str | None = None
+                  ) -> list[tuple[str, tuple[str, ...], str | None, str]]:
+    """(image ref FILE#K, defect set, split or None, location) per row; every wafer checked to exist and every
+    label to be a class of ``tax`` (default: the 8 known patterns; ``tax_source`` names where it came from)."""
+    from ..taxonomy import default
+
+    tax = tax or default()
     rows = []
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -74,7 +84,7 @@ def read_labelled(path: Path) -> list[tuple[str, tuple[str, ...], str | None, st
                 w = get_wafer(str(p), int(idx) if idx else None)
             except UserError as e:
                 raise UserError(f"{loc}: field 'image': {e}") from None
-            rows.append((f"{p.resolve()}#{w.index}", _labels(d.get("labels", ""), loc),
+            rows.append((f"{p.resolve()}#{w.index}", _labels(d.get("labels", ""), loc, tax, tax_source),
                          (d.get("split") or "").strip() or None, loc))
     if not rows:
         raise UserError(f"{path}: no rows under the header image,labels")
@@ -82,18 +92,25 @@ def read_labelled(path: Path) -> list[tuple[str, tuple[str, ...], str | None, st
 
 
 def build_records(path: Path, split=None, langs=("en", "zh"), seed: int = 0, explain: bool = True,
-                  follow_up_frac: float = 0.0):
-    """The wafer Domain's read_source: records from a labels CSV (split chosen by its optional split column)."""
+                  follow_up_frac: float = 0.0, taxonomy=None, model_dir=None):
+    """The wafer Domain's read_source: records from a labels CSV (split chosen by its optional split column).
+    ``taxonomy`` (a YAML/JSON file or model folder) and ``model_dir`` (eval's model): see taxonomy.for_source.
+    Records of a taxonomy beyond the 8 patterns say ``labels.taxonomy: custom``, their answers name its classes."""
     from ..instruct import wafer_record
+    from ..taxonomy import for_source, is_default
 
-    rows = read_labelled(path)
+    tax = for_source(taxonomy, model_dir)
+    own = not is_default(tax)
+    src = str(taxonomy) if taxonomy is not None else (f"{model_dir}/taxonomy.json" if own else None)
+    rows = read_labelled(path, tax, src)
     if split is not None:
         rows = [r for r in rows if r[2] == split]
         if not rows:
             raise UserError(f"{path}: no rows in split {split!r} (column 'split')")
     rng = random.Random(seed)
     return [wafer_record(ref, defects, rng.choice(list(langs)), f"{path.stem}-{i}", rng, explain,
-                         rng.random() < follow_up_frac, "mixedwm38", sp, "fab-mapfile")
+                         rng.random() < follow_up_frac, "custom" if own else "mixedwm38", sp, "fab-mapfile",
+                         tax if own else None)
             for i, (ref, defects, sp, _) in enumerate(rows)]
 
 
@@ -102,3 +119,18 @@ def load_source(path: Path, source_kind_: str, **kw):
         raise UserError(f"{path}: a wafer-map file carries no pattern labels; list its wafers in a labels CSV "
                         f"(columns image,labels; e.g. '{path.name}#0,Center+Scratch') and pass that as --source")
     return build_records(path, **kw)
+
+
+def labelled_maps(path: Path, tax, tax_source: str | None = None, split: str | None = None):
+    """The wafers of a labels CSV as a WaferSet of ``tax``'s classes (taxonomy "custom"): train-expert's
+    ``new_data`` / ``new_val`` / ``new_test`` may name a labels CSV of the fab's map files instead of an npz."""
+    from ..sources import WaferSet
+
+    rows = read_labelled(Path(path), tax, tax_source)
+    if split is not None:
+        rows = [r for r in rows if r[2] == split]
+        if not rows:
+            raise UserError(f"{path}: no rows in split {split!r} (column 'split')")
+    maps = [get_wafer(ref.rpartition("#")[0], int(ref.rpartition("#")[2])).grid for ref, *_ in rows]
+    return WaferSet(maps, [r[1] for r in rows], [r[2] or "" for r in rows] if any(r[2] for r in rows) else None,
+                    "custom", "custom", str(path))
