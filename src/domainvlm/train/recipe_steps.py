@@ -53,3 +53,27 @@ class Ema:
 
 def ema_or_none(model, decay: float) -> Ema | None:
     return Ema(model, decay) if decay > 0 else None
+
+
+def train_progress(step: int, max_steps: int, train_s: float, time_budget_s: float) -> float:
+    """0..1: the larger of steps done and training time used (a time-budgeted run ends at 1 too)."""
+    return min(1.0, max(step / max_steps, train_s / time_budget_s if time_budget_s else 0.0))
+
+
+def select_weights(step: int, model, ema, score, key: str, best: dict | None, history: list, log) -> dict | None:
+    """Score the raw and the averaged weights (``score(m) -> dict`` holding ``key``, higher is better), record
+    each in ``history`` and ``log(line)``, and keep the best so far with a CPU copy of its state in ``"state"``.
+    The model is back in train mode afterwards."""
+    import json
+
+    for tag, m in (("raw", model), ("ema", ema)):
+        if m is None:
+            continue
+        m.eval()
+        rec = {"eval_step": step, "weights": tag, **score(m)}
+        history.append(rec)
+        log(json.dumps(rec))
+        if best is None or rec[key] > best[key]:
+            best = {**rec, "state": {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}}
+    model.train()
+    return best

@@ -3,8 +3,6 @@ grids -> unreadable; real wafer maps pass the check."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -18,15 +16,11 @@ from domainvlm.inference.assessment import OUT_OF_DOMAIN, UNREADABLE
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir, tmp_path_factory):
+def engine(tiny_wafer_head_dir):
+    """The untrained tiny compact model with the wafer head switched on in its config (tests/conftest.py)."""
     from domainvlm.inference.engine import Engine
 
-    d = tmp_path_factory.mktemp("tiny-ood") / "model"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.setdefault("domainvlm", {})["answer_head"] = wh.NAME
-    (d / "config.json").write_text(json.dumps(cfg))
-    return Engine(str(d), device="cpu", threads=1)
+    return Engine(str(tiny_wafer_head_dir), device="cpu", threads=1)
 
 
 def generated_non_maps() -> list[Image.Image]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -13,18 +12,11 @@ from domainvlm.domains.wafer import head as wh
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_model_dir, tmp_path_factory):
-    """The untrained tiny compact model with the head switched on in its config."""
-    import shutil
-
+def engine(tiny_wafer_head_dir):
+    """The untrained tiny compact model with the wafer head switched on in its config (tests/conftest.py)."""
     from domainvlm.inference.engine import Engine
 
-    d = tmp_path_factory.mktemp("tiny-head") / "model"
-    shutil.copytree(tiny_model_dir, d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg.setdefault("domainvlm", {})["answer_head"] = wh.NAME
-    (d / "config.json").write_text(json.dumps(cfg))
-    return Engine(str(d), device="cpu", threads=1)
+    return Engine(str(tiny_wafer_head_dir), device="cpu", threads=1)
 
 
 def _maps(n, seed=0):

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 
 from ...errors import UserError
 from ...models.compact import CompactConfig
-from ...train.recipe_steps import adamw, ema_or_none, set_lr, step_optimizer, warmup_cosine
+from ...train.recipe_steps import (adamw, ema_or_none, select_weights, set_lr, step_optimizer, train_progress,
+                                   warmup_cosine)
 
 
 def _compact() -> CompactConfig:
@@ -209,7 +210,7 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
             averager.update(step)
         step += 1
         train_s = time.time() - t0 - t_eval
-        progress = min(1.0, max(step / cfg.max_steps, train_s / cfg.time_budget_s if cfg.time_budget_s else 0.0))
+        progress = train_progress(step, cfg.max_steps, train_s, cfg.time_budget_s)
         if step % cfg.log_every == 0:
             rec = {"step": step, **{k: round(v.item(), 5) for k, v in parts.items()}, "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1)}
@@ -218,16 +219,9 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
-            for tag, m in (("raw", model), ("ema", ema)):
-                if m is None:
-                    continue
-                m.eval()
-                rec = {"eval_step": step, "weights": tag, "val_accuracy": val_accuracy(ClassifyHead(m, proc), val_recs)}
-                history.append(rec)
-                _log(log, json.dumps(rec))
-                if best is None or rec["val_accuracy"] > best["val_accuracy"]:
-                    best = {**rec, "state": {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}}
-            model.train()
+            best = select_weights(step, model, ema,
+                                  lambda m: {"val_accuracy": val_accuracy(ClassifyHead(m, proc), val_recs)},
+                                  "val_accuracy", best, history, lambda line: _log(log, line))
             t_eval += time.time() - te
     model.load_state_dict(best.pop("state"))
     model.eval()

@@ -24,7 +24,8 @@ import torch
 
 from ...errors import UserError
 from ...io import write_json
-from ...train.recipe_steps import adamw, ema_or_none, set_lr, step_optimizer, warmup_cosine
+from ...train.recipe_steps import (adamw, ema_or_none, select_weights, set_lr, step_optimizer, train_progress,
+                                   warmup_cosine)
 from ...train.speed import step_loss
 from .expert_config import ExpertConfig, _check  # noqa: F401 - ExpertConfig is the recipe's config
 
@@ -221,7 +222,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
             averager.update(step)
         step += 1
         train_s = time.time() - t0 - t_eval
-        progress = min(1.0, max(step / cfg.max_steps, train_s / cfg.time_budget_s if cfg.time_budget_s else 0.0))
+        progress = train_progress(step, cfg.max_steps, train_s, cfg.time_budget_s)
         if step % cfg.log_every == 0:
             rec = {"step": step, "loss": round(loss.item(), 5), "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1),
@@ -233,19 +234,11 @@ def train_expert(cfg: ExpertConfig) -> dict:
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
-            for tag, m in (("raw", model), ("ema", ema)):
-                if m is None:
-                    continue
-                m.eval()
-                h = head if m is model else WaferHead(m, proc, tax)
-                res = evaluate(h, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"]),
-                               limit=cfg.eval_limit)
-                rec = {"eval_step": step, "weights": tag, **res}
-                history.append(rec)
-                _log(log, json.dumps(rec))
-                if best is None or res["score"] > best["score"]:
-                    best = {**rec, "state": {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}}
-            model.train()
+            vals = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"])
+            best = select_weights(step, model, ema,
+                                  lambda m: evaluate(head if m is model else WaferHead(m, proc, tax), vals,
+                                                     limit=cfg.eval_limit),
+                                  "score", best, history, lambda line: _log(log, line))
             t_eval += time.time() - te
     state = best.pop("state")
     model.load_state_dict(state)
