@@ -28,6 +28,7 @@ from PIL import Image
 
 FILE = "input_check.safetensors"
 MAX_REJECT = 0.02  # share of in-domain val images the threshold may turn away
+MIN_TRAIN = 8  # training images needed to fit a check
 SHRINK = 1e-3  # covariance shrinkage towards its mean variance (a few statistics are nearly constant)
 _BANDS = np.geomspace(0.005, 0.5, 9)
 
@@ -91,8 +92,8 @@ def fit(train: torch.Tensor, train_keys, val: torch.Tensor, size: int = 224, max
     images: class means and tied covariance; the threshold leaves at most ``max_reject`` of val above it."""
     from ...errors import UserError
 
-    if len(train) < 8 or not len(val):
-        raise UserError(f"input check: needs at least 8 training and 1 val image (got {len(train)}, {len(val)})")
+    if len(train) < MIN_TRAIN or not len(val):
+        raise UserError(f"input check: needs at least {MIN_TRAIN} training and 1 val image (got {len(train)}, {len(val)})")
     center, sd = train.mean(0), train.std(0)
     scale = sd + 1e-2 * sd.mean()  # a constant statistic must not make every other value infinitely far
     z = (train - center) / scale
