@@ -1,6 +1,6 @@
 """Out-of-domain check of a classify model (domains/classify/input_check.py), end to end through its head.
 
-Every image is asked "What defect is on this steel surface?" (every 4th in Chinese) through the Engine, as
+Every image is asked "What defect is this?" (every 4th in Chinese: "这是什么缺陷？") through the Engine, as
 `ask` and the API do; an answer is turned away when its Assessment says ``abstain: true, reason:
 out_of_domain``. Prints a table: the non-steel sets (those the statistics were designed with, and held-out
 ones looked at only after the design was fixed) and the model's own val split (in-domain false abstention;
@@ -75,7 +75,7 @@ def sets(data: Path) -> list[tuple[str, str, list]]:
 
 
 def ask(eng, images) -> list:
-    qs = ["What defect is on this steel surface?", "这块钢板表面有什么缺陷？"]
+    qs = ["What defect is this?", "这是什么缺陷？"]  # the model card's questions
     convs = [([{"role": "user", "content": f"<image>\n{qs[i % 4 == 3]}"}], [im]) for i, im in enumerate(images)]
     out = []
     for s in range(0, len(convs), 32):
