@@ -5,6 +5,9 @@ negative log-likelihood of the gold line is fitted (temperature scaling), then t
 the highest coverage whose error rate on these records is at most ``--target-risk``. Both go to
 ``calibration.json`` in the model folder (or ``--out``), written atomically; ``ask``, ``predict``, ``eval``,
 ``serve`` and the web UI then report calibrated confidence and abstain below the threshold.
+
+``--input-check TRAIN_DATA`` first fits the head's out-of-domain input check (heads with ``fit_input_check``:
+classify) from TRAIN_DATA's images, its threshold on the --data images; ``--input-check-only`` stops there.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ def add_arguments(p):
     p.add_argument("--data", action="append",
                    help="labelled val data (record JSONL or a raw source); repeatable: fitted on all together")
     p.add_argument("--split", help="only records of this split (e.g. val)")
-    p.add_argument("--limit", type=positive_int, help="first N records of each --data only")
-    p.add_argument("--sample", type=positive_int, help="a seeded random N records of each --data")
+    p.add_argument("--limit", type=positive_int,
+                   help="first N records of each --data (and of --input-check's data) only")
+    p.add_argument("--sample", type=positive_int,
+                   help="a seeded random N records of each --data (and of --input-check's data)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--target-risk", type=nonneg_float, default=DEFAULT_RISK,
                    help=f"highest error rate allowed among the answers not abstained (default {DEFAULT_RISK})")

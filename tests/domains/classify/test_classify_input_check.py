@@ -58,9 +58,9 @@ def _strangers() -> list[Image.Image]:
 
     rng = np.random.default_rng(1)
     x = np.linspace(0, 255, 64)
+    ramp = Image.fromarray(np.add.outer(x / 2, x / 2).astype(np.uint8)).convert("RGB")
     return [render_map(synth_map(("Center",), 52, rng)), Image.new("RGB", (64, 64), (255, 255, 255)),
-            Image.new("RGB", (64, 64), (0, 0, 0)), Image.fromarray(np.add.outer(x / 2, x / 2).astype(np.uint8)).convert("RGB"),
-            Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))]
+            Image.new("RGB", (64, 64), (0, 0, 0)), ramp, Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))]
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,34 @@ def test_in_domain_answers_are_unchanged(checked, model_dir):  # noqa: F811
     with_check, plain = _ask(Engine(d), val), _ask(Engine(model_dir), val)
     assert [str(a) for a in with_check] == [str(a) for a in plain]  # 0 of 24 turned away (<= 2%)
     assert all(a.assessment.reason != OUT_OF_DOMAIN for a in with_check)
+
+
+def test_api_structured_answer_abstains_out_of_domain(checked):
+    import base64
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from domainvlm.inference.assessment import SCHEMA
+    from domainvlm.inference.batcher import Batcher
+    from domainvlm.serve.app import ServeConfig, create_app
+
+    batcher = Batcher(Engine(checked[0]), max_batch=2, max_wait_ms=5)
+    buf = io.BytesIO()
+    _strangers()[0].save(buf, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    body = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                                      {"type": "text", "text": "这是什么缺陷？"}]}],
+            "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": SCHEMA}}}
+    try:
+        with TestClient(create_app(batcher, ServeConfig(max_tokens_cap=256))) as c:
+            v = json.loads(c.post("/v1/chat/completions", json=body).json()["choices"][0]["message"]["content"])
+            legacy = c.post("/", json={"text": "What defect is this?", "image": url.split(",", 1)[1],
+                                       "assessment": True}).json()
+    finally:
+        batcher.close()
+    assert v["abstain"] is True and v["reason"] == OUT_OF_DOMAIN and "看起来不像" in v["answer"]
+    assert legacy["assessment"]["abstain"] is True and legacy["response"].startswith("This image does not look")
 
 
 def test_a_damaged_check_file_is_one_clear_error(checked, tmp_path):

@@ -93,7 +93,8 @@ def fit(train: torch.Tensor, train_keys, val: torch.Tensor, size: int = 224, max
     from ...errors import UserError
 
     if len(train) < MIN_TRAIN or not len(val):
-        raise UserError(f"input check: needs at least {MIN_TRAIN} training and 1 val image (got {len(train)}, {len(val)})")
+        raise UserError(f"input check: needs at least {MIN_TRAIN} training and 1 val image "
+                        f"(got {len(train)}, {len(val)})")
     center, sd = train.mean(0), train.std(0)
     scale = sd + 1e-2 * sd.mean()  # a constant statistic must not make every other value infinitely far
     z = (train - center) / scale
