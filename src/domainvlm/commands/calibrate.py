@@ -5,6 +5,9 @@ negative log-likelihood of the gold line is fitted (temperature scaling), then t
 the highest coverage whose error rate on these records is at most ``--target-risk``. Both go to
 ``calibration.json`` in the model folder (or ``--out``), written atomically; ``ask``, ``predict``, ``eval``,
 ``serve`` and the web UI then report calibrated confidence and abstain below the threshold.
+
+``--input-check TRAIN_DATA`` first fits the head's out-of-domain input check (heads with ``fit_input_check``:
+classify) from TRAIN_DATA's images, its threshold on the --data images; ``--input-check-only`` stops there.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ def add_arguments(p):
     p.add_argument("--data", action="append",
                    help="labelled val data (record JSONL or a raw source); repeatable: fitted on all together")
     p.add_argument("--split", help="only records of this split (e.g. val)")
-    p.add_argument("--limit", type=positive_int, help="first N records of each --data only")
-    p.add_argument("--sample", type=positive_int, help="a seeded random N records of each --data")
+    p.add_argument("--limit", type=positive_int,
+                   help="first N records of each --data (and of --input-check's data) only")
+    p.add_argument("--sample", type=positive_int,
+                   help="a seeded random N records of each --data (and of --input-check's data)")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--target-risk", type=nonneg_float, default=DEFAULT_RISK,
                    help=f"highest error rate allowed among the answers not abstained (default {DEFAULT_RISK})")
@@ -33,6 +38,14 @@ def add_arguments(p):
                                     "study other targets without re-running the model")
     p.add_argument("--from-scores", help="fit from a --scores file of an earlier run instead of running the model "
                                          "(needs --out or --model for the destination)")
+    p.add_argument("--input-check", metavar="TRAIN_DATA",
+                   help="also fit the out-of-domain input check (heads that have one: classify): statistics of "
+                        "TRAIN_DATA's labelled images, threshold on the --data images; stored in the model folder")
+    p.add_argument("--input-check-split", default="train", help="split of --input-check's data (default train)")
+    p.add_argument("--max-reject", type=nonneg_float, default=0.02,
+                   help="share of the --data images the input check may turn away (default 0.02)")
+    p.add_argument("--input-check-only", action="store_true",
+                   help="fit only the input check (calibration.json is left as it is)")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources")
     p.add_argument("--image-root", help="folder that relative image paths are relative to")
     p.add_argument("--batch-size", type=positive_int, help="records per batch")
@@ -52,12 +65,19 @@ def run(args):
         raise UserError(f"--target-risk {args.target_risk}: must be below 1")
     if bool(args.data) == bool(args.from_scores):
         raise UserError("give --data (run the model on val data) or --from-scores (an earlier run's --scores)")
+    if args.input_check_only and not (args.input_check and args.data):
+        raise UserError("--input-check-only needs --input-check TRAIN_DATA and --data VAL_DATA")
     if args.from_scores:
         rows, per_data, info = _read_scores(args.from_scores), {}, {"from_scores": str(args.from_scores)}
         dest = Path(args.out or args.model or "")
     else:
-        rows, per_data, model_dir, info = _collect(args)
-        dest = Path(args.out) if args.out else Path(model_dir)
+        eng = engine_from_args(args)
+        dest = Path(args.out) if args.out else Path(eng.model_dir)
+        if args.input_check:
+            print(json.dumps({"input_check": _input_check(args, eng, dest)}))
+            if args.input_check_only:
+                return 0
+        rows, per_data, model_dir, info = _collect(args, eng)
     if not rows:
         raise UserError("no answer with a confidence whose gold label set is a valid line: nothing to fit")
     if not dest.is_dir():
@@ -77,29 +97,53 @@ def run(args):
     return 0
 
 
-def _collect(args):
-    """Run the model's head (T = 1) on every --data: rows (line log-probs, gold line, answered line, data)."""
+def _records(args, path, split):
     from ..data.sources import load_any
+    from ..errors import UserError
+    from ..evaluate.runner import sample_records
+    from ..io import resolve_path
+
+    recs = load_any(path, split=split, allow_pickle=args.allow_pickle, langs=(args.lang,), explain=False,
+                    image_root=args.image_root)[: args.limit]
+    recs = sample_records(recs, args.sample, args.sample_seed)
+    if not recs:
+        raise UserError(f"{path}: no records" + (f" in split {split!r}" if split else ""))
+    return recs, resolve_path(args.image_root) if args.image_root else resolve_path(path).parent
+
+
+def _input_check(args, eng, dest) -> dict:
+    """Fit the head's out-of-domain input check: statistics of --input-check's images, threshold on --data's."""
+    from ..errors import UserError
+
+    head = eng.answer_head
+    if head is None or not hasattr(head, "fit_input_check"):
+        raise UserError(f"--input-check: model {eng.model_dir} has no answer head with a fitted input check")
+    if not dest.is_dir():
+        raise UserError(f"--out {dest}: not a folder")
+    train, base = _records(args, args.input_check, args.input_check_split)
+    val = [_records(args, p, args.split) for p in args.data]
+    if len({str(b) for _, b in val}) > 1:
+        raise UserError("--input-check: give one --data (its images set the threshold)")
+    info = {"train_data": str(args.input_check), "train_split": args.input_check_split, "val_data": args.data,
+            "val_split": args.split}
+    return head.fit_input_check(train, val[0][0], dest, args.max_reject, base, val[0][1], info)
+
+
+def _collect(args, eng):
+    """Run the model's head (T = 1) on every --data: rows (line log-probs, gold line, answered line, data)."""
     from ..errors import UserError
     from ..evaluate import calibration as cm
     from ..evaluate.confidence_eval import confidence_head, pairs
-    from ..evaluate.runner import evaluate_records, sample_records
+    from ..evaluate.runner import evaluate_records
     from ..inference.engine import Sampling
-    from ..io import resolve_path
 
-    eng = engine_from_args(args)
     head = confidence_head(eng, uncalibrated=True)
     if head is None:
         raise UserError(f"{eng.model_dir}: the model has no constrained answer head (config.json domainvlm."
                         "answer_head), so there is no confidence to calibrate")
     rows, per_data = [], {}
     for path in args.data:
-        recs = load_any(path, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
-                        explain=False, image_root=args.image_root)[: args.limit]
-        recs = sample_records(recs, args.sample, args.sample_seed)
-        if not recs:
-            raise UserError(f"{path}: no records" + (f" in split {args.split!r}" if args.split else ""))
-        base = resolve_path(args.image_root) if args.image_root else resolve_path(path).parent
+        recs, base = _records(args, path, args.split)
         answers: list = []
         evaluate_records(eng, recs, base, args.batch_size, Sampling(max_new_tokens=96, temperature=0.0),
                          progress=not args.quiet, answers_out=answers)

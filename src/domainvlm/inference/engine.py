@@ -54,6 +54,7 @@ class Sampling:
     stop: tuple = ()               # stop strings: generation ends at one; the answer excludes it
     logprobs: int | None = None    # None: off; N: each token's log-prob and the top N alternatives
     json_schema: str | None = None  # JSON text of a schema (json_constraint's subset): constrained decoding
+    annotate: bool = False  # an answer head's full structured answer: confidence, evidence, facts (opt-in: slow)
 
     def check(self) -> "Sampling":
         for name in ("temperature", "top_p", "repetition_penalty"):
@@ -205,8 +206,9 @@ class Engine:
             structured = head is None and _structured.applies(self, sampling)  # a head's Assessment as the JSON
             if head is None and not structured:
                 return self._decode(convs, sampling, emit, cancelled)
-            texts = (_structured.answers(self.answer_head, convs, sampling) if structured
-                     else list(head.answer(convs, sampling)))
+            with _structured.trust(self.answer_head, sampling, structured):
+                texts = (_structured.answers(self.answer_head, convs, sampling) if structured
+                         else list(head.answer(convs, sampling)))
             free = [k for k, a in enumerate(texts) if a is None]
             if free:
                 for k, a in zip(free, self._decode([convs[k] for k in free], sampling)):

@@ -11,6 +11,30 @@ allows it, else without); every other conversation is decoded under the constrai
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
+
+
+@contextmanager
+def trust(head, sampling, structured: bool):
+    """For one batch: a structured answer always carries its confidence; ``sampling.annotate`` also fills
+    evidence and facts (heads with ``enable_annotations``: a backward pass per image, so only when asked).
+    The head's own settings are restored afterwards, so plain requests stay as fast as before."""
+    annotate = bool(getattr(sampling, "annotate", False))
+    if head is None or not (structured or annotate):
+        yield
+        return
+    prev_conf, prev_ann = getattr(head, "confidence", None), list(getattr(head, "annotators", None) or [])
+    if hasattr(head, "confidence"):
+        head.confidence = True
+    if annotate and hasattr(head, "enable_annotations"):
+        head.enable_annotations()
+    try:
+        yield
+    finally:
+        if hasattr(head, "confidence"):
+            head.confidence = prev_conf
+        if hasattr(head, "annotators"):
+            head.annotators = prev_ann
 
 
 def applies(engine, sampling) -> bool:
@@ -24,14 +48,7 @@ def answers(head, convs, sampling) -> list:
     from .json_constraint import state
 
     schema = json.loads(sampling.json_schema)
-    prev = getattr(head, "confidence", None)
-    if hasattr(head, "confidence"):
-        head.confidence = True  # a structured answer always carries its confidence
-    try:
-        got = head.answer(convs, sampling)
-    finally:
-        if hasattr(head, "confidence"):
-            head.confidence = prev
+    got = head.answer(convs, sampling)  # under trust(): confidence on, annotations where asked
     out = []
     for ans in got:
         a = getattr(ans, "assessment", None)

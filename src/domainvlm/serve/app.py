@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -23,6 +23,7 @@ from ..inference.engine import Sampling, SamplingError
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError
 from ..inference.prompt_guard import PromptBudget, PromptTooLong
 from . import openai_compat as oc
+from . import trust
 from .auth import ApiKeyGate
 from .limits import BodyLimit
 from .openapi_doc import document
@@ -168,12 +169,16 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     async def chat_completions(req: ChatCompletionRequest):
         s = oc.chat_sampling(req, _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature,
                                             req.top_p, req.top_k, req.repetition_penalty))
+        if req.evidence_png:
+            trust.require(batcher.engine, "evidence_png", "evidence")
         messages, images, n_prompt = await run_in_threadpool(conversation, oc.to_conversation, req.messages, cfg)
         cid = oc.new_id()
         if not req.stream:
             ans = await answer(messages, images, s)
             n = await run_in_threadpool(counts, ans, messages, images, n_prompt)
-            return oc.completion(cid, cfg.model_name, ans, n)
+            extra = ({"evidence_png": await run_in_threadpool(trust.overlay, batcher.engine, ans, images)}
+                     if req.evidence_png else None)
+            return oc.completion(cid, cfg.model_name, ans, n, extra)
         it = batcher.stream(messages, images, s)  # queued now: a full queue is a 503 before streaming starts
         want_usage = bool(req.stream_options and req.stream_options.include_usage)
         return StreamingResponse(_events(cid, it, (messages, images, n_prompt) if want_usage else None),
@@ -200,15 +205,24 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
             it.close()  # client gone early: its row stops generating
         yield "data: [DONE]\n\n"
 
-    @app.post("/", tags=["legacy"], response_model=LegacyResponse)
+    @app.post("/", tags=["legacy"], response_model=LegacyResponse, response_model_exclude_none=True)
     async def legacy(req: LegacyRequest):
         s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
+        for name, what in (("assessment", "assessment"), ("evidence_png", "evidence")):
+            if getattr(req, name):
+                trust.require(batcher.engine, name, what)
+                s = replace(s, annotate=True)
         if req.image is not None and not req.image.strip():  # an empty upload is a mistake, not a text question
             raise oc.ApiError(400, "image: empty (send a base64 image, or leave 'image' out to ask without one)",
                               param="image")
         messages, images, _ = await run_in_threadpool(conversation, oc.legacy_conversation, req, cfg)
         text = await answer(messages, images, s)
-        return {"response": text, "history": [*req.history, [req.text, text]], "status": 200,
-                "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        out = {"response": str(text), "history": [*req.history, [req.text, str(text)]], "status": 200,
+               "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+        if req.assessment:
+            out["assessment"] = trust.assessment_json(text)
+        if req.evidence_png:
+            out["evidence_png"] = await run_in_threadpool(trust.overlay, batcher.engine, text, images)
+        return out
 
     return app

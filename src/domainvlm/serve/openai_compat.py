@@ -119,7 +119,11 @@ def chat_sampling(req, s):
     from dataclasses import replace
 
     lp = (req.top_logprobs or 0) if req.logprobs else None
-    return replace(s, stop=req.stops(), seed=req.seed, logprobs=lp, json_schema=response_schema(req.response_format))
+    schema = response_schema(req.response_format)
+    from .trust import schema_wants_annotations
+
+    annotate = bool(req.evidence_png) or schema_wants_annotations(schema)  # evidence only when asked: it is slow
+    return replace(s, stop=req.stops(), seed=req.seed, logprobs=lp, json_schema=schema, annotate=annotate)
 
 
 def usage(counts: tuple[int, int]) -> dict:
@@ -127,9 +131,10 @@ def usage(counts: tuple[int, int]) -> dict:
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
-def completion(cid: str, model: str, answer, counts: tuple[int, int]) -> dict:
-    """A chat.completion object from an engine Answer (text with counts, finish reason, log-probs)."""
-    choice = {"index": 0, "message": {"role": "assistant", "content": str(answer)},
+def completion(cid: str, model: str, answer, counts: tuple[int, int], extra: dict | None = None) -> dict:
+    """A chat.completion object from an engine Answer (text with counts, finish reason, log-probs); ``extra``:
+    extension fields of the message (``evidence_png``)."""
+    choice = {"index": 0, "message": {"role": "assistant", "content": str(answer), **(extra or {})},
               "finish_reason": getattr(answer, "finish_reason", "stop"), "logprobs": None}
     if getattr(answer, "logprobs", None) is not None:
         choice["logprobs"] = {"content": answer.logprobs, "refusal": None}

@@ -21,6 +21,11 @@ NOOP_DEFAULTS = {"presence_penalty": (0, 0.0, None), "frequency_penalty": (0, 0.
                  "service_tier": (None, "auto", "default"), "modalities": (None, ["text"])}
 
 
+EVIDENCE_PNG = ("extension: where the model sees each named pattern, drawn over the image, as a PNG data URL "
+                "(data:image/png;base64,...); fills the answer's evidence and map facts (a backward pass per "
+                "image, so only when asked). Needs a model whose answer head gives evidence (the wafer expert).")
+
+
 class UnsupportedField(ValueError):
     """Raised for a request field the server does not implement; the app answers 400 naming it."""
 
@@ -75,6 +80,8 @@ class ChatCompletionRequest(BaseModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    evidence_png: bool = Field(False, description=EVIDENCE_PNG + " Returned as choices[0].message.evidence_png "
+                               "(null where the head did not answer). Not with stream: true.")
 
     @model_validator(mode="after")
     def _no_unsupported(self):
@@ -89,6 +96,8 @@ class ChatCompletionRequest(BaseModel):
         stops = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
         if len(stops) > 4 or any(not s for s in stops):
             raise UnsupportedField("stop", "at most 4 non-empty strings")
+        if self.evidence_png and self.stream:
+            raise UnsupportedField("evidence_png", "not available with stream: true")
         if self.top_logprobs is not None and not self.logprobs:
             raise UnsupportedField("top_logprobs", "needs logprobs: true")
         rf = self.response_format
@@ -111,6 +120,10 @@ class LegacyRequest(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
+    assessment: bool = Field(False, description="extension: also return the answer head's structured answer "
+                             "(defects, confidence, per_pattern, abstain, reason, evidence, facts) as 'assessment'; "
+                             "evidence costs a backward pass per image")
+    evidence_png: bool = Field(False, description=EVIDENCE_PNG + " Returned as 'evidence_png'.")
 
 
 class LegacyResponse(BaseModel):
@@ -118,3 +131,8 @@ class LegacyResponse(BaseModel):
     history: list[list[str]]
     status: int
     time: str
+    assessment: dict[str, Any] | None = Field(None, description="only when asked (assessment: true) and the head "
+                                              "answered: {answer, defects, confidence, per_pattern, abstain, "
+                                              "reason, evidence, facts}")
+    evidence_png: str | None = Field(None, description="only when asked (evidence_png: true) and there is a "
+                                     "picture: data:image/png;base64,...")

@@ -46,7 +46,7 @@ def test_build_train_eval_on_an_image_folder(tmp_path):
 
 @pytest.mark.slow
 def test_recipe_command_trains_and_saves_a_head_model(tmp_path):
-    root = image_folder(tmp_path / "toy", per_class=3, size=32)
+    root = image_folder(tmp_path / "toy", per_class=4, size=32)
     run = tmp_path / "rec"
     assert main(["train-classify", f"data={root}", f"output_dir={run}", "max_steps=3", "batch_size=4",
                  "teacher_steps=2", "teacher_batch=4", "eval_at=[1.0]", "log_every=1", *TINY_COMPACT]) == 0
@@ -54,6 +54,10 @@ def test_recipe_command_trains_and_saves_a_head_model(tmp_path):
     assert sel["summary"]["steps"] == 3 and 0.0 <= sel["summary"]["best"]["val_accuracy"] <= 1.0
     assert any("kd" in h for h in sel["history"] if "step" in h)  # the teacher was distilled
     assert (run / "model" / "taxonomy.json").is_file()
+    from domainvlm.domains.classify.input_check import load
+
+    chk = load(run / "model")  # the out-of-domain check, fitted on train with its threshold on val
+    assert chk.info["n_train"] == 8 and chk.info["n_val"] == 8 and chk.info["val_rejected"] == 0
     out = tmp_path / "m.json"
     assert main(["eval", "--model", str(run / "model"), "--data", str(root), "--split", "val", "--out", str(out),
                  "--quiet"]) == 0

@@ -37,8 +37,11 @@ def _head_factory(model, processor, model_dir=None):
     from ...inference.confidence import load
     from .head import ClassifyHead
 
+    from .input_check import load as load_check
+
     head = ClassifyHead(model, processor)
     head.calibration = load(model_dir)
+    head.input_check = load_check(model_dir)
     return head
 
 

@@ -54,6 +54,7 @@ class ClassifyHead:
         self.calibration = Calibration()  # the model folder's (domainvlm calibrate), set by the factory
         self.member = membership(self.sets, self.tax.names)
         self.annotators: list = []
+        self.input_check = None  # the model folder's out-of-domain check (input_check.py), set by the factory
 
     # ------------------------------------------------------------------------------------------ scoring
     @torch.inference_mode()
@@ -164,6 +165,7 @@ class ClassifyHead:
         abstention below the stored threshold; None for every other turn. Annotators (``self.annotators``)
         are called as ``fn(assessment, image, lang)``."""
         from ...inference import confidence as ic
+        from ...inference.assessment import OUT_OF_DOMAIN, Assessment
 
         convs = [(m, [as_pil(i) for i in ims]) for m, ims in convs]
         out: list = [None] * len(convs)
@@ -171,27 +173,50 @@ class ClassifyHead:
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
             langs = [question_lang(convs[k][0][-1]["content"]) for k in chunk]
-            lp = torch.stack(self.scores([convs[k] for k in chunk], langs))
+            away = self.input_check.outside([convs[k][1][0] for k in chunk]) if self.input_check else []
+            for j in (j for j, bad in enumerate(away) if bad):  # not of the model's kind: not scored
+                out[chunk[j]] = Assessment(labels=(), confidence=None, abstain=True, reason=OUT_OF_DOMAIN,
+                                           detail="input_statistics", lang=langs[j])
+            keep = [j for j in range(len(chunk)) if not (away and away[j])]
+            if not keep:
+                continue
+            lp = torch.stack(self.scores([convs[chunk[j]] for j in keep], [langs[j] for j in keep]))
             probs = ic.distribution(lp, self.calibration.temperature)
             chosen = lp.argmax(-1).tolist()  # the exact argmax, as without confidence
-            for k, a in zip(chunk, ic.assessments(probs, chosen, self.sets, self.tax.names, langs, self.calibration,
-                                                  self.member, lp)):
+            for j, a in zip(keep, ic.assessments(probs, chosen, self.sets, self.tax.names, [langs[j] for j in keep],
+                                                 self.calibration, self.member, lp)):
                 for fn in self.annotators:
-                    fn(a, convs[k][1][0], a.lang)
-                out[k] = a
+                    fn(a, convs[chunk[j]][1][0], a.lang)
+                out[chunk[j]] = a
         return out
+
+    def fit_input_check(self, train_records, val_records, folder, max_reject: float, base=None, val_base=None,
+                        info: dict | None = None) -> dict:
+        """Fit the out-of-domain check (input_check.py) on labelled records, store it in ``folder`` and use it."""
+        from .input_check import fit_records, save
+
+        dv = getattr(self.model.config, "domainvlm", None) or {}
+        size = int(dv.get("image_size") or 224) if isinstance(dv, dict) else 224
+        chk = fit_records(train_records, val_records, size, max_reject, base, val_base, info)
+        self.input_check = chk
+        return {**chk.info, "threshold": chk.threshold, "file": str(save(folder, chk))}
 
     def answer(self, convs, sampling=None, batch_size: int = 32) -> list[str | None]:
         """The head hook (inference/answer_heads.AnswerHead): a class line plus its description for a first
         question about one image (with the confidence when the model is calibrated, and the low-confidence
         note when it abstains); None (the engine decodes freely) for every other turn."""
         from ...inference import confidence as ic
+        from ...inference.assessment import OUT_OF_DOMAIN
         from ...inference.generation import Answer
+        from . import input_check
 
         out: list[str | None] = []
         for a in self.assess(convs, sampling, batch_size):
             if a is None:
                 out.append(None)
+                continue
+            if a.reason == OUT_OF_DOMAIN:
+                out.append(Answer.make(input_check.message(self.tax, a.lang), assessment=a, completion_tokens=None))
                 continue
             text = answer(a.labels, self.tax, a.lang, True)
             if self.calibration.fitted or a.notes or a.abstain:  # uncalibrated: the trained text, as before

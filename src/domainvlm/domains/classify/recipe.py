@@ -7,6 +7,7 @@ en/zh templates of recipe_data.py, on GPU-side augmented images (augment.augment
 aids make a ViT learn from ~1,000 images: a small CNN teacher trained first in the same run (teacher.py)
 whose class probabilities on each augmented view are distilled into the expert's class-deciding token
 (``kd_loss``), and a linear classifier on the mean-pooled image tokens (``aux_loss``). Neither is saved.
+The out-of-domain input check (input_check.py) is fitted on the train split with its threshold on val.
 The learning-rate schedule runs on the larger of step and wall-clock progress (``time_budget_s``), so a
 run ends annealed within its budget. The weights (raw or EMA) with the best val accuracy, decoded through
 the constrained head (head.py) exactly as ``domainvlm eval`` does, are saved as a standard HF folder with
@@ -63,6 +64,7 @@ class ClassifyExpertConfig:
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])
     log_every: int = 50
     limit: int = 0                            # > 0: first N images per split (smoke tests)
+    input_check_max_reject: float = 0.02      # out-of-domain check fitted on train, threshold on val; < 0: none
     seed: int = 0
 
 
@@ -78,6 +80,8 @@ def _check(cfg: ClassifyExpertConfig) -> None:
         raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
     if cfg.aux_loss < 0 or cfg.kd_loss < 0 or cfg.kd_temperature <= 0:
         raise UserError("config: aux_loss and kd_loss must not be negative, kd_temperature positive")
+    if cfg.input_check_max_reject >= 1:
+        raise UserError(f"config: input_check_max_reject must be below 1, got {cfg.input_check_max_reject}")
 
 
 def _log(fh, msg: str) -> None:
@@ -97,6 +101,21 @@ def _splits(cfg):
             present = sorted({str(r.meta.get("split")) for r in recs})
             raise UserError(f"{cfg.data}: no images in split {s!r} (present: {', '.join(present)})")
     return out[cfg.train_split], out[cfg.val_split], known_taxonomy(recs[0].labels["taxonomy"])
+
+
+def _fit_input_check(cfg, train_recs, val_recs, folder, log) -> None:
+    """The out-of-domain check (input_check.py): statistics of the train split, threshold on val."""
+    from .input_check import MIN_TRAIN, fit_records, save
+
+    if cfg.input_check_max_reject < 0:
+        return
+    if len(train_recs) < MIN_TRAIN:
+        _log(log, f"# no input check: {len(train_recs)} training images (it needs {MIN_TRAIN})")
+        return
+    chk = fit_records(train_recs, val_recs, cfg.compact.image_size, cfg.input_check_max_reject,
+                      info={"train_data": str(cfg.data), "train_split": cfg.train_split, "val_split": cfg.val_split})
+    save(folder, chk)
+    _log(log, "# input check " + json.dumps({"threshold": chk.threshold, **chk.info}))
 
 
 @torch.no_grad()
@@ -227,6 +246,7 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
     model.eval()
     save_model_dir(model.to("cpu"), proc, out / "model")
     finish_model_dir(model, out / "model")
+    _fit_input_check(cfg, train_recs, val_recs, out / "model", log)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best,
                "total_s": round(time.time() - t_start, 1)}
     from ...io import write_json

@@ -32,3 +32,13 @@ def evidence_for(head, messages: list[dict], image, lang: str, answer: str | Non
 def evidence_image(head, messages: list[dict], image, lang: str, answer: str | None = None):
     """The evidence overlay (PIL image) of one map's diagnosis."""
     return evidence_overlay(canonical_image(image, head.size), evidence_for(head, messages, image, lang, answer))
+
+
+def assessment_overlay(head, assessment, image):
+    """The evidence an annotated assessment already carries, drawn over its map (PIL image): no second
+    attribution. None where there is nothing to draw on (no assessment, or an input that is no wafer map)."""
+    from ...inference.assessment import OUT_OF_DOMAIN
+
+    if assessment is None or assessment.reason == OUT_OF_DOMAIN:
+        return None
+    return evidence_overlay(canonical_image(image, head.size), assessment.evidence, lang=assessment.lang)

@@ -338,6 +338,12 @@ class WaferHead:
 
         return evidence_image(self, messages, image, question_lang(messages[-1]["content"]), answer)
 
+    def evidence_overlay(self, assessment, image):
+        """An annotated assessment's evidence drawn over its map (the API's ``evidence_png``; evidence_head.py)."""
+        from .evidence_head import assessment_overlay
+
+        return assessment_overlay(self, assessment, image)
+
     def answer(self, convs, sampling=None, batch_size: int = 1024) -> list[str | None]:
         """The engine's hook: the text of each assessment (an Answer carrying it as ``.assessment``), None
         where :meth:`assess` leaves the conversation to free decoding.
