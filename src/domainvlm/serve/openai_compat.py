@@ -12,18 +12,7 @@ import uuid
 
 from ..data.record import IMAGE_TOKEN
 from ..inference.image_input import ImageInputError, decode_base64, load_url
-
-
-class ApiError(Exception):
-    """A 4xx/5xx answer with an OpenAI-style JSON error body."""
-
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param = status, message, type_, param
-
-
-def error_body(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None) -> dict:
-    return {"error": {"message": message, "type": type_, "param": param, "code": status}, "status": status}
+from .errors import ApiError, error_body  # noqa: F401 - re-exported: the routes raise and render these
 
 
 def _text(s: str, where: str) -> str:

@@ -17,7 +17,7 @@ import base64
 import io
 import json
 
-from .openai_compat import ApiError
+from .errors import ApiError
 
 
 def schema_wants_annotations(schema_json: str | None) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from domainvlm.domains.wafer import head as wh
+from domainvlm.domains.wafer import trie
 from domainvlm.domains.wafer.knowledge import answer, parse_diagnosis
 from domainvlm.inference.assessment import LOW_CONFIDENCE
 from domainvlm.inference.confidence import Calibration
@@ -42,7 +43,7 @@ def _naive_logprob(head, img, prompt, lang, line):
     """log P(line | prompt + forced prefix) from one full forward over the whole sequence."""
     from domainvlm.models.qwen_fast import embed_with_images, mrope_positions
 
-    f, _ = wh._forced(head.tries[lang])
+    f, _ = trie.forced(head.tries[lang])
     seq = prompt + f + line
     pv, g = head.pixel_values([img])
     ids = torch.tensor([seq])
@@ -67,10 +68,10 @@ def test_every_line_scored_as_the_model_would(engine, lang):
     assert found == head.diagnose(pv, g, [prompt] * 3, [lang] * 3)  # keeping the prefill changes nothing
     lp = line_logprobs(head, state, [lang] * 3)
     assert lp.shape == (3, 38) and torch.isfinite(lp).all()
-    n = len(wh._forced(head.tries[lang])[0])
+    n = len(trie.forced(head.tries[lang])[0])
     for b in (0, 2):
         for k in (0, 9, 37):  # a single pattern, a pair, a four-pattern mixture
-            line = wh._line_tokens(head.tok, head.lines.sets[k], lang, head.tax)[n:]
+            line = trie.line_tokens(head.tok, head.lines.sets[k], lang, head.tax)[n:]
             assert lp[b, k].item() == pytest.approx(_naive_logprob(head, imgs[b], prompt, lang, line), abs=2e-3)
 
 

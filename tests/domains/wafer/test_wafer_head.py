@@ -9,6 +9,7 @@ import pytest
 from domainvlm.domains.wafer.knowledge import parse_diagnosis
 from domainvlm.domains.wafer.patterns import mixedwm38_classes, set_name
 from domainvlm.domains.wafer import head as wh
+from domainvlm.domains.wafer import trie
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +142,7 @@ def test_more_bias_is_the_threshold_for_naming_one_more_pattern(engine):
     root = wh.build_trie(tok, "en")
     for d in found[1e4]:
         node = root
-        for t in wh._line_tokens(tok, d, "en"):
+        for t in trie.line_tokens(tok, d, "en"):
             plus = [p for p in head.plus_ids if p in node.children]
             if len(node.children) > 1 and plus:
                 assert t in plus, d  # a line that stops where it could go on is impossible here

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from .canvas import dihedral
+from .trie import forced
 
 # tree tokens (maps x fed tokens) per scoring forward: bounds the (maps, tokens, vocab) logits tensor
 TOKENS = {"cuda": 32768, "cpu": 4096}
@@ -30,16 +31,6 @@ def kv_refs(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
-def _forced(node) -> tuple[list[int], object]:
-    """The tokens every line below ``node`` shares (single-child links) and the node where lines part (the
-    head's walk starts there too; kept here so this module does not import head.py)."""
-    out = []
-    while len(node.children) == 1 and node.leaf is None:
-        t, node = next(iter(node.children.items()))
-        out.append(t)
-    return out, node
-
-
 def _cache_of(out):
     return out["cache"] if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
 
@@ -47,7 +38,7 @@ def _cache_of(out):
 def _tree(root):
     """(fed tokens, their depths, ancestor-or-self mask, per-leaf path [(source, token)]) below the forced
     start of a trie; source 0 is the prefill's last logits, source i+1 the output at fed token i."""
-    _, start = _forced(root)
+    _, start = forced(root)
     feed, depth, parent, paths = [], [], [], {}
     stack = [(start, 0, 0, [])]  # node, source of its children's log-probs, their depth, path so far
     while stack:
@@ -160,7 +151,7 @@ def tta_logprobs(head, images, prompts: list[list[int]], langs: list[str]) -> to
     pv, g = head.pixel_values(views)
     seqs, vlangs = [], []
     for p, lang in zip(prompts, langs):
-        seqs += [p + _forced(head.tries[lang])[0]] * 8
+        seqs += [p + forced(head.tries[lang])[0]] * 8
         vlangs += [lang] * 8
     out, att, pos = head._prefill(pv, g, seqs)
 

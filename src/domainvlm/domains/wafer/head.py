@@ -41,8 +41,9 @@ from ...models.qwen_fast import FastVision, embed_with_images, image_params, mro
 from . import knowledge as wk
 from .batch_load import MapCanvas, canvas_pixels, head_image
 from .canvas import CANVAS
-from .knowledge import REFUSAL, line_end
+from .knowledge import REFUSAL
 from .taxonomy import for_model_dir
+from .trie import branch_nodes, build_trie, forced, line_tokens, plus_token
 
 NAME = "wafer-diagnosis"
 _CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
@@ -61,35 +62,6 @@ def wants_diagnosis(question: str) -> bool:
     return bool(_INTENT[question_lang(question)].search(question or ""))
 
 
-class _Node:
-    __slots__ = ("children", "leaf", "id", "next")
-
-    def __init__(self):
-        self.children: dict[int, _Node] = {}
-        self.leaf: tuple | None = None
-        self.id = -1
-        self.next: dict[int, tuple[list[int], _Node]] = {}  # token -> (forced tokens after it, node reached)
-
-
-def _line_tokens(tok, defects, lang, tax=None) -> list[int]:
-    """Token ids of the diagnosis line and the newline after it, cut from the full training answer so the
-    tokenisation is exactly the one the model was trained on."""
-    ids = tok(wk.answer(defects, lang, True, tax), add_special_tokens=False)["input_ids"]
-    e = line_end(tok, ids)
-    if e is None:
-        raise ValueError(f"no newline after the diagnosis line for {defects} ({lang})")
-    return ids[:e]
-
-
-def _plus_token(tok, lang: str, tax) -> int | None:
-    """The decision token that names one more pattern: where "A + B" leaves the line "A" (None: no mixture)."""
-    pair = next((s for s in tax.answer_sets() if len(s) == 2), None)
-    if pair is None:
-        return None
-    a, ab = _line_tokens(tok, pair[:1], lang, tax), _line_tokens(tok, pair, lang, tax)
-    return ab[next(i for i, (x, y) in enumerate(zip(a, ab)) if x != y)]
-
-
 def _cache_kw(model) -> str:
     """Name of the KV-cache argument: ``cache`` in newer transformers (the old name warns), else the old one."""
     import inspect
@@ -101,44 +73,6 @@ def _out_cache(out):
     return out["cache"] if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
 
 
-def _forced(node: _Node) -> tuple[list[int], _Node]:
-    """Follow single-child links from ``node``; returns the tokens passed and the node reached."""
-    out = []
-    while len(node.children) == 1 and node.leaf is None:
-        t, node = next(iter(node.children.items()))
-        out.append(t)
-    return out, node
-
-
-def build_trie(tok, lang: str, tax=None) -> _Node:
-    """Token trie of the diagnosis lines of every answer set of ``tax`` (default: the wafer taxonomy)."""
-    tax = tax or for_model_dir(None)
-    root = _Node()
-    for d in tax.answer_sets():
-        node = root
-        for t in _line_tokens(tok, d, lang, tax):
-            node = node.children.setdefault(t, _Node())
-        if node.children or node.leaf is not None:
-            raise ValueError(f"diagnosis line for {'+'.join(d) or 'none'} ({lang}) is a prefix of another")
-        node.leaf = d
-    return root
-
-
-def _branch_nodes(root: _Node) -> list[_Node]:
-    """Nodes where a decision is taken (more than one child), with their forced continuations cached."""
-    out, stack = [], [_forced(root)[1]]
-    while stack:
-        node = stack.pop()
-        if node.leaf is not None or node.id >= 0:
-            continue
-        node.id = len(out)
-        out.append(node)
-        for t, child in node.children.items():
-            node.next[t] = _forced(child)
-            stack.append(node.next[t][1])
-    return out
-
-
 class WaferHead:
     """``taxonomy``: the classes the model answers with (default: the wafer taxonomy)."""
 
@@ -147,9 +81,9 @@ class WaferHead:
         self.tax = taxonomy or for_model_dir(None)
         self.cache_kw = _cache_kw(model)
         self.tries = {lang: build_trie(self.tok, lang, self.tax) for lang in ("en", "zh")}
-        self.branch: list[_Node] = []
+        self.branch: list = []  # trie.Node where a decision is taken
         for root in self.tries.values():
-            for node in _branch_nodes(root):
+            for node in branch_nodes(root):
                 node.id = len(self.branch)
                 self.branch.append(node)
         vocab = max(len(self.tok), model.get_output_embeddings().weight.shape[0])
@@ -172,7 +106,7 @@ class WaferHead:
         self.grid = None
         self.n_patches = (self.size // self.ip["patch"]) ** 2
         self.more_bias = float(dv.get("diagnosis_more_bias") or 0.0)
-        self.plus_ids = sorted({_plus_token(self.tok, lang, self.tax) for lang in ("en", "zh")} - {None})
+        self.plus_ids = sorted({plus_token(self.tok, lang, self.tax) for lang in ("en", "zh")} - {None})
         # trust (assess.py): calibration from the model folder (make_head), confidence scoring (None: when the
         # model has a stored threshold), test-time augmentation, annotators fn(assessment, image, lang)
         self.calibration, self.confidence, self.tta = Calibration(), None, bool(dv.get("tta"))
@@ -278,7 +212,7 @@ class WaferHead:
         """
         model, dev = self.model, self.model.device
         nb = len(prompts)
-        starts = [_forced(self.tries[lang]) for lang in langs]
+        starts = [forced(self.tries[lang]) for lang in langs]
         seqs = [p + f for p, (f, _) in zip(prompts, starts)]
         nodes = [node for _, node in starts]
         out, att, pos = self._prefill(pixel_values, grid_thw, seqs)
