@@ -264,6 +264,9 @@ def main_() -> int:
             from reliability_resume import run_resume
 
             run_resume(t, root)
+            from reliability_predict import run_predict_resume
+
+            run_predict_resume(t, root)
         if "soak" in only:
             from reliability_soak import run_soak
 
