@@ -89,6 +89,10 @@ def main() -> None:
     p.add_argument("--lang", default="en", choices=["en", "zh"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="integrated-gradient steps (default: evidence.STEPS)")
+    p.add_argument("--level", default=None, help="vision block after which tokens are attributed, or 'pixels' "
+                   "(default: evidence.LEVEL)")
+    p.add_argument("--at", type=float, default=None, help="path point of a single step, 0 = baseline, 1 = the "
+                   "map (default: evidence.SINGLE)")
     p.add_argument("--dump", help="also save the raw per-die scores (an npz, read back by --from-dump)")
     p.add_argument("--from-dump", help="print the table of a --dump file again (no model run)")
     a = p.parse_args()
@@ -103,7 +107,7 @@ def main() -> None:
 def _run(a) -> None:
     import torch
 
-    from domainvlm.domains.wafer.evidence import STEPS, Attributor
+    from domainvlm.domains.wafer.evidence import LEVEL, SINGLE, STEPS, Attributor
     from domainvlm.domains.wafer.knowledge import parse_diagnosis
     from domainvlm.domains.wafer.patterns import mixedwm38_classes
     from domainvlm.domains.wafer.render import render_map
@@ -112,7 +116,8 @@ def _run(a) -> None:
 
     torch.set_num_threads(a.threads)
     eng = Engine(a.model, device="cpu", threads=a.threads)
-    att = Attributor(eng.answer_head, a.steps or STEPS)
+    level = LEVEL if a.level is None else None if a.level == "pixels" else int(a.level)
+    att = Attributor(eng.answer_head, a.steps or STEPS, level, single=SINGLE if a.at is None else a.at)
     msgs = [{"role": "user", "content": "<image>\nWhat defect pattern does this wafer map show?"}]
     classes = [c for c in mixedwm38_classes() if c != "Normal"]
     rng = np.random.default_rng(a.seed)
@@ -131,7 +136,8 @@ def _run(a) -> None:
         if a.dump:
             _save_rows(rows, a.dump)
     _table(rows)
-    print(f"steps {att.steps}; attribution time per map (CPU, {a.threads} threads): p50 "
+    where = "pixels" if att.level is None else f"tokens after vision block {att.level}"
+    print(f"{where}, steps {att.steps} at {att.alphas}; attribution time per map (CPU, {a.threads} threads): p50 "
           f"{np.median(times) * 1e3:.0f} ms, p90 {np.percentile(times, 90) * 1e3:.0f} ms over {a.n} maps "
           f"(seed {a.seed}; use domainvlm bench --evidence for latency)")
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...models.qwen_fast import FastVision, embed_with_images, mrope_positions, patchify
+from ...models.qwen_fast import FastVision, patchify
 from .dies import read_dies
+from .evidence_tokens import line_targets, per_target_grad, to_dies, token_scores
 from .evidence_words import describe
 from .knowledge import answer, line_end
 from .instruct import QUESTIONS
@@ -31,7 +32,9 @@ from .render import PALETTE
 # Integrated-gradient steps, in one batched forward and one vectorised backward. On synthetic seed 1 (choice)
 # 4 steps pointed at the right cluster for 0.96 of the named patterns, the plain gradient (1) for 0.81, at about
 # a quarter of the cost (bench/wafer_evidence.py; docs/wafer_evidence.md).
-STEPS = 4
+STEPS = 1
+LEVEL = 4  # None: pixels (the whole tower); k: the vision tokens after block k (evidence_tokens.py)
+SINGLE = 0.5  # the path point of a single step: the midpoint (1.0 = the plain gradient at the map)
 
 
 def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
@@ -85,25 +88,21 @@ def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
     return ids[:line_end(tok, ids)]
 
 
-def _per_pattern_grad(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """d target[i] / d x for each i: one vectorised backward, else (a kernel vmap cannot batch) one each."""
-    eye = torch.eye(len(target), device=target.device)
-    try:
-        return torch.autograd.grad(target, x, eye, is_grads_batched=True, retain_graph=True)[0]
-    except RuntimeError:
-        return torch.stack([torch.autograd.grad(t, x, retain_graph=True)[0] for t in target])
-
-
 class Attributor:
     """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
 
     ``steps``: points on the straight path from the all-pass map to the map whose gradients are averaged
     (integrated gradients; 1 = the plain gradient at the map, the cheapest)."""
 
-    def __init__(self, head, steps: int = STEPS):
+    def __init__(self, head, steps: int = STEPS, level: int | None = LEVEL, single: float = SINGLE):
         self.head, self.steps = head, max(1, int(steps))
+        # points on the path (baseline 0 -> map 1): midpoints of equal steps; one step is at ``single``
+        self.alphas = [(j + 0.5) / self.steps for j in range(self.steps)] if self.steps > 1 else [float(single)]
         self.vision = FastVision(head.model)  # its own captured tables: the head's may be inference tensors
         self.direction = torch.tensor(np.subtract(PALETTE[2], PALETTE[1]), dtype=torch.float32)
+        depth = len(self.vision.visual.blocks)
+        self.level = None if level is None else min(max(int(level), 0), depth)
+        self.baselines: dict = {}  # all-pass token sets by map (evidence_tokens.py)
 
     def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
         """The standard question's prompt, and each pattern's line followed by the Normal line."""
@@ -111,6 +110,15 @@ class Attributor:
         prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
         lines = [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels]
         return prompt, lines + [_line_tokens(h.tok, (), lang, h.tax)]
+
+    def targets(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]], torch.Tensor]:
+        """(prompt, lines, weights (n, lines)): pattern i's target is weights[i] @ log p(line), its line over
+        the Normal line (the last)."""
+        prompt, lines = self._seqs(tuple(labels), lang)
+        w = torch.zeros(len(labels), len(lines))
+        w[range(len(labels)), range(len(labels))] = 1.0
+        w[:, -1] = -1.0
+        return prompt, lines, w
 
     def pixel_scores(self, image, labels: tuple, lang: str = "en") -> np.ndarray:
         """(len(labels), H, W): d target / d pixel along the pass -> fail colour, one row per pattern."""
@@ -120,31 +128,16 @@ class Attributor:
     def _pixel_scores(self, image, labels, lang):
         h, model = self.head, self.head.model
         dev, dtype = model.device, next(model.parameters()).dtype
-        n, steps = len(labels), self.steps
-        prompt, lines = self._seqs(labels, lang)
+        steps = self.steps
         rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
         fail_px = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1, keepdim=True)
         base = torch.where(fail_px, torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
-        alphas = torch.tensor([(j + 0.5) / steps for j in range(steps)] if steps > 1 else [1.0], device=dev)
+        alphas = torch.tensor(self.alphas, device=dev)
         x = (base + alphas.view(-1, 1, 1, 1) * (rgb - base)).requires_grad_(True)  # (steps, H, W, 3)
         s = h.size // h.ip["patch"]
         img = self.vision(patchify(x, **h.patch_ip).to(dtype), (1, s, s))  # vision once per step
-        per = len(lines)  # LM rows per step: n pattern lines + the Normal line, all on that step's image
-        img = img.view(steps, 1, -1, img.shape[-1]).expand(-1, per, -1, -1).reshape(-1, img.shape[-1])
-        L = max(map(len, lines))
-        ids = torch.tensor([prompt + ln + [h.pad_id] * (L - len(ln)) for ln in lines] * steps, device=dev)
-        g = torch.tensor([[1, s, s]] * len(ids), device=dev)
-        pos, _ = mrope_positions(ids, h.image_token_id, g, h.ip["merge"])
-        logits = model(inputs_embeds=embed_with_images(model, ids, img), position_ids=pos, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, len(prompt) - 1:-1].float(), -1)
-        lp = logp.gather(-1, ids[:, len(prompt):, None])[..., 0]
-        keep = torch.tensor([[j < len(ln) for j in range(L)] for ln in lines] * steps, device=dev)
-        line = (lp * keep).sum(-1).view(steps, per)
-        target = (line[:, :n] - line[:, n:]).sum(0)  # (n,): each pattern's line over Normal, summed over steps
-        if n == 1:
-            grad = torch.autograd.grad(target[0], x)[0][None]
-        else:
-            grad = _per_pattern_grad(target, x)
+        target = line_targets(h, *self.targets(labels, lang), img, steps)  # (n,), summed over steps
+        grad = per_target_grad(target, x)
         return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
 
     def raw_scores(self, image, labels: tuple, lang: str = "en"):
@@ -152,6 +145,11 @@ class Attributor:
         dies = read_dies(image)
         if not labels:
             return dies, {}
+        if self.level is not None:
+            with torch.inference_mode(False), torch.enable_grad():
+                sc, fail = token_scores(self, image, tuple(labels), lang)
+            per = to_dies(sc, fail, dies, self.head.ip["patch"], self.head.ip["merge"])
+            return dies, {p: per[i] for i, p in enumerate(labels)}
         px = self.pixel_scores(image, tuple(labels), lang)
         return dies, {p: dies.per_die(px[i]) for i, p in enumerate(labels)}
 
