@@ -6,13 +6,16 @@ The log-softmax normalisation of the first name token is shared by both lines an
 P's own evidence, not its competition with the other patterns of a mixture (the contrast "line with P minus the
 line without it" was tried first and pointed far worse on mixtures).
 
-Attribution: integrated gradients of the target with respect to the canvas pixels along the straight path from
-the same map with every failing die passing (the baseline) to the map, taken along the pass -> fail colour and
-summed over each die's pixels. So a die's score is zero unless it fails, and says how much its failing pushes
-the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point)
-and one vectorised backward per pattern. The pattern's die mask is the 8-connected cluster of failing dies with
-the largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen
-on synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
+Attribution (the default, evidence_tokens.py): over the vision tower's tokens after block ``LEVEL`` of 6, a
+single integrated-gradient step at the midpoint of the straight path from the same map with every failing die
+passing (the baseline, its tokens kept per wafer outline) to the map; each token's score is shared out over the
+failing dies of its patch, so a die's score is zero unless it fails. Chosen on synthetic seeds 1 and 2 (the
+cheapest split that pointed at >= 0.9 of the named patterns there; docs/wafer_evidence.md), then reported on
+seed 3. ``level=None`` is the older pixel path: the same target's integrated gradients with respect to the canvas
+pixels along the pass -> fail colour, summed per die (the whole tower in the backward; ``STEPS`` points share
+one batched forward). The pattern's die mask is the 8-connected cluster of failing dies with the largest
+attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen on
+synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
 :func:`.evidence_words.describe` says where it lies.
 """
 
@@ -23,15 +26,14 @@ import torch
 
 from ...models.qwen_fast import FastVision, patchify
 from .dies import read_dies
-from .evidence_tokens import line_targets, per_target_grad, to_dies, token_scores
+from .evidence_tokens import line_targets, per_target_grad, to_dies, token_scores, token_values
 from .evidence_words import describe
 from .knowledge import answer, line_end
 from .instruct import QUESTIONS
 from .render import PALETTE
 
-# Integrated-gradient steps, in one batched forward and one vectorised backward. On synthetic seed 1 (choice)
-# 4 steps pointed at the right cluster for 0.96 of the named patterns, the plain gradient (1) for 0.81, at about
-# a quarter of the cost (bench/wafer_evidence.py; docs/wafer_evidence.md).
+# Path points (integrated-gradient steps) and where the tower is split; chosen on synthetic seeds 1-2 for
+# pointing and cost (bench/wafer_evidence.py --level / --steps / --at; docs/wafer_evidence.md).
 STEPS = 1
 LEVEL = 4  # None: pixels (the whole tower); k: the vision tokens after block k (evidence_tokens.py)
 SINGLE = 0.5  # the path point of a single step: the midpoint (1.0 = the plain gradient at the map)
@@ -66,12 +68,13 @@ def clusters(fail: np.ndarray) -> tuple[np.ndarray, int]:
     return lab, n
 
 
-def select(raw: np.ndarray, grid: np.ndarray, lab=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
+def select(raw: np.ndarray, grid: np.ndarray, lab=None, point=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
     """(mask, top die, smoothed score) of one pattern from its per-die attribution: the cluster of failing dies
     with the largest attribution sum (a pattern is a cluster; the sum, not the mean, so an isolated noise die
-    with a sharp gradient does not win), and in it the die whose 3 x 3 failing neighbourhood scores best."""
+    with a sharp gradient does not win), and in it the die whose 3 x 3 failing neighbourhood scores best (in
+    ``point`` where given: the token path's whole token score per die, evidence_tokens.token_values)."""
     fail = grid == 2
-    sm = _smooth(raw, fail)
+    sm = _smooth(raw if point is None else point, fail)
     lab, n = lab if lab is not None else clusters(fail)
     if n == 0:
         return np.zeros(grid.shape, bool), None, sm
@@ -92,7 +95,8 @@ class Attributor:
     """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
 
     ``steps``: points on the straight path from the all-pass map to the map whose gradients are averaged
-    (integrated gradients; 1 = the plain gradient at the map, the cheapest)."""
+    (integrated gradients; one step sits at ``single``: 1.0 = the plain gradient at the map). ``level``: the
+    vision block after which tokens are attributed (evidence_tokens.py), None = the canvas pixels."""
 
     def __init__(self, head, steps: int = STEPS, level: int | None = LEVEL, single: float = SINGLE):
         self.head, self.steps = head, max(1, int(steps))
@@ -159,13 +163,17 @@ class Attributor:
         lab = clusters(dies.grid == 2)
         out, masks = [], {}
         for p, r in raw.items():
-            mask, top, _ = select(r, dies.grid, lab)
+            mask, top, _ = select(r, dies.grid, lab, self.point(r, dies))
             masks[p] = mask
             out.append({"pattern": p, "n_dies": int(mask.sum()),
                         "dies": [[int(y), int(x)] for y, x in np.argwhere(mask)],
                         "top_die": None if top is None else list(top), "grid": list(dies.grid.shape),
                         **describe(p, mask, dies.grid)})
         return out, masks
+
+    def point(self, raw: np.ndarray, dies) -> np.ndarray | None:
+        """The per-die score the top die is picked by (None: ``raw`` itself, the pixel path)."""
+        return None if self.level is None else token_values(raw, dies.grid, dies, self.head.ip["patch"])
 
     def __call__(self, assessment, image, lang: str = "en") -> None:
         """The head's annotator hook: fills ``assessment.evidence`` for the named patterns."""

@@ -9,8 +9,8 @@ target difference (IG's completeness) and tokens the failing dies do not change 
 
 The LM target is evidence.py's (each pattern's line over the Normal line). The prompt with the image and the
 tokens all lines share ("Diagnosis:") is one LM row per step; its key/value cache is repeated for the line
-tails, so one pattern more costs a few tokens, and one backward gives every pattern's gradient (each tail row
-has its own copy of the cache, and the rows of one step share one token set whose gradient is read per row).
+tails, so one pattern more costs a few LM tokens and one backward (exact: the same log-probabilities as full
+padded rows, tests/domains/wafer/test_wafer_evidence_tokens.py).
 
 Token scores go to dies by :func:`to_dies`: each token's score is shared out over the failing dies of its
 patch (a 16-pixel patch is about 4 x 4 dies of a 52-die map).
@@ -148,3 +148,15 @@ def to_dies(scores: np.ndarray, fail_px: np.ndarray, dies, patch: int, merge: in
     px[:, :s * patch, :s * patch] = np.repeat(np.repeat(share, patch, 1), patch, 2)
     px *= fail_px
     return np.stack([dies.per_die(p) for p in px])
+
+
+def token_values(shared: np.ndarray, grid: np.ndarray, dies, patch: int) -> np.ndarray:
+    """Per failing die, the whole score of its token (:func:`to_dies`' share times the failing dies of its
+    patch, a die in the patch of its centre): for picking the top die, where a token's share would favour the
+    dies of a patch with few failing dies (a cluster's fringe) over its core."""
+    h, w = grid.shape
+    py = (dies.top + np.arange(h) * dies.k + dies.k // 2) // patch
+    px = (dies.left + np.arange(w) * dies.k + dies.k // 2) // patch
+    cell = py[:, None] * (px.max() + 1) + px[None, :]
+    n = np.bincount(cell.ravel(), weights=(grid == 2).ravel().astype(float))
+    return np.where(grid == 2, shared * n[cell], 0.0)
