@@ -35,7 +35,7 @@ from .render import PALETTE
 # Path points (integrated-gradient steps) and where the tower is split; chosen on synthetic seeds 1-2 for
 # pointing and cost (bench/wafer_evidence.py --level / --steps / --at; docs/wafer_evidence.md).
 STEPS = 1
-LEVEL = 4  # None: pixels (the whole tower); k: the vision tokens after block k (evidence_tokens.py)
+LEVEL = 6  # None: pixels (the whole tower); k: the vision tokens after block k (evidence_tokens.py)
 SINGLE = 0.5  # the path point of a single step: the midpoint (1.0 = the plain gradient at the map)
 
 
