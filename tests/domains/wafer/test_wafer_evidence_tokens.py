@@ -98,3 +98,35 @@ def test_pixel_path_still_attributes(head):
     m, gt = synth_map_with_masks(("Loc",), 52, np.random.default_rng(3))
     ev, _ = att.evidence(render_map(m, size=head.size), ("Loc",))
     assert gt["Loc"][tuple(ev[0]["top_die"])]
+
+
+def _bfs_clusters(fail):
+    """Reference labelling: breadth-first over 8-neighbours, clusters numbered in row-major order."""
+    h, w = fail.shape
+    lab, n = np.zeros((h, w), int), 0
+    for y, x in np.argwhere(fail):
+        if lab[y, x]:
+            continue
+        n += 1
+        lab[y, x], todo = n, [(y, x)]
+        while todo:
+            cy, cx = todo.pop()
+            for ny in range(max(cy - 1, 0), min(cy + 2, h)):
+                for nx in range(max(cx - 1, 0), min(cx + 2, w)):
+                    if fail[ny, nx] and not lab[ny, nx]:
+                        lab[ny, nx] = n
+                        todo.append((ny, nx))
+    return lab, n
+
+
+def test_vectorised_clusters_equal_breadth_first_labelling():
+    from domainvlm.domains.wafer.evidence import clusters
+
+    rng = np.random.default_rng(0)
+    cases = [synth_map_with_masks(tuple(d), 52, rng)[0] == 2 for d in
+             (["Edge-Ring"], ["Scratch", "Center"], ["Random"], ["Donut", "Loc"], [])]
+    cases += [rng.random((20, 31)) < q for q in (0.2, 0.45, 0.6)] + [np.zeros((5, 5), bool), np.ones((4, 6), bool)]
+    for fail in cases:
+        got, n = clusters(fail)
+        ref, m = _bfs_clusters(fail)
+        assert n == m and (got == ref).all()

@@ -50,22 +50,25 @@ def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
 
 
 def clusters(fail: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels (1..n, 0 = not failing) of the 8-connected clusters of failing dies, and n."""
+    """Labels (1..n, 0 = not failing) of the 8-connected clusters of failing dies, and n; numbered in row-major
+    order of each cluster's first die. Vectorised: every failing die takes the smallest die index among its
+    3 x 3 failing neighbourhood, then follows that die's own label (pointer jumping), until nothing changes."""
     h, w = fail.shape
-    lab, n = np.zeros((h, w), np.int32), 0
-    for y, x in np.argwhere(fail):
-        if lab[y, x]:
-            continue
-        n += 1
-        lab[y, x], stack = n, [(y, x)]
-        while stack:
-            cy, cx = stack.pop()
-            for ny in range(max(cy - 1, 0), min(cy + 2, h)):
-                for nx in range(max(cx - 1, 0), min(cx + 2, w)):
-                    if fail[ny, nx] and not lab[ny, nx]:
-                        lab[ny, nx] = n
-                        stack.append((ny, nx))
-    return lab, n
+    none = h * w
+    lab = np.where(fail, np.arange(none).reshape(h, w), none)
+    while True:
+        pad = np.pad(lab, 1, constant_values=none)
+        low = np.minimum.reduce([pad[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+        low = np.where(fail, low, none)
+        ext = np.append(low.ravel(), none)
+        low = ext[ext[low]]  # two jumps: a label is a die of the same cluster
+        if np.array_equal(low, lab):
+            break
+        lab = low
+    out = np.zeros((h, w), np.int32)
+    roots, idx = np.unique(lab[fail], return_inverse=True)
+    out[fail] = idx.ravel() + 1
+    return out, len(roots)
 
 
 def select(raw: np.ndarray, grid: np.ndarray, lab=None, point=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
