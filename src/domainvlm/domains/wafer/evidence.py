@@ -109,7 +109,7 @@ class Attributor:
         self.direction = torch.tensor(np.subtract(PALETTE[2], PALETTE[1]), dtype=torch.float32)
         depth = len(self.vision.visual.blocks)
         self.level = None if level is None else min(max(int(level), 0), depth)
-        self.baselines: dict = {}  # all-pass token sets by map (evidence_tokens.py)
+        self.baselines: dict = {}  # tokens of all-pass maps, by their bytes (one per wafer outline seen)
 
     def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
         """The standard question's prompt, and each pattern's line followed by the Normal line."""
