@@ -8,9 +8,11 @@ The patterns attributed are the map's true ones (the pointing-game convention: d
 right dies for a pattern), whatever the model answers; ``named`` / ``pt@named`` restrict it to the patterns the
 model also names (the only ones the answer head gives evidence for). Also prints the evidence time per map.
 
-    python bench/wafer_evidence.py [--n 74] [--seed 2] [--steps 1] [--model DIR] [--dump F | --from-dump F]
+    python bench/wafer_evidence.py [--n 74] [--seed 3] [--level 6|pixels] [--steps 1] [--at 0.5] [--model DIR]
+                                   [--dump F | --from-dump F]
 
-Seed 1 was used to choose the mask and top-die rule (evidence.select) and the steps; report another seed.
+Seeds 1 and 2 were used to choose the mask and top-die rule (evidence.select), the level, steps and path point
+(evidence.LEVEL / STEPS / SINGLE); report another seed (3 and up).
 The expert's training maps are MixedWM38 / WM-811K maps and their pixel-level mixtures, not these synthetic ones.
 """
 
@@ -28,14 +30,15 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def _table(rows: list[dict]) -> None:
-    """Pointing / IoU per pattern from dumped rows {map, gt, named, raw} (raw: per-die attribution)."""
+    """Pointing / IoU per pattern from dumped rows {map, gt, named, raw, pt} (raw: per-die attribution; pt:
+    what the top die is picked by, where it is not raw)."""
     from domainvlm.domains.wafer.evidence import clusters, select
 
     stats: dict[str, dict] = {}
     for r in rows:
         lab = clusters(r["map"] == 2)
         for pat, raw in r["raw"].items():
-            mask, top, _ = select(raw, r["map"], lab)
+            mask, top, _ = select(raw, r["map"], lab, r.get("pt", {}).get(pat))
             gt = r["gt"][pat]
             hit = top is not None and bool(gt[top])
             s = stats.setdefault(pat, {"n": 0, "hit": 0, "named": 0, "named_hit": 0, "iou": []})
@@ -62,6 +65,7 @@ def _save_rows(rows: list[dict], path: str) -> None:
         arrays[f"{i}.named"] = np.array(sorted(r["named"]), dtype=str)
         arrays.update({f"{i}.gt.{k}": np.asarray(v) for k, v in r["gt"].items()})
         arrays.update({f"{i}.raw.{k}": np.asarray(v) for k, v in r["raw"].items()})
+        arrays.update({f"{i}.pt.{k}": np.asarray(v) for k, v in r.get("pt", {}).items() if v is not None})
     tmp = f"{path}.tmp.npz"
     np.savez_compressed(tmp, **arrays)
     Path(tmp).replace(path)
@@ -72,8 +76,8 @@ def _load_rows(path: str) -> list[dict]:
     rows: dict[int, dict] = {}
     for key in z.files:
         i, kind, *pat = key.split(".", 2)
-        r = rows.setdefault(int(i), {"gt": {}, "raw": {}})
-        if kind in ("gt", "raw"):
+        r = rows.setdefault(int(i), {"gt": {}, "raw": {}, "pt": {}})
+        if kind in ("gt", "raw", "pt"):
             r[kind][pat[0]] = z[key]
         else:
             r[kind] = set(z[key].tolist()) if kind == "named" else z[key]
@@ -89,6 +93,10 @@ def main() -> None:
     p.add_argument("--lang", default="en", choices=["en", "zh"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=None, help="integrated-gradient steps (default: evidence.STEPS)")
+    p.add_argument("--level", default=None, help="vision block after which tokens are attributed, or 'pixels' "
+                   "(default: evidence.LEVEL)")
+    p.add_argument("--at", type=float, default=None, help="path point of a single step, 0 = baseline, 1 = the "
+                   "map (default: evidence.SINGLE)")
     p.add_argument("--dump", help="also save the raw per-die scores (an npz, read back by --from-dump)")
     p.add_argument("--from-dump", help="print the table of a --dump file again (no model run)")
     a = p.parse_args()
@@ -103,7 +111,7 @@ def main() -> None:
 def _run(a) -> None:
     import torch
 
-    from domainvlm.domains.wafer.evidence import STEPS, Attributor
+    from domainvlm.domains.wafer.evidence import LEVEL, SINGLE, STEPS, Attributor
     from domainvlm.domains.wafer.knowledge import parse_diagnosis
     from domainvlm.domains.wafer.patterns import mixedwm38_classes
     from domainvlm.domains.wafer.render import render_map
@@ -112,7 +120,8 @@ def _run(a) -> None:
 
     torch.set_num_threads(a.threads)
     eng = Engine(a.model, device="cpu", threads=a.threads)
-    att = Attributor(eng.answer_head, a.steps or STEPS)
+    level = LEVEL if a.level is None else None if a.level == "pixels" else int(a.level)
+    att = Attributor(eng.answer_head, a.steps or STEPS, level, single=SINGLE if a.at is None else a.at)
     msgs = [{"role": "user", "content": "<image>\nWhat defect pattern does this wafer map show?"}]
     classes = [c for c in mixedwm38_classes() if c != "Normal"]
     rng = np.random.default_rng(a.seed)
@@ -127,11 +136,13 @@ def _run(a) -> None:
         times.append(time.perf_counter() - t0)
         if dies.grid.shape != m.shape or (dies.grid != m).any():
             raise SystemExit(f"map {i}: die grid read back from the canvas differs from the map")
-        rows.append({"map": m, "gt": gt, "named": named, "raw": raw})
+        pt = {p: att.point(r, dies) for p, r in raw.items()}  # what the top die is picked by
+        rows.append({"map": m, "gt": gt, "named": named, "raw": raw, "pt": pt})
         if a.dump:
             _save_rows(rows, a.dump)
     _table(rows)
-    print(f"steps {att.steps}; attribution time per map (CPU, {a.threads} threads): p50 "
+    where = "pixels" if att.level is None else f"tokens after vision block {att.level}"
+    print(f"{where}, steps {att.steps} at {att.alphas}; attribution time per map (CPU, {a.threads} threads): p50 "
           f"{np.median(times) * 1e3:.0f} ms, p90 {np.percentile(times, 90) * 1e3:.0f} ms over {a.n} maps "
           f"(seed {a.seed}; use domainvlm bench --evidence for latency)")
 

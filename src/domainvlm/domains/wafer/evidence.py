@@ -6,13 +6,16 @@ The log-softmax normalisation of the first name token is shared by both lines an
 P's own evidence, not its competition with the other patterns of a mixture (the contrast "line with P minus the
 line without it" was tried first and pointed far worse on mixtures).
 
-Attribution: integrated gradients of the target with respect to the canvas pixels along the straight path from
-the same map with every failing die passing (the baseline) to the map, taken along the pass -> fail colour and
-summed over each die's pixels. So a die's score is zero unless it fails, and says how much its failing pushes
-the model towards P. ``STEPS`` points of the path share one batched forward (the vision tower once per point)
-and one vectorised backward per pattern. The pattern's die mask is the 8-connected cluster of failing dies with
-the largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen
-on synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
+Attribution (the default, evidence_tokens.py): over the vision tower's tokens after block ``LEVEL`` of 6, a
+single integrated-gradient step at the midpoint of the straight path from the same map with every failing die
+passing (the baseline, its tokens kept per wafer outline) to the map; each token's score is shared out over the
+failing dies of its patch, so a die's score is zero unless it fails. Chosen on synthetic seeds 1 and 2 (the
+cheapest split that pointed at >= 0.9 of the named patterns there; docs/wafer_evidence.md), then reported on
+seed 3. ``level=None`` is the older pixel path: the same target's integrated gradients with respect to the canvas
+pixels along the pass -> fail colour, summed per die (the whole tower in the backward; ``STEPS`` points share
+one batched forward). The pattern's die mask is the 8-connected cluster of failing dies with the largest
+attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen on
+synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
 :func:`.evidence_words.describe` says where it lies.
 """
 
@@ -21,17 +24,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ...models.qwen_fast import FastVision, embed_with_images, mrope_positions, patchify
+from ...models.qwen_fast import FastVision, patchify
 from .dies import read_dies
+from .evidence_tokens import line_targets, per_target_grad, to_dies, token_scores, token_values
 from .evidence_words import describe
 from .knowledge import answer, line_end
 from .instruct import QUESTIONS
 from .render import PALETTE
 
-# Integrated-gradient steps, in one batched forward and one vectorised backward. On synthetic seed 1 (choice)
-# 4 steps pointed at the right cluster for 0.96 of the named patterns, the plain gradient (1) for 0.81, at about
-# a quarter of the cost (bench/wafer_evidence.py; docs/wafer_evidence.md).
-STEPS = 4
+# Path points (integrated-gradient steps) and where the tower is split; chosen on synthetic seeds 1-2 for
+# pointing and cost (bench/wafer_evidence.py --level / --steps / --at; docs/wafer_evidence.md).
+STEPS = 1
+LEVEL = 6  # None: pixels (the whole tower); k: the vision tokens after block k (evidence_tokens.py)
+SINGLE = 0.5  # the path point of a single step: the midpoint (1.0 = the plain gradient at the map)
 
 
 def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
@@ -45,30 +50,34 @@ def _smooth(score: np.ndarray, fail: np.ndarray) -> np.ndarray:
 
 
 def clusters(fail: np.ndarray) -> tuple[np.ndarray, int]:
-    """Labels (1..n, 0 = not failing) of the 8-connected clusters of failing dies, and n."""
+    """Labels (1..n, 0 = not failing) of the 8-connected clusters of failing dies, and n; numbered in row-major
+    order of each cluster's first die. Vectorised: every failing die takes the smallest die index among its
+    3 x 3 failing neighbourhood, then follows that die's own label (pointer jumping), until nothing changes."""
     h, w = fail.shape
-    lab, n = np.zeros((h, w), np.int32), 0
-    for y, x in np.argwhere(fail):
-        if lab[y, x]:
-            continue
-        n += 1
-        lab[y, x], stack = n, [(y, x)]
-        while stack:
-            cy, cx = stack.pop()
-            for ny in range(max(cy - 1, 0), min(cy + 2, h)):
-                for nx in range(max(cx - 1, 0), min(cx + 2, w)):
-                    if fail[ny, nx] and not lab[ny, nx]:
-                        lab[ny, nx] = n
-                        stack.append((ny, nx))
-    return lab, n
+    none = h * w
+    lab = np.where(fail, np.arange(none).reshape(h, w), none)
+    while True:
+        pad = np.pad(lab, 1, constant_values=none)
+        low = np.minimum.reduce([pad[i:i + h, j:j + w] for i in range(3) for j in range(3)])
+        low = np.where(fail, low, none)
+        ext = np.append(low.ravel(), none)
+        low = ext[ext[low]]  # two jumps: a label is a die of the same cluster
+        if np.array_equal(low, lab):
+            break
+        lab = low
+    out = np.zeros((h, w), np.int32)
+    roots, idx = np.unique(lab[fail], return_inverse=True)
+    out[fail] = idx.ravel() + 1
+    return out, len(roots)
 
 
-def select(raw: np.ndarray, grid: np.ndarray, lab=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
+def select(raw: np.ndarray, grid: np.ndarray, lab=None, point=None) -> tuple[np.ndarray, tuple | None, np.ndarray]:
     """(mask, top die, smoothed score) of one pattern from its per-die attribution: the cluster of failing dies
     with the largest attribution sum (a pattern is a cluster; the sum, not the mean, so an isolated noise die
-    with a sharp gradient does not win), and in it the die whose 3 x 3 failing neighbourhood scores best."""
+    with a sharp gradient does not win), and in it the die whose 3 x 3 failing neighbourhood scores best (in
+    ``point`` where given: the token path's whole token score per die, evidence_tokens.token_values)."""
     fail = grid == 2
-    sm = _smooth(raw, fail)
+    sm = _smooth(raw if point is None else point, fail)
     lab, n = lab if lab is not None else clusters(fail)
     if n == 0:
         return np.zeros(grid.shape, bool), None, sm
@@ -85,25 +94,22 @@ def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
     return ids[:line_end(tok, ids)]
 
 
-def _per_pattern_grad(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """d target[i] / d x for each i: one vectorised backward, else (a kernel vmap cannot batch) one each."""
-    eye = torch.eye(len(target), device=target.device)
-    try:
-        return torch.autograd.grad(target, x, eye, is_grads_batched=True, retain_graph=True)[0]
-    except RuntimeError:
-        return torch.stack([torch.autograd.grad(t, x, retain_graph=True)[0] for t in target])
-
-
 class Attributor:
     """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
 
     ``steps``: points on the straight path from the all-pass map to the map whose gradients are averaged
-    (integrated gradients; 1 = the plain gradient at the map, the cheapest)."""
+    (integrated gradients; one step sits at ``single``: 1.0 = the plain gradient at the map). ``level``: the
+    vision block after which tokens are attributed (evidence_tokens.py), None = the canvas pixels."""
 
-    def __init__(self, head, steps: int = STEPS):
+    def __init__(self, head, steps: int = STEPS, level: int | None = LEVEL, single: float = SINGLE):
         self.head, self.steps = head, max(1, int(steps))
+        # points on the path (baseline 0 -> map 1): midpoints of equal steps; one step is at ``single``
+        self.alphas = [(j + 0.5) / self.steps for j in range(self.steps)] if self.steps > 1 else [float(single)]
         self.vision = FastVision(head.model)  # its own captured tables: the head's may be inference tensors
         self.direction = torch.tensor(np.subtract(PALETTE[2], PALETTE[1]), dtype=torch.float32)
+        depth = len(self.vision.visual.blocks)
+        self.level = None if level is None else min(max(int(level), 0), depth)
+        self.baselines: dict = {}  # tokens of all-pass maps, by their bytes (one per wafer outline seen)
 
     def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
         """The standard question's prompt, and each pattern's line followed by the Normal line."""
@@ -111,6 +117,15 @@ class Attributor:
         prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
         lines = [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels]
         return prompt, lines + [_line_tokens(h.tok, (), lang, h.tax)]
+
+    def targets(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]], torch.Tensor]:
+        """(prompt, lines, weights (n, lines)): pattern i's target is weights[i] @ log p(line), its line over
+        the Normal line (the last)."""
+        prompt, lines = self._seqs(tuple(labels), lang)
+        w = torch.zeros(len(labels), len(lines))
+        w[range(len(labels)), range(len(labels))] = 1.0
+        w[:, -1] = -1.0
+        return prompt, lines, w
 
     def pixel_scores(self, image, labels: tuple, lang: str = "en") -> np.ndarray:
         """(len(labels), H, W): d target / d pixel along the pass -> fail colour, one row per pattern."""
@@ -120,31 +135,16 @@ class Attributor:
     def _pixel_scores(self, image, labels, lang):
         h, model = self.head, self.head.model
         dev, dtype = model.device, next(model.parameters()).dtype
-        n, steps = len(labels), self.steps
-        prompt, lines = self._seqs(labels, lang)
+        steps = self.steps
         rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
         fail_px = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1, keepdim=True)
         base = torch.where(fail_px, torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
-        alphas = torch.tensor([(j + 0.5) / steps for j in range(steps)] if steps > 1 else [1.0], device=dev)
+        alphas = torch.tensor(self.alphas, device=dev)
         x = (base + alphas.view(-1, 1, 1, 1) * (rgb - base)).requires_grad_(True)  # (steps, H, W, 3)
         s = h.size // h.ip["patch"]
         img = self.vision(patchify(x, **h.patch_ip).to(dtype), (1, s, s))  # vision once per step
-        per = len(lines)  # LM rows per step: n pattern lines + the Normal line, all on that step's image
-        img = img.view(steps, 1, -1, img.shape[-1]).expand(-1, per, -1, -1).reshape(-1, img.shape[-1])
-        L = max(map(len, lines))
-        ids = torch.tensor([prompt + ln + [h.pad_id] * (L - len(ln)) for ln in lines] * steps, device=dev)
-        g = torch.tensor([[1, s, s]] * len(ids), device=dev)
-        pos, _ = mrope_positions(ids, h.image_token_id, g, h.ip["merge"])
-        logits = model(inputs_embeds=embed_with_images(model, ids, img), position_ids=pos, use_cache=False).logits
-        logp = torch.log_softmax(logits[:, len(prompt) - 1:-1].float(), -1)
-        lp = logp.gather(-1, ids[:, len(prompt):, None])[..., 0]
-        keep = torch.tensor([[j < len(ln) for j in range(L)] for ln in lines] * steps, device=dev)
-        line = (lp * keep).sum(-1).view(steps, per)
-        target = (line[:, :n] - line[:, n:]).sum(0)  # (n,): each pattern's line over Normal, summed over steps
-        if n == 1:
-            grad = torch.autograd.grad(target[0], x)[0][None]
-        else:
-            grad = _per_pattern_grad(target, x)
+        target = line_targets(h, *self.targets(labels, lang), img, steps)  # (n,), summed over steps
+        grad = per_target_grad(target, x)
         return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
 
     def raw_scores(self, image, labels: tuple, lang: str = "en"):
@@ -152,6 +152,11 @@ class Attributor:
         dies = read_dies(image)
         if not labels:
             return dies, {}
+        if self.level is not None:
+            with torch.inference_mode(False), torch.enable_grad():
+                sc, fail = token_scores(self, image, tuple(labels), lang)
+            per = to_dies(sc, fail, dies, self.head.ip["patch"], self.head.ip["merge"])
+            return dies, {p: per[i] for i, p in enumerate(labels)}
         px = self.pixel_scores(image, tuple(labels), lang)
         return dies, {p: dies.per_die(px[i]) for i, p in enumerate(labels)}
 
@@ -161,13 +166,17 @@ class Attributor:
         lab = clusters(dies.grid == 2)
         out, masks = [], {}
         for p, r in raw.items():
-            mask, top, _ = select(r, dies.grid, lab)
+            mask, top, _ = select(r, dies.grid, lab, self.point(r, dies))
             masks[p] = mask
             out.append({"pattern": p, "n_dies": int(mask.sum()),
                         "dies": [[int(y), int(x)] for y, x in np.argwhere(mask)],
                         "top_die": None if top is None else list(top), "grid": list(dies.grid.shape),
                         **describe(p, mask, dies.grid, _zh_of(self.head, p))})
         return out, masks
+
+    def point(self, raw: np.ndarray, dies) -> np.ndarray | None:
+        """The per-die score the top die is picked by (None: ``raw`` itself, the pixel path)."""
+        return None if self.level is None else token_values(raw, dies.grid, dies, self.head.ip["patch"])
 
     def __call__(self, assessment, image, lang: str = "en") -> None:
         """The head's annotator hook: fills ``assessment.evidence`` for the named patterns."""
