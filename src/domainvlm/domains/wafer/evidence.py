@@ -28,9 +28,9 @@ from ...models.qwen_fast import FastVision, patchify
 from .dies import read_dies
 from .evidence_tokens import line_targets, per_target_grad, to_dies, token_scores, token_values
 from .evidence_words import describe
-from .knowledge import answer, line_end
 from .instruct import QUESTIONS
 from .render import PALETTE
+from .trie import line_tokens
 
 # Path points (integrated-gradient steps) and where the tower is split; chosen on synthetic seeds 1-2 for
 # pointing and cost (bench/wafer_evidence.py --level / --steps / --at; docs/wafer_evidence.md).
@@ -88,12 +88,6 @@ def select(raw: np.ndarray, grid: np.ndarray, lab=None, point=None) -> tuple[np.
     return mask, (int(top[0]), int(top[1])), sm
 
 
-def _line_tokens(tok, defects, lang: str, tax) -> list[int]:
-    """Token ids of a diagnosis line and its newline, cut from the full trained answer (as the head's trie)."""
-    ids = tok(answer(defects, lang, True, tax), add_special_tokens=False)["input_ids"]
-    return ids[:line_end(tok, ids)]
-
-
 class Attributor:
     """Per-die attribution of each named pattern for one wafer head (``head``: a :class:`.head.WaferHead`).
 
@@ -115,8 +109,8 @@ class Attributor:
         """The standard question's prompt, and each pattern's line followed by the Normal line."""
         h = self.head
         prompt = h.prompt_ids([{"role": "user", "content": f"<image>\n{QUESTIONS[lang][0]}"}])
-        lines = [_line_tokens(h.tok, (p,), lang, h.tax) for p in labels]
-        return prompt, lines + [_line_tokens(h.tok, (), lang, h.tax)]
+        lines = [line_tokens(h.tok, (p,), lang, h.tax) for p in labels]
+        return prompt, lines + [line_tokens(h.tok, (), lang, h.tax)]
 
     def targets(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]], torch.Tensor]:
         """(prompt, lines, weights (n, lines)): pattern i's target is weights[i] @ log p(line), its line over
