@@ -62,6 +62,17 @@ def _tree(pid: int) -> list[int]:
     return kids
 
 
+def kill_after_checkpoint(p: subprocess.Popen, out: Path, step: int) -> None:
+    """SIGKILL the launcher ``p`` and every rank under it once the checkpoint of ``step`` is on disk."""
+    deadline = time.monotonic() + 600
+    while p.poll() is None and _step(out) < step and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert p.poll() is None, "the run ended before it could be killed"
+    for pid in [p.pid, *_tree(p.pid)]:  # the launcher and both ranks
+        os.kill(pid, signal.SIGKILL)
+    p.wait()
+
+
 @pytest.mark.skipif(not TORCHRUN.exists() or not Path("/proc").is_dir(), reason="needs torchrun and /proc")
 def test_two_process_run_finishes_and_resumes_after_sigkill_to_the_same_losses(tmp_path, tiny_model_dir):
     data = _data(tmp_path)
@@ -70,14 +81,7 @@ def test_two_process_run_finishes_and_resumes_after_sigkill_to_the_same_losses(t
     assert (whole / "model" / "config.json").exists() and [s for s, _ in _losses(whole)] == list(range(1, 7))
     assert list((whole / "tb").glob("events.out.tfevents.*"))  # rank 0 logged; the run still ended cleanly
     run = tmp_path / "killed"
-    p = _launch(data, tiny_model_dir, run)
-    deadline = time.monotonic() + 600
-    while p.poll() is None and _step(run) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert p.poll() is None, "the run ended before it could be killed"
-    for pid in [p.pid, *_tree(p.pid)]:  # the launcher and both ranks
-        os.kill(pid, signal.SIGKILL)
-    p.wait()
+    kill_after_checkpoint(_launch(data, tiny_model_dir, run), run, 3)
     assert _step(run) == 3 and not (run / "model").exists()
     assert _launch(data, tiny_model_dir, run, "--resume").wait(600) == 0, (tmp_path / "killed.log").read_text()[-2000:]
     assert _losses(run) == [(s, pytest.approx(v, abs=1e-6)) for s, v in _losses(whole)]

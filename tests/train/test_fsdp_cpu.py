@@ -7,16 +7,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from test_ddp_cpu import TORCHRUN, _losses, _port, _step, _tree
+from test_ddp_cpu import TORCHRUN, _losses, _port, _step, kill_after_checkpoint
 from test_train_resume import _data
 
 from domainvlm.models.loader import load_model
@@ -47,14 +44,7 @@ def test_fsdp_run_resumes_after_sigkill_to_the_same_losses(tmp_path, tiny_model_
     assert _launch(data, tiny_model_dir, whole).wait(600) == 0, (tmp_path / "whole.log").read_text()[-2000:]
     assert "FSDPQwen2VL" in (tmp_path / "whole.log").read_text()  # the model really was sharded by fully_shard
     run = tmp_path / "killed"
-    p = _launch(data, tiny_model_dir, run)
-    deadline = time.monotonic() + 600
-    while p.poll() is None and _step(run) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert p.poll() is None, "the run ended before it could be killed"
-    for pid in [p.pid, *_tree(p.pid)]:  # the launcher and both ranks
-        os.kill(pid, signal.SIGKILL)
-    p.wait()
+    kill_after_checkpoint(_launch(data, tiny_model_dir, run), run, 3)
     assert _step(run) == 3 and not (run / "model").exists()
     optim = torch.load(run / "checkpoint" / "optim.pt", weights_only=True)
     assert len(optim["rank_rng"]) == 2  # every rank's RNG, written by rank 0
