@@ -71,6 +71,8 @@ def test_data_build_with_own_taxonomy_names_the_new_classes(lot, tmp_path):
         for c in gold:  # each class named with its own look from the YAML, in the record's language
             assert tax.get(c).describe(r["meta"]["lang"]) in ans
     assert any(r["meta"]["lang"] == "zh" for r in recs) and any(r["meta"]["lang"] == "en" for r in recs)
+    # the taxonomy the records were built with lies beside them, for train-expert taxonomy= / eval --taxonomy
+    assert load(out / "taxonomy.json").to_dict() == tax.to_dict()
     # a model folder is a taxonomy too (its taxonomy.json as it is): the same records
     model = tmp_path / "m"
     model.mkdir()

@@ -168,6 +168,17 @@ def _bench_images(n: int, source=None, seed: int = 0):
     return bench_images(n, source, seed)
 
 
+def _write_beside_records(records, out_dir) -> None:
+    """``data build`` with a fab's own taxonomy: that taxonomy (the 8 known patterns plus its classes) as
+    taxonomy.json beside the records, the file ``train-expert taxonomy=`` and ``eval --taxonomy`` take."""
+    from .taxonomy import custom_read
+
+    tax = custom_read()
+    own = [r for r in records if r.labels.get("taxonomy") == "custom"]
+    if tax is not None and own and all(set(r.labels.get("defects") or ()) <= set(tax.names) for r in own):
+        tax.save(out_dir)
+
+
 def _example_images(cache=None) -> list[str]:
     from .examples import example_images
 
@@ -181,6 +192,7 @@ register(Domain(
     extra={"augmentations": ("dihedral",), "synth": _synth, "bench_images": _bench_images,
            "gold_labels": lambda r: tuple(r.labels["defects"]),  # calibration / confidence metrics
            "check_records": _check_records,  # eval: gold classes in the model's taxonomy, before generating
+           "write_beside_records": _write_beside_records,  # data build: a fab's own taxonomy.json
            "example_images": _example_images, "eval_facts": _eval_facts,
            "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
