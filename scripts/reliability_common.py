@@ -62,25 +62,22 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float | None:
 
 
 @contextlib.contextmanager
-def server(root: Path, *args: str, key: str = "k", name: str = "server"):
-    """A `domainvlm serve` subprocess (API key ``key`` from the environment): yields (process, base URL, log)."""
+def running(cmd: list[str], url: str, log: Path, what: str, tries: int = 240, env: dict | None = None):
+    """A `domainvlm` subprocess, up once ``url`` answers 200 (polled every 0.5 s, ``tries`` times); yields the
+    process; terminated (then killed) on the way out."""
     import httpx
 
-    port, log = free_port(), root / f"{name}.log"
-    env = {**os.environ, "RELIAB_KEY": key, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "domainvlm", "serve", "--port", str(port), "--api-key-env",
-                             "RELIAB_KEY", "--log-level", "warning", *args],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([sys.executable, "-m", "domainvlm", *cmd], stdout=open(log, "w"),
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
     try:
-        for _ in range(240):
+        for _ in range(tries):
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base + "/health", timeout=2).status_code == 200:
+                if httpx.get(url, timeout=2).status_code == 200:
                     break
             if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-500:]}")
+                raise RuntimeError(f"{what} exited with {proc.returncode}: {log.read_text()[-500:]}")
             time.sleep(0.5)
-        yield proc, base, log
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -88,3 +85,13 @@ def server(root: Path, *args: str, key: str = "k", name: str = "server"):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@contextlib.contextmanager
+def server(root: Path, *args: str, key: str = "k", name: str = "server"):
+    """A `domainvlm serve` subprocess (API key ``key`` from the environment): yields (process, base URL, log)."""
+    port, log = free_port(), root / f"{name}.log"
+    base = f"http://127.0.0.1:{port}"
+    cmd = ["serve", "--port", str(port), "--api-key-env", "RELIAB_KEY", "--log-level", "warning", *args]
+    with running(cmd, base + "/health", log, "server", env={"RELIAB_KEY": key}) as proc:
+        yield proc, base, log

@@ -5,39 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from reliability_common import Tally, free_port
+from reliability_common import Tally, free_port, running
 
 Q = "What defect pattern does this wafer map show?"
 
 
 @contextlib.contextmanager
 def webui(root: Path):
-    import httpx
-
     port, log = free_port(), root / "webui.log"
-    proc = subprocess.Popen([sys.executable, "-m", "domainvlm", "webui", "--port", str(port), "--max-new-tokens", "16"],
-                            stdout=open(log, "w"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(base, timeout=2).status_code == 200:
-                    break
-            if proc.poll() is not None:
-                raise RuntimeError(f"web UI exited with {proc.returncode}: {log.read_text()[-500:]}")
-            time.sleep(0.5)
+    with running(["webui", "--port", str(port), "--max-new-tokens", "16"], base, log, "web UI", tries=300):
         yield base, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def run_webui(t: Tally, root: Path, imgs) -> None:

@@ -5,9 +5,6 @@ json_schema, constrained), logprobs, strict types and 400 on unsupported fields.
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
 
 import httpx
 import openai
@@ -15,6 +12,7 @@ import pytest
 
 from domainvlm.inference.engine import Engine, Sampling
 
+from live_server import live_server
 from test_serve_engine import png
 from test_serve import data_url, img
 
@@ -37,29 +35,10 @@ def schema_valid(v) -> bool:
 
 @pytest.fixture(scope="module")
 def api(tiny_model_dir):
-    import uvicorn
-
-    from domainvlm.inference.batcher import Batcher
-    from domainvlm.serve.app import ServeConfig, create_app
-
     eng = Engine(tiny_model_dir, device="cpu")
-    batcher = Batcher(eng, max_batch=4, max_wait_ms=5)
-    app = create_app(batcher, ServeConfig(model_name="tiny", max_tokens_cap=256))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{port}"
-    yield {"base": base, "engine": eng,
-           "client": openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=60)}
-    server.should_exit = True
-    t.join(10)
-    batcher.close()
+    with live_server(eng) as base:
+        yield {"base": base, "engine": eng,
+               "client": openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=60)}
 
 
 def user(q: str, image: bytes | None = None) -> list[dict]:

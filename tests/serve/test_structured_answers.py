@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import threading
-import time
 
 import numpy as np
 import openai
@@ -18,6 +15,7 @@ from PIL import Image
 from domainvlm.inference.assessment import OUT_OF_DOMAIN, SCHEMA
 from domainvlm.inference.engine import Engine
 
+from live_server import live_server
 from test_serve import data_url
 
 PATTERNS = {"Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Scratch", "Random"}
@@ -38,27 +36,8 @@ def _wafer_png(seed=0) -> bytes:
 
 @pytest.fixture(scope="module")
 def api(tiny_wafer_head_dir):
-    import uvicorn
-
-    from domainvlm.inference.batcher import Batcher
-    from domainvlm.serve.app import ServeConfig, create_app
-
-    eng = Engine(str(tiny_wafer_head_dir), device="cpu", threads=1)
-    batcher = Batcher(eng, max_batch=4, max_wait_ms=5)
-    app = create_app(batcher, ServeConfig(model_name="tiny", max_tokens_cap=256))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=60)
-    server.should_exit = True
-    t.join(10)
-    batcher.close()
+    with live_server(Engine(str(tiny_wafer_head_dir), device="cpu", threads=1)) as base:
+        yield openai.OpenAI(base_url=base + "/v1", api_key="x", max_retries=0, timeout=60)
 
 
 def _ask(client, image: bytes, q="What defect pattern does this wafer map show?", schema=SCHEMA):

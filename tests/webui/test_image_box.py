@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
+import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -14,20 +14,14 @@ gr = pytest.importorskip("gradio")
 
 from domainvlm.webui.image_box import ImageBox  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serve"))  # the image helpers' folder
+from test_serve_engine import bomb_png  # noqa: E402 - shared bad-image builders
+
 
 def _payload(path, name):
     from gradio.data_classes import ImageData
 
     return ImageData(path=str(path), orig_name=name)
-
-
-def _bomb(w=20000, h=20000) -> bytes:
-    def chunk(t, d):
-        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
-    co, row = zlib.compressobj(9), b"\0" * (1 + (w + 7) // 8)
-    idat = b"".join(co.compress(row) for _ in range(h)) + co.flush()
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
-            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
 
 
 def test_upload_errors_are_one_line_naming_the_upload(tmp_path):
@@ -38,7 +32,7 @@ def test_upload_errors_are_one_line_naming_the_upload(tmp_path):
     cases = {"text.png": (b"not an image", "text.png: not a recognised image format"),
              "half.png": (good[: len(good) // 2], "half.png: corrupt or truncated image"),
              "empty.png": (b"", "empty.png: empty image data"),
-             "bomb.png": (_bomb(), "bomb.png: image has 400,000,000 pixels, over the limit")}
+             "bomb.png": (bomb_png(), "bomb.png: image has 400,000,000 pixels, over the limit")}
     for name, (data, msg) in cases.items():
         stored = tmp_path / "gradio-tmp" / name
         stored.parent.mkdir(exist_ok=True)
