@@ -148,19 +148,20 @@ def _build(args):
         n = write_records(out / f"{split}.jsonl", recs)
         langs_n = Counter(r.meta.get("lang") for r in recs)
         print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
-    _domain_files(by_split, out)
+    _domain_files(by_split, out, args.taxonomy)
     return 0
 
 
-def _domain_files(by_split, out: Path) -> None:
-    """Files a domain keeps beside its records (``Domain.extra["write_beside_records"]``; classify: taxonomy.json)."""
+def _domain_files(by_split, out: Path, taxonomy=None) -> None:
+    """Files a domain keeps beside its records (``Domain.extra["write_beside_records"](records, out,
+    taxonomy=--taxonomy)``; classify and wafer: taxonomy.json)."""
     from ..domains import all_domains
 
     recs = [r for rs in by_split.values() for r in rs]
     for d in all_domains():
         write = d.extra.get("write_beside_records")
         if write is not None and any(r.labels.get("task") == d.name for r in recs):
-            write([r for r in recs if r.labels.get("task") == d.name], out)
+            write([r for r in recs if r.labels.get("task") == d.name], out, taxonomy=taxonomy)
 
 
 def _validate(args):

@@ -69,7 +69,7 @@ def _finish_model_dir(model, folder, records=None):
     finish_model_dir(model, folder, records)
 
 
-def _write_beside_records(records, out_dir):
+def _write_beside_records(records, out_dir, taxonomy=None):  # the records' own taxonomy, as they were read
     from .model_dir import taxonomy_for_records
 
     taxonomy_for_records(records).save(out_dir)

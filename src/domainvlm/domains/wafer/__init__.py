@@ -168,15 +168,14 @@ def _bench_images(n: int, source=None, seed: int = 0):
     return bench_images(n, source, seed)
 
 
-def _write_beside_records(records, out_dir) -> None:
-    """``data build`` with a fab's own taxonomy: that taxonomy (the 8 known patterns plus its classes) as
-    taxonomy.json beside the records, the file ``train-expert taxonomy=`` and ``eval --taxonomy`` take."""
-    from .taxonomy import custom_read
+def _write_beside_records(records, out_dir, taxonomy=None) -> None:
+    """``data build --taxonomy`` with a fab's own classes: that taxonomy (the 8 known patterns plus its
+    classes, as the records were read with) as taxonomy.json beside the records, the file ``train-expert
+    taxonomy=`` and ``eval --taxonomy`` take."""
+    from .taxonomy import for_source
 
-    tax = custom_read()
-    own = [r for r in records if r.labels.get("taxonomy") == "custom"]
-    if tax is not None and own and all(set(r.labels.get("defects") or ()) <= set(tax.names) for r in own):
-        tax.save(out_dir)
+    if taxonomy is not None and any(r.labels.get("taxonomy") == "custom" for r in records):
+        for_source(taxonomy).save(out_dir)
 
 
 def _example_images(cache=None) -> list[str]:

@@ -38,17 +38,3 @@ def for_source(taxonomy=None, model_dir=None) -> Taxonomy:
 def is_default(tax) -> bool:
     """True for the 8-pattern taxonomy (its answers are written as before taxonomies were data)."""
     return tax is None or tax is default() or tax.to_dict() == default().to_dict()
-
-
-_CUSTOM: list = []  # the last own (non-default) taxonomy records were built with in this process
-
-
-def remember_custom(tax) -> None:
-    """Note the taxonomy that records of taxonomy "custom" were just built with (data build writes it beside
-    them as taxonomy.json, for ``train-expert taxonomy=`` and for reading the records back)."""
-    _CUSTOM[:] = [tax]
-
-
-def custom_read():
-    return _CUSTOM[0] if _CUSTOM else None
-
