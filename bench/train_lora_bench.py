@@ -75,8 +75,10 @@ LORA = dict(r=16, alpha=32, dropout=0.05, targets=["q_proj", "k_proj", "v_proj",
                                                    "down_proj"])
 
 
-def make_data(root: Path, n: int, image_size: int, seed: int = 0) -> Path:
-    """n records: one grayscale 'radiograph' each (smooth blobs + noise) and a report of 20-180 words."""
+def make_data(root: Path, n: int, image_size: int, seed: int = 0, system: str = "") -> Path:
+    """n records: one grayscale 'radiograph' each (smooth blobs + noise) and a report of 20-180 words;
+    ``system``: a system turn first (LLaMA-Factory's template adds its default one to every record, so with the
+    same text here both runners train on the same token sequences)."""
     import numpy as np
     from PIL import Image
 
@@ -89,9 +91,10 @@ def make_data(root: Path, n: int, image_size: int, seed: int = 0) -> Path:
         img = np.clip(img / img.max() * 200 + rng.normal(0, 12, img.shape), 0, 255).astype("uint8")
         Image.fromarray(img).convert("RGB").save(root / f"cxr{i}.png")
         report = " ".join(rng.choice(WORDS, int(rng.integers(20, 181)))) + "."
-        rows.append({"id": str(i), "images": [f"cxr{i}.png"], "labels": {"task": "report"},
-                     "messages": [{"role": "user", "content": "<image>\nDescribe the findings of this chest X-ray."},
-                                  {"role": "assistant", "content": report}]})
+        turns = [{"role": "system", "content": system}] if system else []
+        turns += [{"role": "user", "content": "<image>\nDescribe the findings of this chest X-ray."},
+                  {"role": "assistant", "content": report}]
+        rows.append({"id": str(i), "images": [f"cxr{i}.png"], "labels": {"task": "report"}, "messages": turns})
     (root / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root / "data.jsonl"
 
@@ -284,6 +287,8 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--out", default="bench-out")
     p.add_argument("--work", default=None, help="scratch folder (data, saved base for QLoRA)")
+    p.add_argument("--system", default="", help="a system turn in every record, e.g. LLaMA-Factory's default "
+                   "'You are a helpful assistant.' (its qwen2_vl template adds that one when a record has none)")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one variant in this process
     args = p.parse_args()
     out = Path(args.out)
@@ -301,7 +306,7 @@ def main() -> int:
             res = (run_hf if runner == "hf" else run_ours)(args, dict(opts), data)
         print("RESULT " + json.dumps(res), flush=True)
         return 0
-    make_data(data.parent, n, ARCHS[args.arch]["image_size"])
+    make_data(data.parent, n, ARCHS[args.arch]["image_size"], system=args.system)
     stats = data_stats(data, args.arch)
     fps = model_flops_per_sample(args.arch, stats["s_mean"], stats["s2_mean"], stats["lab_mean"])
     print(f"data: {n} records, {stats['s_min']}-{stats['s_max']} tokens (mean {stats['s_mean']:.0f}), "
