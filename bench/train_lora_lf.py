@@ -28,7 +28,7 @@ def write_dataset(data: Path, out: Path) -> str:
     info = {"bench": {"file_name": "bench.json", "formatting": "sharegpt",
                       "columns": {"messages": "messages", "images": "images"},
                       "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                               "assistant_tag": "assistant"}}}
+                               "assistant_tag": "assistant", "system_tag": "system"}}}
     (out / "dataset_info.json").write_text(json.dumps(info))
     return "bench"
 
