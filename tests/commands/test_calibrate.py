@@ -59,3 +59,16 @@ def test_calibrate_out_folder_and_model_without_head(tiny_model_dir, wafer_model
     assert main(["calibrate", "--model", str(tiny_model_dir), "--data", str(val_npz), "--quiet"]) == 2
     assert "no constrained answer head" in capsys.readouterr().err
     assert not (tiny_model_dir / "calibration.json").exists()
+
+
+def test_calibrate_missing_out_folder_is_refused_before_the_model_runs(val_npz, tmp_path, capsys, monkeypatch):
+    import domainvlm.commands.calibrate as cal
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(cal, "engine_from_args", no_model, raising=False)
+    missing = tmp_path / "nope"
+    assert main(["calibrate", "--data", str(val_npz), "--split", "val", "--out", str(missing), "--quiet"]) == 2
+    assert f"--out {missing}: not a folder" in capsys.readouterr().err
+    assert not missing.exists()

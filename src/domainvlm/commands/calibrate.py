@@ -71,6 +71,8 @@ def run(args):
         rows, per_data, info = _read_scores(args.from_scores), {}, {"from_scores": str(args.from_scores)}
         dest = Path(args.out or args.model or "")
     else:
+        if args.out and not Path(args.out).is_dir():  # before the model runs over the val data, not after
+            raise UserError(f"--out {args.out}: not a folder")
         eng = engine_from_args(args)
         dest = Path(args.out) if args.out else Path(eng.model_dir)
         if args.input_check:
