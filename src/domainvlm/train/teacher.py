@@ -118,19 +118,29 @@ def save_teacher(net: TeacherCNN, path, meta: dict | None = None) -> None:
         save_file(state, str(tmp), metadata={"domainvlm": json.dumps(info)})
 
 
-def load_teacher(path, device, prep=None) -> tuple[TeacherCNN, dict]:
-    """(network in eval mode on ``device``, the ``meta`` it was saved with); UserError naming the file if it is
-    not a teacher saved by :func:`save_teacher`."""
+def _read(path, tensors: bool) -> tuple[dict, dict]:
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), "pt") as fh:
             info = json.loads((fh.metadata() or {}).get("domainvlm", "{}"))
-            state = {k: fh.get_tensor(k) for k in fh.keys()}
+            state = {k: fh.get_tensor(k) for k in fh.keys()} if tensors else {}
     except (OSError, SafetensorError, ValueError) as e:
         raise UserError(f"{path}: not a readable safetensors teacher ({e})") from None
-    if info.get("kind") != KIND:
+    if not isinstance(info, dict) or info.get("kind") != KIND:
         raise UserError(f"{path}: not a domainvlm teacher CNN (no '{KIND}' metadata)")
+    return info, state
+
+
+def teacher_meta(path) -> dict:
+    """The ``meta`` a teacher file was saved with, without reading its weights (UserError if it is none)."""
+    return _read(path, False)[0].get("meta", {})
+
+
+def load_teacher(path, device, prep=None) -> tuple[TeacherCNN, dict]:
+    """(network in eval mode on ``device``, the ``meta`` it was saved with); UserError naming the file if it is
+    not a teacher saved by :func:`save_teacher`."""
+    info, state = _read(path, True)
     net = TeacherCNN(info["n_classes"], info["width"], info["in_channels"], prep)
     try:
         net.load_state_dict(state)

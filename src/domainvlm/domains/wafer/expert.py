@@ -113,6 +113,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
             raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
     if cfg.teacher and not Path(cfg.teacher).is_file():
         raise UserError(f"{cfg.teacher}: teacher not found (set teacher=PATH to a teacher.safetensors)")
+    if cfg.teacher:
+        from ...train.teacher import teacher_meta
+
+        teacher_meta(cfg.teacher)  # a teacher file at all: checked before anything is written
     from ...models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, numpy_canvas_check
