@@ -10,6 +10,7 @@ its own safetensors file beside a run (:func:`save_teacher` / :func:`load_teache
 from __future__ import annotations
 
 import json
+import time
 
 import torch
 import torch.nn as nn
@@ -74,7 +75,7 @@ def train_teacher(net: TeacherCNN, sample, steps: int, lr: float, log=print) -> 
     dev = next(net.parameters()).device
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
-    amp = _amp(dev)
+    amp, t0 = _amp(dev), time.time()
     net.train()
     for step in range(1, steps + 1):
         with amp:  # sampling too: a recipe's augmentation runs as it did when it was part of this loop
@@ -85,7 +86,7 @@ def train_teacher(net: TeacherCNN, sample, steps: int, lr: float, log=print) -> 
         opt.step()
         sched.step()
         if step % max(1, steps // 10) == 0:
-            log(f'{{"teacher_step": {step}, "loss": {loss.item():.4f}}}')
+            log(f'{{"teacher_step": {step}, "loss": {loss.item():.4f}, "s": {time.time() - t0:.1f}}}')
     return net.eval()
 
 

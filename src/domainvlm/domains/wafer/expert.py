@@ -106,6 +106,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     if cfg.phases:
         from .expert_phases import run_phases
 
+        if cfg.teacher_only or any(isinstance(p, dict) and p.get("teacher_only") for p in cfg.phases):
+            raise UserError("config: teacher_only trains no model, so it cannot run inside phases (set phases=[])")
+
         return run_phases(cfg, train_expert, check=_check)
     _check(cfg)
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
