@@ -101,3 +101,19 @@ def test_teacher_config_errors_are_one_clear_line_and_write_nothing(tmp_path, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and words in err[0] and "Traceback" not in err[0]
     assert not out.exists()
+
+
+def test_a_teacher_of_other_classes_is_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from domainvlm.domains.wafer.expert_teacher import build, setup_teacher
+    from domainvlm.errors import UserError
+    from domainvlm.train.teacher import save_teacher
+
+    path = tmp_path / "teacher.safetensors"
+    save_teacher(build(3, 4, 4, 0, "cpu"), path, {"classes": ["Normal", "Center", "Loc"], "canvas": 224, "downsample": 4})
+    cfg = SimpleNamespace(teacher=str(path), teacher_steps=0)
+    with pytest.raises(UserError, match="3 classes on a 224-px canvas; this run needs 38 classes"):
+        from domainvlm.domains.wafer.expert_data import CLASSES
+
+        setup_teacher(cfg, None, CLASSES, None, [], 224, tmp_path, "cpu", print)

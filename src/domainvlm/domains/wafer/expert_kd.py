@@ -14,6 +14,10 @@ temperature T over
 * ``vocab``: the whole vocabulary (free decoding sees that distribution); forced positions then add a
   temperature-softened cross-entropy.
 
+The recipe adds ``kd_loss * T^2 *`` (that sum, averaged over the distilled samples of the batch) to the
+token-mean cross-entropy; T^2 keeps the gradient scale of the softened term independent of T (Hinton et al.),
+and a per-sample sum makes ``kd_loss`` mean what it means in the classify recipe (one decision per sample).
+
 Per language the line tokens and a prefix-match table are built once, so a batch's targets are gathers and a
 scatter on the device. Only diagnosis templates (full and short) are distilled: a follow-up's map is the
 same but its prompt differs, and an out-of-scope question has no diagnosis line.
