@@ -12,8 +12,8 @@ from domainvlm.train.teacher import TeacherCNN, accuracy, load_teacher, save_tea
 def _toy(n: int, gen: torch.Generator):
     """Dark vs bright 16x16 RGB uint8 images (class 0 / 1)."""
     y = torch.randint(0, 2, (n,), generator=gen)
-    x = torch.randint(0, 100, (n, 16, 16, 3), generator=gen, dtype=torch.uint8) + (y * 120).view(n, 1, 1, 1).to(torch.uint8)
-    return x, y
+    x = torch.randint(0, 100, (n, 16, 16, 3), generator=gen, dtype=torch.uint8)
+    return x + (y * 120).view(n, 1, 1, 1).to(torch.uint8), y
 
 
 def test_teacher_learns_a_separable_task_and_round_trips(tmp_path):

@@ -53,7 +53,8 @@ def test_one_hot_teacher_gives_one_hot_targets_on_the_gold_line(tok, tax, table,
         ids = _line(tok, tax, gold, lang)
         j, dense, *_ = _targets(table, lang, gold, {gold: 1.0})
         assert j.tolist() == list(range(len(ids)))  # every token of the line, its newline included
-        assert torch.equal(dense.argmax(1), torch.tensor(ids)) and torch.allclose(dense.max(1).values, torch.ones(len(ids)))
+        assert torch.equal(dense.argmax(1), torch.tensor(ids))
+        assert torch.allclose(dense.max(1).values, torch.ones(len(ids)))
 
 
 @pytest.mark.parametrize("lang", LANGS)

@@ -11,7 +11,8 @@ from test_train_expert import TINY, _data
 
 from domainvlm.cli import main
 
-SHARED_DATA = Path(os.environ.get("DOMAINVLM_SHARED_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
+ROOT = Path(__file__).resolve().parents[3]
+SHARED_DATA = Path(os.environ.get("DOMAINVLM_SHARED_DATA", ROOT.parent / "shared" / "data"))  # as conftest
 
 TEACHER = ["teacher_width=4", "teacher_downsample=4", "teacher_batch=16"]
 COMMON = ["batch_size=8", "short_answer_frac=0.5", "length_buckets=2", "warmup_steps=1", "log_every=1",
@@ -111,7 +112,8 @@ def test_a_teacher_of_other_classes_is_refused(tmp_path):
     from domainvlm.train.teacher import save_teacher
 
     path = tmp_path / "teacher.safetensors"
-    save_teacher(build(3, 4, 4, 0, "cpu"), path, {"classes": ["Normal", "Center", "Loc"], "canvas": 224, "downsample": 4})
+    meta = {"classes": ["Normal", "Center", "Loc"], "canvas": 224, "downsample": 4}
+    save_teacher(build(3, 4, 4, 0, "cpu"), path, meta)
     cfg = SimpleNamespace(teacher=str(path), teacher_steps=0)
     with pytest.raises(UserError, match="3 classes on a 224-px canvas; this run needs 38 classes"):
         from domainvlm.domains.wafer.expert_data import CLASSES
