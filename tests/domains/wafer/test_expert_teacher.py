@@ -87,6 +87,7 @@ def test_a_teacher_without_kd_leaves_the_expert_training_unchanged(tmp_path):
     (["kd_loss=1"], "kd_loss"), (["teacher_only=true"], "teacher_only"),
     (["teacher_steps=5", "teacher=x.safetensors"], "either teacher"), (["kd_support=all"], "kd_support"),
     (["teacher_downsample=0"], "teacher_downsample"), (["kd_temperature=0"], "kd_temperature"),
+    (["teacher_only=true", "teacher_steps=2", "phases=[{max_steps: 2}]"], "inside phases"),
     (["teacher=MISSING"], "teacher not found"), (["teacher=NOT_A_TEACHER"], "not a domainvlm teacher")])
 def test_teacher_config_errors_are_one_clear_line_and_write_nothing(tmp_path, capsys, bad, words):
     mixed, wm = tmp_path / "m.npz", tmp_path / "w.npz"
