@@ -117,10 +117,16 @@ def train_context(model, cfg, autocast_lora: bool = False):
         yield
 
 
-def step_loss(model, batch: dict, cfg) -> torch.Tensor:
-    """The training loss of one micro-batch: the model's own loss, or the packed/answer-only equivalent."""
+def step_loss(model, batch: dict, cfg, return_logits: bool = False):
+    """The training loss of one micro-batch: the model's own loss, or the packed/answer-only equivalent.
+
+    ``return_logits`` (not with packing): ``(loss, logits, keep)`` for a recipe's extra losses on the same
+    forward; ``logits[:, i]`` predicts the token after position ``keep[i]`` (``keep`` None: every position)."""
+    if return_logits and cfg.packing:
+        raise ValueError("return_logits needs unpacked rows")
     if not (cfg.packing or cfg.answer_logits):
-        return model(**batch).loss
+        out = model(**batch)
+        return (out.loss, out.logits, None) if return_logits else out.loss
     batch = dict(batch)
     targets = shifted_targets(batch.pop("labels"))
     if cfg.packing:
@@ -132,8 +138,10 @@ def step_loss(model, batch: dict, cfg) -> torch.Tensor:
     if keep is not None:
         targets = targets[:, keep]
     if not (targets != IGNORE).any():  # nothing labelled (e.g. all answers truncated): zero, but keep the graph
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        loss = logits.sum() * 0.0
+    else:
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+    return (loss, logits, keep) if return_logits else loss
 
 
 def compile_layers(model) -> int:

@@ -4,7 +4,7 @@
 
 A compact Qwen2-VL (models/compact.py) is trained from scratch on the collection's train split with the
 en/zh templates of recipe_data.py, on GPU-side augmented images (augment.augment_batch). Two training-only
-aids make a ViT learn from ~1,000 images: a small CNN teacher trained first in the same run (teacher.py)
+aids make a ViT learn from ~1,000 images: a small CNN teacher trained first in the same run (train/teacher.py)
 whose class probabilities on each augmented view are distilled into the expert's class-deciding token
 (``kd_loss``), and a linear classifier on the mean-pooled image tokens (``aux_loss``). Neither is saved.
 The out-of-domain input check (input_check.py) is fitted on the train split with its threshold on val.
@@ -167,7 +167,7 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
     from .instruct import corpus
     from .model_dir import finish_model_dir, prepare_model
     from .recipe_data import ImageBank, Templates
-    from .teacher import accuracy, train_teacher
+    from ...train.teacher import TeacherCNN, accuracy, train_teacher
 
     t_start = time.time()
     train_recs, val_recs, tax = _splits(cfg)
@@ -197,10 +197,16 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
     teacher = None
     if cfg.teacher_steps:
         t0 = time.time()
-        teacher = train_teacher(bank, len(tmpl.sets), cfg.teacher_steps, cfg.teacher_batch, cfg.teacher_lr, aug, gen,
-                                lambda m: _log(log, m))
-        _log(log, json.dumps({"teacher_val_accuracy": accuracy(teacher, vbank), "teacher_train_accuracy":
-                              accuracy(teacher, bank), "teacher_s": round(time.time() - t0, 1)}))
+        teacher = TeacherCNN(len(tmpl.sets)).to(dev).to(memory_format=torch.channels_last)
+
+        def sample():
+            i = torch.randint(0, len(bank), (cfg.teacher_batch,), device=dev, generator=gen)
+            return aug(bank.images[i]), bank.cls[i]
+
+        teacher = train_teacher(teacher, sample, cfg.teacher_steps, cfg.teacher_lr, lambda m: _log(log, m))
+        _log(log, json.dumps({"teacher_val_accuracy": accuracy(teacher, vbank.images, vbank.cls),
+                              "teacher_train_accuracy": accuracy(teacher, bank.images, bank.cls),
+                              "teacher_s": round(time.time() - t0, 1)}))
     aux = torch.nn.Linear(model.config.text_config.hidden_size, len(tmpl.sets)).to(dev)  # training only
     params = [p for p in model.parameters() if p.requires_grad] + list(aux.parameters())
     opt = adamw(params, cfg.lr, cfg.weight_decay, dev)

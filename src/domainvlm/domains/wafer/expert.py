@@ -9,6 +9,8 @@ every conversation template in English and Chinese (domains/wafer/expert_data.py
 on the larger of step and wall-clock progress, so a run ends annealed inside its time budget. The model
 (raw or EMA weights) with the best val score, mean(MixedWM38 exact match, WM-811K macro-F1) decoded with the
 constrained answer head, is saved as a standard HF folder with ``answer_head: wafer-diagnosis``.
+Optionally a CNN teacher, trained first on the same batches or loaded (expert_teacher.py), is distilled into
+the diagnosis line token by token (``kd_loss``, expert_kd.py); it is a training tool and never saved with it.
 """
 
 from __future__ import annotations
@@ -104,17 +106,27 @@ def train_expert(cfg: ExpertConfig) -> dict:
     if cfg.phases:
         from .expert_phases import run_phases
 
+        if cfg.teacher_only or any(isinstance(p, dict) and p.get("teacher_only") for p in cfg.phases):
+            raise UserError("config: teacher_only trains no model, so it cannot run inside phases (set phases=[])")
+
         return run_phases(cfg, train_expert, check=_check)
     _check(cfg)
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
         if not Path(getattr(cfg, name)).exists():
             raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
+    if cfg.teacher and not Path(cfg.teacher).is_file():
+        raise UserError(f"{cfg.teacher}: teacher not found (set teacher=PATH to a teacher.safetensors)")
+    if cfg.teacher:
+        from ...train.teacher import teacher_meta
+
+        teacher_meta(cfg.teacher)  # a teacher file at all: checked before anything is written
     from ...models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ...train.checkpoint import save_model_dir
-    from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
+    from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, numpy_canvas_check
+    from .expert_sample import BatchDraw
+    from .expert_teacher import class_probs, setup_teacher
     from .head import WaferHead
-    from .expert_extend import (change_points, check_answer_lines, final_reports, new_banks, sample_new,
-                                setup_taxonomy)
+    from .expert_extend import change_points, check_answer_lines, final_reports, new_banks, setup_taxonomy
     from .presence import PresenceHead, pattern_targets
     from .sources import load_wafer_file
 
@@ -155,11 +167,14 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _log(log, f"# {len(tmpl.kind)} templates, longest {int(tmpl.length.max())} tokens; "
               f"setup {time.time() - t_start:.0f}s")
     mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
-    w_wm = wm.class_weights(cfg.wm811k_balance)
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
-    n_new = round(cfg.batch_size * cfg.new_frac) if new["train"] is not None else 0
-    b_old = cfg.batch_size - n_new  # replay: the recipe's own mix of MixedWM38 / WM-811K / superposed maps
-    n_sup = round(b_old * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
+    draw = BatchDraw(cfg, mix, wm, sup, new["train"])
+    vals = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"])
+    teacher = setup_teacher(cfg, draw, classes, tax, vals, size, out, dev, lambda m: _log(log, m))
+    if cfg.teacher_only:
+        _log(log, f"# done: teacher only, {time.time() - t_start:.1f}s total")
+        log.close()
+        return {"teacher": str(cfg.teacher or out / "teacher.safetensors"), "total_s": round(time.time() - t_start, 1)}
     vision = FastVision(model)
     if not cfg.train_vision:  # frozen: its forward runs without autograd, its weights stay the init model's
         vision.visual.requires_grad_(False)
@@ -174,8 +189,13 @@ def train_expert(cfg: ExpertConfig) -> dict:
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    n_mix = round(b_old * cfg.mixed_frac) - n_sup
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    kd = None
+    if cfg.kd_loss > 0:
+        from .expert_kd import LineKD
+
+        kd = LineKD(proc.tokenizer, tmpl, classes, tax, dev, cfg.kd_temperature, cfg.kd_support)
+        kd_scale = cfg.kd_loss * cfg.kd_temperature ** 2
     loss_opts = SimpleNamespace(packing=False, answer_logits=cfg.answer_logits)  # train/speed.step_loss's options
     best, history, step, progress = None, [], 0, 0.0
     evals = sorted(cfg.eval_at)
@@ -184,23 +204,14 @@ def train_expert(cfg: ExpertConfig) -> dict:
     while progress < 1.0:
         lr_scale = warmup_cosine(step, progress, cfg.warmup_steps, cfg.min_lr_ratio)
         set_lr(opt, cfg.lr * lr_scale)
-        i_mix = torch.randint(0, len(mix), (n_mix,), device=dev, generator=gen)
-        i_wm = torch.multinomial(w_wm, b_old - n_mix - n_sup, replacement=True, generator=gen)
-        canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
-        cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
-        if cfg.dihedral:
-            geo = torch.cat([mix.geometry[i_mix], wm.geometry[i_wm]])
-            canvas = augment_batch(canvas, geo, cfg.rotate_frac, gen)
-        if sup is not None:
-            c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
-            canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
-        if n_new:
-            c_new, k_new = sample_new(new["train"], n_new, cfg.new_augment, gen)
-            canvas, cls = torch.cat([canvas, c_new]), torch.cat([cls, k_new])
+        canvas, cls = draw(cfg.batch_size, gen)
         t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen, cfg.short_answer_frac)
         order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward
         n_tok = (tmpl.labels[t][:, 1:] != -100).sum()
-        loss_sum, aux_sum = 0.0, 0.0
+        loss_sum, aux_sum, kd_sum = 0.0, 0.0, 0.0
+        if kd is not None:  # the teacher on each sample's own augmented view (eval mode, no grad)
+            q = class_probs(teacher, canvas, cfg.kd_temperature)
+            n_kd = kd.rows(t).clamp_min(1)
         for part in order.chunk(cfg.length_buckets):
             pv, _ = px(canvas[part])
             batch = tmpl.batch(t[part])
@@ -208,8 +219,15 @@ def train_expert(cfg: ExpertConfig) -> dict:
                 with torch.set_grad_enabled(cfg.train_vision):
                     img = vision(pv, tmpl.grid)
                 emb = embed_with_images(model, batch.pop("input_ids"), img)
-                part_loss = step_loss(model, {"inputs_embeds": emb, **batch}, loss_opts)
+                if kd is None:
+                    part_loss = step_loss(model, {"inputs_embeds": emb, **batch}, loss_opts)
+                else:
+                    part_loss, logits, keep = step_loss(model, {"inputs_embeds": emb, **batch}, loss_opts, True)
+                    part_kd = kd_scale * kd.kl_sum(logits, keep, t[part], q[part]) / n_kd
             part_loss = part_loss * (batch["labels"][:, 1:] != -100).sum() / n_tok
+            if kd is not None:
+                part_loss = part_loss + part_kd
+                kd_sum = kd_sum + part_kd.detach()
             if presence is not None:
                 aux = presence.loss(img, present[cls[part]])
                 part_loss = part_loss + cfg.presence_loss * aux * len(part) / len(order)
@@ -229,12 +247,13 @@ def train_expert(cfg: ExpertConfig) -> dict:
                    "maps_per_s": round(step * cfg.batch_size / max(train_s, 1e-9), 1)}
             if presence is not None:
                 rec["presence_loss"] = round(float(aux_sum), 5)
+            if kd is not None:
+                rec["kd_loss"] = round(float(kd_sum), 5)  # weighted, included in loss
             history.append(rec)
             _log(log, json.dumps(rec))
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
-            vals = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"])
             best = select_weights(step, model, ema,
                                   lambda m: evaluate(head if m is model else WaferHead(m, proc, tax), vals,
                                                      limit=cfg.eval_limit),

@@ -60,6 +60,18 @@ class ExpertConfig:
     eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
     train_vision: bool = True             # false: the vision tower stays frozen (no backward through it: CPU)
     answer_logits: bool = False           # the LM head only where labels are (same loss, less compute)
+    # A CNN teacher distilled into the diagnosis line (expert_teacher.py, expert_kd.py); training only, never saved
+    # in the model folder
+    teacher_steps: int = 0                # > 0: train the CNN teacher this many steps first (-> teacher.safetensors)
+    teacher: str | None = None            # a teacher.safetensors of an earlier run, loaded instead of training one
+    teacher_batch: int = 256              # maps per teacher step (drawn and augmented as the expert's)
+    teacher_lr: float = 0.1               # peak learning rate of the teacher (SGD, one-cycle)
+    teacher_width: int = 32               # channels of the teacher's first stage (64: ResNet-18 width, 11 M params)
+    teacher_downsample: int = 2           # the teacher sees the canvas average-pooled by this factor (speed)
+    teacher_only: bool = False            # train (or load) and score the teacher, save it, and stop
+    kd_loss: float = 0.0                  # > 0: weight of the distillation of the teacher into the diagnosis line
+    kd_temperature: float = 2.0           # softening of teacher and student (the loss is scaled by T^2)
+    kd_support: str = "children"          # student distribution over the trie children (head's choice) or "vocab"
 
 
 def _check(cfg: ExpertConfig) -> None:
@@ -86,5 +98,20 @@ def _check(cfg: ExpertConfig) -> None:
         raise UserError("config: new_data (labelled maps of the new classes) is missing")
     if cfg.taxonomy and cfg.presence_loss > 0:
         raise UserError("config: presence_loss works on the 8 known patterns only; set presence_loss=0 with taxonomy")
+    _check_teacher(cfg)
     if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):  # the model saved is the best one
         raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
+
+
+def _check_teacher(cfg: ExpertConfig) -> None:
+    if cfg.teacher_steps < 0 or cfg.teacher_batch < 1 or cfg.teacher_width < 1 or cfg.teacher_downsample < 1:
+        raise UserError("config: teacher_steps must not be negative, teacher_batch, teacher_width and "
+                        "teacher_downsample at least 1")
+    if cfg.teacher_lr <= 0 or cfg.kd_loss < 0 or cfg.kd_temperature <= 0:
+        raise UserError("config: teacher_lr and kd_temperature must be positive, kd_loss not negative")
+    if cfg.kd_support not in ("children", "vocab"):
+        raise UserError(f"config: kd_support must be children or vocab, got {cfg.kd_support!r}")
+    if cfg.teacher and cfg.teacher_steps:
+        raise UserError("config: set either teacher (load a trained teacher) or teacher_steps (train one), not both")
+    if (cfg.kd_loss > 0 or cfg.teacher_only) and not (cfg.teacher or cfg.teacher_steps):
+        raise UserError("config: kd_loss / teacher_only need a teacher: teacher_steps > 0 or teacher=PATH")
