@@ -9,7 +9,7 @@
 #   BATCH=1024 scripts/gpu-smoke.sh         batch size of the eval and bench steps (default 2048, bench's own)
 #
 # Steps: 1 a few train-expert steps (fast vision path check under TF32, bf16 autocast, EMA, val selection,
-# save); 2 a bf16 LoRA step of the generic trainer on a tiny Qwen2-VL; 3 eval of the bundled expert on cuda
+# save), then the CNN teacher and its distillation for a few steps; 2 a bf16 LoRA step of the generic trainer on a tiny Qwen2-VL; 3 eval of the bundled expert on cuda
 # over both full val sets; 4 bench on cuda; then the eval/bench speed ratio. Exit 0 only if all pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +52,12 @@ for f in "$MIX" "$WM"; do [ -f "$f" ] || { echo "FAIL missing $f (set DATA=)"; e
 step train-expert "$PY" -m domainvlm train-expert --config configs/wafer-expert.yaml "phases=[]" \
   mixedwm38="$MIX" wm811k="$WM" output_dir="$OUT/expert" max_steps=30 batch_size=256 warmup_steps=5 \
   limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=10
+
+# the CNN teacher (channels_last, bf16 autocast, cudnn) and its token-level distillation, continuing step 1's model
+step train-expert-kd "$PY" -m domainvlm train-expert --config configs/wafer-expert.yaml "phases=[]" \
+  mixedwm38="$MIX" wm811k="$WM" output_dir="$OUT/expert-kd" init_model="$OUT/expert/model" max_steps=10 \
+  batch_size=256 warmup_steps=2 limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=5 \
+  teacher_steps=30 teacher_batch=256 teacher_width=32 teacher_downsample=4 kd_loss=1 kd_temperature=2
 
 step lora-bf16 bash -c "
   set -e
