@@ -113,8 +113,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
     from .head import WaferHead
-    from .expert_extend import (change_points, check_answer_lines, final_reports, new_banks, sample_new,
-                                setup_taxonomy)
+    from .expert_extend import (change_points, check_answer_lines, final_reports, freeze_lm_layers, new_banks,
+                                old_baseline, penalised, sample_new, setup_taxonomy)
     from .presence import PresenceHead, pattern_targets
     from .sources import load_wafer_file
 
@@ -163,6 +163,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     vision = FastVision(model)
     if not cfg.train_vision:  # frozen: its forward runs without autograd, its weights stay the init model's
         vision.visual.requires_grad_(False)
+    freeze_lm_layers(model, cfg.train_lm_layers)
     params = [p for p in model.parameters() if p.requires_grad]
     presence = PresenceHead(model.config.text_config.hidden_size).to(dev) if cfg.presence_loss > 0 else None
     if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
@@ -173,6 +174,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     ema = averager.model if averager is not None else None
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
+    old_val = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]]
+    base_old = (old_baseline(cfg, dev, tax, old_val, lambda m: _log(log, m), evaluate)
+                if cfg.select_penalty > 0 else None)  # the drop the selection penalises is against these
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     n_mix = round(b_old * cfg.mixed_frac) - n_sup
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -234,10 +238,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
-            vals = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"])
+            vals = old_val + [new["val"]] * bool(new["val"])
             best = select_weights(step, model, ema,
-                                  lambda m: evaluate(head if m is model else WaferHead(m, proc, tax), vals,
-                                                     limit=cfg.eval_limit),
+                                  lambda m: penalised(evaluate(head if m is model else WaferHead(m, proc, tax), vals,
+                                                               limit=cfg.eval_limit), base_old, cfg),
                                   "score", best, history, lambda line: _log(log, line))
             t_eval += time.time() - te
     state = best.pop("state")
@@ -248,8 +252,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _card(cfg, out / "model", best)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
     if new["test"] is not None:  # held back: scored once, never used for selection
-        summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]],
-                                 new["test"], lambda m: _log(log, m), evaluate)
+        summary |= final_reports(cfg, model, proc, tax, old_val, new["test"], lambda m: _log(log, m), evaluate,
+                                 base_old)
         if "baseline" in summary:
             summary["change_points"] = change_points(best, summary["baseline"])
             _log(log, f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")

@@ -60,6 +60,11 @@ class ExpertConfig:
     eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
     train_vision: bool = True             # false: the vision tower stays frozen (no backward through it: CPU)
     answer_logits: bool = False           # the LM head only where labels are (same loss, less compute)
+    train_lm_layers: int = 0              # > 0: train only the LM's last N decoder layers and final norm (token
+    #                                       embeddings, tied to the LM head, frozen); 0 = the whole LM
+    select_drop_limit: float = 0.3        # with select_penalty: old-class exact-match drop (points) allowed
+    select_penalty: float = 0.0           # > 0: selection score minus this x (drop - limit, in points / 100) per
+    #                                       old val set (init_model scored on val before training); 0 = off
 
 
 def _check(cfg: ExpertConfig) -> None:
@@ -80,6 +85,10 @@ def _check(cfg: ExpertConfig) -> None:
         raise UserError(f"config: new_augment must be mirror, dihedral or none, got {cfg.new_augment!r}")
     if not 0.0 <= cfg.new_frac < 1.0 or cfg.replay_limit < 0:
         raise UserError("config: new_frac must be in [0, 1), replay_limit not negative")
+    if cfg.train_lm_layers < 0 or cfg.select_penalty < 0 or cfg.select_drop_limit < 0:
+        raise UserError("config: train_lm_layers, select_penalty and select_drop_limit must not be negative")
+    if cfg.select_penalty > 0 and not cfg.init_model:
+        raise UserError("config: select_penalty (old-class drop against init_model) needs init_model")
     if cfg.taxonomy and not cfg.init_model:
         raise UserError("config: taxonomy (classes added to a model's own) needs init_model (the model to continue)")
     if (cfg.new_val or cfg.new_test or cfg.new_frac > 0 and cfg.taxonomy) and not cfg.new_data:

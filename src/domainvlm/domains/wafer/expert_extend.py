@@ -86,20 +86,58 @@ def sample_new(bank, n: int, augment: str, gen: torch.Generator) -> tuple[torch.
     return canvas, bank.cls[i]
 
 
-def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate) -> dict:
-    """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
-    old val maps and test maps (its head knows only its own classes); the saved model's old val scores are the
-    selection's (best). ``evaluate``: the recipe's (expert.evaluate)."""
+def freeze_lm_layers(model, n: int) -> None:
+    """Train only the LM's last ``n`` decoder layers (and its final norm): fewer weights move, so less of what
+    the old classes rely on; the token embeddings (tied to the LM head) stay too. ``n`` = 0: all trainable."""
+    if n <= 0:
+        return
+    lm = model.model.language_model
+    lm.embed_tokens.requires_grad_(False)
+    for layer in lm.layers[:max(0, len(lm.layers) - n)]:
+        layer.requires_grad_(False)
+
+
+def _baseline_head(cfg, device):
     from ...models.loader import load_model
     from .head import WaferHead
     from .taxonomy import for_model_dir
 
+    base, bproc = load_model(cfg.init_model, device=str(device), dtype="float32")
+    return WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model))
+
+
+def old_baseline(cfg, device, tax, old_val: list, log, evaluate) -> dict:
+    """init_model's scores on the old val maps each eval scores (before training, for select_penalty)."""
+    res = evaluate(_baseline_head(cfg, device), old_val, limit=cfg.eval_limit, tax=tax)
+    log(f"# baseline ({cfg.init_model}) on old val {res}")
+    return res
+
+
+def penalised(res: dict, base: dict | None, cfg) -> dict:
+    """``res`` with select_penalty x (old-class exact-match drop beyond select_drop_limit) taken off its score:
+    the selection can favour weights that keep the old classes. Unchanged without a baseline."""
+    if not base or cfg.select_penalty <= 0:
+        return res
+    over = sum(max(0.0, 100 * (base[s]["exact_match"] - res[s]["exact_match"]) - cfg.select_drop_limit)
+               for s in ("mixedwm38", "wm811k") if s in res and s in base)
+    return res | {"score_unpenalised": res["score"], "score": res["score"] - cfg.select_penalty * over / 100}
+
+
+def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate, base_old: dict | None = None) -> dict:
+    """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
+    old val maps and test maps (its head knows only its own classes; ``base_old``: its old val scores already
+    measured); the saved model's old val scores are the selection's (best). ``evaluate``: expert.evaluate."""
+    from .head import WaferHead
+
     out = {"test": evaluate(WaferHead(model, proc, tax), [test], limit=cfg.eval_limit)}
     log(f"# held-back test {out['test']}")
     if cfg.eval_baseline and cfg.init_model:
-        base, bproc = load_model(cfg.init_model, device=str(model.device), dtype="float32")
-        out["baseline"] = evaluate(WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model)), old_val + [test],
-                                   limit=cfg.eval_limit, tax=tax)
+        head = _baseline_head(cfg, model.device)
+        if base_old is None:
+            out["baseline"] = evaluate(head, old_val + [test], limit=cfg.eval_limit, tax=tax)
+        else:  # the old val sets were scored before training: only the test maps are new
+            out["baseline"] = {k: v for k, v in base_old.items() if k != "score"} | {
+                k: v for k, v in evaluate(head, [test], limit=cfg.eval_limit, tax=tax).items() if k != "score"}
         log(f"# baseline ({cfg.init_model}) {out['baseline']}")
     return out
 
