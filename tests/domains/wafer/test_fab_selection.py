@@ -88,3 +88,31 @@ def test_penalised_selection_end_to_end(tmp_path):
     frozen = [k for k in w0 if "layers.0." in k or "embed_tokens" in k]  # the tiny LM has 2 layers
     assert frozen and all(torch.equal(w0[k], w1[k]) for k in frozen)
     assert any(not torch.equal(w0[k], w1[k]) for k in w0 if "layers.1." in k)
+
+
+def test_dihedral_augmentation_keeps_bound_maps_notch_down():
+    """new_augment=dihedral with new_augment_bound: a map naming a bound class (Notch-Cluster) is only ever
+    mirrored left-right; the others take all 8 symmetries."""
+    import torch
+
+    from domainvlm.domains.wafer.expert_extend import bound_rows, sample_new
+
+    base = torch.arange(16, dtype=torch.uint8).view(4, 4)  # no symmetry: each transform gives another array
+    bank = SimpleNamespace(canvas=torch.stack([base, base]), cls=torch.tensor([0, 1]),
+                           defects=[("Center", "Notch-Cluster"), ("Reticle-Repeat",)])
+    bound = bound_rows(bank, ["Notch-Cluster"])
+    assert bound.tolist() == [True, False]
+
+    class Bank(SimpleNamespace):
+        def __len__(self):
+            return 2
+
+    bank = Bank(canvas=bank.canvas, cls=bank.cls, defects=bank.defects)
+    seen = {0: set(), 1: set()}
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        canvas, cls = sample_new(bank, 8, "dihedral", gen, bound)
+        for c, k in zip(canvas, cls.tolist()):
+            seen[k].add(tuple(c.flatten().tolist()))
+    keep = {tuple(base.flatten().tolist()), tuple(base.flip(1).flatten().tolist())}
+    assert seen[0] == keep and len(seen[1]) == 8

@@ -113,8 +113,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, augment_batch, numpy_canvas_check
     from .head import WaferHead
-    from .expert_extend import (change_points, check_answer_lines, final_reports, freeze_lm_layers, new_banks,
-                                old_baseline, penalised, sample_new, setup_taxonomy)
+    from .expert_extend import (bound_rows, change_points, check_answer_lines, final_reports, freeze_lm_layers,
+                                new_banks, old_baseline, penalised, sample_new, setup_taxonomy)
     from .presence import PresenceHead, pattern_targets
     from .sources import load_wafer_file
 
@@ -158,6 +158,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     w_wm = wm.class_weights(cfg.wm811k_balance)
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
     n_new = round(cfg.batch_size * cfg.new_frac) if new["train"] is not None else 0
+    bound = bound_rows(new["train"], cfg.new_augment_bound) if n_new and cfg.new_augment_bound else None
     b_old = cfg.batch_size - n_new  # replay: the recipe's own mix of MixedWM38 / WM-811K / superposed maps
     n_sup = round(b_old * cfg.mixed_frac * cfg.superpose_frac) if sup else 0
     vision = FastVision(model)
@@ -199,7 +200,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
             c_sup, k_sup = sup.sample(n_sup, gen, cfg.dihedral)
             canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
         if n_new:
-            c_new, k_new = sample_new(new["train"], n_new, cfg.new_augment, gen)
+            c_new, k_new = sample_new(new["train"], n_new, cfg.new_augment, gen, bound)
             canvas, cls = torch.cat([canvas, c_new]), torch.cat([cls, k_new])
         t = tmpl.sample(cls, cfg.follow_up_frac, cfg.out_of_scope_frac, gen, cfg.short_answer_frac)
         order = torch.argsort(tmpl.length[t])  # length buckets: less padding per forward

@@ -56,8 +56,12 @@ class ExpertConfig:
     new_test: str | None = None           # held-back labelled maps (npz or CSV), evaluated once on the saved model
     new_frac: float = 0.5                 # share of each batch drawn from new_data (the rest: replay, as above)
     new_augment: str = "mirror"           # mirror (left-right: keeps the notch at the bottom) | dihedral | none
+    new_augment_bound: list[str] = field(default_factory=list)  # with new_augment=dihedral: classes bound to an
+    #                                       orientation (e.g. Notch-Cluster): maps naming one get mirror only
     replay_limit: int = 0                 # > 0: first N train maps of each old set only (replay on a small host)
     eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
+    eval_baseline_test: bool = True       # with eval_baseline: init_model on new_test too (its F1 there is 0:
+    #                                       it cannot name the new classes; false saves that eval on a CPU)
     train_vision: bool = True             # false: the vision tower stays frozen (no backward through it: CPU)
     answer_logits: bool = False           # the LM head only where labels are (same loss, less compute)
     train_lm_layers: int = 0              # > 0: train only the LM's last N decoder layers and final norm (token
@@ -83,6 +87,8 @@ def _check(cfg: ExpertConfig) -> None:
         raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
     if cfg.new_augment not in ("mirror", "dihedral", "none"):
         raise UserError(f"config: new_augment must be mirror, dihedral or none, got {cfg.new_augment!r}")
+    if cfg.new_augment_bound and cfg.new_augment != "dihedral":
+        raise UserError("config: new_augment_bound needs new_augment=dihedral (the other maps' augmentation)")
     if not 0.0 <= cfg.new_frac < 1.0 or cfg.replay_limit < 0:
         raise UserError("config: new_frac must be in [0, 1), replay_limit not negative")
     if cfg.train_lm_layers < 0 or cfg.select_penalty < 0 or cfg.select_drop_limit < 0:

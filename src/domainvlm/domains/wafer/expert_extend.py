@@ -70,17 +70,29 @@ def _load_new(path, tax, tax_source):
     return load_labelled_npz(path, tax)
 
 
-def sample_new(bank, n: int, augment: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def bound_rows(bank, bound) -> torch.Tensor:
+    """Per map of ``bank``: does its label name a class of ``bound`` (bound to an orientation)?"""
+    return torch.tensor([any(c in bound for c in d) for d in bank.defects], dtype=torch.bool, device=bank.cls.device)
+
+
+def sample_new(bank, n: int, augment: str, gen: torch.Generator,
+               bound: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(canvas, class) of ``n`` new-class maps drawn uniformly; ``mirror`` flips left-right only, so a pattern
-    bound to the notch (at the bottom) stays there."""
+    bound to the notch (at the bottom) stays there; ``dihedral`` any of the 8 symmetries, except for the maps
+    ``bound`` marks (bound_rows): those get one of the two that keep the bottom (identity, left-right mirror)."""
     from .expert_data import dihedral_batch
 
     dev = bank.cls.device
     i = torch.randint(0, len(bank), (n,), device=dev, generator=gen)
     canvas = bank.canvas[i]
     if augment == "dihedral":
-        canvas = dihedral_batch(canvas, torch.randint(0, 8, (n,), device=dev, generator=gen))
-    elif augment == "mirror":
+        k = torch.randint(0, 8, (n,), device=dev, generator=gen)
+        if bound is not None:
+            canvas = torch.where(bound[i][:, None, None], canvas, dihedral_batch(canvas, k))
+            augment = "mirror"  # every map may still be mirrored: the bound ones keep the bottom so
+        else:
+            canvas = dihedral_batch(canvas, k)
+    if augment == "mirror":
         flip = torch.rand(n, device=dev, generator=gen) < 0.5
         canvas = torch.where(flip[:, None, None], canvas.flip(2), canvas)
     return canvas, bank.cls[i]
@@ -133,11 +145,12 @@ def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate, bas
     log(f"# held-back test {out['test']}")
     if cfg.eval_baseline and cfg.init_model:
         head = _baseline_head(cfg, model.device)
-        if base_old is None:
-            out["baseline"] = evaluate(head, old_val + [test], limit=cfg.eval_limit, tax=tax)
-        else:  # the old val sets were scored before training: only the test maps are new
-            out["baseline"] = {k: v for k, v in base_old.items() if k != "score"} | {
-                k: v for k, v in evaluate(head, [test], limit=cfg.eval_limit, tax=tax).items() if k != "score"}
+        banks = ([] if base_old is not None else old_val) + [test] * cfg.eval_baseline_test
+        res = evaluate(head, banks, limit=cfg.eval_limit, tax=tax) if banks else {}
+        if base_old is None and cfg.eval_baseline_test:
+            out["baseline"] = res
+        else:  # old val scored before training (base_old), or no test maps: no mean over other banks
+            out["baseline"] = {k: v for k, v in {**(base_old or {}), **res}.items() if k != "score"}
         log(f"# baseline ({cfg.init_model}) {out['baseline']}")
     return out
 
