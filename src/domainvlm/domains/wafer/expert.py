@@ -121,6 +121,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.output_dir)

@@ -47,6 +47,8 @@ class ExpertConfig:
     log_every: int = 50                   # steps between log lines
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
     seed: int = 0                         # seed of data order, initialisation and augmentation
+    threads: int = 0                      # > 0: torch CPU threads (1 on a CPU shared with other jobs: 2 threads
+    #                                       contending with other processes ran ~10x slower); 0 = torch's default
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
     # A fab's own taxonomy (domains/wafer/expert_extend.py): continue init_model on new classes plus replay
     taxonomy: str | None = None           # YAML/JSON of classes (and mixtures) added to init_model's taxonomy
@@ -80,6 +82,8 @@ def _check(cfg: ExpertConfig) -> None:
             raise UserError(f"config: {name} must be in [0, 1{')' if name == 'ema_decay' else ']'}, got {v}")
     if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
         raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
+    if cfg.threads < 0:
+        raise UserError(f"config: threads must not be negative, got {cfg.threads}")
     for name in ("max_steps", "batch_size", "length_buckets"):
         if getattr(cfg, name) < 1:
             raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
