@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 
+
 def _shift_overlap(f, dy, dx):
     h, w = f.shape
     a = f[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]

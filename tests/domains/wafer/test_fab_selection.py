@@ -116,3 +116,18 @@ def test_dihedral_augmentation_keeps_bound_maps_notch_down():
             seen[k].add(tuple(c.flatten().tolist()))
     keep = {tuple(base.flatten().tolist()), tuple(base.flip(1).flatten().tolist())}
     assert seen[0] == keep and len(seen[1]) == 8
+
+
+def test_eval_spread_takes_maps_from_the_whole_val_set():
+    """eval_spread: a class-ordered val set (as WM-811K's) is sampled evenly, not by its first maps."""
+    import numpy as np
+
+    from domainvlm.domains.wafer.expert import _head
+    from domainvlm.domains.wafer.sources import WaferSet
+
+    defects = [("Loc",)] * 6 + [()] * 6 + [("Center",)] * 6
+    ws = WaferSet([np.full((3, 3), i % 3, np.uint8) for i in range(18)], defects, ["val"] * 18, "wm811k", "wm811k", "x")
+    assert {d for d in _head(ws, 6).defects} == {("Loc",)}
+    spread = _head(ws, 6, spread=True)
+    assert spread.defects == [("Loc",)] * 2 + [()] * 2 + [("Center",)] * 2 and spread.split == ["val"] * 6
+    assert _head(ws, 0, spread=True) is ws

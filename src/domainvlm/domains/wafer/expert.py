@@ -52,12 +52,15 @@ def _build(cfg: ExpertConfig, out: Path):
     return model, proc
 
 
-def _head(ws, n: int):
+def _head(ws, n: int, spread: bool = False):
+    """The first ``n`` maps of ``ws`` (all when n is 0), or with ``spread`` ``n`` maps evenly spaced over it."""
     if not n or n >= len(ws):
         return ws
     from .sources import WaferSet
 
-    return WaferSet(ws.maps[:n], ws.defects[:n], ws.split[:n] if ws.split else None, ws.source, ws.taxonomy, ws.path)
+    idx = [i * len(ws) // n for i in range(n)] if spread else range(n)
+    pick = lambda xs: [xs[i] for i in idx] if xs is not None else None  # noqa: E731
+    return WaferSet(pick(ws.maps), pick(ws.defects), pick(ws.split), ws.source, ws.taxonomy, ws.path)
 
 
 @torch.no_grad()
@@ -142,8 +145,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
         ws = load_wafer_file(path)
         if not numpy_canvas_check(ws, size):
             raise RuntimeError("canvas_batch differs from render_map")
-        split = {s: _head(_head(ws.select(s), cfg.limit_maps), cfg.replay_limit if s == "train" else cfg.eval_limit)
-                 for s in ("train", "val")}  # val: only the maps each eval scores
+        split = {s: _head(_head(ws.select(s), cfg.limit_maps), cfg.replay_limit if s == "train" else cfg.eval_limit,
+                          spread=cfg.eval_spread and s == "val") for s in ("train", "val")}  # val: the maps evals score
         sets[name] = {s: MapBank(w, size, dev, name, classes, tax) for s, w in split.items()}
         if name == "mixedwm38":
             mix_maps = split["train"].maps  # raw die grids, for superposed mixtures

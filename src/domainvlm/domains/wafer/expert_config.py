@@ -43,6 +43,8 @@ class ExpertConfig:
     out_of_scope_frac: float = 0.02       # share of samples that are an off-topic question (trained refusal)
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
     eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
+    eval_spread: bool = False             # with eval_limit: maps evenly spread over each val set, not its first
+    #                                       ones (WM-811K's val is ordered by class: its first 500 are all Loc)
     length_buckets: int = 2               # forward each batch in this many length-sorted parts
     log_every: int = 50                   # steps between log lines
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
