@@ -248,7 +248,7 @@ def test_where_questions_name_the_models_own_classes(fab_model):
                                  Sampling(max_new_tokens=64))[0]
     en, zh = ask("Where is the Probe-Card on this wafer?"), ask("探针卡行列在哪里？")
     assert en.startswith(("Probe-Card: ", "No Probe-Card is seen on this map (diagnosis: ")), en
-    assert zh.startswith("探针卡行列：") or zh.startswith("这张图上没有看到Probe-Card"), zh
+    assert zh.startswith("探针卡行列：") or zh.startswith("这张图上没有看到探针卡行列"), zh
 
 
 def test_eval_check_names_a_mixture_the_taxonomy_does_not_answer(fab_model):

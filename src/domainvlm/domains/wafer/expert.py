@@ -54,12 +54,15 @@ def _build(cfg: ExpertConfig, out: Path):
     return model, proc
 
 
-def _head(ws, n: int):
+def _head(ws, n: int, spread: bool = False):
+    """The first ``n`` maps of ``ws`` (all when n is 0), or with ``spread`` ``n`` maps evenly spaced over it."""
     if not n or n >= len(ws):
         return ws
     from .sources import WaferSet
 
-    return WaferSet(ws.maps[:n], ws.defects[:n], ws.split[:n] if ws.split else None, ws.source, ws.taxonomy, ws.path)
+    idx = [i * len(ws) // n for i in range(n)] if spread else range(n)
+    pick = lambda xs: [xs[i] for i in idx] if xs is not None else None  # noqa: E731
+    return WaferSet(pick(ws.maps), pick(ws.defects), pick(ws.split), ws.source, ws.taxonomy, ws.path)
 
 
 @torch.no_grad()
@@ -126,13 +129,16 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from .expert_sample import BatchDraw
     from .expert_teacher import class_probs, setup_teacher
     from .head import WaferHead
-    from .expert_extend import change_points, check_answer_lines, final_reports, new_banks, setup_taxonomy
+    from .expert_extend import (change_points, check_answer_lines, final_reports, freeze_lm_layers, new_banks,
+                                old_baseline, penalised, setup_taxonomy)
     from .presence import PresenceHead, pattern_targets
     from .sources import load_wafer_file
 
     t_start = time.time()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.output_dir)
@@ -152,8 +158,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
         ws = load_wafer_file(path)
         if not numpy_canvas_check(ws, size):
             raise RuntimeError("canvas_batch differs from render_map")
-        split = {s: _head(_head(ws.select(s), cfg.limit_maps), cfg.replay_limit if s == "train" else cfg.eval_limit)
-                 for s in ("train", "val")}  # val: only the maps each eval scores
+        split = {s: _head(_head(ws.select(s), cfg.limit_maps), cfg.replay_limit if s == "train" else cfg.eval_limit,
+                          spread=cfg.eval_spread and s == "val") for s in ("train", "val")}  # val: the maps evals score
         sets[name] = {s: MapBank(w, size, dev, name, classes, tax) for s, w in split.items()}
         if name == "mixedwm38":
             mix_maps = split["train"].maps  # raw die grids, for superposed mixtures
@@ -178,6 +184,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     vision = FastVision(model)
     if not cfg.train_vision:  # frozen: its forward runs without autograd, its weights stay the init model's
         vision.visual.requires_grad_(False)
+    freeze_lm_layers(model, cfg.train_lm_layers)
     params = [p for p in model.parameters() if p.requires_grad]
     presence = PresenceHead(model.config.text_config.hidden_size).to(dev) if cfg.presence_loss > 0 else None
     if presence is not None:  # trained with the model, never saved (the HF folder stays a plain Qwen2-VL)
@@ -188,6 +195,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     ema = averager.model if averager is not None else None
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
+    old_val = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]]
+    base_old = (old_baseline(cfg, dev, tax, old_val, lambda m: _log(log, m), evaluate)
+                if cfg.select_penalty > 0 else None)  # the drop the selection penalises is against these
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
     kd = None
@@ -255,8 +265,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
             evals.pop(0)
             te = time.time()
             best = select_weights(step, model, ema,
-                                  lambda m: evaluate(head if m is model else WaferHead(m, proc, tax), vals,
-                                                     limit=cfg.eval_limit),
+                                  lambda m: penalised(evaluate(head if m is model else WaferHead(m, proc, tax), vals,
+                                                               limit=cfg.eval_limit), base_old, cfg),
                                   "score", best, history, lambda line: _log(log, line))
             t_eval += time.time() - te
     state = best.pop("state")
@@ -267,8 +277,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _card(cfg, out / "model", best)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
     if new["test"] is not None:  # held back: scored once, never used for selection
-        summary |= final_reports(cfg, model, proc, tax, [sets["mixedwm38"]["val"], sets["wm811k"]["val"]],
-                                 new["test"], lambda m: _log(log, m), evaluate)
+        summary |= final_reports(cfg, model, proc, tax, old_val, new["test"], lambda m: _log(log, m), evaluate,
+                                 base_old)
         if "baseline" in summary:
             summary["change_points"] = change_points(best, summary["baseline"])
             _log(log, f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")

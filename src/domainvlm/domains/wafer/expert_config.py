@@ -43,10 +43,14 @@ class ExpertConfig:
     out_of_scope_frac: float = 0.02       # share of samples that are an off-topic question (trained refusal)
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])  # progress points (val selection)
     eval_limit: int = 0                   # > 0: val maps per set at each eval (0 = all)
+    eval_spread: bool = False             # with eval_limit: maps evenly spread over each val set, not its first
+    #                                       ones (WM-811K's val is ordered by class: its first 500 are all Loc)
     length_buckets: int = 2               # forward each batch in this many length-sorted parts
     log_every: int = 50                   # steps between log lines
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
     seed: int = 0                         # seed of data order, initialisation and augmentation
+    threads: int = 0                      # > 0: torch CPU threads (1 on a CPU shared with other jobs: 2 threads
+    #                                       contending with other processes ran ~10x slower); 0 = torch's default
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
     # A fab's own taxonomy (domains/wafer/expert_extend.py): continue init_model on new classes plus replay
     taxonomy: str | None = None           # YAML/JSON of classes (and mixtures) added to init_model's taxonomy
@@ -56,8 +60,12 @@ class ExpertConfig:
     new_test: str | None = None           # held-back labelled maps (npz or CSV), evaluated once on the saved model
     new_frac: float = 0.5                 # share of each batch drawn from new_data (the rest: replay, as above)
     new_augment: str = "mirror"           # mirror (left-right: keeps the notch at the bottom) | dihedral | none
+    new_augment_bound: list[str] = field(default_factory=list)  # with new_augment=dihedral: classes bound to an
+    #                                       orientation (e.g. Notch-Cluster): maps naming one get mirror only
     replay_limit: int = 0                 # > 0: first N train maps of each old set only (replay on a small host)
     eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
+    eval_baseline_test: bool = True       # with eval_baseline: init_model on new_test too (its F1 there is 0:
+    #                                       it cannot name the new classes; false saves that eval on a CPU)
     train_vision: bool = True             # false: the vision tower stays frozen (no backward through it: CPU)
     answer_logits: bool = False           # the LM head only where labels are (same loss, less compute)
     # A CNN teacher distilled into the diagnosis line (expert_teacher.py, expert_kd.py); training only, never saved
@@ -72,6 +80,11 @@ class ExpertConfig:
     kd_loss: float = 0.0                  # > 0: weight of the distillation of the teacher into the diagnosis line
     kd_temperature: float = 2.0           # softening of teacher and student (the loss is scaled by T^2)
     kd_support: str = "children"          # student distribution over the trie children (head's choice) or "vocab"
+    train_lm_layers: int = 0              # > 0: train only the LM's last N decoder layers and final norm (token
+    #                                       embeddings, tied to the LM head, frozen); 0 = the whole LM
+    select_drop_limit: float = 0.3        # with select_penalty: old-class exact-match drop (points) allowed
+    select_penalty: float = 0.0           # > 0: selection score minus this x (drop - limit, in points / 100) per
+    #                                       old val set (init_model scored on val before training); 0 = off
 
 
 def _check(cfg: ExpertConfig) -> None:
@@ -83,6 +96,8 @@ def _check(cfg: ExpertConfig) -> None:
             raise UserError(f"config: {name} must be in [0, 1{')' if name == 'ema_decay' else ']'}, got {v}")
     if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
         raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
+    if cfg.threads < 0:
+        raise UserError(f"config: threads must not be negative, got {cfg.threads}")
     for name in ("max_steps", "batch_size", "length_buckets"):
         if getattr(cfg, name) < 1:
             raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
@@ -90,8 +105,14 @@ def _check(cfg: ExpertConfig) -> None:
         raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
     if cfg.new_augment not in ("mirror", "dihedral", "none"):
         raise UserError(f"config: new_augment must be mirror, dihedral or none, got {cfg.new_augment!r}")
+    if cfg.new_augment_bound and cfg.new_augment != "dihedral":
+        raise UserError("config: new_augment_bound needs new_augment=dihedral (the other maps' augmentation)")
     if not 0.0 <= cfg.new_frac < 1.0 or cfg.replay_limit < 0:
         raise UserError("config: new_frac must be in [0, 1), replay_limit not negative")
+    if cfg.train_lm_layers < 0 or cfg.select_penalty < 0 or cfg.select_drop_limit < 0:
+        raise UserError("config: train_lm_layers, select_penalty and select_drop_limit must not be negative")
+    if cfg.select_penalty > 0 and not cfg.init_model:
+        raise UserError("config: select_penalty (old-class drop against init_model) needs init_model")
     if cfg.taxonomy and not cfg.init_model:
         raise UserError("config: taxonomy (classes added to a model's own) needs init_model (the model to continue)")
     if (cfg.new_val or cfg.new_test or cfg.new_frac > 0 and cfg.taxonomy) and not cfg.new_data:

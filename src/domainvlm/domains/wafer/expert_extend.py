@@ -70,36 +70,87 @@ def _load_new(path, tax, tax_source):
     return load_labelled_npz(path, tax)
 
 
-def sample_new(bank, n: int, augment: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def bound_rows(bank, bound) -> torch.Tensor:
+    """Per map of ``bank``: does its label name a class of ``bound`` (bound to an orientation)?"""
+    return torch.tensor([any(c in bound for c in d) for d in bank.defects], dtype=torch.bool, device=bank.cls.device)
+
+
+def sample_new(bank, n: int, augment: str, gen: torch.Generator,
+               bound: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(canvas, class) of ``n`` new-class maps drawn uniformly; ``mirror`` flips left-right only, so a pattern
-    bound to the notch (at the bottom) stays there."""
+    bound to the notch (at the bottom) stays there; ``dihedral`` any of the 8 symmetries, except for the maps
+    ``bound`` marks (bound_rows): those get one of the two that keep the bottom (identity, left-right mirror)."""
     from .expert_data import dihedral_batch
 
     dev = bank.cls.device
     i = torch.randint(0, len(bank), (n,), device=dev, generator=gen)
     canvas = bank.canvas[i]
     if augment == "dihedral":
-        canvas = dihedral_batch(canvas, torch.randint(0, 8, (n,), device=dev, generator=gen))
-    elif augment == "mirror":
+        k = torch.randint(0, 8, (n,), device=dev, generator=gen)
+        if bound is not None:
+            canvas = torch.where(bound[i][:, None, None], canvas, dihedral_batch(canvas, k))
+            augment = "mirror"  # every map may still be mirrored: the bound ones keep the bottom so
+        else:
+            canvas = dihedral_batch(canvas, k)
+    if augment == "mirror":
         flip = torch.rand(n, device=dev, generator=gen) < 0.5
         canvas = torch.where(flip[:, None, None], canvas.flip(2), canvas)
     return canvas, bank.cls[i]
 
 
-def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate) -> dict:
-    """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
-    old val maps and test maps (its head knows only its own classes); the saved model's old val scores are the
-    selection's (best). ``evaluate``: the recipe's (expert.evaluate)."""
+def freeze_lm_layers(model, n: int) -> None:
+    """Train only the LM's last ``n`` decoder layers (and its final norm): fewer weights move, so less of what
+    the old classes rely on; the token embeddings (tied to the LM head) stay too. ``n`` = 0: all trainable."""
+    if n <= 0:
+        return
+    lm = model.model.language_model
+    lm.embed_tokens.requires_grad_(False)
+    for layer in lm.layers[:max(0, len(lm.layers) - n)]:
+        layer.requires_grad_(False)
+
+
+def _baseline_head(cfg, device):
     from ...models.loader import load_model
     from .head import WaferHead
     from .taxonomy import for_model_dir
 
+    base, bproc = load_model(cfg.init_model, device=str(device), dtype="float32")
+    return WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model))
+
+
+def old_baseline(cfg, device, tax, old_val: list, log, evaluate) -> dict:
+    """init_model's scores on the old val maps each eval scores (before training, for select_penalty)."""
+    res = evaluate(_baseline_head(cfg, device), old_val, limit=cfg.eval_limit, tax=tax)
+    log(f"# baseline ({cfg.init_model}) on old val {res}")
+    return res
+
+
+def penalised(res: dict, base: dict | None, cfg) -> dict:
+    """``res`` with select_penalty x (old-class exact-match drop beyond select_drop_limit) taken off its score:
+    the selection can favour weights that keep the old classes. Unchanged without a baseline."""
+    if not base or cfg.select_penalty <= 0:
+        return res
+    over = sum(max(0.0, 100 * (base[s]["exact_match"] - res[s]["exact_match"]) - cfg.select_drop_limit)
+               for s in ("mixedwm38", "wm811k") if s in res and s in base)
+    return res | {"score_unpenalised": res["score"], "score": res["score"] - cfg.select_penalty * over / 100}
+
+
+def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate, base_old: dict | None = None) -> dict:
+    """The saved model's scores on the held-back ``test`` bank and, with eval_baseline, init_model's on the same
+    old val maps and test maps (its head knows only its own classes; ``base_old``: its old val scores already
+    measured); the saved model's old val scores are the selection's (best). ``evaluate``: expert.evaluate."""
+    from .head import WaferHead
+
     out = {"test": evaluate(WaferHead(model, proc, tax), [test], limit=cfg.eval_limit)}
     log(f"# held-back test {out['test']}")
     if cfg.eval_baseline and cfg.init_model:
-        base, bproc = load_model(cfg.init_model, device=str(model.device), dtype="float32")
-        out["baseline"] = evaluate(WaferHead(base.eval(), bproc, for_model_dir(cfg.init_model)), old_val + [test],
-                                   limit=cfg.eval_limit, tax=tax)
+        head = _baseline_head(cfg, model.device)
+        banks = ([] if base_old is not None else old_val) + [test] * cfg.eval_baseline_test
+        res = evaluate(head, banks, limit=cfg.eval_limit, tax=tax) if banks else {}
+        if base_old is None and cfg.eval_baseline_test:
+            out["baseline"] = res
+        else:  # old val scored before training (base_old), or no test maps: no mean over other banks
+            out["baseline"] = {k: v for k, v in {**(base_old or {}), **res}.items() if k != "score"}
         log(f"# baseline ({cfg.init_model}) {out['baseline']}")
     return out
 

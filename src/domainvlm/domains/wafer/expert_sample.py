@@ -16,6 +16,11 @@ class BatchDraw:
     def __init__(self, cfg, mix, wm, sup=None, new_train=None):
         self.cfg, self.mix, self.wm, self.sup, self.new = cfg, mix, wm, sup, new_train
         self.w_wm = wm.class_weights(cfg.wm811k_balance)
+        self.bound = None  # rows of new_train naming an orientation-bound class: mirrored only
+        if new_train is not None and cfg.new_augment_bound:
+            from .expert_extend import bound_rows
+
+            self.bound = bound_rows(new_train, cfg.new_augment_bound)
 
     def __call__(self, b: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(canvas (b, S, S), class index (b,)) of ``b`` augmented training maps."""
@@ -37,6 +42,6 @@ class BatchDraw:
         if n_new:
             from .expert_extend import sample_new
 
-            c_new, k_new = sample_new(self.new, n_new, cfg.new_augment, gen)
+            c_new, k_new = sample_new(self.new, n_new, cfg.new_augment, gen, self.bound)
             canvas, cls = torch.cat([canvas, c_new]), torch.cat([cls, k_new])
         return canvas, cls

@@ -54,9 +54,10 @@ def _pct(x: float) -> str:
     return f"{x:.1f}%"
 
 
-def say(facts: dict, kind: str, lang: str = "en", pattern: str | None = None, named=()) -> str:
+def say(facts: dict, kind: str, lang: str = "en", pattern: str | None = None, named=(), tax=None) -> str:
     """One fact in words. ``kind``: yield / failing / dies / zone / quadrant / where (``pattern``); ``named``:
-    the patterns the diagnosis names (for 'where' of a pattern it does not see)."""
+    the patterns the diagnosis names (for 'where' of a pattern it does not see); ``tax``: the model's taxonomy,
+    whose zh names (a fab's own classes too) the zh sentence uses (default: the 8 known patterns')."""
     zh = lang == "zh"
     n, f, y = facts["dies"], facts["failing"], facts["yield_pct"]
     if kind == "yield":
@@ -80,7 +81,10 @@ def say(facts: dict, kind: str, lang: str = "en", pattern: str | None = None, na
         info = facts.get("patterns", {}).get(pattern)
         if info is not None:
             return info["text"]["zh" if zh else "en"]
-        diag = " + ".join(named) if named else ("正常" if zh else "Normal")
-        return (f"这张图上没有看到{pattern}（诊断：{diag}）。" if zh
-                else f"No {pattern} is seen on this map (diagnosis: {diag}).")
+        if zh:
+            from .knowledge import format_diagnosis, zh_name
+
+            diag = format_diagnosis(named, "zh", tax).removeprefix("诊断：") if named else "正常"
+            return f"这张图上没有看到{zh_name(pattern, tax)}（诊断：{diag}）。"
+        return f"No {pattern} is seen on this map (diagnosis: {' + '.join(named) if named else 'Normal'})."
     raise ValueError(f"unknown fact kind {kind!r}")

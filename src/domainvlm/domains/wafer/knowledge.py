@@ -48,6 +48,13 @@ def _zh(tax, name: str) -> str:
     return NORMAL_ZH if name == NORMAL else (tax.get(name).zh if tax is not None else ZH_NAME[name])
 
 
+def zh_name(name: str, tax=None) -> str:
+    """A class's Chinese name in ``tax`` (default: the 8 known patterns'); its name where it has none."""
+    if tax is not None and name in tax.names:
+        return tax.get(name).zh or name
+    return ZH_NAME.get(name) or name
+
+
 def _zh_display(tax, name: str) -> str:
     """'中心(Center)'; a class without a Chinese name shows its name alone."""
     zh = _zh(tax, name)

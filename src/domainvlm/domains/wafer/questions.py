@@ -30,7 +30,6 @@ def _vocab_of(tax=None) -> tuple[dict, dict]:
     return _vocab(tuple((c.name, c.zh) for c in (tax or _TAX).classes))
 
 
-_ZH_NAME = _vocab_of()[1]  # fact_pairs: the 8 known patterns
 _KINDS = {  # first match wins: a 'where' question about a pattern before the general ones
     "en": [("yield", r"\byield\b"),
            ("failing", r"how many (?:\w+ )*?(?:dies|chips)? ?(?:fail|failed|failing|bad|defective)|"
@@ -95,7 +94,7 @@ def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int
         named, evidence = (), None
         if kind == "where":
             named, evidence = diagnose_with_evidence(head, QUESTIONS[lang][0], image, lang, (pat,))  # as trained
-        done[k] = say(image_facts(image, evidence), kind, lang, pat, named)
+        done[k] = say(image_facts(image, evidence), kind, lang, pat, named, getattr(head, "tax", None))
     return done, rest
 
 
@@ -116,18 +115,21 @@ TEMPLATES = {
 }
 
 
-def fact_pairs(grid, lang: str = "en", evidence: list[dict] | None = None, rng=None) -> list[tuple[str, str]]:
+def fact_pairs(grid, lang: str = "en", evidence: list[dict] | None = None, rng=None,
+               tax=None) -> list[tuple[str, str]]:
     """(question, answer) pairs from this map's own numbers: one per fact kind, plus one 'where' per pattern of
-    ``evidence`` (e.g. from :func:`.evidence_words.describe` of the synthetic generator's masks)."""
+    ``evidence`` (e.g. from :func:`.evidence_words.describe` of the synthetic generator's masks); ``tax``: the
+    model's taxonomy, whose zh names (a fab's own classes too) the zh questions use (default: the 8 known)."""
     import random
+
+    from .knowledge import zh_name
 
     rng = rng or random.Random(0)
     facts = map_facts(grid, evidence)
     out = [(rng.choice(TEMPLATES[lang][kind]), say(facts, kind, lang))
            for kind in ("yield", "failing", "dies", "zone", "quadrant")]
-    zh = {v: k for k, v in _ZH_NAME.items()}
     for e in evidence or []:
-        name = zh[e["pattern"]] if lang == "zh" else e["pattern"]
+        name = zh_name(e["pattern"], tax) if lang == "zh" else e["pattern"]
         q = rng.choice(TEMPLATES[lang]["where"]).format(p=name)
-        out.append((q, say(facts, "where", lang, e["pattern"])))
+        out.append((q, say(facts, "where", lang, e["pattern"], tax=tax)))
     return out

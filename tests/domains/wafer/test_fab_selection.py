@@ -1,0 +1,133 @@
+"""The taxonomy-extension levers against forgetting: train only the LM's last layers (train_lm_layers) and a
+selection score that penalises an old-class drop beyond a limit (select_penalty, select_drop_limit)."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from domainvlm.domains.wafer.expert_extend import freeze_lm_layers, penalised
+
+
+def _res(mix_em, wm_em, score):
+    return {"mixedwm38": {"exact_match": mix_em}, "wm811k": {"exact_match": wm_em}, "score": score}
+
+
+def test_penalty_only_beyond_the_limit_and_off_by_default():
+    base = _res(0.98, 0.90, 0.0)
+    on = SimpleNamespace(select_penalty=2.0, select_drop_limit=0.3)
+    off = SimpleNamespace(select_penalty=0.0, select_drop_limit=0.3)
+    within = _res(0.978, 0.899, 0.9)  # drops 0.2 and 0.1 points: no penalty
+    assert penalised(within, base, on)["score"] == pytest.approx(0.9)
+    worse = _res(0.97, 0.89, 0.9)  # drops 1.0 and 1.0 points: 0.7 + 0.7 beyond the limit
+    got = penalised(worse, base, on)
+    assert got["score"] == pytest.approx(0.9 - 2.0 * 1.4 / 100) and got["score_unpenalised"] == 0.9
+    assert penalised(worse, base, off) == worse and penalised(worse, None, on) == worse
+    # a model that learnt the new classes a little less but kept the old ones now wins the selection
+    keeps, forgets = _res(0.98, 0.90, 0.90), _res(0.95, 0.87, 0.92)
+    assert penalised(keeps, base, on)["score"] > penalised(forgets, base, on)["score"]
+    assert keeps["score"] < forgets["score"]
+
+
+def test_train_lm_layers_freezes_all_but_the_last(tmp_path):
+    from conftest import build_tiny_compact
+    from domainvlm.models.loader import load_model
+
+    build_tiny_compact(tmp_path / "m")
+    model, _ = load_model(tmp_path / "m", device="cpu", dtype="float32")
+    lm = model.model.language_model
+    freeze_lm_layers(model, 0)
+    assert all(p.requires_grad for p in lm.parameters())
+    freeze_lm_layers(model, 1)
+    assert not lm.embed_tokens.weight.requires_grad
+    assert all(not p.requires_grad for layer in lm.layers[:-1] for p in layer.parameters())
+    assert all(p.requires_grad for p in lm.layers[-1].parameters()) and lm.norm.weight.requires_grad
+
+
+@pytest.mark.parametrize("kv, msg", [("train_lm_layers=-1", "train_lm_layers"),
+                                     ("select_penalty=-1", "select_penalty")])
+def test_bad_lever_values_are_one_line(kv, msg, capsys):
+    from domainvlm.cli import main
+
+    assert main(["train-expert", kv]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and msg in err[0], err
+
+
+@pytest.mark.slow
+def test_penalised_selection_end_to_end(tmp_path):
+    """A run with both levers: init_model scored on old val before training (the baseline, reused at the end),
+    the history's scores carry the unpenalised score, and the frozen LM layers are init_model's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import build_tiny_compact
+    from domainvlm.cli import main
+    from test_fab_continue import YAML, _new, _replay
+
+    base = tmp_path / "base"
+    build_tiny_compact(base)
+    mixed, wm = _replay(tmp_path)
+    (tmp_path / "mine.yaml").write_text(YAML, encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["train-expert", f"init_model={base}", f"taxonomy={tmp_path / 'mine.yaml'}",
+                 f"new_data={_new(tmp_path, 'train', 16, 0)}", f"new_val={_new(tmp_path, 'val', 4, 1)}",
+                 f"new_test={_new(tmp_path, 'test', 4, 2)}", f"mixedwm38={mixed}", f"wm811k={wm}",
+                 f"output_dir={out}", "new_frac=0.75", "lr=0.003", "max_steps=12", "batch_size=8", "warmup_steps=1",
+                 "ema_decay=0.9", "eval_at=[0.5,1.0]", "short_answer_frac=1.0", "follow_up_frac=0",
+                 "out_of_scope_frac=0", "log_every=10", "eval_baseline=true", "select_penalty=5",
+                 "select_drop_limit=0", "train_lm_layers=1"]) == 0
+    vs = json.loads((out / "val_selection.json").read_text())
+    s = vs["summary"]
+    assert set(s["baseline"]) >= {"mixedwm38", "wm811k", "new-test"} and "change_points" in s
+    evals = [h for h in vs["history"] if "eval_step" in h]
+    assert len(evals) == 4 and all("score_unpenalised" in h and h["score"] <= h["score_unpenalised"] for h in evals)
+    w0, w1 = load_file(next(base.glob("*.safetensors"))), load_file(next((out / "model").glob("*.safetensors")))
+    frozen = [k for k in w0 if "layers.0." in k or "embed_tokens" in k]  # the tiny LM has 2 layers
+    assert frozen and all(torch.equal(w0[k], w1[k]) for k in frozen)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0 if "layers.1." in k)
+
+
+def test_dihedral_augmentation_keeps_bound_maps_notch_down():
+    """new_augment=dihedral with new_augment_bound: a map naming a bound class (Notch-Cluster) is only ever
+    mirrored left-right; the others take all 8 symmetries."""
+    import torch
+
+    from domainvlm.domains.wafer.expert_extend import bound_rows, sample_new
+
+    base = torch.arange(16, dtype=torch.uint8).view(4, 4)  # no symmetry: each transform gives another array
+    bank = SimpleNamespace(canvas=torch.stack([base, base]), cls=torch.tensor([0, 1]),
+                           defects=[("Center", "Notch-Cluster"), ("Reticle-Repeat",)])
+    bound = bound_rows(bank, ["Notch-Cluster"])
+    assert bound.tolist() == [True, False]
+
+    class Bank(SimpleNamespace):
+        def __len__(self):
+            return 2
+
+    bank = Bank(canvas=bank.canvas, cls=bank.cls, defects=bank.defects)
+    seen = {0: set(), 1: set()}
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        canvas, cls = sample_new(bank, 8, "dihedral", gen, bound)
+        for c, k in zip(canvas, cls.tolist()):
+            seen[k].add(tuple(c.flatten().tolist()))
+    keep = {tuple(base.flatten().tolist()), tuple(base.flip(1).flatten().tolist())}
+    assert seen[0] == keep and len(seen[1]) == 8
+
+
+def test_eval_spread_takes_maps_from_the_whole_val_set():
+    """eval_spread: a class-ordered val set (as WM-811K's) is sampled evenly, not by its first maps."""
+    import numpy as np
+
+    from domainvlm.domains.wafer.expert import _head
+    from domainvlm.domains.wafer.sources import WaferSet
+
+    defects = [("Loc",)] * 6 + [()] * 6 + [("Center",)] * 6
+    ws = WaferSet([np.full((3, 3), i % 3, np.uint8) for i in range(18)], defects, ["val"] * 18, "wm811k", "wm811k", "x")
+    assert {d for d in _head(ws, 6).defects} == {("Loc",)}
+    spread = _head(ws, 6, spread=True)
+    assert spread.defects == [("Loc",)] * 2 + [()] * 2 + [("Center",)] * 2 and spread.split == ["val"] * 6
+    assert _head(ws, 0, spread=True) is ws
