@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ...models.qwen_fast import embed_with_images, mrope_positions, patchify
+from .evidence_lm import tree_targets
 from .render import PALETTE
 
 BASELINES = 16  # all-pass maps whose tokens an attributor keeps (one per wafer outline seen)
@@ -102,21 +103,35 @@ def token_scores(att, image, labels: tuple, lang: str) -> tuple[np.ndarray, np.n
     grid, per_image = (1, s, s), s * s
     key = hashlib.blake2b(base.cpu().numpy().tobytes(), digest_size=16).digest()
     hb = att.baselines.get(key)  # a wafer's all-pass map is shared by all its maps: its tokens are kept
-    with torch.no_grad():
-        both = rgb if hb is not None else torch.cat([rgb, base])
-        hs = vision.embed_patches(patchify(both, **h.patch_ip).to(dtype))
-        hs = _run_blocks(vision, hs, grid, blocks[:att.level], per_image).float()
+    pv = patchify(rgb, **h.patch_ip)
+    hm = _kept(att, pv)  # the answer's own tokens of this map, when it was just answered
+    todo = ([] if hm is not None else [pv]) + ([] if hb is not None else [patchify(base, **h.patch_ip)])
+    if todo:
+        with torch.no_grad():
+            hs = vision.embed_patches(torch.cat(todo).to(dtype))
+            hs = _run_blocks(vision, hs, grid, blocks[:att.level], per_image).float()
+        hm = hs[:per_image] if hm is None else hm
     if hb is None:
-        hb = att.baselines[key] = hs[per_image:]
+        hb = att.baselines[key] = hs[-per_image:]
         while len(att.baselines) > BASELINES:
             att.baselines.pop(next(iter(att.baselines)))
-    hm = hs[:per_image]
     alphas = torch.tensor(att.alphas, device=dev)
     x = (hb + alphas.view(-1, 1, 1) * (hm - hb)).requires_grad_(True)  # (steps, tokens, dim)
     out = _run_blocks(vision, x.reshape(-1, x.shape[-1]).to(dtype), grid, blocks[att.level:], per_image)
-    target = line_targets(h, *att.targets(labels, lang), vision.visual.merger(out), steps)
+    lm_target = tree_targets if att.lean else line_targets
+    target = lm_target(h, *att.targets(labels, lang), vision.visual.merger(out), steps)
     g = per_target_grad(target, x).mean(1)  # (n, tokens, dim): IG's mean gradient on the path
     return (g * (hm - hb)).sum(-1).detach().cpu().numpy(), fail_px[0].cpu().numpy()
+
+
+def _kept(att, pv: torch.Tensor) -> torch.Tensor | None:
+    """The head's kept tower output for these pixel values (kept_tokens.py), where the split is after the
+    tower's last block (what the answer computed) and reuse is on; a normal tensor, not an inference one."""
+    kept = getattr(att.head, "kept", None)
+    if not att.reuse or kept is None or att.level != len(att.vision.visual.blocks):
+        return None
+    tk = kept.get(pv)
+    return None if tk is None else tk.float().clone()
 
 
 def per_target_grad(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
