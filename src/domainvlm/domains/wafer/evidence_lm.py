@@ -42,6 +42,14 @@ def supported(model) -> bool:
                and type(ly.mlp).__name__ == "Qwen2MLP" for ly in lm.layers)
 
 
+def common_prefix(lines: list[list[int]]) -> int:
+    """How many leading tokens all lines share."""
+    c = 0
+    while all(len(ln) > c + 1 for ln in lines) and len({ln[c] for ln in lines}) == 1:
+        c += 1
+    return c
+
+
 def _rms(x: torch.Tensor, norm) -> torch.Tensor:
     """Qwen2-VL's RMSNorm (float32 statistics, scaled in the input dtype)."""
     dt = x.dtype
@@ -78,8 +86,6 @@ def tree_targets(head, prompt: list[int], lines: list[list[int]], weights: torch
                  steps: int) -> torch.Tensor:
     """(n,): ``weights`` (n, len(lines)) @ log p(line), summed over the ``steps`` image token sets ``img``
     (steps * tokens, hidden): evidence_tokens.line_targets in one lean forward."""
-    from .evidence_tokens import common_prefix
-
     model, dev = head.model, img.device
     lm = _text_model(model)
     c = common_prefix(lines)

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ...models.qwen_fast import embed_with_images, mrope_positions, patchify
-from .evidence_lm import tree_targets
+from .evidence_lm import common_prefix, tree_targets
 from .render import PALETTE
 
 BASELINES = 16  # all-pass maps whose tokens an attributor keeps (one per wafer outline seen)
@@ -51,14 +51,6 @@ def _run_blocks(vision, hs: torch.Tensor, grid: tuple, blocks, per_image: int) -
     for blk in blocks:
         hs = blk(hs, **kw)
     return hs
-
-
-def common_prefix(lines: list[list[int]]) -> int:
-    """How many leading tokens all lines share."""
-    c = 0
-    while all(len(ln) > c + 1 for ln in lines) and len({ln[c] for ln in lines}) == 1:
-        c += 1
-    return c
 
 
 def line_targets(head, prompt: list[int], lines: list[list[int]], weights: torch.Tensor, img: torch.Tensor,
@@ -96,16 +88,17 @@ def token_scores(att, image, labels: tuple, lang: str) -> tuple[np.ndarray, np.n
     h, vision = att.head, att.vision
     dev, dtype = h.model.device, next(h.model.parameters()).dtype
     blocks, steps = vision.visual.blocks, att.steps
-    rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
-    fail_px = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1)
-    base = torch.where(fail_px[..., None], torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
+    rgb = h.rgb_array([image])  # (1, H, W, 3) uint8: the pixels the head's pixel values are made of
+    fail_px = (rgb == np.asarray(PALETTE[2], np.uint8)).all(-1)
+    base = np.where(fail_px[..., None], np.asarray(PALETTE[1], np.uint8), rgb)
     s = h.size // h.ip["patch"]
     grid, per_image = (1, s, s), s * s
-    key = hashlib.blake2b(base.cpu().numpy().tobytes(), digest_size=16).digest()
+    key = hashlib.blake2b(base.tobytes(), digest_size=16).digest()
     hb = att.baselines.get(key)  # a wafer's all-pass map is shared by all its maps: its tokens are kept
-    pv = patchify(rgb, **h.patch_ip)
+    pv = patchify(torch.from_numpy(rgb).to(dev), **h.patch_ip)
     hm = _kept(att, pv)  # the answer's own tokens of this map, when it was just answered
-    todo = ([] if hm is not None else [pv]) + ([] if hb is not None else [patchify(base, **h.patch_ip)])
+    todo = ([] if hm is not None else [pv]) + ([] if hb is not None else
+                                               [patchify(torch.from_numpy(base).to(dev), **h.patch_ip)])
     if todo:
         with torch.no_grad():
             hs = vision.embed_patches(torch.cat(todo).to(dtype))
@@ -121,7 +114,7 @@ def token_scores(att, image, labels: tuple, lang: str) -> tuple[np.ndarray, np.n
     lm_target = tree_targets if att.lean else line_targets
     target = lm_target(h, *att.targets(labels, lang), vision.visual.merger(out), steps)
     g = per_target_grad(target, x).mean(1)  # (n, tokens, dim): IG's mean gradient on the path
-    return (g * (hm - hb)).sum(-1).detach().cpu().numpy(), fail_px[0].cpu().numpy()
+    return (g * (hm - hb)).sum(-1).detach().cpu().numpy(), fail_px[0]
 
 
 def _kept(att, pv: torch.Tensor) -> torch.Tensor | None:
