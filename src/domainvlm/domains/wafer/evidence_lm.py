@@ -3,18 +3,16 @@
 ``line_targets`` runs the HF model twice: the prompt row (with the image and "Diagnosis:"), then the line
 tails over its repeated key/value cache. Here the tails are fed in the same row as a *token tree* (each tail
 token attends to the prompt row and to its own line's earlier tokens, at the position of its depth, as
-confidence.py scores the lines), the decoder layers are called as plain tensor ops on the model's own weights
-(the rotary tables and rotation are the model's own functions), and the last layer computes its queries, MLP
+confidence.py scores the lines), the decoder layers are called as plain tensor ops on the model's own modules
+(its projections, norms' weights and rotary tables; the formulas are HF's Qwen2-VL ones), and the last layer computes its queries, MLP
 and logits only at the rows a line's log-probability reads (the prompt row's last token and the tail tokens);
 the other rows give it only keys and values. On CPU that is about a third less time in the forward and its
-backward (bench/wafer_evidence_latency.py). The same log-probabilities as the HF path to float rounding
-(tests/domains/wafer/test_wafer_evidence_tokens.py); :func:`supported` says when this applies (Qwen2-VL text
+backward. The same log-probabilities and gradients as the HF path to float rounding
+(tests/domains/wafer/test_wafer_evidence_fast.py); :func:`supported` says when this applies (Qwen2-VL text
 layers with full attention), else evidence_tokens.line_targets is used.
 """
 
 from __future__ import annotations
-
-import sys
 
 import torch
 import torch.nn.functional as F
@@ -37,9 +35,11 @@ def supported(model) -> bool:
         return False
     if any(t != "full_attention" for t in getattr(cfg, "layer_types", None) or ()):
         return False
-    need = ("q_proj", "k_proj", "v_proj", "o_proj")
-    return all(all(hasattr(ly.self_attn, k) for k in need) and hasattr(ly.mlp, "gate_proj")
-               and type(ly.mlp).__name__ == "Qwen2MLP" for ly in lm.layers)
+    attn = ("q_proj", "k_proj", "v_proj", "o_proj", "head_dim", "scaling")
+    mlp = ("gate_proj", "up_proj", "down_proj", "act_fn")
+    norms = ("input_layernorm", "post_attention_layernorm")
+    return all(all(hasattr(ly.self_attn, k) for k in attn) and all(hasattr(ly.mlp, k) for k in mlp)
+               and all(hasattr(getattr(ly, k, None), "variance_epsilon") for k in norms) for ly in lm.layers)
 
 
 def common_prefix(lines: list[list[int]]) -> int:
@@ -82,6 +82,28 @@ def _layer(ly, h, cos, sin, mask, rows=None):
     return h + m.down_proj(m.act_fn(m.gate_proj(y)) * m.up_proj(y))
 
 
+def _tree(n0: int, tails: list[list[int]]):
+    """The line tails as tree tokens after a prompt row of ``n0`` tokens: (fed token ids, each one's line and
+    depth, and per line token the row its log-probability is read from, its id, its line)."""
+    fed, src, tgt, own = [], [], [], []
+    for i, t in enumerate(tails):
+        for j, tok in enumerate(t):
+            src.append(n0 - 1 if j == 0 else n0 + len(fed) - 1)  # the first from the prompt row's last token
+            tgt.append(tok)
+            own.append(i)
+            if j < len(t) - 1:  # a line's last token is only read, never fed
+                fed.append((tok, i, j))
+    return fed, src, tgt, own
+
+
+def _mask(n0: int, line: torch.Tensor) -> torch.Tensor:
+    """(n, n) attention: the prompt row causal; a tail token sees the prompt row and its own line's tokens."""
+    n = n0 + len(line)
+    mask = torch.ones(n, n, dtype=torch.bool, device=line.device).tril()
+    mask[n0:, n0:] &= line[:, None] == line[None, :]
+    return mask
+
+
 def tree_targets(head, prompt: list[int], lines: list[list[int]], weights: torch.Tensor, img: torch.Tensor,
                  steps: int) -> torch.Tensor:
     """(n,): ``weights`` (n, len(lines)) @ log p(line), summed over the ``steps`` image token sets ``img``
@@ -89,35 +111,24 @@ def tree_targets(head, prompt: list[int], lines: list[list[int]], weights: torch
     model, dev = head.model, img.device
     lm = _text_model(model)
     c = common_prefix(lines)
-    pre, tails = prompt + lines[0][:c], [ln[c:] for ln in lines]
+    pre = prompt + lines[0][:c]
     n0 = len(pre)
-    fed, src, tgt, own = [], [], [], []  # tree tokens; per line token: the row it is read from, its id
-    for i, t in enumerate(tails):
-        for j, tok in enumerate(t):
-            src.append(n0 - 1 if j == 0 else n0 + len(fed) - 1)
-            tgt.append(tok)
-            own.append(i)
-            if j < len(t) - 1:
-                fed.append((tok, i, j))
+    fed, src, tgt, own = _tree(n0, [ln[c:] for ln in lines])
     ids = torch.tensor([pre + [f[0] for f in fed]] * steps, device=dev)
     s = head.size // head.ip["patch"]
     pos, _ = mrope_positions(ids[:, :n0], head.image_token_id, torch.tensor([[1, s, s]] * steps, device=dev),
                              head.ip["merge"])
-    p0 = pos.amax(dim=(0, 2))[:, None] + 1
     depth = torch.tensor([f[2] for f in fed], device=dev, dtype=torch.long)
-    pos = torch.cat([pos, (p0 + depth[None])[None].expand(3, -1, -1)], 2)
-    n = ids.shape[1]
-    mask = torch.ones(n, n, dtype=torch.bool, device=dev).tril()  # the prompt row: causal
-    line = torch.tensor([f[1] for f in fed], device=dev)
-    mask[n0:, n0:] &= line[:, None] == line[None, :]  # a tail token: the prompt row and its own line
+    pos = torch.cat([pos, (pos.amax(dim=(0, 2))[:, None] + 1 + depth[None])[None].expand(3, -1, -1)], 2)
+    mask = _mask(n0, torch.tensor([f[1] for f in fed], device=dev, dtype=torch.long))
     h = embed_with_images(model, ids, img)
     cos, sin = lm.rotary_emb(h, pos)
-    rows = torch.tensor(sorted(set(src)), device=dev)
+    rows = sorted(set(src))
     for ly in lm.layers[:-1]:
         h = _layer(ly, h, cos, sin, mask)
-    h = _rms(_layer(lm.layers[-1], h, cos, sin, mask, rows), lm.norm)
-    at = {r: k for k, r in enumerate(rows.tolist())}
+    h = _rms(_layer(lm.layers[-1], h, cos, sin, mask, torch.tensor(rows, device=dev)), lm.norm)
     logp = torch.log_softmax(model.get_output_embeddings()(h).float(), -1)  # (steps, rows, V)
-    lp = logp[:, [at[r] for r in src], tgt]  # (steps, line tokens)
+    at = torch.tensor([rows.index(r) for r in src], device=dev)
+    lp = logp[:, at, torch.tensor(tgt, device=dev)]  # (steps, line tokens)
     per_line = torch.zeros(steps, len(lines), device=dev).index_add_(1, torch.tensor(own, device=dev), lp)
     return per_line.sum(0) @ weights.to(per_line).T
