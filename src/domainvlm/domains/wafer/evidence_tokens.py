@@ -47,6 +47,8 @@ def _tiled(vision, grid: tuple, b: int, like: torch.Tensor) -> dict:
 
 
 def _run_blocks(vision, hs: torch.Tensor, grid: tuple, blocks, per_image: int) -> torch.Tensor:
+    if not len(blocks):  # the split after the last block: nothing to run
+        return hs
     kw = _tiled(vision, grid, hs.shape[0] // per_image, hs)
     for blk in blocks:
         hs = blk(hs, **kw)
