@@ -2,15 +2,19 @@
 
 The tower is split after block ``level`` (0 = the patch embedding, ``depth`` = the last block). The map and its
 baseline (the same map with every failing die passing) run the blocks before the split once, together and
-without gradients. Integrated gradients are then taken in that token space: ``steps`` points on the straight
+without gradients; at the default split (``depth``) the map's tokens are those the head's answer just computed
+where it kept them (kept_tokens.py), and the baseline's are kept per wafer outline, so the evidence of a map just
+answered runs no vision block at all. Integrated gradients are then taken in that token space: ``steps`` points on the straight
 line between the two token sets go on through the rest of the tower, its merger and the LM, and a token's score
 is the mean gradient dotted with its own difference (map minus baseline), so the scores of a map add up to its
 target difference (IG's completeness) and tokens the failing dies do not change score about zero.
 
 The LM target is evidence.py's (each pattern's line over the Normal line). The prompt with the image and the
-tokens all lines share ("Diagnosis:") is one LM row per step; its key/value cache is repeated for the line
-tails, so one pattern more costs a few LM tokens and one backward (exact: the same log-probabilities as full
-padded rows, tests/domains/wafer/test_wafer_evidence_tokens.py).
+tokens all lines share ("Diagnosis:") is one LM row per step, the line tails follow it in the same lean forward
+as a token tree (evidence_lm.py; :func:`line_targets` is the reference: the HF model over the row, then its
+key/value cache repeated for the tails), so one pattern more costs a few LM tokens and one backward (exact: the
+same log-probabilities as full padded rows, tests/domains/wafer/test_wafer_evidence_tokens.py and
+test_wafer_evidence_fast.py).
 
 Token scores go to dies by :func:`to_dies`: each token's score is shared out over the failing dies of its
 patch (a 16-pixel patch is about 4 x 4 dies of a 52-die map).
