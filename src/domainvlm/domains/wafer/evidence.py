@@ -11,9 +11,9 @@ single integrated-gradient step at the midpoint of the straight path from the sa
 passing (the baseline, its tokens kept per wafer outline) to the map; each token's score is shared out over the
 failing dies of its patch, so a die's score is zero unless it fails. The map's tokens are the answer's own
 where the head kept them (kept_tokens.py) and the LM part is one lean forward (evidence_lm.py); ``fast=False``
-is the reference path (its own vision forward, the HF LM twice), the same scores to float rounding. Chosen on synthetic seeds 1 and 2 (the
-cheapest split that pointed at >= 0.9 of the named patterns there; docs/wafer_evidence.md), then reported on
-seed 3. ``level=None`` is the older pixel path: the same target's integrated gradients with respect to the canvas
+is the reference path (its own vision forward, the HF LM twice), the same scores to float rounding. Chosen on
+synthetic seeds 1 and 2 (the cheapest split that pointed at >= 0.9 of the named patterns there;
+docs/wafer_evidence.md), then reported on seed 3. ``level=None`` is the older pixel path: the same target's integrated gradients with respect to the canvas
 pixels along the pass -> fail colour, summed per die (the whole tower in the backward; ``STEPS`` points share
 one batched forward). The pattern's die mask is the 8-connected cluster of failing dies with the largest
 attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen on

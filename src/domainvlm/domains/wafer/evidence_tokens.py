@@ -4,10 +4,10 @@ The tower is split after block ``level`` (0 = the patch embedding, ``depth`` = t
 baseline (the same map with every failing die passing) run the blocks before the split once, together and
 without gradients; at the default split (``depth``) the map's tokens are those the head's answer just computed
 where it kept them (kept_tokens.py), and the baseline's are kept per wafer outline, so the evidence of a map just
-answered runs no vision block at all. Integrated gradients are then taken in that token space: ``steps`` points on the straight
-line between the two token sets go on through the rest of the tower, its merger and the LM, and a token's score
-is the mean gradient dotted with its own difference (map minus baseline), so the scores of a map add up to its
-target difference (IG's completeness) and tokens the failing dies do not change score about zero.
+answered runs no vision block at all. Integrated gradients are then taken in that token space: ``steps`` points
+on the straight line between the two token sets go on through the rest of the tower, its merger and the LM, and a
+token's score is the mean gradient dotted with its own difference (map minus baseline), so the scores of a map
+add up to its target difference (IG's completeness) and tokens the failing dies do not change score about zero.
 
 The LM target is evidence.py's (each pattern's line over the Normal line). The prompt with the image and the
 tokens all lines share ("Diagnosis:") is one LM row per step, the line tails follow it in the same lean forward
