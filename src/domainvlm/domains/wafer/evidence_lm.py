@@ -7,9 +7,9 @@ confidence.py scores the lines), the decoder layers are called as plain tensor o
 (its projections, norms' weights and rotary tables; the formulas are HF's Qwen2-VL ones), and the last layer
 computes its queries, MLP and logits only at the rows a line's log-probability reads (the prompt row's last
 token and the tail tokens); the other rows give it only keys and values. On CPU that is about 40 % less time in
-the forward and its backward (13.7 against 23.4 ms, docs/wafer_evidence.md). The same log-probabilities and gradients as the HF path to float rounding
-(tests/domains/wafer/test_wafer_evidence_fast.py); :func:`supported` says when this applies (Qwen2-VL text
-layers with full attention), else evidence_tokens.line_targets is used.
+the forward and its backward (13.7 against 23.4 ms, docs/wafer_evidence.md). The same log-probabilities and
+gradients as the HF path to float rounding (tests/domains/wafer/test_wafer_evidence_fast.py); :func:`supported`
+says when this applies (Qwen2-VL text layers with full attention), else evidence_tokens.line_targets is used.
 """
 
 from __future__ import annotations
