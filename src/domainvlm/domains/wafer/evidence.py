@@ -15,9 +15,10 @@ is the reference path (its own vision forward, the HF LM twice), the same scores
 synthetic seeds 1 and 2 (the cheapest split that pointed at >= 0.9 of the named patterns there;
 docs/wafer_evidence.md), then reported on seed 3. ``level=None`` is the older pixel path: the same target's
 integrated gradients with respect to the canvas pixels along the pass -> fail colour, summed per die (the whole
-tower in the backward; ``STEPS`` points share one batched forward). The pattern's die mask is the 8-connected cluster of failing dies with the largest
-attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen on
-synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
+tower in the backward; ``STEPS`` points share one batched forward). The pattern's die mask is the 8-connected
+cluster of failing dies with the largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood
+scores best (:func:`select`; chosen on synthetic seed 1 over the per-die maximum and smoothed maxima,
+bench/wafer_evidence.py).
 :func:`.evidence_words.describe` says where it lies.
 """
 
