@@ -7,7 +7,9 @@ round's p50 and their median.
 
     python bench/wafer_evidence_latency.py [--rounds 3] [--runs 30] [VARIANT ...]
 
-VARIANT is level:steps:at (level ``p`` = pixels), e.g. ``6:1:0.5`` (the default) ``p:4:0.5`` (the old default).
+VARIANT is level:steps:at (level ``p`` = pixels), e.g. ``6:1:0.5`` (the default) ``p:4:0.5`` (the old default);
+``:ref`` after it: the reference path (no reuse of the answer's vision tokens, the HF LM forward twice), e.g.
+``6:1:0.5:ref`` (the default before the fast path).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("variants", nargs="*", default=["6:1:0.5", "p:4:0.5"])
+    p.add_argument("variants", nargs="*", default=["6:1:0.5", "6:1:0.5:ref"])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
@@ -41,8 +43,8 @@ def main() -> None:
     head, imgs = eng.answer_head, bench_images(a.runs)
     atts = {"answer": None}
     for v in a.variants:
-        level, steps, at = v.split(":")
-        atts[v] = Attributor(head, int(steps), None if level == "p" else int(level), float(at))
+        level, steps, at, *ref = v.split(":")
+        atts[v] = Attributor(head, int(steps), None if level == "p" else int(level), float(at), fast=ref != ["ref"])
     res = {v: [] for v in atts}
     for _ in range(a.rounds):
         for v, att in atts.items():

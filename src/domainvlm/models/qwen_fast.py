@@ -226,6 +226,10 @@ class FastVision:
     def __call__(self, pixel_values: torch.Tensor, grid: tuple) -> torch.Tensor:
         """pixel_values of B images with the same (t, h, w) grid -> merged image embeddings (B * tokens, hidden).
         Rows are full patches (C*T*p*p, as the processor makes them) or single frames (C*p*p)."""
+        return self.visual.merger(self.tokens(pixel_values, grid))
+
+    def tokens(self, pixel_values: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """The tower's tokens after its last block, before the patch merger (B * patches, embed_dim)."""
         grid = tuple(int(x) for x in grid)
         w = self._kernel()
         full = w[0].numel() if w is not None else pixel_values.shape[1]
@@ -244,7 +248,7 @@ class FastVision:
         hs = self.embed_patches(pixel_values)
         for blk in self.visual.blocks:
             hs = blk(hs, **kw)
-        return self.visual.merger(hs)
+        return hs
 
     @torch.no_grad()
     def check(self, pixel_values: torch.Tensor, grid: tuple, atol: float = 1e-4) -> float:

@@ -41,12 +41,10 @@ def select(head, pv, g, rows: list[int]):
     return pv[sel], g[rows]
 
 
-def assess_rows(head, pv, g, images, prompts: list[list[int]], langs: list[str], checked=None) -> list[Assessment]:
-    """``checked``: :func:`.input_check.check_batch` of the images if the caller made it."""
+def assess_rows(head, pv, g, images, prompts: list[list[int]], langs: list[str], checked: list) -> list[Assessment]:
+    """``checked``: :func:`.input_check.check_batch` of the images (None per image that passed)."""
     out: list[Assessment | None] = [None] * len(images)
     ok = []
-    if checked is None:
-        checked = input_check.check_batch(images, None, head.tax.all_fail is not None)
     for i, bad in enumerate(checked):
         if bad is None:
             ok.append(i)

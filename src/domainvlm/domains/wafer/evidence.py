@@ -9,13 +9,16 @@ line without it" was tried first and pointed far worse on mixtures).
 Attribution (the default, evidence_tokens.py): over the vision tower's tokens after block ``LEVEL`` of 6, a
 single integrated-gradient step at the midpoint of the straight path from the same map with every failing die
 passing (the baseline, its tokens kept per wafer outline) to the map; each token's score is shared out over the
-failing dies of its patch, so a die's score is zero unless it fails. Chosen on synthetic seeds 1 and 2 (the
-cheapest split that pointed at >= 0.9 of the named patterns there; docs/wafer_evidence.md), then reported on
-seed 3. ``level=None`` is the older pixel path: the same target's integrated gradients with respect to the canvas
-pixels along the pass -> fail colour, summed per die (the whole tower in the backward; ``STEPS`` points share
-one batched forward). The pattern's die mask is the 8-connected cluster of failing dies with the largest
-attribution sum, its top die the one whose failing 3 x 3 neighbourhood scores best (:func:`select`; chosen on
-synthetic seed 1 over the per-die maximum and smoothed maxima, bench/wafer_evidence.py).
+failing dies of its patch, so a die's score is zero unless it fails. The map's tokens are the answer's own
+where the head kept them (kept_tokens.py) and the LM part is one lean forward (evidence_lm.py); ``fast=False``
+is the reference path (its own vision forward, the HF LM twice), the same scores to float rounding. Chosen on
+synthetic seeds 1 and 2 (the cheapest split that pointed at >= 0.9 of the named patterns there;
+docs/wafer_evidence.md), then reported on seed 3. ``level=None`` is the older pixel path: the same target's
+integrated gradients with respect to the canvas pixels along the pass -> fail colour, summed per die (the whole
+tower in the backward; ``STEPS`` points share one batched forward). The pattern's die mask is the 8-connected
+cluster of failing dies with the largest attribution sum, its top die the one whose failing 3 x 3 neighbourhood
+scores best (:func:`select`; chosen on synthetic seed 1 over the per-die maximum and smoothed maxima,
+bench/wafer_evidence.py).
 :func:`.evidence_words.describe` says where it lies.
 """
 
@@ -26,9 +29,11 @@ import torch
 
 from ...models.qwen_fast import FastVision, patchify
 from .dies import read_dies
+from .evidence_lm import supported, tree_targets
 from .evidence_tokens import line_targets, per_target_grad, to_dies, token_scores, token_values
 from .evidence_words import describe
 from .instruct import QUESTIONS
+from .kept_tokens import KeptTokens
 from .render import PALETTE
 from .trie import line_tokens
 
@@ -95,7 +100,8 @@ class Attributor:
     (integrated gradients; one step sits at ``single``: 1.0 = the plain gradient at the map). ``level``: the
     vision block after which tokens are attributed (evidence_tokens.py), None = the canvas pixels."""
 
-    def __init__(self, head, steps: int = STEPS, level: int | None = LEVEL, single: float = SINGLE):
+    def __init__(self, head, steps: int = STEPS, level: int | None = LEVEL, single: float = SINGLE,
+                 fast: bool = True):
         self.head, self.steps = head, max(1, int(steps))
         # points on the path (baseline 0 -> map 1): midpoints of equal steps; one step is at ``single``
         self.alphas = [(j + 0.5) / self.steps for j in range(self.steps)] if self.steps > 1 else [float(single)]
@@ -104,6 +110,11 @@ class Attributor:
         depth = len(self.vision.visual.blocks)
         self.level = None if level is None else min(max(int(level), 0), depth)
         self.baselines: dict = {}  # tokens of all-pass maps, by their bytes (one per wafer outline seen)
+        # fast: the answer's own vision tokens (kept_tokens.py) and the lean LM target (evidence_lm.py); off,
+        # the reference path (its own vision forward, the HF LM twice), the same scores to float rounding
+        self.reuse, self.lean = fast, fast and supported(head.model)
+        if fast and getattr(head, "kept", False) is None:
+            head.kept = KeptTokens()
 
     def _seqs(self, labels: tuple, lang: str) -> tuple[list[int], list[list[int]]]:
         """The standard question's prompt, and each pattern's line followed by the Normal line."""
@@ -137,7 +148,8 @@ class Attributor:
         x = (base + alphas.view(-1, 1, 1, 1) * (rgb - base)).requires_grad_(True)  # (steps, H, W, 3)
         s = h.size // h.ip["patch"]
         img = self.vision(patchify(x, **h.patch_ip).to(dtype), (1, s, s))  # vision once per step
-        target = line_targets(h, *self.targets(labels, lang), img, steps)  # (n,), summed over steps
+        lm_target = tree_targets if self.lean else line_targets
+        target = lm_target(h, *self.targets(labels, lang), img, steps)  # (n,), summed over steps
         grad = per_target_grad(target, x)
         return (grad @ self.direction.to(dev)).mean(1).detach().cpu().numpy()
 

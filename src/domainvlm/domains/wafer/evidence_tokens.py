@@ -2,15 +2,19 @@
 
 The tower is split after block ``level`` (0 = the patch embedding, ``depth`` = the last block). The map and its
 baseline (the same map with every failing die passing) run the blocks before the split once, together and
-without gradients. Integrated gradients are then taken in that token space: ``steps`` points on the straight
-line between the two token sets go on through the rest of the tower, its merger and the LM, and a token's score
-is the mean gradient dotted with its own difference (map minus baseline), so the scores of a map add up to its
-target difference (IG's completeness) and tokens the failing dies do not change score about zero.
+without gradients; at the default split (``depth``) the map's tokens are those the head's answer just computed
+where it kept them (kept_tokens.py), and the baseline's are kept per wafer outline, so the evidence of a map just
+answered runs no vision block at all. Integrated gradients are then taken in that token space: ``steps`` points
+on the straight line between the two token sets go on through the rest of the tower, its merger and the LM, and a
+token's score is the mean gradient dotted with its own difference (map minus baseline), so the scores of a map
+add up to its target difference (IG's completeness) and tokens the failing dies do not change score about zero.
 
 The LM target is evidence.py's (each pattern's line over the Normal line). The prompt with the image and the
-tokens all lines share ("Diagnosis:") is one LM row per step; its key/value cache is repeated for the line
-tails, so one pattern more costs a few LM tokens and one backward (exact: the same log-probabilities as full
-padded rows, tests/domains/wafer/test_wafer_evidence_tokens.py).
+tokens all lines share ("Diagnosis:") is one LM row per step, the line tails follow it in the same lean forward
+as a token tree (evidence_lm.py; :func:`line_targets` is the reference: the HF model over the row, then its
+key/value cache repeated for the tails), so one pattern more costs a few LM tokens and one backward (exact: the
+same log-probabilities as full padded rows, tests/domains/wafer/test_wafer_evidence_tokens.py and
+test_wafer_evidence_fast.py).
 
 Token scores go to dies by :func:`to_dies`: each token's score is shared out over the failing dies of its
 patch (a 16-pixel patch is about 4 x 4 dies of a 52-die map).
@@ -24,6 +28,7 @@ import numpy as np
 import torch
 
 from ...models.qwen_fast import embed_with_images, mrope_positions, patchify
+from .evidence_lm import common_prefix, tree_targets
 from .render import PALETTE
 
 BASELINES = 16  # all-pass maps whose tokens an attributor keeps (one per wafer outline seen)
@@ -46,18 +51,12 @@ def _tiled(vision, grid: tuple, b: int, like: torch.Tensor) -> dict:
 
 
 def _run_blocks(vision, hs: torch.Tensor, grid: tuple, blocks, per_image: int) -> torch.Tensor:
+    if not len(blocks):  # the split after the last block: nothing to run
+        return hs
     kw = _tiled(vision, grid, hs.shape[0] // per_image, hs)
     for blk in blocks:
         hs = blk(hs, **kw)
     return hs
-
-
-def common_prefix(lines: list[list[int]]) -> int:
-    """How many leading tokens all lines share."""
-    c = 0
-    while all(len(ln) > c + 1 for ln in lines) and len({ln[c] for ln in lines}) == 1:
-        c += 1
-    return c
 
 
 def line_targets(head, prompt: list[int], lines: list[list[int]], weights: torch.Tensor, img: torch.Tensor,
@@ -95,28 +94,45 @@ def token_scores(att, image, labels: tuple, lang: str) -> tuple[np.ndarray, np.n
     h, vision = att.head, att.vision
     dev, dtype = h.model.device, next(h.model.parameters()).dtype
     blocks, steps = vision.visual.blocks, att.steps
-    rgb = torch.from_numpy(h.rgb_array([image])).to(dev, torch.float32)
-    fail_px = (rgb == torch.tensor(PALETTE[2], device=dev, dtype=torch.float32)).all(-1)
-    base = torch.where(fail_px[..., None], torch.tensor(PALETTE[1], device=dev, dtype=torch.float32), rgb)
+    rgb = h.rgb_array([image])  # (1, H, W, 3) uint8: the pixels the head's pixel values are made of
+    y = PALETTE[2]
+    fail_px = (rgb[..., 0] == y[0]) & (rgb[..., 1] == y[1]) & (rgb[..., 2] == y[2])  # 6x .all(-1)'s speed
+    base = rgb.copy()
+    base[fail_px] = PALETTE[1]
     s = h.size // h.ip["patch"]
     grid, per_image = (1, s, s), s * s
-    key = hashlib.blake2b(base.cpu().numpy().tobytes(), digest_size=16).digest()
+    key = hashlib.blake2b(base.tobytes(), digest_size=16).digest()
     hb = att.baselines.get(key)  # a wafer's all-pass map is shared by all its maps: its tokens are kept
-    with torch.no_grad():
-        both = rgb if hb is not None else torch.cat([rgb, base])
-        hs = vision.embed_patches(patchify(both, **h.patch_ip).to(dtype))
-        hs = _run_blocks(vision, hs, grid, blocks[:att.level], per_image).float()
+    pv = patchify(torch.from_numpy(rgb).to(dev), **h.patch_ip)
+    hm = _kept(att, pv)  # the answer's own tokens of this map, when it was just answered
+    todo = ([] if hm is not None else [pv]) + ([] if hb is not None else
+                                               [patchify(torch.from_numpy(base).to(dev), **h.patch_ip)])
+    if todo:
+        with torch.no_grad():
+            hs = vision.embed_patches(torch.cat(todo).to(dtype))
+            hs = _run_blocks(vision, hs, grid, blocks[:att.level], per_image).float()
+        hm = hs[:per_image] if hm is None else hm
     if hb is None:
-        hb = att.baselines[key] = hs[per_image:]
+        hb = att.baselines[key] = hs[-per_image:]
         while len(att.baselines) > BASELINES:
             att.baselines.pop(next(iter(att.baselines)))
-    hm = hs[:per_image]
     alphas = torch.tensor(att.alphas, device=dev)
     x = (hb + alphas.view(-1, 1, 1) * (hm - hb)).requires_grad_(True)  # (steps, tokens, dim)
     out = _run_blocks(vision, x.reshape(-1, x.shape[-1]).to(dtype), grid, blocks[att.level:], per_image)
-    target = line_targets(h, *att.targets(labels, lang), vision.visual.merger(out), steps)
+    lm_target = tree_targets if att.lean else line_targets
+    target = lm_target(h, *att.targets(labels, lang), vision.visual.merger(out), steps)
     g = per_target_grad(target, x).mean(1)  # (n, tokens, dim): IG's mean gradient on the path
-    return (g * (hm - hb)).sum(-1).detach().cpu().numpy(), fail_px[0].cpu().numpy()
+    return (g * (hm - hb)).sum(-1).detach().cpu().numpy(), fail_px[0]
+
+
+def _kept(att, pv: torch.Tensor) -> torch.Tensor | None:
+    """The head's kept tower output for these pixel values (kept_tokens.py), where the split is after the
+    tower's last block (what the answer computed) and reuse is on; a normal tensor, not an inference one."""
+    kept = getattr(att.head, "kept", None)
+    if not att.reuse or kept is None or att.level != len(att.vision.visual.blocks):
+        return None
+    tk = kept.get(pv)
+    return None if tk is None else tk.float().clone()
 
 
 def per_target_grad(target: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -113,6 +113,7 @@ class WaferHead:
         self.annotators: list = []
         self.stats = {"scored": 0, "argmax_differs": 0}
         self._lines = self._member = None
+        self.kept = None  # kept_tokens.KeptTokens once evidence is in use (evidence.attributor)
 
     @property
     def lines(self):
@@ -187,7 +188,10 @@ class WaferHead:
         att = torch.tensor([[0] * (n - len(q)) + [1] * len(q) for q in seqs], device=dev)
         pos, _ = mrope_positions(ids, self.image_token_id, grid_thw, self.ip["merge"], att)
         dtype = next(model.parameters()).dtype
-        emb = embed_with_images(model, ids, self.vision(pixel_values.to(dtype), tuple(grid_thw[0].tolist())))
+        vis = self.vision.tokens(pixel_values.to(dtype), tuple(grid_thw[0].tolist()))
+        if self.kept is not None:  # evidence in use: its attribution starts from these tokens (kept_tokens.py)
+            self.kept.put(pixel_values, vis, self.n_patches)
+        emb = embed_with_images(model, ids, self.vision.visual.merger(vis))
         out = model(inputs_embeds=emb, attention_mask=att, position_ids=pos, use_cache=True, logits_to_keep=1)
         return out, att, pos
 
@@ -290,7 +294,7 @@ class WaferHead:
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         done = answer_facts(self, convs, todo)[0] if todo else {}
-        assessed = iter(self.assess([c for k, c in enumerate(convs) if k not in done], sampling, batch_size))
+        assessed = iter(self._assess([c for k, c in enumerate(convs) if k not in done], batch_size))
         out: list = []
         for k in range(len(convs)):
             a = done.get(k) if k in done else next(assessed)
@@ -311,10 +315,13 @@ class WaferHead:
         one (keywords) or, failing that, if the model itself would start a diagnosis rather than its refusal;
         all else: None (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by
         design."""
-        from . import input_check
-        from .assess import assess_rows
+        return self._assess([(m, [head_image(i, self.size) for i in ims]) for m, ims in convs], batch_size)
 
-        convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
+    def _assess(self, convs, batch_size: int) -> list:
+        """:meth:`assess` of conversations whose images are already the head's (``head_image``)."""
+        from . import input_check
+        from .assess import assess_rows, select
+
         out: list = [None] * len(convs)
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         for s in range(0, len(todo), batch_size):
@@ -328,16 +335,14 @@ class WaferHead:
             keep = [wants_diagnosis(q) for q in qs]
             unsure = [j for j, ok in enumerate(keep) if not ok]
             if unsure:
-                sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in unsure])
-                for j, ok in zip(unsure, self.prefers_diagnosis(pv[sel.to(pv.device)], g[unsure],
+                for j, ok in zip(unsure, self.prefers_diagnosis(*select(self, pv, g, unsure),
                                                                 [prompts[j] for j in unsure])):
                     keep[j] = ok
             rows = [j for j, ok in enumerate(keep) if ok]
             if not rows:
                 continue
             if len(rows) < len(chunk):
-                sel = torch.cat([torch.arange(j * self.n_patches, (j + 1) * self.n_patches) for j in rows])
-                pv, g = pv[sel.to(pv.device)], g[rows]
+                pv, g = select(self, pv, g, rows)
             langs = [question_lang(qs[j]) for j in rows]
             found = assess_rows(self, pv, g, [images[j] for j in rows], [prompts[j] for j in rows], langs,
                                 [bad[j] for j in rows])
