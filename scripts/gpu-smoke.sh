@@ -10,7 +10,7 @@
 #
 # Steps: 1 a few train-expert steps (fast vision path check under TF32, bf16 autocast, EMA, val selection,
 # save), then the CNN teacher and its distillation for a few steps; 2 a bf16 LoRA step of the generic trainer on a tiny Qwen2-VL; 3 eval of the bundled expert on cuda
-# over both full val sets; 4 bench on cuda; then the eval/bench speed ratio. Exit 0 only if all pass.
+# over both full val sets; 4 bench on cuda, and answer + evidence at batch 8; then the eval/bench speed ratio. Exit 0 only if all pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu-smoke}
@@ -104,6 +104,9 @@ step eval-wm811k "$PY" -m domainvlm eval --device cuda --data "$WM" --split val 
   --batch-size "$BS" --out "$OUT/eval_wm811k.json" --quiet
 step bench "$PY" -m domainvlm bench --device cuda --source "$MIX" --runs 100 --batch-size "$BS" \
   --out "$OUT/bench.json"
+# answer + evidence on cuda (the evidence's lean LM step, kept vision tokens at batch <= 16)
+step bench-evidence "$PY" -m domainvlm bench --device cuda --evidence --runs 10 --batch-size 8 --maps 8 \
+  --out "$OUT/bench_evidence.json"
 
 "$PY" - "$OUT" <<'EOF' | tee -a "$LOG"
 import json, sys
