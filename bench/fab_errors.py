@@ -3,7 +3,11 @@ npz, split by map size (MixedWM38's 52 vs WM-811K-like sizes) and by alone / mix
 model-free lattice check (how periodic the fail dies are at pitches 3..8), so a miss can be told apart as
 "the map shows a lattice the model did not see" (the model decides) or "no lattice visible" (the generator).
 
-    python bench/fab_errors.py MODEL_DIR runs/fab-data-n200/test.npz [--limit N]
+    python bench/fab_errors.py MODEL_DIR runs/fab-data-n200/test.npz [--limit N] \
+        [--old ../shared/data/mixedwm38/mixedwm38_trainval.npz --old-limit 500]
+
+``--old``: also the old val maps (MixedWM38 / WM-811K npz; ``--old-limit`` spread evenly, 0 = all) whose answer
+names a new class, counted by their gold class (on the N = 50 CPU model: MixedWM38's Normal maps as Reticle-Repeat).
 
 Prints tables; CPU or GPU (whichever torch sees).
 """
@@ -37,7 +41,7 @@ def lattice_contrast(m) -> float:
     return float(min(best))
 
 
-def predictions(model_dir: str, ws, limit: int) -> list[tuple]:
+def predictions(model_dir: str, ws, limit: int, source: str = "custom") -> list[tuple]:
     from domainvlm.domains.wafer.expert_data import MapBank, PixelMaker, class_names
     from domainvlm.domains.wafer.head import WaferHead
     from domainvlm.domains.wafer.instruct import QUESTIONS
@@ -48,7 +52,7 @@ def predictions(model_dir: str, ws, limit: int) -> list[tuple]:
     model, proc = load_model(model_dir, device=dev, dtype="float32")
     tax = for_model_dir(model_dir)
     head = WaferHead(model.eval(), proc, tax)
-    bank = MapBank(ws, model.config.domainvlm.get("image_size", 224), torch.device(dev), "custom",
+    bank = MapBank(ws, model.config.domainvlm.get("image_size", 224), torch.device(dev), source,
                    class_names(tax), tax)
     px, rng, out = PixelMaker(proc, torch.device(dev)), random.Random(0), []
     n = min(limit or len(bank), len(bank))
@@ -69,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("model")
     p.add_argument("data")
     p.add_argument("--limit", type=int, default=0)
+    p.add_argument("--old", action="append", default=[], help="MixedWM38 / WM-811K npz: its val maps")
+    p.add_argument("--old-limit", type=int, default=0)
     a = p.parse_args(argv)
     tax = for_model_dir(a.model)
     ws = load_labelled_npz(a.data, tax)
@@ -100,7 +106,23 @@ def main(argv=None) -> int:
         print("false Reticle-Repeat on:", dict(Counter("+".join(gold[i]) or "Normal" for i in fps).most_common(8)))
         sizes = Counter(np.shape(ws.maps[i])[0] // 8 * 8 for i in miss)
         print("missed by size (bins of 8 dies):", dict(sorted(sizes.items())))
+    for path in a.old:
+        old_new_class_answers(a.model, path, a.old_limit, set(new))
     return 0
+
+
+def old_new_class_answers(model_dir: str, path: str, limit: int, new: set) -> None:
+    """Old val maps whose answer names a new class, by gold class (their gold never has one)."""
+    from domainvlm.domains.wafer.expert import _head
+    from domainvlm.domains.wafer.sources import load_wafer_file
+
+    ws = load_wafer_file(path)
+    val = _head(ws.select("val"), limit, spread=True)
+    preds = predictions(model_dir, val, 0, ws.source)
+    hits = Counter(("+".join(d) or "none", "+".join(p)) for d, p in zip(val.defects, preds) if new & set(p))
+    print(f"\n{path}: {sum(hits.values())} of {len(preds)} val maps answered with a new class")
+    for (g, p_), n in hits.most_common(10):
+        print(f"  {n} x gold {g} -> {p_}")
 
 
 if __name__ == "__main__":

@@ -131,3 +131,31 @@ def test_eval_spread_takes_maps_from_the_whole_val_set():
     spread = _head(ws, 6, spread=True)
     assert spread.defects == [("Loc",)] * 2 + [()] * 2 + [("Center",)] * 2 and spread.split == ["val"] * 6
     assert _head(ws, 0, spread=True) is ws
+
+
+def test_synth_fab_adds_real_normal_maps_to_train_only(tmp_path):
+    """--train-normal-from: the first N Normal maps of a wafer npz's train split join train.npz (labelled
+    Normal); val.npz and test.npz are unchanged."""
+    import numpy as np
+
+    from domainvlm.domains.wafer.labelled import load_labelled_npz
+    from domainvlm.domains.wafer.sources import load_wafer_file, save_mixedwm38_npz
+    from domainvlm.domains.wafer.synth import synth_set
+    from domainvlm.domains.wafer.synth_fab import main
+    from domainvlm.domains.wafer.taxonomy import default
+    from domainvlm.taxonomy import extend
+
+    mixed = tmp_path / "mixed.npz"
+    save_mixedwm38_npz(synth_set(12, seed=3, classes=["Normal", "Center"], split_fracs={"train": 0.75, "val": 0.25}),
+                       mixed)
+    assert main([str(tmp_path / "a"), "--n", "2", "--val", "1", "--test", "1"]) == 0
+    assert main([str(tmp_path / "b"), "--n", "2", "--val", "1", "--test", "1", "--train-normal-from", str(mixed),
+                 "--train-normal", "3"]) == 0
+    tax = extend(default(), __import__("pathlib").Path(__file__).resolve().parents[3] / "configs" / "fab-patterns.yaml")
+    a, b = (load_labelled_npz(tmp_path / d / "train.npz", tax) for d in ("a", "b"))
+    assert len(b) == len(a) + 3 and b.defects[len(a):] == [()] * 3
+    real = load_wafer_file(mixed).select("train")
+    first = [m for m, d in zip(real.maps, real.defects) if not d][:3]
+    assert all(np.array_equal(x, y) for x, y in zip(b.maps[len(a):], first))
+    for name in ("val.npz", "test.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()

@@ -51,15 +51,31 @@ def main(argv=None) -> int:
     p.add_argument("--train-negatives", type=int, default=0,
                    help="also this many synthetic maps of the known classes in train.npz (the known patterns in "
                         "the synthetic style, so that style alone does not mean a new class)")
+    p.add_argument("--train-normal-from", metavar="NPZ",
+                   help="also real Normal maps from this MixedWM38 / WM-811K npz's train split in train.npz (hard "
+                        "negatives: real Normal maps carry more scattered fails than the synthetic ones)")
+    p.add_argument("--train-normal", type=int, default=0, help="how many (the first ones of the train split)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
     out = Path(a.out_dir)
     for name, n, neg, seed in (("train", a.n, a.train_negatives, a.seed), ("val", a.val, a.val, a.seed + 1),
                                ("test", a.test, a.test, a.seed + 2)):
         ws = synth_fab_set(n, seed, negatives=neg)
+        if name == "train" and a.train_normal_from and a.train_normal:
+            ws = _with_real_normal(ws, a.train_normal_from, a.train_normal)
         save_labelled_npz(ws, out / f"{name}.npz")
         print(f"{out / (name + '.npz')}: {len(ws)} maps", flush=True)
     return 0
+
+
+def _with_real_normal(ws, path: str, n: int):
+    """``ws`` plus the first ``n`` Normal maps of ``path``'s train split (appended: sampling is uniform)."""
+    from .sources import WaferSet, load_wafer_file
+
+    real = load_wafer_file(path).select("train")
+    normal = [m for m, d in zip(real.maps, real.defects) if not d][:n]
+    return WaferSet(list(ws.maps) + normal, list(ws.defects) + [()] * len(normal), None, ws.source, ws.taxonomy,
+                    ws.path)
 
 
 if __name__ == "__main__":
