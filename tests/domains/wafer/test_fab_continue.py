@@ -46,14 +46,11 @@ def _new(tmp_path, name, n, seed):
 
 
 @pytest.mark.slow
-def test_continue_on_a_new_class(tmp_path):
+def continue_tiny(tmp_path, *overrides: str):
+    """train-expert continuing a tiny compact model on the tiny taxonomy's new class (16 train maps, replay of
+    tiny MixedWM38 / WM-811K sets); ``overrides`` are extra key=value settings. Returns the run folder."""
     from conftest import build_tiny_compact
     from domainvlm.cli import main
-    from domainvlm.domains.wafer.head import make_head
-    from domainvlm.domains.wafer.render import render_map
-    from domainvlm.domains.wafer.synth import synth_map
-    from domainvlm.models.loader import load_model
-    from domainvlm.taxonomy import from_model_dir
 
     base = tmp_path / "base"
     build_tiny_compact(base)
@@ -63,9 +60,20 @@ def test_continue_on_a_new_class(tmp_path):
     assert main(["train-expert", f"init_model={base}", f"taxonomy={tmp_path / 'mine.yaml'}",
                  f"new_data={_new(tmp_path, 'train', 16, 0)}", f"new_val={_new(tmp_path, 'val', 4, 1)}",
                  f"new_test={_new(tmp_path, 'test', 4, 2)}", f"mixedwm38={mixed}", f"wm811k={wm}",
-                 f"output_dir={out}", "new_frac=0.75", "lr=0.003", "max_steps=30", "batch_size=8", "warmup_steps=1",
-                 "ema_decay=0", "eval_at=[1.0]", "short_answer_frac=1.0", "follow_up_frac=0", "out_of_scope_frac=0",
-                 "log_every=10", "eval_baseline=true"]) == 0
+                 f"output_dir={out}", "new_frac=0.75", "lr=0.003", "batch_size=8", "warmup_steps=1",
+                 "short_answer_frac=1.0", "follow_up_frac=0", "out_of_scope_frac=0", "log_every=10",
+                 "eval_baseline=true", *overrides]) == 0
+    return out
+
+
+def test_continue_on_a_new_class(tmp_path):
+    from domainvlm.domains.wafer.head import make_head
+    from domainvlm.domains.wafer.render import render_map
+    from domainvlm.domains.wafer.synth import synth_map
+    from domainvlm.models.loader import load_model
+    from domainvlm.taxonomy import from_model_dir
+
+    out = continue_tiny(tmp_path, "max_steps=30", "ema_decay=0", "eval_at=[1.0]")
     tax = from_model_dir(out / "model")
     assert tax.names[-1] == "Reticle-Repeat" and tax.get("Reticle-Repeat").zh == "光罩重复"
     assert ("Center", "Reticle-Repeat") in tax.answer_sets() and len(tax.answer_sets()) == 40

@@ -63,22 +63,11 @@ def test_penalised_selection_end_to_end(tmp_path):
     import torch
     from safetensors.torch import load_file
 
-    from conftest import build_tiny_compact
-    from domainvlm.cli import main
-    from test_fab_continue import YAML, _new, _replay
+    from test_fab_continue import continue_tiny
 
-    base = tmp_path / "base"
-    build_tiny_compact(base)
-    mixed, wm = _replay(tmp_path)
-    (tmp_path / "mine.yaml").write_text(YAML, encoding="utf-8")
-    out = tmp_path / "run"
-    assert main(["train-expert", f"init_model={base}", f"taxonomy={tmp_path / 'mine.yaml'}",
-                 f"new_data={_new(tmp_path, 'train', 16, 0)}", f"new_val={_new(tmp_path, 'val', 4, 1)}",
-                 f"new_test={_new(tmp_path, 'test', 4, 2)}", f"mixedwm38={mixed}", f"wm811k={wm}",
-                 f"output_dir={out}", "new_frac=0.75", "lr=0.003", "max_steps=12", "batch_size=8", "warmup_steps=1",
-                 "ema_decay=0.9", "eval_at=[0.5,1.0]", "short_answer_frac=1.0", "follow_up_frac=0",
-                 "out_of_scope_frac=0", "log_every=10", "eval_baseline=true", "select_penalty=5",
-                 "select_drop_limit=0", "train_lm_layers=1"]) == 0
+    out = continue_tiny(tmp_path, "max_steps=12", "ema_decay=0.9", "eval_at=[0.5,1.0]", "select_penalty=5",
+                        "select_drop_limit=0", "train_lm_layers=1")
+    base = tmp_path / "base"  # the init model continue_tiny built
     vs = json.loads((out / "val_selection.json").read_text())
     s = vs["summary"]
     assert set(s["baseline"]) >= {"mixedwm38", "wm811k", "new-test"} and "change_points" in s
