@@ -117,9 +117,9 @@ def train_expert(cfg: ExpertConfig) -> dict:
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
         if not Path(getattr(cfg, name)).exists():
             raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
-    if cfg.teacher and not Path(cfg.teacher).is_file():
-        raise UserError(f"{cfg.teacher}: teacher not found (set teacher=PATH to a teacher.safetensors)")
     if cfg.teacher:
+        if not Path(cfg.teacher).is_file():
+            raise UserError(f"{cfg.teacher}: teacher not found (set teacher=PATH to a teacher.safetensors)")
         from ...train.teacher import teacher_meta
 
         teacher_meta(cfg.teacher)  # a teacher file at all: checked before anything is written
@@ -175,7 +175,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
     draw = BatchDraw(cfg, mix, wm, sup, new["train"])
-    vals = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]] + [new["val"]] * bool(new["val"])
+    old_val = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]]
+    vals = old_val + [new["val"]] * bool(new["val"])
     teacher = setup_teacher(cfg, draw, classes, tax, vals, size, out, dev, lambda m: _log(log, m))
     if cfg.teacher_only:
         _log(log, f"# done: teacher only, {time.time() - t_start:.1f}s total")
@@ -195,7 +196,6 @@ def train_expert(cfg: ExpertConfig) -> dict:
     ema = averager.model if averager is not None else None
     pv0, _ = px(mix.canvas[:3])
     _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
-    old_val = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]]
     base_old = (old_baseline(cfg, dev, tax, old_val, lambda m: _log(log, m), evaluate)
                 if cfg.select_penalty > 0 else None)  # the drop the selection penalises is against these
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ...errors import UserError
 from ...train.teacher import TeacherCNN, load_teacher, save_teacher, teacher_logits
+from .canvas import dihedral
 
 FILE = "teacher.safetensors"
 
@@ -43,9 +44,7 @@ def build(n_classes: int, width: int, factor: int, seed: int, device) -> Teacher
 
 def views(canvas: torch.Tensor):
     """The 8 dihedral views of a canvas batch (as expert_data.dihedral_batch's k = 0..7)."""
-    for k in range(8):
-        y = canvas.rot90(k % 4, dims=(1, 2))
-        yield y.flip(2) if k >= 4 else y
+    return (dihedral(canvas, k) for k in range(8))
 
 
 @torch.no_grad()
