@@ -10,7 +10,7 @@ per map row (the layout KLA's SINF and many probers write)::
     BINTYPE:HexaDecimal   (optional: HexaDecimal (default), Decimal or ASCII)
     RowData:__ __ 01 01 1F ...
 
-A ``WAFER`` line after map rows starts the next wafer. ``FAILBIN:`` (optional) lists the fail codes; then any
+Any header line after map rows starts the next wafer. ``FAILBIN:`` (optional) lists the fail codes; then any
 other code is an error rather than a fail. Rows are drawn top to bottom.
 """
 
@@ -45,7 +45,7 @@ def _blocks(text: str, path):
         if key == "ROWDATA":
             rows.append((n, val))
             continue
-        if key in ("WAFER", "WAFERID", "MID") and rows:
+        if rows:  # a header line after map rows starts the next wafer (its LOT/DEVICE may precede WAFER)
             yield head, rows, start
             head, rows, start = {}, [], n
         head[key] = (n, val.strip())
@@ -97,5 +97,5 @@ def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
 
 
 def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")  # -sig: editors on Windows prepend a BOM
     return [_one(h, r, s, k, path, pass_bins) for k, (h, r, s) in enumerate(_blocks(text, path))]

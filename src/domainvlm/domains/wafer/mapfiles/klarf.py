@@ -208,7 +208,7 @@ def _wafer18(w: _Wafer, kids, path) -> None:
 # ------------------------------------------------------------------------------------------------- result
 
 def read(data: bytes, path, version: str) -> list[WaferMap]:
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8-sig", errors="replace")  # -sig: a BOM would hide the first keyword
     wafers = _read12(text, path) if version == "klarf12" else []
     if version == "klarf18":
         _walk18(_tree(text, path), path, wafers)
