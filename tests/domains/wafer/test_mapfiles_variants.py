@@ -41,3 +41,22 @@ def test_g85_ascii_header_before_wafer_line_belongs_to_the_next_wafer(tmp_path):
     text = "".join(f"DEVICE:PX{k}\nLOT:LOT{k}\n" + t for k, t in enumerate(text[1:]))
     maps = MF.read_maps(write(tmp_path, "lots.map", text))
     assert [(m.lot_id, m.meta["product_id"]) for m in maps] == [("LOT0", "PX0"), ("LOT1", "PX1"), ("LOT2", "PX2")]
+
+
+def test_stdf_pass_bins_that_are_no_hard_bins_is_one_line(tmp_path, monkeypatch):
+    s = write(tmp_path, "s.stdf", W.stdf_bytes(grids(1)))
+    with pytest.raises(UserError, match=r"s\.stdf: pass_bins \(DOMAINVLM_PASS_BINS\): field HARD_BIN: 'P'"):
+        MF.read_maps(s, pass_bins=["P"])
+    monkeypatch.setenv("DOMAINVLM_PASS_BINS", "1,P")
+    with pytest.raises(UserError, match="field HARD_BIN"):
+        MF.get_wafer(s, 0)
+
+
+def test_pass_bins_from_the_environment_leave_klarf_files_readable(tmp_path, monkeypatch):
+    # a lot folder mixes sort maps (for which the variable is set) and inspection results
+    g = grids(1)[0]
+    k = write(tmp_path, "k.000", W.klarf12([g]))
+    monkeypatch.setenv("DOMAINVLM_PASS_BINS", "1")
+    np.testing.assert_array_equal(MF.get_wafer(k, 0).grid, g)
+    with pytest.raises(UserError, match="does not apply to KLARF"):
+        MF.read_maps(k, pass_bins=["1"])  # given explicitly, it is a mistake

@@ -60,9 +60,10 @@ def read_bytes(data: bytes, name: str = "upload", pass_bins=None) -> list[WaferM
     fmt = sniff_bytes(data[:HEAD])
     if fmt is None:
         raise UserError(f"{name}: not a wafer-map file (expected SEMI G85 XML/ASCII, SEMI E142, STDF V4 or KLARF)")
+    explicit = pass_bins is not None
     pass_bins = env_pass_bins() if pass_bins is None else pass_bins
     if fmt.startswith("klarf"):
-        if pass_bins is not None:
+        if explicit:  # the environment's setting is meant for sort maps: a folder may mix in KLARF files
             raise UserError(f"{name}: pass_bins does not apply to KLARF (a die fails when it has a defect)")
         return klarf.read(data, name, fmt)
     reader = {"g85-xml": g85_xml, "g85-ascii": g85_ascii, "e142": e142, "stdf": stdf}[fmt]
@@ -80,8 +81,8 @@ def read_maps(path, pass_bins=None) -> list[WaferMap]:
 
 
 @functools.lru_cache(maxsize=8)
-def _cached(path: str, mtime_ns: int, size: int, pass_bins: tuple | None) -> tuple[WaferMap, ...]:
-    maps = read_maps(path, list(pass_bins) if pass_bins is not None else None)
+def _cached(path: str, mtime_ns: int, size: int, env_bins: tuple | None) -> tuple[WaferMap, ...]:
+    maps = read_maps(path)  # read_bytes applies DOMAINVLM_PASS_BINS; env_bins only keys the cache
     for m in maps:  # shared by every caller (a lot folder asks for each wafer of a file in turn)
         m.grid.flags.writeable = False
     return tuple(maps)

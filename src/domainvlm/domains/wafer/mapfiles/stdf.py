@@ -104,6 +104,11 @@ def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
                 raise fail(path, where, "field X_COORD/Y_COORD: missing (-32768); not wafer-sort data")
             w = _wafer_of(body[0], open_, wafers, path, where)
             w.xs.append(x), w.ys.append(y), w.flags.append(body[2]), w.hbins.append(hard)
+    try:
+        pass_bins = None if pass_bins is None else [int(b) for b in pass_bins]
+    except (TypeError, ValueError):
+        raise fail(path, "pass_bins (DOMAINVLM_PASS_BINS)", f"field HARD_BIN: {', '.join(map(str, pass_bins))!r} "
+                                                            "are not all hard bin numbers") from None
     wafers = [w for w in wafers if w.xs]
     if not wafers:
         raise fail(path, "PRR", "field X_COORD/Y_COORD: no part results with die coordinates in this file")
@@ -125,7 +130,7 @@ def _wafer_of(head: int, open_: dict, wafers: list, path, where: str) -> _Wafer:
 
 def _passed(flags: np.ndarray, hbins: np.ndarray, hbin_pf: dict, pass_bins) -> np.ndarray:
     if pass_bins is not None:
-        return np.isin(hbins, [int(b) for b in pass_bins])
+        return np.isin(hbins, pass_bins)
     by_bin = np.array([hbin_pf.get(int(h), "P" if h == 1 else "F") == "P" for h in hbins.tolist()], bool)
     valid = (flags & 0x10) == 0
     return np.where(valid, (flags & 0x08) == 0, by_bin)
