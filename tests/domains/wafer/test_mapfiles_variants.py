@@ -60,3 +60,21 @@ def test_pass_bins_from_the_environment_leave_klarf_files_readable(tmp_path, mon
     np.testing.assert_array_equal(MF.get_wafer(k, 0).grid, g)
     with pytest.raises(UserError, match="does not apply to KLARF"):
         MF.read_maps(k, pass_bins=["1"])  # given explicitly, it is a mistake
+
+
+def test_lot_report_lists_map_files_that_do_not_read(tmp_path):
+    import json
+
+    from domainvlm.domains.wafer.lot_report import write_lot_report
+
+    good = write(tmp_path, "a.xml", W.g85_xml(grids(1)))
+    bad = write(tmp_path, "bad.map", W.g85_ascii(grids(1))[:-200])  # last rows cut short
+    rows = [{"id": "a.xml#0", "image": f"{good}#0", "answer": "Diagnosis: Center"},
+            {"id": "bad.map", "image": bad, "answer": None, "error": f"{bad}: line 30: ..."}]
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = write_lot_report(pred, tmp_path / "rep", None)
+    assert s["rows_not_wafer_maps"] == 0 and s["lots"]["LOT7"]["n_wafers"] == 1
+    assert [b["image"] for b in s["unreadable_map_files"]] == [bad]
+    md = (tmp_path / "rep" / "lot_report.md").read_text()
+    assert "1 map file row(s) could not be read" in md and "bad.map: line" in md and "field RowData" in md

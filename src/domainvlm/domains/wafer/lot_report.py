@@ -63,12 +63,13 @@ def summarise(rows: list[dict], tax=None) -> dict:
     """``tax``: the answering model's taxonomy (default: the 8 known patterns)."""
     tax = tax or for_model_dir(None)
     lots: dict[str, dict] = {}
-    skipped = 0
+    skipped, unreadable = 0, []
     for r in rows:
         try:
             w = _wafer(r.get("image"))
-        except UserError:
-            w = None
+        except UserError as e:  # a map file that does not read: a wafer missing from its lot, so say so
+            unreadable.append({"image": r.get("image"), "error": str(e)})
+            continue
         if w is None:
             skipped += 1
             continue
@@ -87,7 +88,7 @@ def summarise(rows: list[dict], tax=None) -> dict:
         lot["mean_yield"] = round(sum(w["yield"] for w in ws) / len(ws), 4)
         lot["wafers_per_diagnosis"] = dict(diags.most_common())
         lot["wafers_per_pattern"] = {p: per_pattern[p] for p in (NORMAL, *tax.names) if per_pattern[p]}
-    return {"lots": lots, "rows_not_wafer_maps": skipped}
+    return {"lots": lots, "rows_not_wafer_maps": skipped, "unreadable_map_files": unreadable}
 
 
 def _markdown(summary: dict) -> str:
@@ -100,6 +101,10 @@ def _markdown(summary: dict) -> str:
         out += [f"| {w['wafer_id']} | {Path(w['image']).name} | {100 * w['yield']:.1f}% | {w['pass']} | {w['fail']} "
                 f"| {w['diagnosis']} |" for w in s["wafers"]]
         out += ["", f"![maps](grid_{_safe(lot)}.png)", ""]
+    bad = summary.get("unreadable_map_files") or []
+    if bad:
+        out += [f"{len(bad)} map file row(s) could not be read and are not counted:", ""]
+        out += [f"- {b['error']}" for b in bad] + [""]
     if summary["rows_not_wafer_maps"]:
         out.append(f"{summary['rows_not_wafer_maps']} row(s) were not wafer maps and are not counted.")
     return "\n".join(out) + "\n"
