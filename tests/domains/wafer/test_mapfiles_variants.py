@@ -78,3 +78,21 @@ def test_lot_report_lists_map_files_that_do_not_read(tmp_path):
     assert [b["image"] for b in s["unreadable_map_files"]] == [bad]
     md = (tmp_path / "rep" / "lot_report.md").read_text()
     assert "1 map file row(s) could not be read" in md and "bad.map: line" in md and "field RowData" in md
+
+
+def _stdf_set_hbin_pf(data: bytes, pf: bytes) -> bytes:
+    """Little-endian STDF with every HBR's HBIN_PF (body byte 8) replaced."""
+    out, pos = bytearray(data), 0
+    while pos < len(out):
+        n = int.from_bytes(out[pos:pos + 2], "little")
+        if tuple(out[pos + 2:pos + 4]) == (1, 40):
+            out[pos + 4 + 8] = pf[0]
+        pos += 4 + n
+    return bytes(out)
+
+
+def test_stdf_hbr_pass_flag_unknown_falls_back_to_bin_1(tmp_path):
+    # PART_FLG marked invalid and the tester's HBRs say ' ' (pass/fail unknown): bin 1 passes, as documented
+    g = grids(1)[0]
+    p = write(tmp_path, "s.stdf", _stdf_set_hbin_pf(W.stdf_bytes([g], use_flag=False), b" "))
+    np.testing.assert_array_equal(MF.read_maps(p)[0].grid, g)

@@ -89,7 +89,7 @@ def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
             lot = _cn(body, 15)
         elif key == WCR:
             wcr = _wcr(body, e)
-        elif key == HBR and len(body) >= 9:
+        elif key == HBR and len(body) >= 9 and chr(body[8]).upper() in "PF":  # ' ': unknown, so bin 1 rule
             hbin_pf[struct.unpack_from(e + "H", body, 2)[0]] = chr(body[8]).upper()
         elif key == WIR and body:
             open_[body[0]] = _Wafer(_cn(body, 6) or str(len(wafers)))
