@@ -96,3 +96,50 @@ def test_stdf_hbr_pass_flag_unknown_falls_back_to_bin_1(tmp_path):
     g = grids(1)[0]
     p = write(tmp_path, "s.stdf", _stdf_set_hbin_pf(W.stdf_bytes([g], use_flag=False), b" "))
     np.testing.assert_array_equal(MF.read_maps(p)[0].grid, g)
+
+
+def test_klarf12_defects_of_every_inspection_test_count(tmp_path):
+    # a wafer inspected by two tests: each has its own SampleTestPlan and DefectList; a die fails on either
+    g = grids(1)[0]
+    head, rest = W.klarf12([g]).split("DefectList\n", 1)
+    rows, tail = rest.split(";\n", 1)
+    rows = rows.split("\n")
+    plan = head[head.index("SampleTestPlan"):head.index("DefectRecordSpec")]
+    spec = head[head.index("DefectRecordSpec"):]
+    h = len(rows) // 2
+    text = (head + "DefectList\n" + "\n".join(rows[:h]) + ";\nInspectionTest 2;\n" + plan + spec + "DefectList\n"
+            + "\n".join(rows[h:]) + ";\n" + tail)
+    np.testing.assert_array_equal(MF.read_maps(write(tmp_path, "k.000", text))[0].grid, g)
+
+
+def test_klarf18_plans_and_defect_lists_of_several_tests(tmp_path):
+    text = '''Record FileRecord "1.8"
+{
+  Record LotRecord "L9"
+  {
+    Record WaferRecord "W9"
+    {
+      Record TestRecord 1
+      {
+        Field SampleTestPlan 2 {0 0, 1 0}
+      }
+      Record TestRecord 2
+      {
+        Field SampleTestPlan 2 {0 1, 1 1}
+      }
+      List DefectList
+      {
+        Columns 3 { int32 DEFECTID, int32 XINDEX, int32 YINDEX }
+        Data 1 { 1 1 1; }
+      }
+      List DefectList
+      {
+        Columns 3 { int32 DEFECTID, int32 XINDEX, int32 YINDEX }
+        Data 1 { 2 0 0; }
+      }
+    }
+  }
+}
+EndOfFile;
+'''
+    np.testing.assert_array_equal(MF.read_maps(write(tmp_path, "k.klarf", text))[0].grid, [[1, 2], [2, 1]])

@@ -6,6 +6,7 @@ KLARF 1.8 (``Record FileRecord "1.8" { Record LotRecord { Record WaferRecord "W0
 { Columns .. Data .. } } } }``): the same fields inside each WaferRecord; the die list is a ``SampleTestPlan``
 List (or Field of XINDEX YINDEX pairs). Die indices grow rightwards and upwards; ``OrientationMarkLocation``
 (DOWN/UP/LEFT/RIGHT) is where the notch is. Without a die list the wafer outline is unknown: an error.
+A wafer inspected by several tests has the dies of all their plans and the defects of all their lists.
 """
 
 from __future__ import annotations
@@ -81,12 +82,12 @@ def _read12(text: str, path) -> list[_Wafer]:
         elif kw == "WaferID":
             wafers.append(_Wafer(vals[0] if vals else str(len(wafers)), n, lot, notch, geo))
         elif kw == "SampleTestPlan" and wafers:
-            xy = _ints(vals[1:], path, n, "SampleTestPlan")
-            wafers[-1].plan = list(zip(xy[0::2], xy[1::2]))
+            xy = _ints(vals[1:], path, n, "SampleTestPlan")  # one per InspectionTest: the wafer has them all
+            wafers[-1].plan = (wafers[-1].plan or []) + list(zip(xy[0::2], xy[1::2]))
         elif kw == "DefectRecordSpec":
             spec = [v.upper() for v in vals[1:]]
         elif kw == "DefectList" and wafers:
-            wafers[-1].defects = _defects12(vals, spec, path, n)
+            wafers[-1].defects += _defects12(vals, spec, path, n)  # every test's defects count
     return wafers
 
 
@@ -194,13 +195,13 @@ def _wafer18(w: _Wafer, kids, path) -> None:
     for head, k, n in kids:
         kind, name = head[0], (head[1] if len(head) > 1 else "")
         if kind == "List" and name == "DefectList" and k is not None:
-            w.defects = _xy_from_list(k, path, n, "DefectList")
+            w.defects += _xy_from_list(k, path, n, "DefectList")
         elif name.startswith("SampleTestPlan") and k is not None:
             if kind == "List":
-                w.plan = _xy_from_list(k, path, n, name)
+                xy = [v for d in _xy_from_list(k, path, n, name) for v in d]
             else:
                 xy = _ints(_values(k), path, n, name)
-                w.plan = list(zip(xy[0::2], xy[1::2]))
+            w.plan = (w.plan or []) + list(zip(xy[0::2], xy[1::2]))  # several TestRecords: all their dies
         elif kind == "Record" and k is not None:  # e.g. a TestRecord holding the plan
             _wafer18(w, k, path)
 
