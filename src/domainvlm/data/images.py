@@ -46,11 +46,16 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
-def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
-    path, _, idx = ref.partition("#")
+def _in(path: str, base_dir) -> Path:
     p = Path(path).expanduser()
-    if not p.is_absolute() and base_dir is not None:
-        p = Path(base_dir) / p
+    return Path(base_dir) / p if not p.is_absolute() and base_dir is not None else p
+
+
+def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
+    path, sep, idx = ref.rpartition("#")  # the last '#': a file name may hold one (LOT#42.xml#3)
+    if not sep or _in(ref, base_dir).is_file():  # 'LOT#42.xml' itself
+        path, idx = ref, ""
+    p = _in(path, base_dir)
     index = None
     if idx:
         try:

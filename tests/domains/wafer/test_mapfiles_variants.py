@@ -143,3 +143,18 @@ def test_klarf18_plans_and_defect_lists_of_several_tests(tmp_path):
 EndOfFile;
 '''
     np.testing.assert_array_equal(MF.read_maps(write(tmp_path, "k.klarf", text))[0].grid, [[1, 2], [2, 1]])
+
+
+def test_file_names_with_a_hash(tmp_path):
+    from domainvlm.data.images import load_image
+    from domainvlm.domains.wafer.mapfiles.labels import read_labelled
+    from domainvlm.domains.wafer.render import render_map
+
+    gs = grids(2)
+    lot = write(tmp_path, "LOT#42.xml", W.g85_xml(gs))
+    one = write(tmp_path, "W#3.xml", W.g85_xml(gs[:1]))
+    assert np.array_equal(np.asarray(load_image(f"{lot}#1")), np.asarray(render_map(gs[1])))
+    assert np.array_equal(np.asarray(load_image(one)), np.asarray(render_map(gs[0])))
+    (tmp_path / "labels.csv").write_text("image,labels\nLOT#42.xml#1,Scratch\nW#3.xml,Center\n")
+    rows = read_labelled(tmp_path / "labels.csv")
+    assert [r[0].rsplit("/", 1)[1] for r in rows] == ["LOT#42.xml#1", "W#3.xml#0"]

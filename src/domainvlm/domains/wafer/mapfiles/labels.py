@@ -73,7 +73,9 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
             img = (d.get("image") or "").strip()
             if not img:
                 raise UserError(f"{loc}: field 'image': empty")
-            file, _, idx = img.partition("#")
+            file, sep, idx = img.rpartition("#")  # the last '#': a file name may hold one (LOT#42.xml#3)
+            if not sep or (path.parent / img).is_file():
+                file, idx = img, ""
             p = Path(file) if Path(file).is_absolute() else path.parent / file
             if kind(p) is None:
                 raise UserError(f"{loc}: field 'image': {p} is not a wafer-map file (G85, E142, STDF, KLARF)"
