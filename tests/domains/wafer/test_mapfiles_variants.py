@@ -158,3 +158,11 @@ def test_file_names_with_a_hash(tmp_path):
     (tmp_path / "labels.csv").write_text("image,labels\nLOT#42.xml#1,Scratch\nW#3.xml,Center\n")
     rows = read_labelled(tmp_path / "labels.csv")
     assert [r[0].rsplit("/", 1)[1] for r in rows] == ["LOT#42.xml#1", "W#3.xml#0"]
+
+
+def test_klarf18_block_without_a_name_is_one_line(tmp_path):
+    text = W.klarf18(grids(1)).splitlines()
+    i = next(j for j, t in enumerate(text) if "Field SlotNumber" in t)
+    text[i] = "      { 1 }"  # the field's keyword and name lost
+    with pytest.raises(UserError, match=rf"k\.klarf: line {i + 1}: field '{{': a block without a Record/Field/List"):
+        MF.read_maps(write(tmp_path, "k.klarf", "\n".join(text)))

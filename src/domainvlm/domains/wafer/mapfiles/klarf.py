@@ -133,6 +133,8 @@ def _tree(text: str, path):
                 head.append(toks[pos][0])
                 pos += 1
             if pos < len(toks) and toks[pos][0] == "{":
+                if not head:
+                    raise fail(path, f"line {n}", "field '{': a block without a Record/Field/List name before it")
                 pos += 1
                 items.append((head, block(), n))
             else:
