@@ -166,3 +166,24 @@ def test_klarf18_block_without_a_name_is_one_line(tmp_path):
     text[i] = "      { 1 }"  # the field's keyword and name lost
     with pytest.raises(UserError, match=rf"k\.klarf: line {i + 1}: field '{{': a block without a Record/Field/List"):
         MF.read_maps(write(tmp_path, "k.klarf", "\n".join(text)))
+
+
+def test_stray_die_coordinate_is_one_line_not_a_huge_grid(tmp_path):
+    g = grids(1)[0]
+    text = W.klarf12([g])
+    plan_end = text.index(";", text.index("SampleTestPlan"))
+    far = text[:plan_end] + "\n 30000 0" + text[plan_end:]  # one die far off, as a corrupt plan row gives
+    far = far.replace(f"SampleTestPlan {int((g > 0).sum())}", f"SampleTestPlan {int((g > 0).sum()) + 1}")
+    far = far.replace("SampleSize 1", "SampleSize 0")  # no wafer frame: the dies' bounding box
+    with pytest.raises(UserError, match=r"k\.000: line \d+ \(wafer LOT7-01\): field SampleTestPlan XINDEX/YINDEX: "
+                                        r"the dies span 30\d\d\d x \d+ .*over 4096 a side"):
+        MF.read_maps(write(tmp_path, "k.000", far))
+
+
+def test_odd_numbers_and_encodings_are_one_line(tmp_path):
+    inf = W.klarf12(grids(1)).replace("SampleTestPlan ", "SampleTestPlan inf ", 1).replace("\n 0 ", "\n inf ", 1)
+    with pytest.raises(UserError, match=r"k\.000: line \d+: field SampleTestPlan: non-numeric"):
+        MF.read_maps(write(tmp_path, "k.000", inf))
+    xml = W.g85_xml(grids(1)).replace('encoding="utf-8"', 'encoding="ebcdic-xyz"')
+    with pytest.raises(UserError, match=r"g\.xml: line 1: field encoding: unknown encoding"):
+        MF.read_maps(write(tmp_path, "g.xml", xml))

@@ -151,7 +151,11 @@ def normalise(grid: np.ndarray, notch_deg: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(grid, (notch_deg // 90) % 4))
 
 
-def grid_from_dies(xs, ys, values, x_right: bool = True, y_down: bool = True, frame=None):
+MAX_SIDE = 4096  # dies per side: far above any wafer; a larger box is a stray coordinate, not a map
+
+
+def grid_from_dies(xs, ys, values, x_right: bool = True, y_down: bool = True, frame=None, path="", where="",
+                   fld="X/Y"):
     """Die grid from die coordinates; later duplicates win (retests). Returns (grid, how).
 
     ``frame=(rows, cols, cx, cy)``: the file states the wafer's size in dies and its centre die, so the map
@@ -169,6 +173,9 @@ def grid_from_dies(xs, ys, values, x_right: bool = True, y_down: bool = True, fr
     if how != "wafer frame":
         cols, rows = (xs * sx) - (xs * sx).min(), (ys * sy) - (ys * sy).min()
         n_rows, n_cols = int(rows.max()) + 1, int(cols.max()) + 1
+        if max(n_rows, n_cols) > MAX_SIDE:
+            raise fail(path, where, f"field {fld}: the dies span {n_cols} x {n_rows} (x {xs.min()}..{xs.max()}, "
+                                    f"y {ys.min()}..{ys.max()}), over {MAX_SIDE} a side: a stray coordinate?")
     g = np.zeros((int(n_rows), int(n_cols)), np.uint8)
     key = rows * g.shape[1] + cols
     _, first_from_end = np.unique(key[::-1], return_index=True)
@@ -190,6 +197,8 @@ def parse_xml(data: bytes, path):
         root = ET.fromstring(data)
     except ET.ParseError as e:
         raise fail(path, f"line {e.position[0]}", f"not well-formed XML ({e})") from None
+    except LookupError as e:  # <?xml encoding="..."?> names a codec Python lacks
+        raise fail(path, "line 1", f"field encoding: {e}") from None
     for el in root.iter():
         if isinstance(el.tag, str) and "}" in el.tag:
             el.tag = el.tag.rsplit("}", 1)[1]

@@ -48,7 +48,7 @@ class _Wafer:
 def _ints(vals, path, line, fld) -> list[int]:
     try:
         return [int(float(v)) for v in vals]
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: 'inf'
         raise fail(path, f"line {line}", f"field {fld}: non-numeric value in {' '.join(vals)[:40]!r}") from None
 
 
@@ -245,7 +245,8 @@ def _map(w: _Wafer, k: int, path, version: str) -> WaferMap:
                                                            "outside the SampleTestPlan")
     hit = {tuple(d) for d in w.defects}
     values = np.array([FAIL if (x, y) in hit else PASS for x, y in plan.tolist()], np.uint8)
-    grid, how = grid_from_dies(plan[:, 0], plan[:, 1], values, x_right=True, y_down=False, frame=_frame(w.geo))
+    grid, how = grid_from_dies(plan[:, 0], plan[:, 1], values, x_right=True, y_down=False, frame=_frame(w.geo),
+                               path=path, where=f"line {w.line} (wafer {w.wid})", fld="SampleTestPlan XINDEX/YINDEX")
     notch = notch_degrees(w.notch[0], path, f"line {w.notch[1]}", "OrientationMarkLocation")
     meta = {"orientation_deg": notch, "orientation_mark": w.notch[0], "defects": len(w.defects), "grid": how,
             "x_range": [int(plan[:, 0].min()), int(plan[:, 0].max())],

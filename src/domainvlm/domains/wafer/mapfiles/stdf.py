@@ -140,7 +140,8 @@ def _map(w: _Wafer, k: int, path, lot, wcr, hbin_pf, pass_bins) -> WaferMap:
     flags, hbins = np.array(w.flags, np.uint8), np.array(w.hbins, np.int64)
     values = np.where(_passed(flags, hbins, hbin_pf, pass_bins), PASS, FAIL).astype(np.uint8)
     pos_x, pos_y = wcr.get("POS_X", " ").upper(), wcr.get("POS_Y", " ").upper()
-    grid, how = grid_from_dies(w.xs, w.ys, values, x_right=pos_x != "L", y_down=pos_y != "U", frame=_frame(wcr))
+    grid, how = grid_from_dies(w.xs, w.ys, values, x_right=pos_x != "L", y_down=pos_y != "U", frame=_frame(wcr),
+                               path=path, where=f"PRR (wafer {w.wid})", fld="X_COORD/Y_COORD")
     notch = notch_degrees(wcr.get("WF_FLAT", " "), path, "WCR", "WF_FLAT")
     meta = {"orientation_deg": notch, "wf_flat": wcr.get("WF_FLAT"), "pos_x": pos_x, "pos_y": pos_y,
             "x_range": [int(min(w.xs)), int(max(w.xs))], "y_range": [int(min(w.ys)), int(max(w.ys))],
