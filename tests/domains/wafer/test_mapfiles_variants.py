@@ -187,3 +187,13 @@ def test_odd_numbers_and_encodings_are_one_line(tmp_path):
     xml = W.g85_xml(grids(1)).replace('encoding="utf-8"', 'encoding="ebcdic-xyz"')
     with pytest.raises(UserError, match=r"g\.xml: line 1: field encoding: unknown encoding"):
         MF.read_maps(write(tmp_path, "g.xml", xml))
+
+
+@pytest.mark.parametrize("field", ["SampleSize 1 ", "DiePitch ", "SampleCenterLocation "])
+def test_klarf_nan_in_the_wafer_geometry_falls_back_to_the_bounding_box(tmp_path, field):
+    g = grids(1)[0]
+    text = W.klarf12([g]).replace(field, field + "nan ", 1)
+    m = MF.read_maps(write(tmp_path, "k.000", text))[0]
+    rows, cols = np.flatnonzero(g.any(1)), np.flatnonzero(g.any(0))
+    assert m.meta["grid"] == "bounding box"
+    np.testing.assert_array_equal(m.grid, g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])

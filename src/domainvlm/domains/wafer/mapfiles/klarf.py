@@ -229,7 +229,8 @@ def _frame(geo: dict):
         sx, sy = (float(v) for v in geo["SampleCenterLocation"][:2])
     except (KeyError, IndexError, ValueError):
         return None
-    if min(px, py, diameter) <= 0 or diameter / min(px, py) > 4096:
+    if not np.isfinite([diameter, px, py, sx, sy]).all() or min(px, py, diameter) <= 0 \
+            or diameter / min(px, py) > 4096:  # 'nan' would slip past the comparisons
         return None
     return round(diameter / py), round(diameter / px), int(np.floor(sx / px)), int(np.floor(sy / py))
 
