@@ -62,14 +62,15 @@ def g85_xml(grids, bin_type="Decimal", notch_deg=0, seed=0, wafer_ids=None, rows
 
 
 def g85_ascii(grids, notch_deg=0, seed=0) -> str:
-    """The ASCII (G81/E5 data item, SINF-style) form: header lines, then RowData; pass 01/02, fails hex."""
+    """The ASCII (G81/E5 data item, SINF-style) form: header lines, then RowData; pass 01/02, fails hex.
+    FNLOC as KLA's SINF counts it: degrees clockwise from the top (180 = notch at the bottom)."""
     rng = np.random.default_rng(seed)
     lines = []
     for k, g in enumerate(grids):
         w = as_written(np.asarray(g), notch_deg)
         codes = _codes(w, "01", ["1A", "2B", "3C", "4D"], "__", rng)
         codes[(w == 1) & (rng.random(w.shape) < 0.3)] = "02"  # a second pass bin
-        lines += ["DEVICE:PX9", "LOT:LOT7", f"WAFER:LOT7-{k + 1:02d}", f"FNLOC:{notch_deg}", "ORLOC:2",
+        lines += ["DEVICE:PX9", "LOT:LOT7", f"WAFER:LOT7-{k + 1:02d}", f"FNLOC:{(notch_deg + 180) % 360}", "ORLOC:2",
                   f"ROWCT:{w.shape[0]}", f"COLCT:{w.shape[1]}", "BCEQU:01 02", "NULBC:__", "DUTMS:mm",
                   "XDIES:5.0", "YDIES:5.0"]
         lines += ["RowData:" + " ".join(r) for r in codes]

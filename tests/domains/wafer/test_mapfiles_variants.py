@@ -197,3 +197,33 @@ def test_klarf_nan_in_the_wafer_geometry_falls_back_to_the_bounding_box(tmp_path
     rows, cols = np.flatnonzero(g.any(1)), np.flatnonzero(g.any(0))
     assert m.meta["grid"] == "bounding box"
     np.testing.assert_array_equal(m.grid, g[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
+
+
+def _sinf(rows, fnloc="180", bcequ="BCEQU:01", extra=()):
+    head = ["DEVICE:PX9", "LOT:L1", "WAFER:L1-01", f"FNLOC:{fnloc}", f"ROWCT:{len(rows)}",
+            f"COLCT:{len(rows[0].split())}", bcequ, "NULBC:__", *extra]
+    return "\n".join(head + ["RowData:" + r for r in rows]) + "\n"
+
+
+# notch side marked by the fail column: the map as drawn with the notch where FNLOC says (KLA SINF: degrees
+# clockwise from the top, 0 top, 90 right, 180 bottom, 270 left)
+SINF_ROWS = ["__ 01 01", "01 01 01", "1F 1F 1F"]  # fails along the bottom edge as drawn
+SINF_GRID = np.array([[0, 1, 1], [1, 1, 1], [2, 2, 2]], np.uint8)
+
+
+@pytest.mark.parametrize("fnloc,turns", [("180", 0), ("0", 2), ("90", 3), ("270", 1)])
+def test_sinf_fnloc_counts_from_the_top(tmp_path, fnloc, turns):
+    m = MF.read_maps(write(tmp_path, "w.sinf", _sinf(SINF_ROWS, fnloc)))[0]
+    # normalised: the notch side of the drawing ends at the bottom (np.rot90 turns counter-clockwise)
+    np.testing.assert_array_equal(m.grid, np.rot90(SINF_GRID, turns))
+    assert m.meta["fnloc"] == fnloc
+
+
+@pytest.mark.parametrize("bcequ", ["BCEQU:01,02", "BCEQU:01, 02", "BCEQU:", ""], ids=["comma", "comma-space",
+                                                                                     "blank", "missing"])
+def test_sinf_bcequ_commas_and_default(tmp_path, bcequ):
+    rows = ["__ 01 02", "01 @@ 01", "1F 1F 02"]
+    m = MF.read_maps(write(tmp_path, "w.sinf", _sinf(rows, bcequ=bcequ)))[0]
+    two = 1 if "02" in bcequ else 2  # without 02 in BCEQU only the SINF default 01 passes
+    # '@@' (uninspected) has no result: no die counted there
+    np.testing.assert_array_equal(m.grid, [[0, 1, two], [1, 0, 1], [2, 2, two]])

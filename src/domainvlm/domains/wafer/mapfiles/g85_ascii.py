@@ -2,11 +2,11 @@
 per map row (the layout KLA's SINF and many probers write)::
 
     DEVICE:PROD-1         LOT:L1234        WAFER:W01
-    FNLOC:180             (notch/flat, degrees clockwise from the bottom)
+    FNLOC:180             (notch/flat, degrees clockwise from the TOP as SINF counts: 180 = bottom)
     ORLOC:2               (origin location, kept)
     ROWCT:52  COLCT:52    (rows, columns)
-    BCEQU:01 02           (bin codes that pass; any other non-null code fails)
-    NULBC:__              (null bin: no die at that site)
+    BCEQU:01 02           (bin codes that pass, space or comma separated; missing or blank: 01)
+    NULBC:__              (null bin: no die at that site; '@@', SINF's uninspected die, counts as none)
     BINTYPE:HexaDecimal   (optional: HexaDecimal (default), Decimal or ASCII)
     RowData:__ __ 01 01 1F ...
 
@@ -63,17 +63,24 @@ def _int(head, key, path) -> int | None:
         raise fail(path, f"line {n}", f"field {key}: {v!r} is not an integer") from None
 
 
+def _codes(head, key) -> list[str]:
+    """A list of bin codes; SINF separates them by spaces or commas."""
+    return [c for c in re.split(r"[\s,]+", head.get(key, (0, ""))[1]) if c]
+
+
 def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
     where = f"line {start} (wafer {k})"
     if not rows:
         raise fail(path, where, "field RowData: no map rows")
     btype = bin_type(head.get("BINTYPE", (0, "HexaDecimal"))[1], path, where)
-    if "BCEQU" not in head and pass_bins is None:
+    passes = _codes(head, "BCEQU")
+    if not passes and btype == "ascii" and pass_bins is None:
         raise fail(path, where, "field BCEQU: missing, so pass dies cannot be told from fails (give pass_bins)")
     null = head.get("NULBC", (0, ""))[1]
-    fails = head["FAILBIN"][1].split() if "FAILBIN" in head else None
-    table = make_table(btype, head.get("BCEQU", (0, ""))[1].split(), fails, [null] if null else [], path,
-                       where, pass_bins)
+    nulls = [null] if null else []
+    nulls += ["@@"] if btype == "hexadecimal" else []  # uninspected: no result, so neither pass nor fail
+    fails = _codes(head, "FAILBIN") if "FAILBIN" in head else None
+    table = make_table(btype, passes or ["01"], fails, nulls, path, where, pass_bins)  # SINF: 01 when not given
     n_rows, n_cols = _int(head, "ROWCT", path), _int(head, "COLCT", path)
     width = len(null) if null and btype != "ascii" else None
     grid = []
@@ -87,10 +94,12 @@ def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
         grid.append(table.classify(toks, path, f"line {n} (RowData {i + 1})"))
     if n_rows is not None and n_rows != len(grid):
         raise fail(path, where, f"field ROWCT: says {n_rows} but the map has {len(grid)} RowData lines")
-    fn = head.get("FNLOC", (start, "0"))
+    fn = head.get("FNLOC", (start, "bottom"))
     notch = notch_degrees(fn[1], path, f"line {fn[0]}", "FNLOC")
-    meta = {"orientation_deg": notch, "origin_location": head.get("ORLOC", (0, None))[1], "bin_type": btype,
-            "null_bin": null, "pass_bins": sorted(map(str, table.pass_codes)),
+    if re.fullmatch(r"\s*[-+]?\d+(\.\d*)?\s*", fn[1]):  # SINF counts from the top (0 top, 90 right, 180 bottom)
+        notch = (notch + 180) % 360
+    meta = {"orientation_deg": notch, "fnloc": fn[1], "origin_location": head.get("ORLOC", (0, None))[1],
+            "bin_type": btype, "null_bin": null, "pass_bins": sorted(map(str, table.pass_codes)),
             "product_id": head.get("DEVICE", (0, ""))[1]}
     wid = (head.get("WAFER") or head.get("WAFERID") or head.get("MID") or (0, str(k)))[1]
     return WaferMap(normalise(np.stack(grid), notch), wid, head.get("LOT", (0, ""))[1], FMT, str(path), k, meta)
