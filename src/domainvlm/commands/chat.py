@@ -6,6 +6,7 @@ without an image. ``clear`` starts over, ``stop`` quits (Ctrl-D too); Ctrl-C sto
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -44,10 +45,10 @@ def image_ref(line: str) -> str | None:
     s = line.strip().strip("'\"")
     if not s or "\n" in s:
         return None
-    base = s.partition("#")[0] if ".npz#" in s else s
-    p = Path(base).expanduser()
+    m = re.fullmatch(r"(.+)#\d+", s)  # 'maps.npz#12', 'lot42.xml#3' (a fab map file's wafer 3)
+    p = Path(m.group(1) if m else s).expanduser()
     try:
-        if p.is_file():
+        if p.is_file() or Path(s).expanduser().is_file():
             return s
     except OSError:  # over-long "paths" that are really questions
         return None

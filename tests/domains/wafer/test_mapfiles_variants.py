@@ -227,3 +227,12 @@ def test_sinf_bcequ_commas_and_default(tmp_path, bcequ):
     two = 1 if "02" in bcequ else 2  # without 02 in BCEQU only the SINF default 01 passes
     # '@@' (uninspected) has no result: no die counted there
     np.testing.assert_array_equal(m.grid, [[0, 1, two], [1, 0, 1], [2, 2, two]])
+
+
+def test_chat_takes_a_map_file_wafer_as_an_image(tmp_path):
+    from domainvlm.commands.chat import image_ref
+
+    lot = write(tmp_path, "lot42.xml", W.g85_xml(grids(2)))
+    hashed = write(tmp_path, "LOT#42.xml", W.g85_xml(grids(2)))
+    assert image_ref(f"{lot}#1") == f"{lot}#1" and image_ref(f"'{hashed}#0'") == f"{hashed}#0"
+    assert image_ref("what about wafer#3") is None  # still a question
