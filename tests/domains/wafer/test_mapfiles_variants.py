@@ -236,3 +236,14 @@ def test_chat_takes_a_map_file_wafer_as_an_image(tmp_path):
     hashed = write(tmp_path, "LOT#42.xml", W.g85_xml(grids(2)))
     assert image_ref(f"{lot}#1") == f"{lot}#1" and image_ref(f"'{hashed}#0'") == f"{hashed}#0"
     assert image_ref("what about wafer#3") is None  # still a question
+
+
+def test_labels_csv_naming_one_wafer_twice_is_one_line(tmp_path):
+    from domainvlm.domains.wafer.mapfiles.labels import read_labelled
+
+    write(tmp_path, "one.xml", W.g85_xml(grids(1)))
+    write(tmp_path, "lot.xml", W.g85_xml(grids(2)))
+    (tmp_path / "labels.csv").write_text("image,labels,split\none.xml,Center,train\nlot.xml#1,Scratch,train\n"
+                                         "one.xml#0,Center,val\n")
+    with pytest.raises(UserError, match=r"labels\.csv:4: field 'image': one\.xml#0 is the same wafer as line 2"):
+        read_labelled(tmp_path / "labels.csv")

@@ -64,7 +64,7 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
     from ..taxonomy import default
 
     tax = tax or default()
-    rows = []
+    rows, seen = [], {}
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
@@ -86,7 +86,11 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
                 w = get_wafer(str(p), int(idx) if idx else None)
             except UserError as e:
                 raise UserError(f"{loc}: field 'image': {e}") from None
-            rows.append((f"{p.resolve()}#{w.index}", _labels(d.get("labels", ""), loc, tax, tax_source),
+            ref = f"{p.resolve()}#{w.index}"
+            if ref in seen:  # the same wafer twice: in two splits it leaks into the evaluation
+                raise UserError(f"{loc}: field 'image': {img} is the same wafer as line {seen[ref]}")
+            seen[ref] = reader.line_num
+            rows.append((ref, _labels(d.get("labels", ""), loc, tax, tax_source),
                          (d.get("split") or "").strip() or None, loc))
     if not rows:
         raise UserError(f"{path}: no rows under the header image,labels")
