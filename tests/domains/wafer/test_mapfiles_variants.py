@@ -247,3 +247,14 @@ def test_labels_csv_naming_one_wafer_twice_is_one_line(tmp_path):
                                          "one.xml#0,Center,val\n")
     with pytest.raises(UserError, match=r"labels\.csv:4: field 'image': one\.xml#0 is the same wafer as line 2"):
         read_labelled(tmp_path / "labels.csv")
+
+
+def test_klarf18_a_wafer_records_fields_do_not_carry_over_to_the_next_wafer(tmp_path):
+    g = grids(2)
+    text = W.klarf18(g)  # the lot record says DOWN
+    first = text.index('Record WaferRecord "LOT7-01"')
+    brace = text.index("{", first) + 1
+    text = text[:brace] + '\n      Field OrientationMarkLocation 1 {"UP"}' + text[brace:]  # wafer 1 only
+    maps = MF.read_maps(write(tmp_path, "k.klarf", text))
+    assert [m.meta["orientation_mark"] for m in maps] == ["UP", "DOWN"]
+    np.testing.assert_array_equal(maps[1].grid, g[1])

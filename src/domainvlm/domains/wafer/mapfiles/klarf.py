@@ -156,16 +156,16 @@ def _walk18(items, path, wafers, lot="", notch=("DOWN", 0), geo=None):
             if name == "LotRecord":
                 lot = rid
             fields = {h[1]: (k, ln) for h, k, ln in kids if h[0] == "Field" and len(h) > 1 and k is not None}
-            if "OrientationMarkLocation" in fields:
+            here, mark = {**geo, **{k: _values(fields[k][0]) for k in _GEO if k in fields}}, notch
+            if "OrientationMarkLocation" in fields:  # a record's fields hold for it and what it holds, not siblings
                 v = [t for h, _, _ in fields["OrientationMarkLocation"][0] for t in h if t != ","]
-                notch = (v[0] if v else "DOWN", fields["OrientationMarkLocation"][1])
-            geo.update({k: _values(fields[k][0]) for k in _GEO if k in fields})
+                mark = (v[0] if v else "DOWN", fields["OrientationMarkLocation"][1])
             if name == "WaferRecord":
-                w = _Wafer(rid or str(len(wafers)), n, lot, notch, geo)
+                w = _Wafer(rid or str(len(wafers)), n, lot, mark, here)
                 wafers.append(w)
                 _wafer18(w, kids, path)
             else:
-                _walk18(kids, path, wafers, lot, notch, geo)
+                _walk18(kids, path, wafers, lot, mark, here)
 
 
 def _values(kids) -> list[str]:
