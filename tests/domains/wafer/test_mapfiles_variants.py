@@ -258,3 +258,11 @@ def test_klarf18_a_wafer_records_fields_do_not_carry_over_to_the_next_wafer(tmp_
     maps = MF.read_maps(write(tmp_path, "k.klarf", text))
     assert [m.meta["orientation_mark"] for m in maps] == ["UP", "DOWN"]
     np.testing.assert_array_equal(maps[1].grid, g[1])
+
+
+def test_sinf_lot_header_given_once_holds_for_every_wafer(tmp_path):
+    rows = ["__ 01 02", "01 02 1F"]
+    text = _sinf(rows, bcequ="BCEQU:01 02") + "WAFER:L1-02\n" + "".join(f"RowData:{r}\n" for r in rows[::-1])
+    maps = MF.read_maps(write(tmp_path, "lot.sinf", text))
+    assert [m.wafer_id for m in maps] == ["L1-01", "L1-02"] and [m.lot_id for m in maps] == ["L1", "L1"]
+    np.testing.assert_array_equal(maps[1].grid, [[1, 1, 2], [0, 1, 1]])  # 02 passes on wafer 2 as well

@@ -10,7 +10,7 @@ per map row (the layout KLA's SINF and many probers write)::
     BINTYPE:HexaDecimal   (optional: HexaDecimal (default), Decimal or ASCII)
     RowData:__ __ 01 01 1F ...
 
-Any header line after map rows starts the next wafer. ``FAILBIN:`` (optional) lists the fail codes; then any
+Any header line after map rows starts the next wafer; keys it does not restate keep their values. ``FAILBIN:`` (optional) lists the fail codes; then any
 other code is an error rather than a fail. Rows are drawn top to bottom.
 """
 
@@ -45,9 +45,9 @@ def _blocks(text: str, path):
         if key == "ROWDATA":
             rows.append((n, val))
             continue
-        if rows:  # a header line after map rows starts the next wafer (its LOT/DEVICE may precede WAFER)
-            yield head, rows, start
-            head, rows, start = {}, [], n
+        if rows:  # a header line after map rows starts the next wafer (its LOT/DEVICE may precede WAFER);
+            yield head, rows, start  # what it does not restate (a lot-wide BCEQU ...) holds as before
+            head, rows, start = dict(head), [], n
         head[key] = (n, val.strip())
     if rows or head:
         yield head, rows, start
