@@ -266,3 +266,17 @@ def test_sinf_lot_header_given_once_holds_for_every_wafer(tmp_path):
     maps = MF.read_maps(write(tmp_path, "lot.sinf", text))
     assert [m.wafer_id for m in maps] == ["L1-01", "L1-02"] and [m.lot_id for m in maps] == ["L1", "L1"]
     np.testing.assert_array_equal(maps[1].grid, [[1, 1, 2], [0, 1, 1]])  # 02 passes on wafer 2 as well
+
+
+@pytest.mark.parametrize("make,fmt", [(lambda g: W.g85_ascii(g), "g85-ascii"), (lambda g: W.klarf12(g), "klarf12"),
+                                      (lambda g: W.klarf18(g), "klarf18"),
+                                      (lambda g: W.g85_xml(g).replace("utf-8", "utf-16"), "g85-xml")],
+                         ids=["sinf", "klarf12", "klarf18", "g85-xml"])
+def test_utf16_files_from_windows_tools(tmp_path, make, fmt):
+    from domainvlm.domains.wafer.mapfiles.hooks import kind
+
+    gs = grids(2)
+    p = write(tmp_path, "w.txt", make(gs).replace("\n", "\r\n").encode("utf-16"))  # with a BOM, little-endian
+    assert MF.sniff(p) == fmt and kind(p) == fmt
+    for m, g in zip(MF.read_maps(p), gs):
+        np.testing.assert_array_equal(m.grid, g)

@@ -22,11 +22,22 @@ HEAD = 65536
 MAX_BYTES = 1 << 30  # 1 GiB: far above one lot of STDF; refuses a wrong file before reading it whole
 
 
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _utf8(data: bytes) -> bytes:
+    """UTF-16 text (Windows tools' 'Unicode') as UTF-8; anything else as it is."""
+    if data[:2] in UTF16_BOMS:
+        return data.decode("utf-16", errors="replace").encode("utf-8")
+    return data
+
+
 def sniff_bytes(head: bytes) -> str | None:
     from . import g85_ascii, klarf, stdf
 
     if stdf.looks_like(head):
         return "stdf"
+    head = _utf8(head[:len(head) & ~1])  # even length: a UTF-16 head cut mid-character
     if b"\x00" in head[:4096]:
         return None  # binary and not STDF: an image, npz, pickle ...
     root = xml_root_name(head)
@@ -65,7 +76,9 @@ def read_bytes(data: bytes, name: str = "upload", pass_bins=None) -> list[WaferM
     if fmt.startswith("klarf"):
         if explicit:  # the environment's setting is meant for sort maps: a folder may mix in KLARF files
             raise UserError(f"{name}: pass_bins does not apply to KLARF (a die fails when it has a defect)")
-        return klarf.read(data, name, fmt)
+        return klarf.read(_utf8(data), name, fmt)
+    if fmt == "g85-ascii":
+        data = _utf8(data)  # XML keeps its bytes: the parser reads a UTF-16 BOM and declaration itself
     reader = {"g85-xml": g85_xml, "g85-ascii": g85_ascii, "e142": e142, "stdf": stdf}[fmt]
     return reader.read(data, name, pass_bins=pass_bins)
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from ....errors import UserError
-from . import HEAD, get_wafer, read_bytes, sniff_bytes, wafer_count
+from . import HEAD, UTF16_BOMS, get_wafer, read_bytes, sniff_bytes, wafer_count
 
 _INDEX = re.compile(r"#(\d+)\s*$")
 
@@ -21,7 +21,8 @@ def _kind(path: str, mtime_ns: int, size: int) -> str | None:
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096)
-            if b"\x00" in head and head[:4] not in (b"\x02\x00\x00\x0a", b"\x00\x02\x00\x0a"):
+            if b"\x00" in head and head[:4] not in (b"\x02\x00\x00\x0a", b"\x00\x02\x00\x0a") \
+                    and head[:2] not in UTF16_BOMS:
                 return None  # binary, not STDF: png / npz / dicom; decided without reading more
             return sniff_bytes(head + fh.read(HEAD - len(head)))
     except OSError:
