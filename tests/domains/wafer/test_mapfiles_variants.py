@@ -280,3 +280,14 @@ def test_utf16_files_from_windows_tools(tmp_path, make, fmt):
     assert MF.sniff(p) == fmt and kind(p) == fmt
     for m, g in zip(MF.read_maps(p), gs):
         np.testing.assert_array_equal(m.grid, g)
+
+
+@pytest.mark.parametrize("make,tag", [(lambda g: W.g85_xml(g), "Bin"), (lambda g: W.e142_xml(g), "BinDefinition")],
+                         ids=["g85-xml", "e142"])
+def test_no_pass_bin_is_one_line_not_a_zero_yield_wafer(tmp_path, make, tag):
+    g = grids(1)[0]
+    p = write(tmp_path, "m.xml", make([g]).replace('BinQuality="Pass"', 'BinQuality="BIN1"'))
+    with pytest.raises(UserError, match=rf"m\.xml: .*field BinQuality: no <{tag}> is Pass \(values: 'BIN1', "
+                                        r"'Fail'\).*DOMAINVLM_PASS_BINS"):
+        MF.read_maps(p)
+    assert MF.read_maps(p, pass_bins=["1"])[0].counts()["fail"] == int((g == 2).sum())

@@ -47,6 +47,10 @@ def _one(sm, k: int, path, lots: dict, pass_bins) -> WaferMap:
         (passes if (b.get("BinQuality") or "").strip().lower() in ("pass", "good") else fails).append(b.get("BinCode"))
     if not passes and not fails and pass_bins is None:
         raise fail(path, where, "field BinDefinitions: none given, pass and fail dies cannot be told apart")
+    if not passes and pass_bins is None:  # a tool's own BinQuality words, not a 0 % wafer
+        qs = sorted({b.get("BinQuality") or "" for b in bcm.iter("BinDefinition")})
+        raise fail(path, where, f"field BinQuality: no <BinDefinition> is Pass (values: {', '.join(map(repr, qs))}), "
+                                f"so every die would fail; set DOMAINVLM_PASS_BINS to the pass bin codes")
     null = bcm.get("NullBin")
     table = make_table(btype, passes, fails, [null] if null is not None else [], path, where, pass_bins)
     width = len(null) if null and btype != "ascii" else None

@@ -35,6 +35,10 @@ def _bins(dev, btype, path, where, pass_bins):
     if not passes and not fails and pass_bins is None:
         raise fail(path, where, "field Bin: no <Bin> definitions, so pass and fail dies cannot be told apart "
                                 "(give pass_bins)")
+    if not passes and pass_bins is None:  # e.g. BinQuality="BIN1": a tool's own words, not a 0 % wafer
+        qs = sorted({b.get("BinQuality") or "" for b in dev.iter("Bin")})
+        raise fail(path, where, f"field BinQuality: no <Bin> is Pass (values: {', '.join(map(repr, qs))}), so "
+                                f"every die would fail; set DOMAINVLM_PASS_BINS to the pass bin codes")
     null = dev.get("NullBin")
     return make_table(btype, passes, fails, [null] if null is not None else [], path, where, pass_bins)
 
