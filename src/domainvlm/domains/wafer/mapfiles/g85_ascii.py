@@ -11,7 +11,8 @@ per map row (the layout KLA's SINF and many probers write)::
     RowData:__ __ 01 01 1F ...
 
 Any header line after map rows starts the next wafer; keys it does not restate keep their values.
-``FAILBIN:`` (optional) lists the fail codes; then any other code is an error rather than a fail. Rows are drawn top to bottom.
+``FAILBIN:`` (optional) lists the fail codes; then any other code is an error rather than a fail.
+Rows are drawn top to bottom.
 """
 
 from __future__ import annotations
