@@ -201,7 +201,7 @@ def test_klarf_nan_in_the_wafer_geometry_falls_back_to_the_bounding_box(tmp_path
 
 def _sinf(rows, fnloc="180", bcequ="BCEQU:01", extra=()):
     head = ["DEVICE:PX9", "LOT:L1", "WAFER:L1-01", f"FNLOC:{fnloc}", f"ROWCT:{len(rows)}",
-            f"COLCT:{len(rows[0].split())}", bcequ, "NULBC:__", *extra]
+            f"COLCT:{len(rows[0].replace(',', ' ').split())}", bcequ, "NULBC:__", *extra]
     return "\n".join(head + ["RowData:" + r for r in rows]) + "\n"
 
 
@@ -291,3 +291,8 @@ def test_no_pass_bin_is_one_line_not_a_zero_yield_wafer(tmp_path, make, tag):
                                         r"'Fail'\).*DOMAINVLM_PASS_BINS"):
         MF.read_maps(p)
     assert MF.read_maps(p, pass_bins=["1"])[0].counts()["fail"] == int((g == 2).sum())
+
+
+def test_sinf_rows_separated_by_commas(tmp_path):
+    m = MF.read_maps(write(tmp_path, "w.sinf", _sinf([r.replace(" ", ",") for r in SINF_ROWS])))[0]
+    np.testing.assert_array_equal(m.grid, SINF_GRID)

@@ -86,7 +86,7 @@ def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
     width = len(null) if null and btype != "ascii" else None
     grid = []
     for i, (n, text) in enumerate(rows):
-        toks = split_row(text, btype, width)
+        toks = split_row(text.replace(",", " ") if btype != "ascii" else text, btype, width)  # '01,01,__' too
         want = n_cols if n_cols is not None else (len(grid[0]) if grid else len(toks))
         if len(toks) != want:
             src = "COLCT" if n_cols is not None else "as in row 1"
