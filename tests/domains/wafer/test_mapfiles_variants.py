@@ -296,3 +296,15 @@ def test_no_pass_bin_is_one_line_not_a_zero_yield_wafer(tmp_path, make, tag):
 def test_sinf_rows_separated_by_commas(tmp_path):
     m = MF.read_maps(write(tmp_path, "w.sinf", _sinf([r.replace(" ", ",") for r in SINF_ROWS])))[0]
     np.testing.assert_array_equal(m.grid, SINF_GRID)
+
+
+@pytest.mark.parametrize("make,fmt", [(lambda g: W.klarf12(g, "LEFT"), "klarf12"),
+                                      (lambda g: W.klarf18(g, "UP"), "klarf18")], ids=["klarf12", "klarf18"])
+def test_klarf_keywords_in_any_case(tmp_path, make, fmt):
+    gs = grids(2)
+    p = write(tmp_path, "k.txt", make(gs).lower())  # fileversion, sampletestplan, record waferrecord ...
+    assert MF.sniff(p) == fmt
+    maps = MF.read_maps(p)
+    assert [m.wafer_id for m in maps] == ["lot7-01", "lot7-02"]
+    for m, g in zip(maps, gs):
+        np.testing.assert_array_equal(m.grid, g)

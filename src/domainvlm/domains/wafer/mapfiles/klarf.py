@@ -19,13 +19,21 @@ from .common import FAIL, PASS, WaferMap, fail, grid_from_dies, normalise, notch
 
 _GEO = ("SampleSize", "DiePitch", "SampleCenterLocation")
 _TOKEN = re.compile(r'"[^"]*"|[{};,]|[^\s{};,"]+')
+# the names read, by their lower case: tools differ in the case of KLARF keywords, readers ignore it
+_NAMES = {k.lower(): k for k in (*_GEO, "LotID", "OrientationMarkLocation", "WaferID", "SampleTestPlan",
+                                 "DefectRecordSpec", "DefectList", "Record", "Field", "List", "Columns", "Data",
+                                 "FileRecord", "LotRecord", "WaferRecord")}
+
+
+def _name(tok: str) -> str:
+    return _NAMES.get(tok.lower(), tok)
 
 
 def looks_like(text: str) -> str | None:
     t = text.lstrip("\ufeff \t\r\n")
-    if re.match(r"Record\s+FileRecord\b", t):
+    if re.match(r"Record\s+FileRecord\b", t, re.I):
         return "klarf18"
-    if re.match(r"FileVersion\s+1\s+[0-7]\s*;", t):
+    if re.match(r"FileVersion\s+1\s+[0-7]\s*;", t, re.I):
         return "klarf12"
     return None
 
@@ -73,6 +81,7 @@ def _statements(text: str):
 def _read12(text: str, path) -> list[_Wafer]:
     wafers, lot, notch, spec, geo = [], "", ("0", 0), None, {}
     for kw, vals, n in _statements(text):
+        kw = _name(kw)
         if kw in _GEO:
             (wafers[-1].geo if wafers else geo)[kw] = vals
         elif kw == "LotID":
@@ -132,6 +141,7 @@ def _tree(text: str, path):
             while pos < len(toks) and toks[pos][0] not in ("{", "}", ";"):
                 head.append(toks[pos][0])
                 pos += 1
+            head[:2] = [_name(t) for t in head[:2]]  # kind (Record, List ...) and name (WaferRecord ...)
             if pos < len(toks) and toks[pos][0] == "{":
                 if not head:
                     raise fail(path, f"line {n}", "field '{': a block without a Record/Field/List name before it")
