@@ -199,6 +199,26 @@ def test_app_validation_messages_name_the_field(engine):
     assert r.status_code == 400 and "history[0]" in r.json()["error"]["message"]
 
 
+def test_validation_errors_name_the_field_in_param(engine):
+    """OpenAI clients read error.param to find the bad field; schema errors must fill it, not leave null."""
+    from fastapi.testclient import TestClient
+
+    from domainvlm.serve.app import ServeConfig, create_app
+
+    c = TestClient(create_app(Batcher(engine), ServeConfig(sampling=S)), raise_server_exceptions=False)
+    hi = [{"role": "user", "content": "hi"}]
+    cases = [({"messages": hi, "max_tokens": 0}, "max_tokens"), ({"messages": hi, "temperature": "0.5"}, "temperature"),
+             ({"model": "x"}, "messages"), ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role"),
+             ({"messages": hi, "foo": 1}, "foo"), ({"messages": hi, "stop": ["a"] * 5}, "stop"),
+             ({"messages": hi, "response_format": {"type": "json_schema"}}, "response_format.json_schema")]
+    for body, param in cases:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+    assert c.post("/", json={"image": "x"}).json()["error"]["param"] == "text"
+    r = c.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] is None  # the body as a whole
+
+
 def test_stream_uses_the_models_answer_head(engine, monkeypatch):
     """Models with an answer head stream the head's answer, so chat/API/web UI agree with ask/eval."""
     class Head:  # the engine's head hook: one answer (or None) per conversation

@@ -55,24 +55,26 @@ def _err(status: int, message: str, type_: str = "invalid_request_error", param:
     return JSONResponse(oc.error_body(status, message, type_, param), status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """(message, param): ``param`` names the offending field as OpenAI's error object does (None: the body)."""
     e = exc.errors()[0]
     if e.get("type") == "value_error" and isinstance(e.get("ctx", {}).get("error"), UnsupportedField):
-        return str(e["ctx"]["error"])  # names the field itself
+        return str(e["ctx"]["error"]), e["ctx"]["error"].field  # names the field itself
     if e.get("type") == "json_invalid":
-        return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})"
+        return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})", None
     loc = [str(x) for x in e.get("loc", ()) if x != "body"]
     if not loc and e.get("type") in ("model_attributes_type", "dict_type"):
-        return "request body must be a JSON object (send it with Content-Type: application/json)"
+        return "request body must be a JSON object (send it with Content-Type: application/json)", None
     # pydantic names the union member it tried ('str', 'list[dict[str,any]]'); users need the field
     union = [x for x in loc if x in ("str", "int", "float", "bool") or "[" in x]
     loc = [x for x in loc if x not in union]
-    path = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or "body"
+    path = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or None
+    where = path or "body"
     if e.get("type") == "missing":
-        return f"{path}: field required"
+        return f"{where}: field required", path
     if union:
-        return f"{path}: wrong type ({type(e.get('input')).__name__})"
-    return f"{path}: {e.get('msg', 'invalid value')}"
+        return f"{where}: wrong type ({type(e.get('input')).__name__})", path
+    return f"{where}: {e.get('msg', 'invalid value')}", path
 
 
 def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=None) -> Sampling:
@@ -124,7 +126,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, e: RequestValidationError):
-        return _err(400, _validation_message(e))
+        message, param = _validation_message(e)
+        return _err(400, message, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
