@@ -106,3 +106,12 @@ def test_chat_bad_options_one_line(tmp_path, capsys):
     assert "--top-p" in err and len(err.strip().splitlines()) == 1
     assert main(["chat", "--model", str(tmp_path / "nope")]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_chat_bad_image_option_exits_2_before_loading_the_model(tmp_path, capsys):
+    from domainvlm.cli import main
+
+    # the model folder does not exist either: the image must be checked first, and be the one error
+    assert main(["chat", "--model", str(tmp_path / "nope"), "--image", str(tmp_path / "gone.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone.png: image not found" in err[0]

@@ -68,6 +68,8 @@ def run(args):
     hf_logging.disable_progress_bar()
     t = TEXT[args.lang]
     sampling = sampling_from_args(args)
+    # a bad --image is a command-line mistake: exit 2 before the model loads (typed paths only warn, below)
+    first = load_image(args.image) if args.image else None
     eng = engine_from_args(args)
     out = sys.stdout
     print(t["welcome"].format(model=eng.model_dir), flush=True)
@@ -84,8 +86,9 @@ def run(args):
         image, history = img, []  # a new image starts a new conversation
         print(t["loaded"].format(path=ref, w=img.width, h=img.height), flush=True)
 
-    if args.image:
-        set_image(args.image)
+    if first is not None:
+        image = first
+        print(t["loaded"].format(path=args.image, w=first.width, h=first.height), flush=True)
     while True:
         try:
             line = input(t["user"])
