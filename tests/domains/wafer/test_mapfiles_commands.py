@@ -199,6 +199,9 @@ def test_http_api_accepts_map_file_uploads(lot, expert):
     assert r.status_code == 200 and same(r.json()["response"], want[1])
     r = client.post("/", json={"text": Q, "image": b64(d / "wafers_1_2.xml"), "history": []})
     assert r.status_code == 400 and "holds 2 wafers" in r.json()["error"]["message"]
+    r = client.post("/", json={"text": Q, "image": b64(d / "wafers_1_2.xml") + "#5", "history": []})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "image" and "#5 is out of range" in err["message"], err
     bad = base64.b64encode((d / "wafer_3.stdf").read_bytes()[:-7]).decode()
     r = client.post("/", json={"text": Q, "image": bad, "history": []})
     assert r.status_code == 400 and "REC_LEN" in r.json()["error"]["message"]

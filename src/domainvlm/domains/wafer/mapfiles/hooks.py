@@ -59,7 +59,9 @@ def _upload_image(data: bytes, what: str, index: int | None, max_pixels: int):
                               f"(K from 0 to {len(maps) - 1}) to the base64 / data URL")
     k = index or 0
     if not 0 <= k < len(maps):
-        raise ImageInputError(f"{what}#{k}: field #K: index out of range (the file holds {len(maps)} wafers)")
+        # `what` is a request field here, not a path: '#K' after it would garble the message and error.param
+        raise ImageInputError(f"{what}: field #K: #{k} is out of range (the file holds {len(maps)} wafers, "
+                              f"#0 to #{len(maps) - 1})")
     h, w = maps[k].grid.shape
     if h * w > max_pixels:
         raise ImageTooLarge(f"{what}: map of {h}x{w} dies is over the limit of {max_pixels:,}")
