@@ -215,6 +215,9 @@ def test_validation_errors_name_the_field_in_param(engine):
         r = c.post("/v1/chat/completions", json=body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
     assert c.post("/", json={"image": "x"}).json()["error"]["param"] == "text"
+    r = c.post("/", json={"text": "hi", "max_length": 64})  # ChatGLM's name: ignoring it would mislead
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_length", r.text
+    assert r.json()["error"]["message"] == "max_length: not supported by this server"
     r = c.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["param"] is None  # the body as a whole
 

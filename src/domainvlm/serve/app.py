@@ -70,6 +70,8 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     loc = [x for x in loc if x not in union]
     path = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or None
     where = path or "body"
+    if e.get("type") == "extra_forbidden":
+        return f"{where}: not supported by this server", path
     if e.get("type") == "missing":
         return f"{where}: field required", path
     if union:

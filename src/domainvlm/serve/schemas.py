@@ -111,9 +111,10 @@ class ChatCompletionRequest(BaseModel):
 
 class LegacyRequest(BaseModel):
     """VisualGLM / ChatGLM-style API: one question, a base64 image, and [question, answer] history pairs.
-    Strictly typed like the chat route (``"temperature": false`` is a 400, not 0)."""
+    Strictly typed like the chat route (``"temperature": false`` is a 400, not 0), and an unknown field (ChatGLM's
+    ``max_length``, a ``top_k``) is a 400 naming it: ignored, it would silently not apply."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(..., min_length=1)
     image: str | None = Field(None, description="base64 image (or data: URL); applies to the whole conversation")
     history: list[list[str]] = Field(default_factory=list, description="[[question, answer], ...]")
