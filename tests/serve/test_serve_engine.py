@@ -220,6 +220,10 @@ def test_validation_errors_name_the_field_in_param(engine):
     assert r.json()["error"]["message"] == "max_length: not supported by this server"
     r = c.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["error"]["param"] is None  # the body as a whole
+    r = c.post("/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "\xff"}]}',
+               headers={"content-type": "application/json"})  # latin-1 text, not UTF-8
+    assert r.status_code == 400 and r.json()["error"]["message"] == "malformed JSON body (not UTF-8: byte 0xff at " \
+        "position 43)", r.text
 
 
 def test_stream_uses_the_models_answer_head(engine, monkeypatch):

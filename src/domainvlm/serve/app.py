@@ -133,6 +133,9 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
+        if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI says only "There was an error parsing the body"
+            u = e.__cause__
+            return _err(400, f"malformed JSON body (not UTF-8: byte 0x{u.object[u.start]:02x} at position {u.start})")
         return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error",
                     headers=getattr(e, "headers", None))  # 405 keeps its Allow header
 
