@@ -120,6 +120,20 @@ def test_resume_after_interruption_skips_done_rows(tmp_path, tiny_model_dir, mon
     assert run(tmp_path / "maps", "-q", Q, "-o", part, model=tiny_model_dir) == 0 and calls == []
 
 
+def test_resume_with_another_question_is_refused(tmp_path, tiny_model_dir, capsys):
+    make_images(tmp_path / "maps", 2)
+    out = tmp_path / "o.jsonl"
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, model=tiny_model_dir) == 0
+    before = out.read_text()
+    capsys.readouterr()
+    assert run(tmp_path / "maps", "-q", "这是什么缺陷？", "-o", out, model=tiny_model_dir) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'m0.png'" in err[0] and "--overwrite" in err[0]
+    assert out.read_text() == before  # the old answers are kept, none is passed off as the new question's
+    assert run(tmp_path / "maps", "-q", "这是什么缺陷？", "-o", out, "--overwrite", model=tiny_model_dir) == 0
+    assert {r["question"] for r in read_jsonl(out)} == {"这是什么缺陷？"}
+
+
 def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
     make_images(tmp_path / "maps", 2)
     src = tmp_path / "in.csv"

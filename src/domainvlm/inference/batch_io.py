@@ -185,6 +185,7 @@ class ResultWriter:
             raise UserError(f"{self.path}: output must end in .jsonl or .csv")
         kept = [] if overwrite or not self.path.exists() else self._existing(retry_errors)
         self.done = {r["id"] for r in kept}
+        self.questions = {r["id"]: r.get("question") for r in kept}  # resuming checks they are still the same
         self.errors = sum(1 for r in kept if r.get("error"))
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
             if self.csv:
