@@ -1,8 +1,9 @@
 """`domainvlm predict`: batch inference over a folder, CSV or JSONL of (image, question) -> JSONL or CSV.
 
 Rows are generated ``--batch-size`` at a time on the device. Re-running the same command resumes: rows already
-in the output are skipped (a row recorded for another question stops the run: ``--overwrite``). A row that fails (missing or unreadable image, bad JSON line) gets its ``error``
-filled in and the batch carries on; the exit code is 1 when any row failed.
+in the output are skipped (a row recorded for another question stops the run: ``--overwrite``). A row that
+fails (missing or unreadable image, bad JSON line) gets its ``error`` filled in and the batch carries on; the
+exit code is 1 when any row failed.
 """
 
 from __future__ import annotations
