@@ -115,3 +115,13 @@ def test_atomic_outputs_get_the_umask_mode_not_0600(tmp_path):
     want = 0o666 & ~mask
     for name in ("m.json", "e.png"):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == want, name
+
+
+def test_atomic_output_to_a_folder_or_impossible_place_is_one_line(tmp_path):
+    from domainvlm import io
+
+    with pytest.raises(UserError, match="is a folder"):
+        io.write_json(tmp_path, {})
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match="cannot write there"):  # a file where a parent folder should be
+        io.write_json(tmp_path / "f" / "m.json", {})

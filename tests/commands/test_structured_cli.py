@@ -65,3 +65,7 @@ def test_ask_evidence_png_without_evidence_head_fails_before_answering(tiny_mode
     cap = capsys.readouterr()
     assert rc == 2 and cap.out == "" and not out.exists()  # no answer printed, then an error
     assert "--evidence-png" in cap.err and len(cap.err.strip().splitlines()) == 1
+    rc = main(["ask", "--model", str(tiny_model_dir), "--image", str(tmp_path / "a.png"), "q", "--max-new-tokens",
+               "2", "--evidence-png", str(tmp_path)])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.out == "" and "is a folder" in cap.err

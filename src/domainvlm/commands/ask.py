@@ -23,13 +23,18 @@ def add_arguments(p):
 
 
 def run(args):
+    from pathlib import Path
+
     from ..data.images import load_image
     from ..data.record import IMAGE_TOKEN
+    from ..errors import UserError
 
     ref = args.image if args.index is None else f"{args.image}#{args.index}"
     image = load_image(ref)
     eng = engine_from_args(args)
     if args.evidence_png:  # refuse before answering, not after printing an answer (exit 2 then looked odd)
+        if Path(args.evidence_png).is_dir():
+            raise UserError(f"--evidence-png {args.evidence_png}: is a folder; give a file name")
         _evidence_drawer(eng)
     if args.json and eng.answer_head is not None and hasattr(eng.answer_head, "confidence"):
         eng.answer_head.confidence = True  # asked for the structured answer: score confidence even uncalibrated
