@@ -156,6 +156,8 @@ def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
     (lambda d: None, ["nothere.jsonl"], "no such file"),
     (lambda d: ((d / "x.csv").write_text("image,question\na.png,hi\n"), (d / "o.jsonl").write_text("[1]\n")),
      ["x.csv", "-o", "o.jsonl"], "o.jsonl:1: exists but is not a predictions file"),
+    (lambda d: ((d / "x.csv").write_text("image,question\na.png,hi\n"), (d / "o.jsonl").mkdir()),
+     ["x.csv", "-o", "o.jsonl"], "o.jsonl: is a folder"),
 ])
 def test_bad_input_files_fail_in_one_line(tmp_path, tiny_model_dir, capsys, monkeypatch, setup, argv, msg):
     monkeypatch.chdir(tmp_path)

@@ -183,6 +183,8 @@ class ResultWriter:
         self.csv = self.path.suffix.lower() == ".csv"
         if not self.csv and self.path.suffix.lower() not in (".jsonl", ".ndjson"):
             raise UserError(f"{self.path}: output must end in .jsonl or .csv")
+        if self.path.is_dir():  # e.g. -o results.jsonl/ made by hand: reading it to resume would be a traceback
+            raise UserError(f"{self.path}: is a folder; give a file name")
         kept = [] if overwrite or not self.path.exists() else self._existing(retry_errors)
         self.done = {r["id"] for r in kept}
         self.questions = {r["id"]: r.get("question") for r in kept}  # resuming checks they are still the same
