@@ -78,6 +78,9 @@ def test_not_an_image_and_bad_override(tmp_path, capsys):
     junk.write_bytes(b"hello, not a png")
     rc, err = _run(capsys, ["ask", "--image", str(junk), "hi"])
     assert rc == 2 and "junk.png: not a readable image" in err[0]
+    _good_npz(tmp_path / "maps.npz")
+    rc, err = _run(capsys, ["ask", "--image", str(tmp_path / "maps.npz"), "hi"])  # no map picked
+    assert rc == 2 and len(err) == 1 and "maps.npz#N" in err[0] and "--index" in err[0]
     rc, err = _run(capsys, ["train", "data=x.jsonl", "max_steps=many"])
     assert rc == 2 and "max_steps" in err[0]
 

@@ -86,6 +86,9 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
     except Image.DecompressionBombError:
         raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        if p.suffix.lower() == ".npz":  # an array file of many maps: say how to pick one, not PIL's complaint
+            raise UserError(f"{p}: an .npz holds many maps, not one image; name one as {p.name}#N "
+                            "(ask: or --index N)") from None
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 
