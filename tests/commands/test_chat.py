@@ -115,3 +115,14 @@ def test_chat_bad_image_option_exits_2_before_loading_the_model(tmp_path, capsys
     assert main(["chat", "--model", str(tmp_path / "nope"), "--image", str(tmp_path / "gone.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gone.png: image not found" in err[0]
+
+
+def test_image_ref_takes_map_file_wafer_refs(tmp_path):
+    from domainvlm.commands.chat import image_ref
+
+    (tmp_path / "lot42.xml").write_text("<Maps/>")
+    assert image_ref(f"{tmp_path}/lot42.xml#3") == f"{tmp_path}/lot42.xml#3"  # was sent as a question
+    assert image_ref(f"'{tmp_path}/lot42.xml#12'") == f"{tmp_path}/lot42.xml#12"
+    assert image_ref(f"{tmp_path}/maps.npz#3") == f"{tmp_path}/maps.npz#3"  # missing, but clearly a path
+    assert image_ref("lot43.xml#3") == "lot43.xml#3"  # a typo gets 'not found', not an answer
+    assert image_ref("What is defect #3?") is None and image_ref("What defect is this?") is None

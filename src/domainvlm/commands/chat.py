@@ -6,6 +6,7 @@ without an image. ``clear`` starts over, ``stop`` quits (Ctrl-D too); Ctrl-C sto
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -44,14 +45,15 @@ def image_ref(line: str) -> str | None:
     s = line.strip().strip("'\"")
     if not s or "\n" in s:
         return None
-    base = s.partition("#")[0] if ".npz#" in s else s
-    p = Path(base).expanduser()
+    # FILE#K picks map K of an npz or wafer K of a fab map file (lot42.xml#3, sort.stdf#0): test FILE itself
+    indexed = re.search(r"\.\w+#\d+$", s) is not None
+    p = Path(s.rpartition("#")[0] if indexed else s).expanduser()
     try:
         if p.is_file():
             return s
     except OSError:  # over-long "paths" that are really questions
         return None
-    return s if p.suffix.lower() in IMAGE_SUFFIXES and " " not in s.strip() else None
+    return s if (indexed or p.suffix.lower() in IMAGE_SUFFIXES) and " " not in s.strip() else None
 
 
 def run(args):
