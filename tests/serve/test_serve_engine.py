@@ -214,6 +214,15 @@ def test_validation_errors_name_the_field_in_param(engine):
     for body, param in cases:
         r = c.post("/v1/chat/completions", json=body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+    # a typo inside a message was ignored: the user turn went out empty and the model answered that with a 200
+    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "contents": "What defect?"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].contents", r.text
+    back = {"role": "assistant", "content": "a", "refusal": None, "tool_calls": None, "annotations": None,
+            "audio": None, "function_call": None, "name": "bot"}  # what the openai SDK dumps of an answer
+    r = c.post("/v1/chat/completions", json={"messages": [hi[0], back, hi[0]], "max_tokens": 1})
+    assert r.status_code == 200, r.text
+    r = c.post("/v1/chat/completions", json={"messages": [hi[0], {**back, "tool_calls": [{"id": "1"}]}, hi[0]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[1].tool_calls", r.text
     assert c.post("/", json={"image": "x"}).json()["error"]["param"] == "text"
     r = c.post("/", json={"text": "hi", "max_length": 64})  # ChatGLM's name: ignoring it would mislead
     assert r.status_code == 400 and r.json()["error"]["param"] == "max_length", r.text

@@ -31,7 +31,12 @@ class UnsupportedField(ValueError):
 
     def __init__(self, field: str, why: str):
         super().__init__(f"{field}: {why}")
-        self.field = field
+        self.field, self.why = field, why
+
+
+# message fields besides role/content that clients send back with an assistant turn (the SDK's model_dump of a
+# response message) or that change nothing here; anything else (a typo such as 'contents') is a 400
+MESSAGE_NOOP = {"name", "refusal", "annotations", "audio", "function_call", "tool_calls", "evidence_png"}
 
 
 class ChatMessage(BaseModel):
@@ -40,6 +45,15 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = Field(
         None, description="text, or a list of parts: {'type': 'text', 'text'} / "
                           "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,...'}}")
+
+    @model_validator(mode="after")
+    def _no_unknown(self):
+        for k, v in (self.model_extra or {}).items():
+            if k not in MESSAGE_NOOP:
+                raise UnsupportedField(k, "unknown message field (a message has role and content)")
+            if k not in ("name", "evidence_png") and v not in (None, []):
+                raise UnsupportedField(k, "not supported by this server (only null is accepted)")
+        return self
 
 
 class JsonSchemaFormat(BaseModel):
