@@ -59,10 +59,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     """(message, param): ``param`` names the offending field as OpenAI's error object does (None: the body)."""
     e = exc.errors()[0]
     if e.get("type") == "value_error" and isinstance(e.get("ctx", {}).get("error"), UnsupportedField):
-        u = e["ctx"]["error"]  # names the field itself, under where it sits (messages[1].contents)
-        at = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in e.get("loc", ()) if x != "body")
-        param = f"{at.lstrip('.')}.{u.field}" if at else u.field
-        return f"{param}: {u.why}", param
+        return str(e["ctx"]["error"]), e["ctx"]["error"].field  # names the field itself
     if e.get("type") == "json_invalid":
         return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})", None
     loc = [str(x) for x in e.get("loc", ()) if x != "body"]

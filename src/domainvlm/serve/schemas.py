@@ -31,29 +31,24 @@ class UnsupportedField(ValueError):
 
     def __init__(self, field: str, why: str):
         super().__init__(f"{field}: {why}")
-        self.field, self.why = field, why
-
-
-# message fields besides role/content that clients send back with an assistant turn (the SDK's model_dump of a
-# response message) or that change nothing here; anything else (a typo such as 'contents') is a 400
-MESSAGE_NOOP = {"name", "refusal", "annotations", "audio", "function_call", "tool_calls", "evidence_png"}
+        self.field = field
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    # forbid: a typo such as 'contents' would otherwise be dropped and an empty turn answered with a 200
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = Field(
         None, description="text, or a list of parts: {'type': 'text', 'text'} / "
                           "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,...'}}")
-
-    @model_validator(mode="after")
-    def _no_unknown(self):
-        for k, v in (self.model_extra or {}).items():
-            if k not in MESSAGE_NOOP:
-                raise UnsupportedField(k, "unknown message field (a message has role and content)")
-            if k not in ("name", "evidence_png") and v not in (None, []):
-                raise UnsupportedField(k, "not supported by this server (only null is accepted)")
-        return self
+    # what the openai SDK dumps of an answer sent back as a turn; they change nothing here
+    name: str | None = Field(None, description="ignored")
+    refusal: None = None
+    annotations: None = None
+    audio: None = None
+    function_call: None = None
+    tool_calls: None = None
+    evidence_png: str | None = Field(None, description="ignored (this server's extension, sent back)")
 
 
 class JsonSchemaFormat(BaseModel):
