@@ -126,3 +126,17 @@ def test_image_ref_takes_map_file_wafer_refs(tmp_path):
     assert image_ref(f"{tmp_path}/maps.npz#3") == f"{tmp_path}/maps.npz#3"  # missing, but clearly a path
     assert image_ref("lot43.xml#3") == "lot43.xml#3"  # a typo gets 'not found', not an answer
     assert image_ref("What is defect #3?") is None and image_ref("What defect is this?") is None
+
+
+def test_question_with_the_image_token_is_refused_and_chat_goes_on(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import io
+
+    from domainvlm.cli import main
+
+    img = tmp_path / "w.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(img)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("<image> what?\nHello there\nstop\n"))
+    assert main(["chat", "--model", str(tiny_model_dir), "--image", str(img), "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "error: the question may not contain the reserved token '<image>'" in out
+    assert "ValueError" not in out and out.count("Model: ") == 1  # the next question is answered

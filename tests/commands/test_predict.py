@@ -120,6 +120,17 @@ def test_resume_after_interruption_skips_done_rows(tmp_path, tiny_model_dir, mon
     assert run(tmp_path / "maps", "-q", Q, "-o", part, model=tiny_model_dir) == 0 and calls == []
 
 
+def test_question_with_the_image_token_is_a_row_error(tmp_path, tiny_model_dir):
+    make_images(tmp_path / "maps", 1)
+    src = tmp_path / "in.csv"
+    src.write_text(f"image,question\nmaps/m0.png,<image> {Q}\nmaps/m0.png,{Q}\n")
+    out = tmp_path / "o.jsonl"
+    assert run(src, "-o", out, model=tiny_model_dir) == 1
+    bad, good = read_jsonl(out)
+    assert bad["error"] == f"{src}:2: field 'question': may not contain the reserved token '<image>'"
+    assert good["error"] is None and good["answer"]
+
+
 def test_resume_with_another_question_is_refused(tmp_path, tiny_model_dir, capsys):
     make_images(tmp_path / "maps", 2)
     out = tmp_path / "o.jsonl"

@@ -29,6 +29,8 @@ def run(args):
     from ..data.record import IMAGE_TOKEN
     from ..errors import UserError
 
+    if IMAGE_TOKEN in args.question:  # a second image slot: the processor would fail with a traceback
+        raise UserError(f"question: may not contain the reserved token '{IMAGE_TOKEN}'")
     ref = args.image if args.index is None else f"{args.image}#{args.index}"
     image = load_image(ref)
     eng = engine_from_args(args)

@@ -110,6 +110,10 @@ def run(args):
         if ref is not None:
             set_image(ref)
             continue
+        if IMAGE_TOKEN in cmd:  # would be taken for an image slot; the model would fail on the count
+            print(t["error"].format(msg=f"the question may not contain the reserved token '{IMAGE_TOKEN}'"),
+                  flush=True)
+            continue
         first_turn = not history
         content = f"{IMAGE_TOKEN}\n{cmd}" if image is not None and first_turn else cmd
         msgs = history + [{"role": "user", "content": content}]

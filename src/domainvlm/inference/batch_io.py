@@ -66,6 +66,9 @@ def _simple_row(rid: str, loc: str, d: dict, question: str | None, base: Path | 
     if not isinstance(q, str) or not q.strip():
         row.error = f"{loc}: field 'question': missing (or pass --question)"
         return row
+    if IMAGE_TOKEN in q:  # it would be taken for a second image slot: the processor fails with a count mismatch
+        row.error = f"{loc}: field 'question': may not contain the reserved token '{IMAGE_TOKEN}'"
+        return row
     row.question, row.images = q, [img] if img else []
     row.messages = [{"role": "user", "content": (f"{IMAGE_TOKEN}\n{q}" if img else q)}]
     return row
