@@ -197,6 +197,8 @@ def test_app_validation_messages_name_the_field(engine):
         assert r.status_code == 400 and msg in r.json()["error"]["message"], r.text
     r = c.post("/", json={"text": "hi", "history": [["only a question"]]})
     assert r.status_code == 400 and "history[0]" in r.json()["error"]["message"]
+    r = c.post("/", json={"text": "why?", "history": [["q", "see <image> here"]]})  # was a 500 from the processor
+    assert r.status_code == 400 and r.json()["error"]["param"] == "history[0][1]", r.text
 
 
 def test_validation_errors_name_the_field_in_param(engine):

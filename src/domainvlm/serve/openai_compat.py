@@ -77,7 +77,7 @@ def legacy_conversation(req, cfg) -> tuple[list[dict], list]:
         if len(pair) != 2:
             raise ApiError(400, f"history[{i}]: expected [question, answer], got {len(pair)} item(s)",
                            param=f"history[{i}]")
-        turns += [("user", _text(pair[0], f"history[{i}][0]")), ("assistant", pair[1])]
+        turns += [("user", _text(pair[0], f"history[{i}][0]")), ("assistant", _text(pair[1], f"history[{i}][1]"))]
     turns.append(("user", _text(req.text, "text")))
     msgs = [{"role": r, "content": c} for r, c in turns]
     if images:
