@@ -197,6 +197,10 @@ def test_app_validation_messages_name_the_field(engine):
         assert r.status_code == 400 and msg in r.json()["error"]["message"], r.text
     r = c.post("/", json={"text": "hi", "history": [["only a question"]]})
     assert r.status_code == 400 and "history[0]" in r.json()["error"]["message"]
+    r = c.post("/", json={"text": "q", "max_new_tokens": 10**6})  # the field POST / has, not max_tokens
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_new_tokens", r.text
+    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": []}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content", r.text
     r = c.post("/", json={"text": "why?", "history": [["q", "see <image> here"]]})  # was a 500 from the processor
     assert r.status_code == 400 and r.json()["error"]["param"] == "history[0][1]", r.text
 

@@ -79,12 +79,13 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{where}: {e.get('msg', 'invalid value')}", path
 
 
-def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=None) -> Sampling:
+def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=None,
+              field: str = "max_tokens") -> Sampling:
+    """``field``: the request's name for the token limit (POST / calls it max_new_tokens)."""
     d = cfg.sampling
     n = max_tokens or d.max_new_tokens
     if n > cfg.max_tokens_cap:
-        raise oc.ApiError(400, f"max_tokens: {n} is over this server's limit of {cfg.max_tokens_cap}",
-                          param="max_tokens")
+        raise oc.ApiError(400, f"{field}: {n} is over this server's limit of {cfg.max_tokens_cap}", param=field)
     return Sampling(max_new_tokens=n, temperature=d.temperature if temperature is None else temperature,
                     top_p=d.top_p if top_p is None else top_p, top_k=d.top_k if top_k is None else top_k,
                     repetition_penalty=d.repetition_penalty if rep is None else rep)
@@ -176,7 +177,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(req: ChatCompletionRequest):
         s = oc.chat_sampling(req, _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature,
-                                            req.top_p, req.top_k, req.repetition_penalty))
+                                            req.top_p, req.top_k, req.repetition_penalty,
+                                            "max_completion_tokens" if req.max_completion_tokens else "max_tokens"))
         if req.evidence_png:
             trust.require(batcher.engine, "evidence_png", "evidence")
         messages, images, n_prompt = await run_in_threadpool(conversation, oc.to_conversation, req.messages, cfg)
@@ -215,7 +217,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/", tags=["legacy"], response_model=LegacyResponse, response_model_exclude_none=True)
     async def legacy(req: LegacyRequest):
-        s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
+        s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p, field="max_new_tokens")
         for name, what in (("assessment", "assessment"), ("evidence_png", "evidence")):
             if getattr(req, name):
                 trust.require(batcher.engine, name, what)

@@ -41,6 +41,9 @@ def to_conversation(messages, cfg) -> tuple[list[dict], list]:
         if content is None or isinstance(content, str):
             out.append({"role": role, "content": _text(content or "", where)})
             continue
+        if not content:  # OpenAI refuses an empty part list too; answering it would answer an empty turn
+            raise ApiError(400, f"{where}: empty list of parts (give at least a text or an image_url part)",
+                           param=where)
         pieces = []
         for j, part in enumerate(content):
             pw = f"{where}[{j}]"
