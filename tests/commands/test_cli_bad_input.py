@@ -82,6 +82,9 @@ def test_not_an_image_and_bad_override(tmp_path, capsys):
     Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
     rc, err = _run(capsys, ["ask", "--image", str(tmp_path / "ok.png"), "<image> what?", "--model", str(tmp_path)])
     assert rc == 2 and err == ["domainvlm: error: question: may not contain the reserved token '<image>'"]
+    rc, err = _run(capsys, ["ask", "--image", "https://example.com/map.png", "hi"])  # was 'https:/...: not found'
+    assert rc == 2 and err == ["domainvlm: error: https://example.com/map.png: URLs are not fetched (nothing is "
+                               "downloaded); save the image and pass the file"]
     _good_npz(tmp_path / "maps.npz")
     rc, err = _run(capsys, ["ask", "--image", str(tmp_path / "maps.npz"), "hi"])  # no map picked
     assert rc == 2 and len(err) == 1 and "maps.npz#N" in err[0] and "--index" in err[0]

@@ -8,6 +8,7 @@ Relative paths are resolved against ``base_dir`` (usually the folder of the data
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | N
 def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = None) -> Image.Image:
     """``size``: the side of a model's fixed square input; an item a domain draws (``file#N``) is drawn at it
     directly (drawing a raw wafer map once at the canvas is 2-3x cheaper than drawing and redrawing it)."""
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+://", str(ref)):  # as a path it becomes 'http:/h/x.png': 'not found'
+        raise UserError(f"{ref}: URLs are not fetched (nothing is downloaded); save the image and pass the file")
     p, index = resolve(ref, base_dir)
     if not p.exists():
         raise UserError(f"{p}: image not found")
