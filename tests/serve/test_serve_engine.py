@@ -205,6 +205,17 @@ def test_app_validation_messages_name_the_field(engine):
     assert r.status_code == 400 and r.json()["error"]["param"] == "history[0][1]", r.text
 
 
+def test_line_wrapped_base64_is_accepted():
+    """`base64 map.png` wraps at 76 columns (as MIME does); VisualGLM's own server took that, so do we."""
+    raw = base64.b64encode(png(3)).decode()
+    wrapped = "\n".join(raw[i:i + 76] for i in range(0, len(raw), 76)) + "\n"
+    want = decode_base64(raw)
+    for s in (wrapped, "data:image/png;base64," + wrapped.replace("\n", "\r\n")):
+        assert decode_base64(s).tobytes() == want.tobytes()
+    with pytest.raises(ImageInputError, match="invalid base64"):
+        decode_base64(raw[:40] + "*" + raw[40:])  # other junk is still refused
+
+
 def test_validation_errors_name_the_field_in_param(engine):
     """OpenAI clients read error.param to find the bad field; schema errors must fill it, not leave null."""
     from fastapi.testclient import TestClient

@@ -86,7 +86,7 @@ def map_base64(s, what: str, max_pixels: int):
     if body.startswith("data:"):
         body = body.partition(",")[2]
     try:
-        data = base64.b64decode(body, validate=True)
+        data = base64.b64decode(re.sub(r"\s+", "", body), validate=True)  # wrapped base64 too, as for images
     except (binascii.Error, ValueError):
         raise ImageInputError(f"{what}: invalid base64 before #{m.group(1)}") from None
     if sniff_bytes(data[:HEAD]) is None:
