@@ -98,3 +98,30 @@ def test_compact_resample_is_a_config_field(tmp_path):
         assert load_processor(tmp_path / name).image_processor.resample == pil
     with pytest.raises(UserError, match="compact.resample: 'cubic'"):
         build_compact(tmp_path / "bad", corpus, CompactConfig(**TINY, resample="cubic"))
+
+
+def test_atomic_outputs_get_the_umask_mode_not_0600(tmp_path):
+    """Answers, metrics and PNGs written atomically must be readable like any file the user writes."""
+    import os
+    import stat
+
+    from domainvlm import io
+
+    io.write_json(tmp_path / "m.json", {"a": 1})
+    with io.atomic_path(tmp_path / "e.png", ".png") as tmp:
+        tmp.write_bytes(b"x")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    want = 0o666 & ~mask
+    for name in ("m.json", "e.png"):
+        assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == want, name
+
+
+def test_atomic_output_to_a_folder_or_impossible_place_is_one_line(tmp_path):
+    from domainvlm import io
+
+    with pytest.raises(UserError, match="is a folder"):
+        io.write_json(tmp_path, {})
+    (tmp_path / "f").write_text("")
+    with pytest.raises(UserError, match="cannot write there"):  # a file where a parent folder should be
+        io.write_json(tmp_path / "f" / "m.json", {})

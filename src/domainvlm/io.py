@@ -11,13 +11,31 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # once, at import: os.umask is process-wide, so not read per call from many threads
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path next to ``dest``; rename it onto ``dest`` only if the block succeeds."""
+    from .errors import UserError
+
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    if dest.is_dir():  # os.replace would fail only after the work is done, with a traceback
+        raise UserError(f"{dest}: is a folder; give a file name")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=suffix or ".tmp", dir=dest.parent)
+    except OSError as e:  # a read-only or impossible place: the user's path, so one line, not a traceback
+        raise UserError(f"{dest}: cannot write there ({e.strerror or e})") from None
     os.close(fd)
+    # mkstemp makes the file 0600; the result should get the mode a plain open() would (0644 under umask 022)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
         os.replace(tmp, dest)

@@ -106,3 +106,37 @@ def test_chat_bad_options_one_line(tmp_path, capsys):
     assert "--top-p" in err and len(err.strip().splitlines()) == 1
     assert main(["chat", "--model", str(tmp_path / "nope")]) == 2
     assert "model directory not found" in capsys.readouterr().err
+
+
+def test_chat_bad_image_option_exits_2_before_loading_the_model(tmp_path, capsys):
+    from domainvlm.cli import main
+
+    # the model folder does not exist either: the image must be checked first, and be the one error
+    assert main(["chat", "--model", str(tmp_path / "nope"), "--image", str(tmp_path / "gone.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gone.png: image not found" in err[0]
+
+
+def test_image_ref_takes_map_file_wafer_refs(tmp_path):
+    from domainvlm.commands.chat import image_ref
+
+    (tmp_path / "lot42.xml").write_text("<Maps/>")
+    assert image_ref(f"{tmp_path}/lot42.xml#3") == f"{tmp_path}/lot42.xml#3"  # was sent as a question
+    assert image_ref(f"'{tmp_path}/lot42.xml#12'") == f"{tmp_path}/lot42.xml#12"
+    assert image_ref(f"{tmp_path}/maps.npz#3") == f"{tmp_path}/maps.npz#3"  # missing, but clearly a path
+    assert image_ref("lot43.xml#3") == "lot43.xml#3"  # a typo gets 'not found', not an answer
+    assert image_ref("What is defect #3?") is None and image_ref("What defect is this?") is None
+
+
+def test_question_with_the_image_token_is_refused_and_chat_goes_on(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    import io
+
+    from domainvlm.cli import main
+
+    img = tmp_path / "w.png"
+    Image.new("RGB", (32, 32), (10, 200, 30)).save(img)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("<image> what?\nHello there\nstop\n"))
+    assert main(["chat", "--model", str(tiny_model_dir), "--image", str(img), "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "error: the question may not contain the reserved token '<image>'" in out
+    assert "ValueError" not in out and out.count("Model: ") == 1  # the next question is answered

@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from domainvlm import domains
 from domainvlm.cli import main
@@ -78,6 +79,15 @@ def test_not_an_image_and_bad_override(tmp_path, capsys):
     junk.write_bytes(b"hello, not a png")
     rc, err = _run(capsys, ["ask", "--image", str(junk), "hi"])
     assert rc == 2 and "junk.png: not a readable image" in err[0]
+    Image.new("RGB", (8, 8)).save(tmp_path / "ok.png")
+    rc, err = _run(capsys, ["ask", "--image", str(tmp_path / "ok.png"), "<image> what?", "--model", str(tmp_path)])
+    assert rc == 2 and err == ["domainvlm: error: question: may not contain the reserved token '<image>'"]
+    rc, err = _run(capsys, ["ask", "--image", "https://example.com/map.png", "hi"])  # was 'https:/...: not found'
+    assert rc == 2 and err == ["domainvlm: error: https://example.com/map.png: URLs are not fetched (nothing is "
+                               "downloaded); save the image and pass the file"]
+    _good_npz(tmp_path / "maps.npz")
+    rc, err = _run(capsys, ["ask", "--image", str(tmp_path / "maps.npz"), "hi"])  # no map picked
+    assert rc == 2 and len(err) == 1 and "maps.npz#N" in err[0] and "--index" in err[0]
     rc, err = _run(capsys, ["train", "data=x.jsonl", "max_steps=many"])
     assert rc == 2 and "max_steps" in err[0]
 

@@ -120,6 +120,31 @@ def test_resume_after_interruption_skips_done_rows(tmp_path, tiny_model_dir, mon
     assert run(tmp_path / "maps", "-q", Q, "-o", part, model=tiny_model_dir) == 0 and calls == []
 
 
+def test_question_with_the_image_token_is_a_row_error(tmp_path, tiny_model_dir):
+    make_images(tmp_path / "maps", 1)
+    src = tmp_path / "in.csv"
+    src.write_text(f"image,question\nmaps/m0.png,<image> {Q}\nmaps/m0.png,{Q}\n")
+    out = tmp_path / "o.jsonl"
+    assert run(src, "-o", out, model=tiny_model_dir) == 1
+    bad, good = read_jsonl(out)
+    assert bad["error"] == f"{src}:2: field 'question': may not contain the reserved token '<image>'"
+    assert good["error"] is None and good["answer"]
+
+
+def test_resume_with_another_question_is_refused(tmp_path, tiny_model_dir, capsys):
+    make_images(tmp_path / "maps", 2)
+    out = tmp_path / "o.jsonl"
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, model=tiny_model_dir) == 0
+    before = out.read_text()
+    capsys.readouterr()
+    assert run(tmp_path / "maps", "-q", "这是什么缺陷？", "-o", out, model=tiny_model_dir) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'m0.png'" in err[0] and "--overwrite" in err[0]
+    assert out.read_text() == before  # the old answers are kept, none is passed off as the new question's
+    assert run(tmp_path / "maps", "-q", "这是什么缺陷？", "-o", out, "--overwrite", model=tiny_model_dir) == 0
+    assert {r["question"] for r in read_jsonl(out)} == {"这是什么缺陷？"}
+
+
 def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
     make_images(tmp_path / "maps", 2)
     src = tmp_path / "in.csv"
@@ -142,6 +167,8 @@ def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
     (lambda d: None, ["nothere.jsonl"], "no such file"),
     (lambda d: ((d / "x.csv").write_text("image,question\na.png,hi\n"), (d / "o.jsonl").write_text("[1]\n")),
      ["x.csv", "-o", "o.jsonl"], "o.jsonl:1: exists but is not a predictions file"),
+    (lambda d: ((d / "x.csv").write_text("image,question\na.png,hi\n"), (d / "o.jsonl").mkdir()),
+     ["x.csv", "-o", "o.jsonl"], "o.jsonl: is a folder"),
 ])
 def test_bad_input_files_fail_in_one_line(tmp_path, tiny_model_dir, capsys, monkeypatch, setup, argv, msg):
     monkeypatch.chdir(tmp_path)

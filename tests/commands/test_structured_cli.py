@@ -53,3 +53,19 @@ def test_predict_jsonl_rows_carry_the_fields(wafer_model, maps, tmp_path):
         assert r["abstain"] is (rid.startswith("noise"))
     assert main(["predict", str(maps), "-q", Q, "--model", str(wafer_model), "-o", str(tmp_path / "p.csv"),
                  "--format", "jsonl"]) == 2
+
+
+def test_ask_evidence_png_without_evidence_head_fails_before_answering(tiny_model_dir, tmp_path, capsys):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "white").save(tmp_path / "a.png")
+    out = tmp_path / "ev.png"
+    rc = main(["ask", "--model", str(tiny_model_dir), "--image", str(tmp_path / "a.png"), "q", "--max-new-tokens",
+               "2", "--evidence-png", str(out)])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.out == "" and not out.exists()  # no answer printed, then an error
+    assert "--evidence-png" in cap.err and len(cap.err.strip().splitlines()) == 1
+    rc = main(["ask", "--model", str(tiny_model_dir), "--image", str(tmp_path / "a.png"), "q", "--max-new-tokens",
+               "2", "--evidence-png", str(tmp_path)])
+    cap = capsys.readouterr()
+    assert rc == 2 and cap.out == "" and "is a folder" in cap.err

@@ -197,6 +197,59 @@ def test_app_validation_messages_name_the_field(engine):
         assert r.status_code == 400 and msg in r.json()["error"]["message"], r.text
     r = c.post("/", json={"text": "hi", "history": [["only a question"]]})
     assert r.status_code == 400 and "history[0]" in r.json()["error"]["message"]
+    r = c.post("/", json={"text": "q", "max_new_tokens": 10**6})  # the field POST / has, not max_tokens
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_new_tokens", r.text
+    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": []}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content", r.text
+    r = c.post("/", json={"text": "why?", "history": [["q", "see <image> here"]]})  # was a 500 from the processor
+    assert r.status_code == 400 and r.json()["error"]["param"] == "history[0][1]", r.text
+
+
+def test_line_wrapped_base64_is_accepted():
+    """`base64 map.png` wraps at 76 columns (as MIME does); VisualGLM's own server took that, so do we."""
+    raw = base64.b64encode(png(3)).decode()
+    wrapped = "\n".join(raw[i:i + 76] for i in range(0, len(raw), 76)) + "\n"
+    want = decode_base64(raw)
+    for s in (wrapped, "data:image/png;base64," + wrapped.replace("\n", "\r\n")):
+        assert decode_base64(s).tobytes() == want.tobytes()
+    with pytest.raises(ImageInputError, match="invalid base64"):
+        decode_base64(raw[:40] + "*" + raw[40:])  # other junk is still refused
+
+
+def test_validation_errors_name_the_field_in_param(engine):
+    """OpenAI clients read error.param to find the bad field; schema errors must fill it, not leave null."""
+    from fastapi.testclient import TestClient
+
+    from domainvlm.serve.app import ServeConfig, create_app
+
+    c = TestClient(create_app(Batcher(engine), ServeConfig(sampling=S)), raise_server_exceptions=False)
+    hi = [{"role": "user", "content": "hi"}]
+    cases = [({"messages": hi, "max_tokens": 0}, "max_tokens"), ({"messages": hi, "temperature": "0.5"}, "temperature"),
+             ({"model": "x"}, "messages"), ({"messages": [{"role": "bot", "content": "hi"}]}, "messages[0].role"),
+             ({"messages": hi, "foo": 1}, "foo"), ({"messages": hi, "stop": ["a"] * 5}, "stop"),
+             ({"messages": hi, "response_format": {"type": "json_schema"}}, "response_format.json_schema")]
+    for body, param in cases:
+        r = c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (body, r.text)
+    # a typo inside a message was ignored: the user turn went out empty and the model answered that with a 200
+    r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "contents": "What defect?"}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].contents", r.text
+    back = {"role": "assistant", "content": "a", "refusal": None, "tool_calls": None, "annotations": None,
+            "audio": None, "function_call": None, "name": "bot"}  # what the openai SDK dumps of an answer
+    r = c.post("/v1/chat/completions", json={"messages": [hi[0], back, hi[0]], "max_tokens": 1})
+    assert r.status_code == 200, r.text
+    r = c.post("/v1/chat/completions", json={"messages": [hi[0], {**back, "tool_calls": [{"id": "1"}]}, hi[0]]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[1].tool_calls", r.text
+    assert c.post("/", json={"image": "x"}).json()["error"]["param"] == "text"
+    r = c.post("/", json={"text": "hi", "max_length": 64})  # ChatGLM's name: ignoring it would mislead
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_length", r.text
+    assert r.json()["error"]["message"] == "max_length: not supported by this server"
+    r = c.post("/v1/chat/completions", content=b'{"messages": [', headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] is None  # the body as a whole
+    r = c.post("/v1/chat/completions", content=b'{"messages": [{"role": "user", "content": "\xff"}]}',
+               headers={"content-type": "application/json"})  # latin-1 text, not UTF-8
+    assert r.status_code == 400 and r.json()["error"]["message"] == "malformed JSON body (not UTF-8: byte 0xff at " \
+        "position 43)", r.text
 
 
 def test_stream_uses_the_models_answer_head(engine, monkeypatch):

@@ -176,3 +176,16 @@ def test_webui_new_image_resets_chat_keeps_question_and_queues_in_order(tiny_mod
                            ("new_conversation", "change"), ("show_map_file", "upload"),
                            ("show_map_file", "change"),  # the wafer domain's map-file box (Domain.extra)
                            ("show_evidence", "then")}  # after an answer: the head's evidence (none here)
+
+
+def test_webui_question_with_the_image_token_is_a_clear_error(tiny_model_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    import gradio as gr
+
+    from domainvlm.webui.app import build_demo
+
+    demo = build_demo(Engine(tiny_model_dir))
+    respond = next(fn.fn for fn in demo.fns.values() if fn.name == "respond")
+    img = Image.new("RGB", (32, 32), (10, 200, 30))
+    with pytest.raises(gr.Error, match="reserved token '<image>'"):  # was 'generation failed: ValueError ...'
+        list(respond("<image> what?", img, [], 4, 0.0, 1.0, 0))

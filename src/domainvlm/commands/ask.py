@@ -23,12 +23,21 @@ def add_arguments(p):
 
 
 def run(args):
+    from pathlib import Path
+
     from ..data.images import load_image
     from ..data.record import IMAGE_TOKEN
+    from ..errors import UserError
 
+    if IMAGE_TOKEN in args.question:  # a second image slot: the processor would fail with a traceback
+        raise UserError(f"question: may not contain the reserved token '{IMAGE_TOKEN}'")
     ref = args.image if args.index is None else f"{args.image}#{args.index}"
     image = load_image(ref)
     eng = engine_from_args(args)
+    if args.evidence_png:  # refuse before answering, not after printing an answer (exit 2 then looked odd)
+        if Path(args.evidence_png).is_dir():
+            raise UserError(f"--evidence-png {args.evidence_png}: is a folder; give a file name")
+        _evidence_drawer(eng)
     if args.json and eng.answer_head is not None and hasattr(eng.answer_head, "confidence"):
         eng.answer_head.confidence = True  # asked for the structured answer: score confidence even uncalibrated
         if hasattr(eng.answer_head, "enable_annotations"):  # and its evidence and map facts
@@ -48,11 +57,16 @@ def run(args):
 
 
 def _write_evidence(eng, msgs, image, answer, path) -> None:
-    from ..errors import UserError
     from ..io import atomic_path
+
+    with atomic_path(path, ".png") as tmp:
+        _evidence_drawer(eng)(msgs, image, answer).save(tmp, format="PNG")
+
+
+def _evidence_drawer(eng):
+    from ..errors import UserError
 
     draw = getattr(eng.answer_head, "evidence_image", None) if eng.has_head else None
     if draw is None:
         raise UserError(f"--evidence-png: model {eng.model_dir} has no answer head that gives evidence")
-    with atomic_path(path, ".png") as tmp:
-        draw(msgs, image, answer).save(tmp, format="PNG")
+    return draw

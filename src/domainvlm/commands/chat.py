@@ -45,14 +45,16 @@ def image_ref(line: str) -> str | None:
     s = line.strip().strip("'\"")
     if not s or "\n" in s:
         return None
-    m = re.fullmatch(r"(.+)#\d+", s)  # 'maps.npz#12', 'lot42.xml#3' (a fab map file's wafer 3)
+    # FILE#K picks map K of an npz or wafer K of a fab map file (lot42.xml#3, LOT#42.xml#3): test FILE itself
+    m = re.fullmatch(r"(.+\.\w+)#\d+", s)
+    indexed = m is not None
     p = Path(m.group(1) if m else s).expanduser()
     try:
         if p.is_file() or Path(s).expanduser().is_file():
             return s
     except OSError:  # over-long "paths" that are really questions
         return None
-    return s if p.suffix.lower() in IMAGE_SUFFIXES and " " not in s.strip() else None
+    return s if (indexed or p.suffix.lower() in IMAGE_SUFFIXES) and " " not in s.strip() else None
 
 
 def run(args):
@@ -69,6 +71,8 @@ def run(args):
     hf_logging.disable_progress_bar()
     t = TEXT[args.lang]
     sampling = sampling_from_args(args)
+    # a bad --image is a command-line mistake: exit 2 before the model loads (typed paths only warn, below)
+    first = load_image(args.image) if args.image else None
     eng = engine_from_args(args)
     out = sys.stdout
     print(t["welcome"].format(model=eng.model_dir), flush=True)
@@ -85,8 +89,9 @@ def run(args):
         image, history = img, []  # a new image starts a new conversation
         print(t["loaded"].format(path=ref, w=img.width, h=img.height), flush=True)
 
-    if args.image:
-        set_image(args.image)
+    if first is not None:
+        image = first
+        print(t["loaded"].format(path=args.image, w=first.width, h=first.height), flush=True)
     while True:
         try:
             line = input(t["user"])
@@ -105,6 +110,10 @@ def run(args):
         ref = image_ref(cmd)
         if ref is not None:
             set_image(ref)
+            continue
+        if IMAGE_TOKEN in cmd:  # would be taken for an image slot; the model would fail on the count
+            print(t["error"].format(msg=f"the question may not contain the reserved token '{IMAGE_TOKEN}'"),
+                  flush=True)
             continue
         first_turn = not history
         content = f"{IMAGE_TOKEN}\n{cmd}" if image is not None and first_turn else cmd

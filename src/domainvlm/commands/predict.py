@@ -1,8 +1,9 @@
 """`domainvlm predict`: batch inference over a folder, CSV or JSONL of (image, question) -> JSONL or CSV.
 
 Rows are generated ``--batch-size`` at a time on the device. Re-running the same command resumes: rows already
-in the output are skipped. A row that fails (missing or unreadable image, bad JSON line) gets its ``error``
-filled in and the batch carries on; the exit code is 1 when any row failed.
+in the output are skipped (a row recorded for another question stops the run: ``--overwrite``). A row that
+fails (missing or unreadable image, bad JSON line) gets its ``error`` filled in and the batch carries on; the
+exit code is 1 when any row failed.
 """
 
 from __future__ import annotations
@@ -101,17 +102,30 @@ def _lot_report(out: Path, dest: str, model_dir) -> None:
     print(f"domainvlm: lot report for {len(s['lots'])} lot(s) in {dest}", file=sys.stderr)
 
 
+def _same_questions(rows, writer, out) -> None:
+    """Resuming keeps the answers already in ``out``: refuse when they answer another question (a changed
+    --question or input), which would otherwise leave old answers under the new question silently."""
+    from ..errors import UserError
+
+    for r in rows:
+        old = writer.questions.get(r.id)
+        if old is not None and r.question is not None and old != r.question:
+            raise UserError(f"{out}: row {r.id!r} there answers {old!r}, not {r.question!r}; pass --overwrite to "
+                            "start over, or choose another --output")
+
+
 def run(args):
     from ..inference.batch_io import ResultWriter, read_inputs
 
     rows = read_inputs(args.input, args.question)
     out = _output(args)
     writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)
-    todo = [r for r in rows if r.id not in writer.done]
-    skipped = len(rows) - len(todo)
-    if skipped:
-        print(f"domainvlm: resuming {out}: {skipped} row(s) already done, {len(todo)} to go", file=sys.stderr)
     try:
+        _same_questions(rows, writer, out)
+        todo = [r for r in rows if r.id not in writer.done]
+        skipped = len(rows) - len(todo)
+        if skipped:
+            print(f"domainvlm: resuming {out}: {skipped} row(s) already done, {len(todo)} to go", file=sys.stderr)
         if todo:
             from tqdm import tqdm
             from transformers.utils import logging as hf_logging

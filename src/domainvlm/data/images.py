@@ -8,6 +8,7 @@ Relative paths are resolved against ``base_dir`` (usually the folder of the data
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -68,6 +69,8 @@ def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | N
 def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = None) -> Image.Image:
     """``size``: the side of a model's fixed square input; an item a domain draws (``file#N``) is drawn at it
     directly (drawing a raw wafer map once at the canvas is 2-3x cheaper than drawing and redrawing it)."""
+    if re.match(r"[a-zA-Z][a-zA-Z0-9+.-]+://", str(ref)):  # as a path it becomes 'http:/h/x.png': 'not found'
+        raise UserError(f"{ref}: URLs are not fetched (nothing is downloaded); save the image and pass the file")
     p, index = resolve(ref, base_dir)
     if not p.exists():
         raise UserError(f"{p}: image not found")
@@ -91,6 +94,9 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
     except Image.DecompressionBombError:
         raise UserError(f"{p}: image too large (over {MAX_PIXELS:,} pixels)") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        if p.suffix.lower() == ".npz":  # an array file of many maps: say how to pick one, not PIL's complaint
+            raise UserError(f"{p}: an .npz holds many maps, not one image; name one as {p.name}#N "
+                            "(ask: or --index N)") from None
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 

@@ -66,6 +66,9 @@ def _simple_row(rid: str, loc: str, d: dict, question: str | None, base: Path | 
     if not isinstance(q, str) or not q.strip():
         row.error = f"{loc}: field 'question': missing (or pass --question)"
         return row
+    if IMAGE_TOKEN in q:  # it would be taken for a second image slot: the processor fails with a count mismatch
+        row.error = f"{loc}: field 'question': may not contain the reserved token '{IMAGE_TOKEN}'"
+        return row
     row.question, row.images = q, [img] if img else []
     row.messages = [{"role": "user", "content": (f"{IMAGE_TOKEN}\n{q}" if img else q)}]
     return row
@@ -183,8 +186,11 @@ class ResultWriter:
         self.csv = self.path.suffix.lower() == ".csv"
         if not self.csv and self.path.suffix.lower() not in (".jsonl", ".ndjson"):
             raise UserError(f"{self.path}: output must end in .jsonl or .csv")
+        if self.path.is_dir():  # e.g. -o results.jsonl/ made by hand: reading it to resume would be a traceback
+            raise UserError(f"{self.path}: is a folder; give a file name")
         kept = [] if overwrite or not self.path.exists() else self._existing(retry_errors)
         self.done = {r["id"] for r in kept}
+        self.questions = {r["id"]: r.get("question") for r in kept}  # resuming checks they are still the same
         self.errors = sum(1 for r in kept if r.get("error"))
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
             if self.csv:

@@ -22,6 +22,9 @@ from ..errors import UserError
 DEFAULT_MAX_PIXELS = 16_000_000  # 4000x4000; far above what the vision encoders use after resizing
 
 
+_WS = re.compile(r"\s+")
+
+
 class ImageInputError(UserError):
     status = 400
 
@@ -99,8 +102,8 @@ def decode_base64(s: str, what: str = "image", max_pixels: int = DEFAULT_MAX_PIX
         head, sep, s = s.partition(",")
         if not sep or ";base64" not in head:
             raise ImageInputError(f"{what}: data URL must be 'data:<mime>;base64,<data>'")
-    try:
-        data = base64.b64decode(s, validate=True)
+    try:  # line breaks as `base64` (76 columns) and MIME write them: VisualGLM's own server accepted them
+        data = base64.b64decode(_WS.sub("", s), validate=True)
     except (binascii.Error, ValueError):
         raise ImageInputError(f"{what}: invalid base64") from None
     return decode_image(data, what, max_pixels)

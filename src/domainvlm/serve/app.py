@@ -55,32 +55,37 @@ def _err(status: int, message: str, type_: str = "invalid_request_error", param:
     return JSONResponse(oc.error_body(status, message, type_, param), status_code=status, headers=headers)
 
 
-def _validation_message(exc: RequestValidationError) -> str:
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    """(message, param): ``param`` names the offending field as OpenAI's error object does (None: the body)."""
     e = exc.errors()[0]
     if e.get("type") == "value_error" and isinstance(e.get("ctx", {}).get("error"), UnsupportedField):
-        return str(e["ctx"]["error"])  # names the field itself
+        return str(e["ctx"]["error"]), e["ctx"]["error"].field  # names the field itself
     if e.get("type") == "json_invalid":
-        return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})"
+        return f"malformed JSON body ({e.get('ctx', {}).get('error', 'invalid JSON')})", None
     loc = [str(x) for x in e.get("loc", ()) if x != "body"]
     if not loc and e.get("type") in ("model_attributes_type", "dict_type"):
-        return "request body must be a JSON object (send it with Content-Type: application/json)"
+        return "request body must be a JSON object (send it with Content-Type: application/json)", None
     # pydantic names the union member it tried ('str', 'list[dict[str,any]]'); users need the field
     union = [x for x in loc if x in ("str", "int", "float", "bool") or "[" in x]
     loc = [x for x in loc if x not in union]
-    path = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or "body"
+    path = "".join(f"[{x}]" if x.isdigit() else f".{x}" for x in loc).lstrip(".") or None
+    where = path or "body"
+    if e.get("type") == "extra_forbidden":
+        return f"{where}: not supported by this server", path
     if e.get("type") == "missing":
-        return f"{path}: field required"
+        return f"{where}: field required", path
     if union:
-        return f"{path}: wrong type ({type(e.get('input')).__name__})"
-    return f"{path}: {e.get('msg', 'invalid value')}"
+        return f"{where}: wrong type ({type(e.get('input')).__name__})", path
+    return f"{where}: {e.get('msg', 'invalid value')}", path
 
 
-def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=None) -> Sampling:
+def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=None,
+              field: str = "max_tokens") -> Sampling:
+    """``field``: the request's name for the token limit (POST / calls it max_new_tokens)."""
     d = cfg.sampling
     n = max_tokens or d.max_new_tokens
     if n > cfg.max_tokens_cap:
-        raise oc.ApiError(400, f"max_tokens: {n} is over this server's limit of {cfg.max_tokens_cap}",
-                          param="max_tokens")
+        raise oc.ApiError(400, f"{field}: {n} is over this server's limit of {cfg.max_tokens_cap}", param=field)
     return Sampling(max_new_tokens=n, temperature=d.temperature if temperature is None else temperature,
                     top_p=d.top_p if top_p is None else top_p, top_k=d.top_k if top_k is None else top_k,
                     repetition_penalty=d.repetition_penalty if rep is None else rep)
@@ -124,10 +129,14 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, e: RequestValidationError):
-        return _err(400, _validation_message(e))
+        message, param = _validation_message(e)
+        return _err(400, message, param=param)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_, e: StarletteHTTPException):
+        if isinstance(e.__cause__, UnicodeDecodeError):  # FastAPI says only "There was an error parsing the body"
+            u = e.__cause__
+            return _err(400, f"malformed JSON body (not UTF-8: byte 0x{u.object[u.start]:02x} at position {u.start})")
         return _err(e.status_code, str(e.detail), "invalid_request_error" if e.status_code < 500 else "server_error",
                     headers=getattr(e, "headers", None))  # 405 keeps its Allow header
 
@@ -168,7 +177,8 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(req: ChatCompletionRequest):
         s = oc.chat_sampling(req, _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature,
-                                            req.top_p, req.top_k, req.repetition_penalty))
+                                            req.top_p, req.top_k, req.repetition_penalty,
+                                            "max_completion_tokens" if req.max_completion_tokens else "max_tokens"))
         if req.evidence_png:
             trust.require(batcher.engine, "evidence_png", "evidence")
         messages, images, n_prompt = await run_in_threadpool(conversation, oc.to_conversation, req.messages, cfg)
@@ -207,7 +217,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.post("/", tags=["legacy"], response_model=LegacyResponse, response_model_exclude_none=True)
     async def legacy(req: LegacyRequest):
-        s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p)
+        s = _sampling(cfg, req.max_new_tokens, req.temperature, req.top_p, field="max_new_tokens")
         for name, what in (("assessment", "assessment"), ("evidence_png", "evidence")):
             if getattr(req, name):
                 trust.require(batcher.engine, name, what)

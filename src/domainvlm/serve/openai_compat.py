@@ -41,6 +41,9 @@ def to_conversation(messages, cfg) -> tuple[list[dict], list]:
         if content is None or isinstance(content, str):
             out.append({"role": role, "content": _text(content or "", where)})
             continue
+        if not content:  # OpenAI refuses an empty part list too; answering it would answer an empty turn
+            raise ApiError(400, f"{where}: empty list of parts (give at least a text or an image_url part)",
+                           param=where)
         pieces = []
         for j, part in enumerate(content):
             pw = f"{where}[{j}]"
@@ -77,7 +80,7 @@ def legacy_conversation(req, cfg) -> tuple[list[dict], list]:
         if len(pair) != 2:
             raise ApiError(400, f"history[{i}]: expected [question, answer], got {len(pair)} item(s)",
                            param=f"history[{i}]")
-        turns += [("user", _text(pair[0], f"history[{i}][0]")), ("assistant", pair[1])]
+        turns += [("user", _text(pair[0], f"history[{i}][0]")), ("assistant", _text(pair[1], f"history[{i}][1]"))]
     turns.append(("user", _text(req.text, "text")))
     msgs = [{"role": r, "content": c} for r, c in turns]
     if images:

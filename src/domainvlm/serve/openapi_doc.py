@@ -19,9 +19,10 @@ ERROR_SCHEMA = {
 _WHY = {400: "invalid request (the message names the field)", 401: "missing or wrong API key",
         413: "request body over the size limit", 500: "generation failed", 503: "server busy or engine stuck "
         "(Retry-After says when to try again)"}
-# status codes each route can answer besides 200 (401 only where a key is set, but the document is static)
+# status codes each route can answer besides 200 (401 only where a key is set, but the document is static;
+# /health never asks for the key: serve/auth.py)
 _ERRORS = {"/v1/chat/completions": (400, 401, 413, 500, 503), "/": (400, 401, 413, 500, 503),
-           "/v1/models": (401,), "/health": (401, 503)}
+           "/v1/models": (401,), "/health": (503,)}
 _SSE = {"schema": {"type": "string", "description": "server-sent events: chat.completion.chunk objects as "
                                                    "'data: {...}' lines, then 'data: [DONE]'"}}
 

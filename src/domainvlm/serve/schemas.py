@@ -35,11 +35,20 @@ class UnsupportedField(ValueError):
 
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
+    # forbid: a typo such as 'contents' would otherwise be dropped and an empty turn answered with a 200
+    model_config = ConfigDict(extra="forbid", strict=True)
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[dict[str, Any]] | None = Field(
         None, description="text, or a list of parts: {'type': 'text', 'text'} / "
                           "{'type': 'image_url', 'image_url': {'url': 'data:image/png;base64,...'}}")
+    # what the openai SDK dumps of an answer sent back as a turn; they change nothing here
+    name: str | None = Field(None, description="ignored")
+    refusal: None = None
+    annotations: None = None
+    audio: None = None
+    function_call: None = None
+    tool_calls: None = None
+    evidence_png: str | None = Field(None, description="ignored (this server's extension, sent back)")
 
 
 class JsonSchemaFormat(BaseModel):
@@ -111,9 +120,10 @@ class ChatCompletionRequest(BaseModel):
 
 class LegacyRequest(BaseModel):
     """VisualGLM / ChatGLM-style API: one question, a base64 image, and [question, answer] history pairs.
-    Strictly typed like the chat route (``"temperature": false`` is a 400, not 0)."""
+    Strictly typed like the chat route (``"temperature": false`` is a 400, not 0), and an unknown field (ChatGLM's
+    ``max_length``, a ``top_k``) is a 400 naming it: ignored, it would silently not apply."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
     text: str = Field(..., min_length=1)
     image: str | None = Field(None, description="base64 image (or data: URL); applies to the whole conversation")
     history: list[list[str]] = Field(default_factory=list, description="[[question, answer], ...]")

@@ -63,6 +63,8 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
         if not question:
             yield _display(history), history, ""
             return
+        if IMAGE_TOKEN in question:  # taken for an image slot, the model would fail on the image count
+            raise gr.Error(f"the question may not contain the reserved token '{IMAGE_TOKEN}'")
         content = f"{IMAGE_TOKEN}\n{question}" if image is not None and not history else question
         msgs = history + [{"role": "user", "content": content}]
         images = [image.convert("RGB")] if image is not None and IMAGE_TOKEN in msgs[0]["content"] else []

@@ -197,8 +197,14 @@ def test_http_api_accepts_map_file_uploads(lot, expert):
     assert r.status_code == 200 and same(r.json()["choices"][0]["message"]["content"], want[0])
     r = client.post("/", json={"text": Q, "image": b64(d / "wafers_1_2.xml") + "#1", "history": []})
     assert r.status_code == 200 and same(r.json()["response"], want[1])
+    wrapped = "\n".join(b64(d / "wafers_1_2.xml")[i:i + 76] for i in range(0, len(b64(d / "wafers_1_2.xml")), 76))
+    r = client.post("/", json={"text": Q, "image": wrapped + "\n#1", "history": []})  # `base64`'s 76 columns
+    assert r.status_code == 200 and same(r.json()["response"], want[1]), r.text
     r = client.post("/", json={"text": Q, "image": b64(d / "wafers_1_2.xml"), "history": []})
     assert r.status_code == 400 and "holds 2 wafers" in r.json()["error"]["message"]
+    r = client.post("/", json={"text": Q, "image": b64(d / "wafers_1_2.xml") + "#5", "history": []})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "image" and "#5 is out of range" in err["message"], err
     bad = base64.b64encode((d / "wafer_3.stdf").read_bytes()[:-7]).decode()
     r = client.post("/", json={"text": Q, "image": bad, "history": []})
     assert r.status_code == 400 and "REC_LEN" in r.json()["error"]["message"]

@@ -60,7 +60,9 @@ def _upload_image(data: bytes, what: str, index: int | None, max_pixels: int):
                               f"(K from 0 to {len(maps) - 1}) to the base64 / data URL")
     k = index or 0
     if not 0 <= k < len(maps):
-        raise ImageInputError(f"{what}#{k}: field #K: index out of range (the file holds {len(maps)} wafers)")
+        # `what` is a request field here, not a path: '#K' after it would garble the message and error.param
+        raise ImageInputError(f"{what}: field #K: #{k} is out of range (the file holds {len(maps)} wafers, "
+                              f"#0 to #{len(maps) - 1})")
     h, w = maps[k].grid.shape
     if h * w > max_pixels:
         raise ImageTooLarge(f"{what}: map of {h}x{w} dies is over the limit of {max_pixels:,}")
@@ -85,7 +87,7 @@ def map_base64(s, what: str, max_pixels: int):
     if body.startswith("data:"):
         body = body.partition(",")[2]
     try:
-        data = base64.b64decode(body, validate=True)
+        data = base64.b64decode(re.sub(r"\s+", "", body), validate=True)  # wrapped base64 too, as for images
     except (binascii.Error, ValueError):
         raise ImageInputError(f"{what}: invalid base64 before #{m.group(1)}") from None
     if sniff_bytes(data[:HEAD]) is None:
