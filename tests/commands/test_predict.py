@@ -120,10 +120,16 @@ def test_resume_after_interruption_skips_done_rows(tmp_path, tiny_model_dir, mon
     assert run(tmp_path / "maps", "-q", Q, "-o", part, model=tiny_model_dir) == 0 and calls == []
 
 
-def test_question_with_the_image_token_is_a_row_error(tmp_path, tiny_model_dir):
-    make_images(tmp_path / "maps", 1)
+def _csv_input(tmp_path, n_images: int, *rows: str):
+    """n_images maps under maps/ and an image,question CSV of the given rows."""
+    make_images(tmp_path / "maps", n_images)
     src = tmp_path / "in.csv"
-    src.write_text(f"image,question\nmaps/m0.png,<image> {Q}\nmaps/m0.png,{Q}\n")
+    src.write_text("image,question\n" + "".join(r + "\n" for r in rows))
+    return src
+
+
+def test_question_with_the_image_token_is_a_row_error(tmp_path, tiny_model_dir):
+    src = _csv_input(tmp_path, 1, f"maps/m0.png,<image> {Q}", f"maps/m0.png,{Q}")
     out = tmp_path / "o.jsonl"
     assert run(src, "-o", out, model=tiny_model_dir) == 1
     bad, good = read_jsonl(out)
@@ -146,9 +152,7 @@ def test_resume_with_another_question_is_refused(tmp_path, tiny_model_dir, capsy
 
 
 def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
-    make_images(tmp_path / "maps", 2)
-    src = tmp_path / "in.csv"
-    src.write_text(f"image,question\nmaps/m0.png,{Q}\nmaps/late.png,{Q}\n")
+    src = _csv_input(tmp_path, 2, f"maps/m0.png,{Q}", f"maps/late.png,{Q}")
     out = tmp_path / "o.jsonl"
     assert run(src, "-o", out, model=tiny_model_dir) == 1
     (tmp_path / "maps" / "late.png").write_bytes((tmp_path / "maps" / "m1.png").read_bytes())  # it appears
