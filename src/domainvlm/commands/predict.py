@@ -14,12 +14,12 @@ from pathlib import Path
 from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
 
 NAME = "predict"
-HELP = "batch inference: domainvlm predict INPUT (folder | .csv | .jsonl) -o answers.jsonl|csv"
+HELP = "batch inference: domainvlm predict INPUT (folder | map file | .csv | .jsonl) -o answers.jsonl|csv"
 
 
 def add_arguments(p):
-    p.add_argument("input", help="folder of images and/or wafer-map files (G85, E142, STDF, KLARF: one row per "
-                                 "wafer, image FILE#K), CSV (image,question[,id]) or JSONL ({image, question[, id]} "
+    p.add_argument("input", help="folder of images and/or wafer-map files, or one map file (G85, E142, STDF, "
+                                 "KLARF: one row per wafer, image FILE#K), CSV (image,question[,id]) or JSONL ({image, question[, id]} "
                                  "or domainvlm records)")
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("--format", choices=["jsonl", "csv"], help="output format (default: from --output's "

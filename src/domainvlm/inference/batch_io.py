@@ -119,6 +119,18 @@ def _domain_items(folder: Path, images) -> list[tuple[str, str, str | None]]:
             for item in d.extra["folder_items"](folder, images)]
 
 
+def _domain_file_items(path: Path) -> list[tuple[str, str, str | None]] | None:
+    """(row id, image ref, error) per image a domain reads out of the one file ``path``
+    (``Domain.extra["file_items"]``, e.g. ``FILE#K`` per wafer of a multi-wafer STDF), or None: no domain's."""
+    from .. import domains
+
+    for d in domains.all_domains():
+        items = d.extra["file_items"](path) if d.extra.get("file_items") else None
+        if items is not None:
+            return items
+    return None
+
+
 def read_csv(path: Path, question: str | None) -> list[Row]:
     rows = []
     with io.StringIO(read_text(path), newline="") as fh:
@@ -166,6 +178,10 @@ def read_inputs(path: str | Path, question: str | None = None) -> list[Row]:
         rows = read_csv(path, question)
     elif path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = read_jsonl(path, question)
+    elif (items := _domain_file_items(path)) is not None:  # one file of several images: a lot's map file
+        if not question:
+            raise UserError(f"{path}: a map-file input needs --question (asked about every wafer)")
+        rows = [_simple_row(i, ref, {"image": ref}, question, None) for i, ref, _ in items]
     else:
         raise UserError(f"{path}: expected a folder of images, a .csv or a .jsonl file")
     if not rows:

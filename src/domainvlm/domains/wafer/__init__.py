@@ -196,5 +196,6 @@ register(Domain(
            "example_question": "What defect pattern does this wafer map show?",
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
-           "folder_items": _fab("folder_wafers"), "webui_inputs": _webui_inputs, "lot_report": _lot_report},
+           "folder_items": _fab("folder_wafers"), "file_items": _fab("file_wafers"),
+           "webui_inputs": _webui_inputs, "lot_report": _lot_report},
 ))

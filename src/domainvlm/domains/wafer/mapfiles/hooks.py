@@ -111,3 +111,11 @@ def folder_wafers(folder: Path, images) -> list[tuple[str, str, str | None]]:
             continue
         out += [(f"{rel}#{k}", f"{p}#{k}", None) for k in range(n)]
     return out
+
+
+def file_wafers(path: Path) -> list[tuple[str, str, None]] | None:
+    """Domain.extra["file_items"] (``predict lot.stdf``): (row id NAME#K, image ref FILE#K, None) per wafer of one
+    map file, or None when it is no map file. A file that does not read is one line (nothing to answer)."""
+    if kind(path) is None:
+        return None
+    return [(f"{path.name}#{k}", f"{path}#{k}", None) for k in range(wafer_count(path))]

@@ -1,0 +1,45 @@
+"""Lot-level gaps of the fab map files: one multi-wafer file as a `predict` input, lot report file names."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import mapfile_writers as W
+from domainvlm.cli import main
+from domainvlm.domains.wafer.synth import synth_map
+
+Q = "What defect pattern does this wafer map show?"
+
+
+@pytest.fixture(scope="module")
+def grids():
+    rng = np.random.default_rng(5)
+    return [synth_map(p, 40, rng) for p in (("Center",), ("Donut",), ())]
+
+
+@pytest.mark.parametrize("name,make", [("lot.stdf", W.stdf_bytes), ("lot.klarf", W.klarf18), ("lot.xml", W.g85_xml)])
+def test_predict_one_multi_wafer_file_one_row_per_wafer(grids, tmp_path, name, make, capsys):
+    f = tmp_path / name
+    data = make(grids)
+    f.write_bytes(data if isinstance(data, bytes) else data.encode())
+    out, rep = tmp_path / "p.jsonl", tmp_path / "rep"
+    assert main(["predict", str(f), "-q", Q, "-o", str(out), "--no-progress", "--lot-report", str(rep)]) == 0
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(r["id"], r["image"]) for r in rows] == [(f"{name}#{k}", f"{f}#{k}") for k in range(3)]
+    assert all(r["answer"] and not r["error"] for r in rows)
+    lots = json.loads((rep / "lot_summary.json").read_text())["lots"]
+    assert [w["pass"] for w in lots["LOT7"]["wafers"]] == [int((g == 1).sum()) for g in grids]
+
+
+def test_predict_one_map_file_needs_question_and_bad_file_is_one_line(grids, tmp_path, capsys):
+    f = tmp_path / "lot.stdf"
+    f.write_bytes(W.stdf_bytes(grids)[:-7])
+    assert main(["predict", str(f), "-o", str(tmp_path / "p.jsonl"), "--no-progress", "-q", Q]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(f) in err[0] and "REC_LEN" in err[0] and not (tmp_path / "p.jsonl").exists()
+    f.write_bytes(W.stdf_bytes(grids))
+    assert main(["predict", str(f), "-o", str(tmp_path / "p.jsonl"), "--no-progress"]) == 2
+    assert "needs --question" in capsys.readouterr().err
