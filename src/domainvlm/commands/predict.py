@@ -19,8 +19,8 @@ HELP = "batch inference: domainvlm predict INPUT (folder | map file | .csv | .js
 
 def add_arguments(p):
     p.add_argument("input", help="folder of images and/or wafer-map files, or one map file (G85, E142, STDF, "
-                                 "KLARF: one row per wafer, image FILE#K), CSV (image,question[,id]) or JSONL ({image, question[, id]} "
-                                 "or domainvlm records)")
+                                 "KLARF: one row per wafer, image FILE#K), CSV (image,question[,id]) or JSONL "
+                                 "({image, question[, id]} or domainvlm records)")
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("--format", choices=["jsonl", "csv"], help="output format (default: from --output's "
                    "extension, else jsonl); JSONL rows of an answer head carry its structured answer: defects, "

@@ -43,3 +43,23 @@ def test_predict_one_map_file_needs_question_and_bad_file_is_one_line(grids, tmp
     f.write_bytes(W.stdf_bytes(grids))
     assert main(["predict", str(f), "-o", str(tmp_path / "p.jsonl"), "--no-progress"]) == 2
     assert "needs --question" in capsys.readouterr().err
+
+
+def test_lot_report_grid_names_unique_for_lots_differing_in_punctuation(grids, tmp_path):
+    from domainvlm.domains.wafer.lot_report import write_lot_report
+
+    rows = []
+    for k, lot in enumerate(("LOT/7", "LOT_7", "LOT7", "lot7")):
+        f = tmp_path / f"w{k}.map"
+        f.write_text(W.g85_ascii(grids[k % 3:k % 3 + 1]).replace("LOT:LOT7", f"LOT:{lot}"))
+        rows.append({"id": str(k), "image": str(f), "answer": "Diagnosis: Normal", "error": None})
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = write_lot_report(pred, tmp_path / "rep")
+    names = {lot: s["lots"][lot]["grid_png"] for lot in ("LOT/7", "LOT_7", "LOT7", "lot7")}
+    assert names["LOT7"] == "grid_LOT7.png" and len({n.casefold() for n in names.values()}) == 4, names
+    md = (tmp_path / "rep" / "lot_report.md").read_text()
+    for lot, png in names.items():
+        assert (tmp_path / "rep" / png).is_file() and f"![maps]({png})" in md
+    assert names == {lot: v["grid_png"] for lot, v in
+                     json.loads((tmp_path / "rep" / "lot_summary.json").read_text())["lots"].items()}

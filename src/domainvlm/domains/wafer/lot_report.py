@@ -2,7 +2,8 @@
 
 Writes into one folder (each file atomically): ``lot_report.md`` (per lot: wafers per pattern, yield per
 wafer), ``lot_summary.json`` (the same numbers), ``wafers.csv`` (one row per wafer) and ``grid_<lot>.png``
-(the maps, each captioned with wafer id, yield and diagnosis). Rows whose image is not a wafer map (a fab map
+(the maps, each captioned with wafer id, yield and diagnosis; a lot id that is no safe file name gets a hash of
+it, ``grid_LOT_7-1a2b3c4d.png``, named in the summary's ``grid_png``). Rows whose image is not a wafer map (a fab map
 file ``FILE#K`` or an npz ``FILE#N``) are left out and counted. Answers are read back in the taxonomy of the
 model that gave them (its folder's taxonomy.json: a fab's own classes are counted like the 8 known ones).
 """
@@ -100,7 +101,7 @@ def _markdown(summary: dict) -> str:
         out += ["", "| wafer | file | yield | pass | fail | diagnosis |", "|---|---|---|---|---|---|"]
         out += [f"| {w['wafer_id']} | {Path(w['image']).name} | {100 * w['yield']:.1f}% | {w['pass']} | {w['fail']} "
                 f"| {w['diagnosis']} |" for w in s["wafers"]]
-        out += ["", f"![maps](grid_{_safe(lot)}.png)", ""]
+        out += ["", f"![maps]({s['grid_png']})", ""]
     bad = summary.get("unreadable_map_files") or []
     if bad:
         out += [f"{len(bad)} map file row(s) could not be read and are not counted:", ""]
@@ -112,6 +113,21 @@ def _markdown(summary: dict) -> str:
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "lot"
+
+
+def _grid_names(lots) -> dict[str, str]:
+    """lot id -> its grid PNG's name, unique: a lot id changed by _safe ('LOT/7', 'LOT_7' -> 'LOT_7') or one that
+    differs from another only in case (one file on macOS / Windows) gets a hash of the id, stable across runs."""
+    import hashlib
+
+    out, used = {}, set()
+    for lot in sorted(lots):
+        name = _safe(lot)
+        if name != lot or name.casefold() in used:
+            name += "-" + hashlib.sha1(lot.encode("utf-8")).hexdigest()[:8]
+        used.add(name.casefold())
+        out[lot] = f"grid_{name}.png"
+    return out
 
 
 def _grid_png(wafers: list[dict], dest: Path) -> None:
@@ -139,8 +155,9 @@ def write_lot_report(predictions, out_dir, model_dir=None) -> dict:
     if not summary["lots"]:
         raise UserError(f"{predictions}: no rows refer to wafer maps, so there is no lot report to write")
     out = Path(out_dir)
-    for lot, s in summary["lots"].items():
-        _grid_png(s["wafers"], out / f"grid_{_safe(lot)}.png")
+    for lot, png in _grid_names(summary["lots"]).items():
+        summary["lots"][lot]["grid_png"] = png
+        _grid_png(summary["lots"][lot]["wafers"], out / png)
     flat = [{"lot": lot, **{k: v for k, v in w.items() if k != "_grid"}}
             for lot, s in sorted(summary["lots"].items()) for w in s["wafers"]]
     with atomic_open(out / "wafers.csv", "w", encoding="utf-8", newline="") as fh:
