@@ -146,6 +146,14 @@ def test_a_labels_csv_of_wafer_map_files_is_the_wafer_domains(tmp_path):
     assert sniff(tmp_path / "w.csv").name == "wafer"
 
 
+@pytest.mark.parametrize("ref,domain", [("shot#1.png", "classify"), ("LOT#42.xml#3", "wafer"),
+                                        ("LOT#42.png#3", "classify"), ("LOT#4.xml", "wafer")])
+def test_labels_csv_image_ref_split_at_the_last_hash(tmp_path, ref, domain):
+    """'#K' is the last '#' (the wafer side's rule): a photo named 'shot#1.png' is a photo, 'LOT#42.xml#3' a map."""
+    (tmp_path / "l.csv").write_text(f"image,labels\n{ref},dots\n", encoding="utf-8")
+    assert sniff(tmp_path / "l.csv").name == domain
+
+
 def test_image_folder_takes_every_image_suffix_load_image_reads(tmp_path):
     """One suffix list (data/images.IMAGE_SUFFIXES) for folders everywhere: webp and gif count here too."""
     from PIL import Image

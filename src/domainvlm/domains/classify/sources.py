@@ -167,7 +167,10 @@ def _first_is_photo(path: Path, cols: list[str]) -> bool:
         row = next(rows, None)
     if not row or len(row) <= col:
         return True  # an empty list: read it and say so
-    return Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_SUFFIXES
+    ref = row[col].strip()
+    head, sep, idx = ref.rpartition("#")  # '#K' is the LAST '#', as data/images.resolve reads it: 'LOT#42.xml#3'
+    return Path(head if sep and idx.strip().isdigit() else ref).suffix.lower() in IMAGE_SUFFIXES  # 'shot#1.png'
+
 
 
 def read_items(path: Path, image_root=None) -> list[Item]:
