@@ -6,7 +6,8 @@ per map row (the layout KLA's SINF and many probers write)::
     ORLOC:2               (origin location, kept)
     ROWCT:52  COLCT:52    (rows, columns)
     BCEQU:01 02           (bin codes that pass, space or comma separated; missing or blank: 01)
-    NULBC:__              (null bin: no die at that site; '@@', SINF's uninspected die, counts as none)
+    NULBC:__              (null bin: no die at that site; '@@', SINF's uninspected die, counts as none, and so
+                           do FD / FE (edge die) and FF (reference die) unless BCEQU or FAILBIN lists them)
     BINTYPE:HexaDecimal   (optional: HexaDecimal (default), Decimal or ASCII)
     RowData:__ __ 01 01 1F ...
 
@@ -26,6 +27,7 @@ from .common import WaferMap, bin_type, fail, make_table, normalise, notch_degre
 FMT = "g85-ascii"
 _LINE = re.compile(r"^\s*([A-Za-z_]+)\s*[:=]\s?(.*)$")
 KEYS = ("ROWCT", "COLCT", "ROWDATA")
+SINF_OFF = ("FD", "FE", "FF")  # SINF's edge (FD, FE) and reference (FF) dies: off the product map
 
 
 def looks_like(text: str) -> bool:
@@ -81,6 +83,9 @@ def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
     nulls = [null] if null else []
     nulls += ["@@"] if btype == "hexadecimal" else []  # uninspected: no result, so neither pass nor fail
     fails = _codes(head, "FAILBIN") if "FAILBIN" in head else None
+    if btype == "hexadecimal":  # SINF: FD/FE edge and FF reference dies are no product dies, unless listed
+        listed = {c.upper() for c in [*passes, *(fails or []), *map(str, pass_bins or [])]}
+        nulls += [c for c in SINF_OFF if c not in listed]
     table = make_table(btype, passes or ["01"], fails, nulls, path, where, pass_bins)  # SINF: 01 when not given
     n_rows, n_cols = _int(head, "ROWCT", path), _int(head, "COLCT", path)
     width = len(null) if null and btype != "ascii" else None
