@@ -36,3 +36,35 @@ def test_sinf_edge_and_reference_dies_are_no_product_dies(tmp_path, bcequ, extra
 def test_sinf_pass_bins_given_by_the_user_list_a_reference_die_too(tmp_path):
     m = MF.read_maps(write(tmp_path, "w.sinf", _sinf(SINF_REF_ROWS)), pass_bins=["01", "FF"])[0]
     np.testing.assert_array_equal(m.grid, [[0, 1, 1], [1, 2, 1], [0, 1, 1]])
+
+
+def test_stdf_whole_wafer_retest_is_one_map_last_result_wins(tmp_path):
+    """A second WIR/WRR of the same WAFER_ID (the wafer probed again) continues that wafer: one map per wafer
+    id, each die's last result; meta counts the runs and the retested dies."""
+    import mapfile_writers as W
+    from domainvlm.domains.wafer.synth import synth_map
+
+    g = synth_map(("Center",), 26, np.random.default_rng(1))
+    first, again = g.copy(), np.zeros_like(g)
+    redo = (g == 1) & (np.indices(g.shape).sum(0) % 5 == 0)  # these dies fail first, pass when retested
+    first[redo], again[redo] = 2, 1
+    other = synth_map((), 26, np.random.default_rng(2))
+    data = W.stdf_bytes([first, other, again])
+    assert data.count(b"\x03W03") == 2  # WIR and WRR: give the third run the first wafer's id
+    maps = MF.read_maps(write(tmp_path, "lot.stdf", data.replace(b"\x03W03", b"\x03W01")))
+    assert [m.wafer_id for m in maps] == ["W01", "W02"]
+    np.testing.assert_array_equal(maps[0].grid, g)
+    np.testing.assert_array_equal(maps[1].grid, other)
+    assert (maps[0].meta["wafer_runs"], maps[0].meta["retested_dies"]) == (2, int(redo.sum())) and redo.sum() > 5
+    assert (maps[1].meta["wafer_runs"], maps[1].meta["retested_dies"]) == (1, 0)
+
+
+def test_stdf_retested_dies_within_one_wafer_run_are_counted(tmp_path):
+    import mapfile_writers as W
+    from domainvlm.domains.wafer.synth import synth_map
+
+    g = synth_map(("Scratch",), 26, np.random.default_rng(3))
+    m = MF.read_maps(write(tmp_path, "r.stdf", W.stdf_bytes([g], retest=True)))[0]
+    n = sum(1 for v in W._dies(g, y_up=False)[::7] if v[2] == 1)  # the writer retests every 7th passing die
+    np.testing.assert_array_equal(m.grid, g)
+    assert (m.meta["wafer_runs"], m.meta["retested_dies"]) == (1, n) and n > 0

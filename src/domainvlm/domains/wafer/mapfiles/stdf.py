@@ -5,8 +5,10 @@ WAFR_SIZ / DIE_HT / DIE_WID and CENTER_X / CENTER_Y give the wafer frame in dies
 off-wafer border: see ``common.grid_from_dies``),
 WIR / WRR (one wafer each), HBR (HBIN_PF: which hard bins pass), PRR (X_COORD, Y_COORD, PART_FLG, HARD_BIN).
 Pass/fail of a die: PART_FLG bit 3 (0 pass, 1 fail) while bit 4 says it is valid; else the HBR pass flag of its
-hard bin; else hard bin 1 passes. ``pass_bins=[1, 3]`` (hard bins) overrides all of that. A die tested twice
-keeps its last result. Without WCR: X grows to the right, Y downwards, notch at the bottom (the common prober
+hard bin; else hard bin 1 passes. ``pass_bins=[1, 3]`` (hard bins) overrides all of that.
+Retests: a die tested twice keeps its last result (as PART_FLG bits 0/1 say a retest supersedes the earlier
+part), and a WIR of a WAFER_ID already seen continues that wafer: one map per wafer id, in the order of first
+test; ``meta`` counts the runs (``wafer_runs``) and the dies with several results (``retested_dies``). Without WCR: X grows to the right, Y downwards, notch at the bottom (the common prober
 default). Files without WIR give one map of all PRRs.
 """
 
@@ -75,7 +77,7 @@ def _frame(wcr: dict):
 
 class _Wafer:
     def __init__(self, wid: str):
-        self.wid, self.xs, self.ys, self.flags, self.hbins = wid, [], [], [], []
+        self.wid, self.xs, self.ys, self.flags, self.hbins, self.runs = wid, [], [], [], [], 1
 
 
 def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
@@ -92,8 +94,13 @@ def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
         elif key == HBR and len(body) >= 9 and chr(body[8]).upper() in "PF":  # ' ': unknown, so bin 1 rule
             hbin_pf[struct.unpack_from(e + "H", body, 2)[0]] = chr(body[8]).upper()
         elif key == WIR and body:
-            open_[body[0]] = _Wafer(_cn(body, 6) or str(len(wafers)))
-            wafers.append(open_[body[0]])
+            wid = _cn(body, 6)
+            again = next((w for w in wafers if wid and w.wid == wid), None)
+            if again is not None:  # the wafer tested again (retest): its dies go on, the last result wins
+                again.runs += 1
+            else:
+                wafers.append(_Wafer(wid or str(len(wafers))))
+            open_[body[0]] = again or wafers[-1]
         elif key == WRR and body:
             open_.pop(body[0], None)
         elif key == PRR:
@@ -136,6 +143,12 @@ def _passed(flags: np.ndarray, hbins: np.ndarray, hbin_pf: dict, pass_bins) -> n
     return np.where(valid, (flags & 0x08) == 0, by_bin)
 
 
+def _retested(w: _Wafer) -> int:
+    """Dies with more than one part result (a retest: of the whole wafer, or of those dies)."""
+    _, n = np.unique(np.stack([w.xs, w.ys]), axis=1, return_counts=True)
+    return int((n > 1).sum())
+
+
 def _map(w: _Wafer, k: int, path, lot, wcr, hbin_pf, pass_bins) -> WaferMap:
     flags, hbins = np.array(w.flags, np.uint8), np.array(w.hbins, np.int64)
     values = np.where(_passed(flags, hbins, hbin_pf, pass_bins), PASS, FAIL).astype(np.uint8)
@@ -145,5 +158,6 @@ def _map(w: _Wafer, k: int, path, lot, wcr, hbin_pf, pass_bins) -> WaferMap:
     notch = notch_degrees(wcr.get("WF_FLAT", " "), path, "WCR", "WF_FLAT")
     meta = {"orientation_deg": notch, "wf_flat": wcr.get("WF_FLAT"), "pos_x": pos_x, "pos_y": pos_y,
             "x_range": [int(min(w.xs)), int(max(w.xs))], "y_range": [int(min(w.ys)), int(max(w.ys))],
-            "grid": how, "pass_from": "pass_bins" if pass_bins is not None else "PART_FLG", "parts": len(w.xs)}
+            "grid": how, "pass_from": "pass_bins" if pass_bins is not None else "PART_FLG", "parts": len(w.xs),
+            "wafer_runs": w.runs, "retested_dies": _retested(w)}
     return WaferMap(normalise(grid, notch), w.wid if w.wid != "?" else str(k), lot, FMT, str(path), k, meta)
