@@ -5,7 +5,10 @@ dies (XINDEX YINDEX pairs), ``DefectRecordSpec`` names the ``DefectList`` column
 KLARF 1.8 (``Record FileRecord "1.8" { Record LotRecord { Record WaferRecord "W01" { Field ... List DefectList
 { Columns .. Data .. } } } }``): the same fields inside each WaferRecord; the die list is a ``SampleTestPlan``
 List (or Field of XINDEX YINDEX pairs). Die indices grow rightwards and upwards; ``OrientationMarkLocation``
-(DOWN/UP/LEFT/RIGHT) is where the notch is. Without a die list the wafer outline is unknown: an error.
+(DOWN/UP/LEFT/RIGHT) is where the notch is. ``SampleDieMap`` (the same pairs) lists every die of the wafer: its
+dies outside the SampleTestPlan were not inspected (no result, off); with no plan, all its dies were. A die list
+before the first WaferID (1.2) or in the LotRecord (1.8) holds for every wafer that gives none of that kind.
+Without any die list the wafer outline is unknown: an error.
 A wafer inspected by several tests has the dies of all their plans and the defects of all their lists.
 """
 
@@ -15,12 +18,12 @@ import re
 
 import numpy as np
 
-from .common import FAIL, PASS, WaferMap, fail, grid_from_dies, normalise, notch_degrees
+from .common import FAIL, OFF, PASS, WaferMap, fail, grid_from_dies, normalise, notch_degrees
 
 _GEO = ("SampleSize", "DiePitch", "SampleCenterLocation")
 _TOKEN = re.compile(r'"[^"]*"|[{};,]|[^\s{};,"]+')
 # the names read, by their lower case: tools differ in the case of KLARF keywords, readers ignore it
-_NAMES = {k.lower(): k for k in (*_GEO, "LotID", "OrientationMarkLocation", "WaferID", "SampleTestPlan",
+_NAMES = {k.lower(): k for k in (*_GEO, "LotID", "OrientationMarkLocation", "WaferID", "SampleTestPlan", "SampleDieMap",
                                  "DefectRecordSpec", "DefectList", "Record", "Field", "List", "Columns", "Data",
                                  "FileRecord", "LotRecord", "WaferRecord")}
 
@@ -47,10 +50,24 @@ def _tokens(text: str):
 
 
 class _Wafer:
-    def __init__(self, wid: str, line: int, lot: str, notch, geo: dict):
+    def __init__(self, wid: str, line: int, lot: str, notch, geo: dict, lot_dies: dict | None = None):
         self.wid, self.line, self.lot, self.notch, self.geo = wid, line, lot, notch, dict(geo)
-        self.plan: list[tuple[int, int]] | None = None
+        # die lists: the wafer's own, else the lot's (given before the first wafer / in the LotRecord)
+        self.lot_dies = dict(lot_dies or {})
+        self.plan: list[tuple[int, int]] | None = None      # SampleTestPlan: the inspected dies
+        self.die_map: list[tuple[int, int]] | None = None   # SampleDieMap: every die of the wafer
         self.defects: list[tuple[int, int]] = []
+
+    def dies(self, what: str) -> list[tuple[int, int]] | None:
+        own = self.plan if what == "SampleTestPlan" else self.die_map
+        return own if own is not None else self.lot_dies.get(what)
+
+    def add(self, what: str, xy: list[int]) -> None:
+        pairs = list(zip(xy[0::2], xy[1::2]))
+        if what == "SampleTestPlan":  # one per InspectionTest: the wafer has them all
+            self.plan = (self.plan or []) + pairs
+        else:
+            self.die_map = (self.die_map or []) + pairs
 
 
 def _ints(vals, path, line, fld) -> list[int]:
@@ -79,7 +96,7 @@ def _statements(text: str):
 
 
 def _read12(text: str, path) -> list[_Wafer]:
-    wafers, lot, notch, spec, geo = [], "", ("0", 0), None, {}
+    wafers, lot, notch, spec, geo, lot_dies = [], "", ("0", 0), None, {}, {}
     for kw, vals, n in _statements(text):
         kw = _name(kw)
         if kw in _GEO:
@@ -89,10 +106,13 @@ def _read12(text: str, path) -> list[_Wafer]:
         elif kw == "OrientationMarkLocation":
             notch = (vals[0] if vals else "DOWN", n)
         elif kw == "WaferID":
-            wafers.append(_Wafer(vals[0] if vals else str(len(wafers)), n, lot, notch, geo))
-        elif kw == "SampleTestPlan" and wafers:
-            xy = _ints(vals[1:], path, n, "SampleTestPlan")  # one per InspectionTest: the wafer has them all
-            wafers[-1].plan = (wafers[-1].plan or []) + list(zip(xy[0::2], xy[1::2]))
+            wafers.append(_Wafer(vals[0] if vals else str(len(wafers)), n, lot, notch, geo, lot_dies))
+        elif kw in ("SampleTestPlan", "SampleDieMap"):
+            xy = _ints(vals[1:], path, n, kw)
+            if wafers:
+                wafers[-1].add(kw, xy)
+            else:  # before the first WaferID: the lot's, for every wafer that gives none
+                lot_dies[kw] = lot_dies.get(kw, []) + list(zip(xy[0::2], xy[1::2]))
         elif kw == "DefectRecordSpec":
             spec = [v.upper() for v in vals[1:]]
         elif kw == "DefectList" and wafers:
@@ -157,7 +177,7 @@ def _tree(text: str, path):
     return block()
 
 
-def _walk18(items, path, wafers, lot="", notch=("DOWN", 0), geo=None):
+def _walk18(items, path, wafers, lot="", notch=("DOWN", 0), geo=None, dies=None):
     geo = dict(geo or {})
     for head, kids, n in items:
         kind, name = head[0], (head[1] if len(head) > 1 else "")
@@ -171,11 +191,17 @@ def _walk18(items, path, wafers, lot="", notch=("DOWN", 0), geo=None):
                 v = [t for h, _, _ in fields["OrientationMarkLocation"][0] for t in h if t != ","]
                 mark = (v[0] if v else "DOWN", fields["OrientationMarkLocation"][1])
             if name == "WaferRecord":
-                w = _Wafer(rid or str(len(wafers)), n, lot, mark, here)
+                w = _Wafer(rid or str(len(wafers)), n, lot, mark, here, dies)
                 wafers.append(w)
                 _wafer18(w, kids, path)
-            else:
-                _walk18(kids, path, wafers, lot, mark, here)
+            else:  # a LotRecord's SampleTestPlan / SampleDieMap hold for its wafers that give none
+                own = {}
+                for h, k, ln in kids:
+                    what = _die_list(h)
+                    if what and k is not None:
+                        xy = _xy18(h[0], h[1], k, path, ln)
+                        own[what] = own.get(what, []) + list(zip(xy[0::2], xy[1::2]))
+                _walk18(kids, path, wafers, lot, mark, here, {**(dies or {}), **own})
 
 
 def _values(kids) -> list[str]:
@@ -203,17 +229,26 @@ def _xy_from_list(kids, path, n, what) -> list[tuple[int, int]]:
     return [tuple(_ints([r[ix], r[iy]], path, n, what)) for r in rows if len(r) > max(ix, iy)]
 
 
+def _die_list(head) -> str | None:
+    """'SampleTestPlan' / 'SampleDieMap' when a 1.8 List or Field is one (some tools suffix the name)."""
+    name = head[1] if len(head) > 1 and head[0] in ("List", "Field") else ""
+    return next((k for k in ("SampleTestPlan", "SampleDieMap") if name.startswith(k)), None)
+
+
+def _xy18(kind: str, name: str, k, path, n) -> list[int]:
+    """A die list as List (Columns XINDEX YINDEX) or Field (x y pairs), flattened."""
+    if kind == "List":
+        return [v for d in _xy_from_list(k, path, n, name) for v in d]
+    return _ints(_values(k), path, n, name)
+
+
 def _wafer18(w: _Wafer, kids, path) -> None:
     for head, k, n in kids:
         kind, name = head[0], (head[1] if len(head) > 1 else "")
         if kind == "List" and name == "DefectList" and k is not None:
             w.defects += _xy_from_list(k, path, n, "DefectList")
-        elif name.startswith("SampleTestPlan") and k is not None:
-            if kind == "List":
-                xy = [v for d in _xy_from_list(k, path, n, name) for v in d]
-            else:
-                xy = _ints(_values(k), path, n, name)
-            w.plan = (w.plan or []) + list(zip(xy[0::2], xy[1::2]))  # several TestRecords: all their dies
+        elif _die_list(head) and k is not None:
+            w.add(_die_list(head), _xy18(kind, name, k, path, n))  # several TestRecords: all their dies
         elif kind == "Record" and k is not None:  # e.g. a TestRecord holding the plan
             _wafer18(w, k, path)
 
@@ -246,20 +281,29 @@ def _frame(geo: dict):
 
 
 def _map(w: _Wafer, k: int, path, version: str) -> WaferMap:
-    if not w.plan:
-        raise fail(path, f"line {w.line} (wafer {w.wid})", "field SampleTestPlan: no die list, so the wafer's "
-                                                           "dies (and its yield) are unknown")
-    plan = np.array(w.plan, np.int64)
+    die_map = w.dies("SampleDieMap") or []
+    plan_list = w.dies("SampleTestPlan") or die_map  # only a die map: every die of it was inspected
+    if not plan_list:
+        raise fail(path, f"line {w.line} (wafer {w.wid})", "field SampleTestPlan: no die list (nor SampleDieMap), "
+                                                           "so the wafer's dies (and its yield) are unknown")
+    plan = np.array(plan_list, np.int64)
     bad = set(w.defects) - set(map(tuple, plan.tolist()))
     if bad:
         raise fail(path, f"line {w.line} (wafer {w.wid})", f"field DefectList: defect on die {sorted(bad)[0]} "
                                                            "outside the SampleTestPlan")
     hit = {tuple(d) for d in w.defects}
     values = np.array([FAIL if (x, y) in hit else PASS for x, y in plan.tolist()], np.uint8)
-    grid, how = grid_from_dies(plan[:, 0], plan[:, 1], values, x_right=True, y_down=False, frame=_frame(w.geo),
+    # dies of the die map outside the plan: on the wafer, not inspected, so no result (off); they still
+    # widen the grid to the wafer's die layout (before the plan: later duplicates win)
+    inspected = set(map(tuple, plan.tolist()))
+    rest = np.array([d for d in dict.fromkeys(map(tuple, die_map)) if d not in inspected], np.int64).reshape(-1, 2)
+    dies = np.concatenate([rest, plan])
+    values = np.concatenate([np.full(len(rest), OFF, np.uint8), values])
+    grid, how = grid_from_dies(dies[:, 0], dies[:, 1], values, x_right=True, y_down=False, frame=_frame(w.geo),
                                path=path, where=f"line {w.line} (wafer {w.wid})", fld="SampleTestPlan XINDEX/YINDEX")
     notch = notch_degrees(w.notch[0], path, f"line {w.notch[1]}", "OrientationMarkLocation")
     meta = {"orientation_deg": notch, "orientation_mark": w.notch[0], "defects": len(w.defects), "grid": how,
+            "die_list": "SampleTestPlan" if w.dies("SampleTestPlan") else "SampleDieMap", "uninspected_dies": len(rest),
             "x_range": [int(plan[:, 0].min()), int(plan[:, 0].max())],
             "y_range": [int(plan[:, 1].min()), int(plan[:, 1].max())]}
     return WaferMap(normalise(grid, notch), w.wid, w.lot, version, str(path), k, meta)
