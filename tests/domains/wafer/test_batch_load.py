@@ -166,3 +166,15 @@ def test_map_canvas_draws_what_load_image_draws(wafer_files):
     # no fixed canvas (a generic model): every map through load_image, unpadded as before
     (conv, _), = load_conversations([([], ["wm.npz#7"], wafer_files, "r")], None)
     assert np.array_equal(np.asarray(conv[1][0]), np.asarray(load_image("wm.npz#7", wafer_files)))
+
+
+def test_fast_path_reads_the_index_after_the_last_hash(tmp_path):
+    """'LOT#42/maps.npz#3': '#K' is the last '#' (data/images.resolve), so the fast path serves it too."""
+    from domainvlm.domains.wafer.batch_load import load_batch
+
+    d = tmp_path / "LOT#42"
+    d.mkdir()
+    ws = synth_set(4, seed=1)
+    save_mixedwm38_npz(ws, d / "maps.npz", with_split=False)
+    (got,) = load_batch([(f"{d}/maps.npz#3", None)], 64)
+    assert isinstance(got, MapCanvas) and np.array_equal(got.grid, load_wafer_file(d / "maps.npz").maps[3])

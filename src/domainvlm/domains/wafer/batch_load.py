@@ -51,7 +51,7 @@ def load_batch(refs: list[tuple[str, object]], size: int | None) -> list:
         return out
     by_file: dict[tuple, list[tuple[int, int]]] = {}
     for k, (ref, base) in enumerate(refs):  # one resolve per file, not per map: this is host time per map
-        path, sep, idx = ref.partition("#")
+        path, sep, idx = ref.rpartition("#")  # the last '#', as data/images.resolve: 'LOT#42.npz#3'
         try:
             index = int(idx) if sep else None
         except ValueError:
