@@ -166,3 +166,15 @@ def test_resolve_image_ref(tmp_path):
     assert resolve_image_ref("maps.npz#3", tmp_path) == str(tmp_path / "maps.npz") + "#3"
     assert resolve_image_ref("http://h/x.png", tmp_path) == "http://h/x.png"
     assert resolve_image_ref("missing.png", tmp_path) == str(tmp_path / "missing.png")
+
+
+def test_resolve_image_ref_index_after_the_last_hash(tmp_path):
+    """'#K' is the last '#' for every file kind (fab map files too), so the file is found beside the records
+    even when an image root is given."""
+    (tmp_path / "LOT#42.xml").write_text("<Maps/>")
+    (tmp_path / "lot.stdf").write_bytes(b"x")
+    root = tmp_path / "flat"
+    for ref in ("LOT#42.xml#3", "lot.stdf#0"):
+        want = str((tmp_path / ref.rsplit("#", 1)[0]).resolve()) + "#" + ref.rsplit("#", 1)[1]
+        assert resolve_image_ref(ref, tmp_path, root) == want
+    assert resolve_image_ref("shot#a.png", tmp_path) == str(tmp_path / "shot#a.png")

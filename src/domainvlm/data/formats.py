@@ -56,9 +56,10 @@ def load_items(path: str | Path) -> list:
 
 
 def _split_ref(ref: str) -> tuple[str, str]:
-    """'maps.npz#12' -> ('maps.npz', '#12'); plain paths have no suffix."""
-    head, sep, tail = ref.partition("#")
-    if sep and head.lower().endswith((".npz", ".npy")):
+    """'maps.npz#12' -> ('maps.npz', '#12'), 'LOT#42.xml#3' -> ('LOT#42.xml', '#3'): the index after the LAST
+    '#' (data/images.resolve's rule; fab map files have one too); plain paths have no suffix."""
+    head, sep, tail = ref.rpartition("#")
+    if sep and head and tail.strip().isdigit():
         return head, sep + tail
     return ref, ""
 
