@@ -23,9 +23,9 @@ from .common import FAIL, OFF, PASS, WaferMap, fail, grid_from_dies, normalise, 
 _GEO = ("SampleSize", "DiePitch", "SampleCenterLocation")
 _TOKEN = re.compile(r'"[^"]*"|[{};,]|[^\s{};,"]+')
 # the names read, by their lower case: tools differ in the case of KLARF keywords, readers ignore it
-_NAMES = {k.lower(): k for k in (*_GEO, "LotID", "OrientationMarkLocation", "WaferID", "SampleTestPlan", "SampleDieMap",
-                                 "DefectRecordSpec", "DefectList", "Record", "Field", "List", "Columns", "Data",
-                                 "FileRecord", "LotRecord", "WaferRecord")}
+_NAMES = {k.lower(): k for k in (*_GEO, "LotID", "OrientationMarkLocation", "WaferID", "SampleTestPlan",
+                                 "SampleDieMap", "DefectRecordSpec", "DefectList", "Record", "Field", "List",
+                                 "Columns", "Data", "FileRecord", "LotRecord", "WaferRecord")}
 
 
 def _name(tok: str) -> str:
@@ -231,7 +231,7 @@ def _xy_from_list(kids, path, n, what) -> list[tuple[int, int]]:
 
 def _die_list(head) -> str | None:
     """'SampleTestPlan' / 'SampleDieMap' when a 1.8 List or Field is one (some tools suffix the name)."""
-    name = head[1] if len(head) > 1 and head[0] in ("List", "Field") else ""
+    name = head[1] if len(head) > 1 else ""
     return next((k for k in ("SampleTestPlan", "SampleDieMap") if name.startswith(k)), None)
 
 
@@ -294,7 +294,7 @@ def _map(w: _Wafer, k: int, path, version: str) -> WaferMap:
     hit = {tuple(d) for d in w.defects}
     values = np.array([FAIL if (x, y) in hit else PASS for x, y in plan.tolist()], np.uint8)
     # dies of the die map outside the plan: on the wafer, not inspected, so no result (off); they still
-    # widen the grid to the wafer's die layout (before the plan: later duplicates win)
+    # widen the grid to the wafer's die layout
     inspected = set(map(tuple, plan.tolist()))
     rest = np.array([d for d in dict.fromkeys(map(tuple, die_map)) if d not in inspected], np.int64).reshape(-1, 2)
     dies = np.concatenate([rest, plan])
@@ -303,7 +303,8 @@ def _map(w: _Wafer, k: int, path, version: str) -> WaferMap:
                                path=path, where=f"line {w.line} (wafer {w.wid})", fld="SampleTestPlan XINDEX/YINDEX")
     notch = notch_degrees(w.notch[0], path, f"line {w.notch[1]}", "OrientationMarkLocation")
     meta = {"orientation_deg": notch, "orientation_mark": w.notch[0], "defects": len(w.defects), "grid": how,
-            "die_list": "SampleTestPlan" if w.dies("SampleTestPlan") else "SampleDieMap", "uninspected_dies": len(rest),
+            "die_list": "SampleTestPlan" if w.dies("SampleTestPlan") else "SampleDieMap",
+            "uninspected_dies": len(rest),
             "x_range": [int(plan[:, 0].min()), int(plan[:, 0].max())],
             "y_range": [int(plan[:, 1].min()), int(plan[:, 1].max())]}
     return WaferMap(normalise(grid, notch), w.wid, w.lot, version, str(path), k, meta)
