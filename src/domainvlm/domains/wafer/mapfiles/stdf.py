@@ -8,8 +8,9 @@ Pass/fail of a die: PART_FLG bit 3 (0 pass, 1 fail) while bit 4 says it is valid
 hard bin; else hard bin 1 passes. ``pass_bins=[1, 3]`` (hard bins) overrides all of that.
 Retests: a die tested twice keeps its last result (as PART_FLG bits 0/1 say a retest supersedes the earlier
 part), and a WIR of a WAFER_ID already seen continues that wafer: one map per wafer id, in the order of first
-test; ``meta`` counts the runs (``wafer_runs``) and the dies with several results (``retested_dies``). Without WCR: X grows to the right, Y downwards, notch at the bottom (the common prober
-default). Files without WIR give one map of all PRRs.
+test; ``meta`` counts the runs (``wafer_runs``) and the dies with several results (``retested_dies``).
+Without WCR: X grows to the right, Y downwards, notch at the bottom (the common prober default). Files without
+WIR give one map of all PRRs.
 """
 
 from __future__ import annotations
