@@ -130,13 +130,18 @@ def _build(args):
         raise UserError(f"--langs: unsupported language(s) {', '.join(bad)} (en, zh)")
     out = Path(args.out)
     by_split: dict[str, list] = {}
+    n_read = 0
     for src in args.source:
         recs = load_any(src, allow_pickle=args.allow_pickle, langs=langs, seed=args.seed,
                         explain=not args.no_explain, follow_up_frac=args.follow_up_frac,
                         image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report,
                         taxonomy=args.taxonomy)
+        n_read += len(recs)
+        recs = _keep_langs(recs, langs, src)
         for r in recs:
             by_split.setdefault(r.meta.get("split") or "all", []).append(r)
+    if n_read and not by_split:  # every record dropped by --langs: no empty output folder
+        raise UserError(f"--langs {','.join(langs)}: no record of the sources is in these languages")
     if args.split:
         missing = [s for s in args.split if s not in by_split]
         if missing:
@@ -150,6 +155,16 @@ def _build(args):
         print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
     _domain_files(by_split, out, args.taxonomy)
     return 0
+
+
+def _keep_langs(recs, langs, src) -> list:
+    """--langs also filters records whose language the source fixed (X-ray reports without --qa-per-report,
+    where nothing else applies it); records of generated questions are drawn from --langs anyway."""
+    keep = [r for r in recs if r.meta.get("lang") in (None, *langs)]
+    if len(keep) < len(recs):
+        print(f"domainvlm: {src}: dropped {len(recs) - len(keep)} of {len(recs)} record(s) not in --langs "
+              f"{','.join(langs)}", file=sys.stderr)
+    return keep
 
 
 def _domain_files(by_split, out: Path, taxonomy=None) -> None:

@@ -108,6 +108,21 @@ def test_data_build_hook(tmp_path):
     assert [r.labels["lang"] for r in recs] == ["en", "zh"] and all(len(r.messages) == 6 for r in recs)
 
 
+def test_data_build_langs_without_qa(tmp_path, capsys):
+    """--langs keeps only reports in those languages also when the records stay as the source has them."""
+    src = tmp_path / "xrayglm.json"
+    src.write_text(json.dumps({"annotations": [{"image_id": "1_1", "caption": EN_FINDINGS},
+                                               {"image_id": "2_1", "caption": ZH_REPORT}]}), encoding="utf-8")
+    assert main(["data", "build", "--source", str(src), "--out", str(tmp_path / "d"), "--langs", "zh"]) == 0
+    assert [r.id for r in read_jsonl(tmp_path / "d" / "all.jsonl")] == ["2_1"]
+    assert "dropped 1 of 2 record(s) not in --langs zh" in capsys.readouterr().err
+    zh = tmp_path / "zh.json"
+    zh.write_text(json.dumps({"annotations": [{"image_id": "2_1", "caption": ZH_REPORT}]}), encoding="utf-8")
+    assert main(["data", "build", "--source", str(zh), "--out", str(tmp_path / "e"), "--langs", "en"]) == 2
+    assert "no record of the sources is in these languages" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
 def test_r2gen_blank_test_key_split_via_load_any(shared_data):
     recs = load_any(shared_data / "iu-xray-samples" / "r2gen_annotation.json", split="test")
     assert len(recs) == 590 and all(r.labels["task"] == "report" for r in recs)
