@@ -190,3 +190,25 @@ def test_sharegpt_through_load_xray_and_unknown(shared_data, tmp_path):
         load_xray(bad)
     with pytest.raises(UserError, match="no such file"):
         load_xray(tmp_path / "missing.json")
+
+
+def test_report_prompted_sharegpt_and_llava_are_report_data(shared_data, tmp_path):
+    """XrayQwen2VL's LLaMA-Factory file (and a LLaVA file asking a report prompt) reads as report records:
+    eval can score it and --qa-per-report builds on it; other sharegpt stays as it is."""
+    from domainvlm.data.sources import load_any
+    from domainvlm.evaluate.runner import task_of
+
+    recs = load_any(shared_data / IU / "llamafactory_sharegpt_excerpt.json")
+    assert task_of(recs) == "report" and {r.labels["lang"] for r in recs} == {"zh"}
+    assert recs[0].labels["report"] == recs[0].messages[1]["content"]
+    assert all(len(r.messages) == 4 for r in load_any(shared_data / IU / "llamafactory_sharegpt_excerpt.json",
+                                                       qa_per_report=1))
+    llava = tmp_path / "llava.json"
+    llava.write_text(json.dumps([{"id": "2_1", "image": "2_1.png", "conversations": [
+        {"from": "human", "value": "<image>\n详细描述这张胸部X光片的诊断结果"},
+        {"from": "gpt", "value": "心脏大小正常，肺部清晰。"}]}], ensure_ascii=False), encoding="utf-8")
+    assert task_of(load_any(llava)) == "report"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"conversations": [{"from": "human", "value": "<image>What is this?"},
+                                                    {"from": "gpt", "value": "A cat."}], "images": ["c.png"]}]))
+    assert load_any(other)[0].labels == {}

@@ -191,6 +191,38 @@ def load_openi_xml(path: Path, image_root=None, split=None, lang=None) -> list[R
     return out
 
 
+XRAYGLM_PROMPT = "详细描述这张胸部X光片的诊断结果"  # XrayGLM's README (cli_demo.py --prompt_zh)
+
+
+def _first_user_text(item) -> str | None:
+    turns = item.get("conversations", item.get("messages")) if isinstance(item, dict) else None
+    for t in turns if isinstance(turns, list) else []:
+        if isinstance(t, dict) and t.get("from", t.get("role")) in ("human", "user"):
+            text = t.get("value", t.get("content"))
+            return " ".join(text.replace(IMAGE_TOKEN, " ").split()) if isinstance(text, str) else None
+    return None
+
+
+def asks_for_report(item) -> bool:
+    """A sharegpt/LLaVA record whose first user turn is a chest X-ray report prompt (ours, XrayQwen2VL's,
+    XrayGLM's): such files are X-ray report data, though they carry no labels."""
+    from .prompts import REPORT_PROMPTS
+
+    known = {" ".join(p.split()) for ps in REPORT_PROMPTS.values() for p in ps} | {XRAYGLM_PROMPT}
+    return _first_user_text(item) in known
+
+
+def _as_report(r: Record, fmt: str) -> Record:
+    """A sharegpt/LLaVA record without labels -> a report record: the first answer is the reference."""
+    if r.labels.get("task") is not None:
+        return r
+    ref = next(m["content"] for m in r.messages if m["role"] == "assistant").strip()
+    lang = detect_lang(ref)
+    r.labels = {**r.labels, "task": "report", "report": ref, "lang": lang}
+    r.meta = {"source": fmt, "lang": lang, **r.meta}
+    return r
+
+
 def detect_xray_format(path: Path) -> str:
     if path.is_dir() or path.suffix.lower() == ".xml":
         return "openi-xml"
@@ -214,6 +246,7 @@ def load_xray(path, image_root=None, split=None, lang=None) -> list[Record]:
     if fmt in ("sharegpt", "llava", "records"):
         # domainvlm records are the role/content sharegpt variant plus id/labels/meta (JSON array or JSONL)
         recs = (read_llava if fmt == "llava" else read_sharegpt)(path, image_root)
+        recs = [_as_report(r, fmt) for r in recs]
         if split:
             recs = [r for r in recs if r.meta.get("split") == split]
         return recs
