@@ -207,6 +207,8 @@ def _export(args):
     from ..data.formats import write_llava, write_sharegpt
     from ..data.sources import load_any
 
+    if resolve_path(args.out) == resolve_path(args.path):  # the records (labels, meta) would be lost
+        raise UserError(f"--out {args.out}: must differ from the input file")
     recs = load_any(args.path)
     (write_sharegpt if args.format == "sharegpt" else write_llava)(recs, args.out)
     print(f"{args.out}: {len(recs):,} records ({args.format})")
