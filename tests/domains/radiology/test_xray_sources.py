@@ -176,6 +176,10 @@ def test_openi_xml_file_and_folder(tmp_path):
     assert single.meta["split"] == "test"
     with pytest.raises(UserError, match="no usable report"):
         load_xray(reports / "2.xml")
+    (reports / "images").mkdir()  # without --image-root: the images/ folder beside the reports, as for JSON
+    (reports / "images" / "CXR1_1_IM-0001-3001.png").write_bytes(b"x")
+    assert load_xray(reports)[0].images[0] == str((reports / "images" / "CXR1_1_IM-0001-3001.png").resolve())
+    assert load_xray(reports / "1.xml")[0].images[0].startswith(str((reports / "images").resolve()))
     (reports / "3.xml").write_text("<eCitation><uId")
     with pytest.raises(UserError, match="3.xml: malformed XML"):
         load_xray(reports)

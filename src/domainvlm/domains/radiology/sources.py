@@ -163,7 +163,7 @@ def load_openi_xml(path: Path, image_root=None, split=None, lang=None) -> list[R
     if lang not in (None, "en"):
         raise UserError(f"{path}: OpenI reports are English; lang={lang!r} is not available")
     files = _xml_files(path)
-    root = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
+    root = _default_root(path if path.is_dir() else path.parent, image_root)  # images/ beside, as documented
     out, skipped = [], 0
     for f in files:
         try:
