@@ -153,6 +153,14 @@ def test_xrayglm_errors(tmp_path):
     src.write_text(json.dumps({"annotations": [{"image_id": "1_1"}]}))
     with pytest.raises(UserError, match=r"record 0: field 'caption': missing"):
         load_xray(src)
+    # a blank caption / report would become an empty training answer and an empty reference
+    src.write_text(json.dumps({"annotations": [{"image_id": "1_1", "caption": "Normal."},
+                                               {"image_id": "1_2", "caption": "  "}]}))
+    with pytest.raises(UserError, match=r"x.json: record 1: field 'caption': empty"):
+        load_xray(src)
+    src.write_text(json.dumps({"train": [{"id": "CXR1", "report": "", "image_path": ["CXR1/0.png"]}]}))
+    with pytest.raises(UserError, match=r"record train\[0\]: field 'report': empty"):
+        load_xray(src)
 
 
 def test_openi_xml_file_and_folder(tmp_path):

@@ -62,6 +62,8 @@ def _need_str(path, i, item, key):
     v = item.get(key) if isinstance(item, dict) else None
     if not isinstance(v, str):
         raise UserError(f"{_loc(path, i, key)}: {'missing' if v is None else 'must be a string'}")
+    if not v.strip():  # a blank report would train an empty answer and be scored as a reference
+        raise UserError(f"{_loc(path, i, key)}: empty")
     return v
 
 
