@@ -224,3 +224,15 @@ def test_report_prompted_sharegpt_and_llava_are_report_data(shared_data, tmp_pat
     other.write_text(json.dumps([{"conversations": [{"from": "human", "value": "<image>What is this?"},
                                                     {"from": "gpt", "value": "A cat."}], "images": ["c.png"]}]))
     assert load_any(other)[0].labels == {}
+
+
+def test_r2gen_list_decides_the_split(tmp_path, caplog):
+    """R2Gen reads ann[split]: a record moved to another list keeps a stale 'split'; the list wins."""
+    row = {"id": "CXR1_1_IM-0001", "report": "Normal chest.", "image_path": ["CXR1_1_IM-0001/0.png"]}
+    src = tmp_path / "annotation.json"
+    src.write_text(json.dumps({"train": [{**row, "split": "test"}], "    ": [{**row, "id": "CXR2", "split": "test"}],
+                               "all": [{**row, "id": "CXR3", "split": "val"}]}))
+    assert {r.id: r.meta["split"] for r in load_xray(src)} == {"CXR1_1_IM-0001": "train", "CXR2": "test",
+                                                               "CXR3": "val"}
+    assert "1 record(s) carry a 'split' other than the list" in caplog.text
+    assert [r.id for r in load_xray(src, split="test")] == ["CXR2"]

@@ -90,7 +90,7 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
         raise UserError(f"{path}: R2Gen annotations are English; lang={lang!r} is not available")
     data = load_items(path)[0]
     root = _default_root(path.resolve().parent, image_root)
-    out = []
+    out, moved = [], 0
     for key, rows in data.items():
         if not isinstance(rows, list):
             continue
@@ -106,7 +106,11 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
                 paths = [paths]
             if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
                 raise UserError(f"{path}: record {where}: field 'image_path': must be a non-empty list of paths")
-            s = r.get("split") or key_split
+            # R2Gen reads ann[split]: the list a record sits in is its split; a per-record "split" only
+            # names it for lists that are not splits (a stale one must not move a test study into train)
+            s = key_split if key_split in ("train", "val", "test") else (r.get("split") or key_split)
+            if r.get("split") not in (None, s):
+                moved += 1
             if split and s != split:
                 continue
             mimic = "study_id" in r or "subject_id" in r
@@ -114,6 +118,9 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
             out.append(make_report_record(
                 rid, [resolve_image_ref(p, root, root) for p in paths], None, None, report=report,
                 source="r2gen-mimic-cxr" if mimic else "r2gen-iu-xray", split=s, lang="en", **extra))
+    if moved:
+        log.warning("%s: %d record(s) carry a 'split' other than the list they are in; the list decides, as in "
+                    "R2Gen", path, moved)
     return out
 
 
