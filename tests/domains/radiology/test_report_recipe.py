@@ -169,6 +169,17 @@ def test_identical_answers_for_different_images_is_collapse():
     assert report_scores(twin, ["a b c d", "a b c d", "A B C D "], meteor=False)["collapse_rate"] == 1.0
 
 
+def test_right_report_for_studies_with_equal_references_is_not_collapse(shared_data):
+    """IU-Xray references repeat (41% of the R2Gen test studies share their text with another study):
+    answering each with its reference is perfect, not collapse (it scored 0.415)."""
+    recs = load_any(shared_data / "iu-xray-samples" / "r2gen_annotation.json", split="test")
+    refs = [r.labels["report"] for r in recs]
+    m = report_scores(recs, refs, meteor=False)
+    assert m["collapse_rate"] == 0.0 and m["bleu_4"] == pytest.approx(1.0)
+    assert report_scores(recs, ["No acute cardiopulmonary abnormality."] * len(recs), meteor=False)[
+        "collapse_rate"] == 1.0
+
+
 def test_mixed_languages_scored_per_group():
     recs = _eval_set()[:2] + [_zh("z1", ("/x/z1.png",)), _zh("z2", ("/x/z2.png",))]
     answers = [recs[0].labels["report"], "Heart size is normal.", ZH_REPORT, "心脏增大。"]
