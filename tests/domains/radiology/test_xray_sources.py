@@ -161,6 +161,9 @@ def test_xrayglm_errors(tmp_path):
     src.write_text(json.dumps({"train": [{"id": "CXR1", "report": "", "image_path": ["CXR1/0.png"]}]}))
     with pytest.raises(UserError, match=r"record train\[0\]: field 'report': empty"):
         load_xray(src)
+    src.write_text(json.dumps({"train": [{"id": "CXR1", "report": "Normal.", "image_path": ["CXR1/0.png", ""]}]}))
+    with pytest.raises(UserError, match=r"record train\[0\]: field 'image_path': must be a non-empty list"):
+        load_xray(src)  # '' resolved to the image folder itself
 
 
 def test_openi_xml_file_and_folder(tmp_path):

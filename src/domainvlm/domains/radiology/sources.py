@@ -104,7 +104,7 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
             paths = r.get("image_path")
             if isinstance(paths, str):
                 paths = [paths]
-            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
                 raise UserError(f"{path}: record {where}: field 'image_path': must be a non-empty list of paths")
             # R2Gen reads ann[split]: the list a record sits in is its split; a per-record "split" only
             # names it for lists that are not splits (a stale one must not move a test study into train)
