@@ -239,3 +239,19 @@ def test_r2gen_list_decides_the_split(tmp_path, caplog):
                                                                "CXR3": "val"}
     assert "1 record(s) carry a 'split' other than the list" in caplog.text
     assert [r.id for r in load_xray(src, split="test")] == ["CXR2"]
+
+
+def test_utf8_bom_sources(shared_data, tmp_path):
+    """Windows Notepad saves UTF-8 with a BOM: such an XrayGLM zh file or R2Gen annotation was 'not a
+    recognised data source'."""
+    from domainvlm.data.sources import load_any
+
+    bom = b"\xef\xbb\xbf"
+    zh = tmp_path / "openi-zh.json"
+    zh.write_bytes(bom + (shared_data / IU / "xrayglm_openi_zh_excerpt.json").read_bytes())
+    recs = load_any(zh)
+    assert len(recs) == 50 and {r.meta["lang"] for r in recs} == {"zh"}
+    ann = tmp_path / "annotation.json"
+    ann.write_bytes(bom + json.dumps({"train": [{"id": "CXR1", "report": "Normal.", "image_path": ["a.png"]}]})
+                    .encode())
+    assert [r.meta["split"] for r in load_any(ann)] == ["train"]

@@ -32,7 +32,7 @@ def _sniff(path) -> bool:
     if p.suffix.lower() == ".xml":
         return True
     with open(p, "rb") as fh:
-        text = fh.read(512).decode("utf-8", "replace").lstrip()
+        text = fh.read(512).removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").lstrip()  # BOM: Notepad
     if text.startswith("<"):
         return True
     if not text.startswith(("{", "[")):

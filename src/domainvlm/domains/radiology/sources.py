@@ -236,7 +236,7 @@ def detect_xray_format(path: Path) -> str:
     if path.is_dir() or path.suffix.lower() == ".xml":
         return "openi-xml"
     with open(path, "rb") as fh:
-        if fh.read(256).decode("utf-8", "replace").lstrip().startswith("<"):
+        if fh.read(256).removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").lstrip().startswith("<"):
             return "openi-xml"
     return detect_json_format(path)
 
