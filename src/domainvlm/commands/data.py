@@ -153,8 +153,25 @@ def _build(args):
         n = write_records(out / f"{split}.jsonl", recs)
         langs_n = Counter(r.meta.get("lang") for r in recs)
         print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
+    _warn_shared_images(by_split)
     _domain_files(by_split, out, args.taxonomy)
     return 0
+
+
+def _warn_shared_images(by_split) -> None:
+    """An image in two split files leaks test/val answers into training (e.g. XrayGLM's unsplit captions
+    built with R2Gen's splits, or a study listed twice): said, not refused, since all.jsonl may be on purpose."""
+    first: dict[str, str] = {}
+    shared = []
+    for split, recs in sorted(by_split.items()):
+        for r in recs:
+            for ref in r.images:
+                if first.setdefault(ref, split) != split:
+                    shared.append((ref, first[ref], split))
+    if shared:
+        ref, a, b = shared[0]
+        print(f"domainvlm: warning: {len(shared):,} image reference(s) are in more than one split file "
+              f"(e.g. {ref} in {a} and {b}): evaluation on one would see images trained on", file=sys.stderr)
 
 
 def _keep_langs(recs, langs, src) -> list:

@@ -123,6 +123,19 @@ def test_data_build_langs_without_qa(tmp_path, capsys):
     assert not (tmp_path / "e").exists()
 
 
+def test_data_build_warns_of_images_in_two_splits(shared_data, tmp_path, capsys):
+    """XrayGLM's unsplit captions next to the pairs file's R2Gen splits: the same radiographs in all.jsonl
+    and test.jsonl; said on stderr (the build still succeeds), and not for the pairs file alone."""
+    iu = shared_data / "iu-xray-samples"
+    assert main(["data", "build", "--source", str(iu / "pairs_with_original_reports.jsonl"),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert "more than one split" not in capsys.readouterr().err
+    assert main(["data", "build", "--source", str(iu / "pairs_with_original_reports.jsonl"), "--source",
+                 str(iu / "xrayglm_openi_en_excerpt.json"), "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 10 image reference(s) are in more than one split file" in err and " in all and " in err
+
+
 def test_r2gen_blank_test_key_split_via_load_any(shared_data):
     recs = load_any(shared_data / "iu-xray-samples" / "r2gen_annotation.json", split="test")
     assert len(recs) == 590 and all(r.labels["task"] == "report" for r in recs)
