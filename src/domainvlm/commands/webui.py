@@ -16,7 +16,8 @@ def add_arguments(p):
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (contacts gradio.app)")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require a login (default: $DOMAINVLM_WEBUI_AUTH)",
                    default=os.environ.get("DOMAINVLM_WEBUI_AUTH"))
-    p.add_argument("--examples", metavar="DIR", help="folder of example images; clicking one fills the image only (default: synthetic wafer maps, with a wafer question)")
+    p.add_argument("--examples", metavar="DIR", help="folder of example images; clicking one fills the image only "
+                   "(default: synthetic wafer maps, with a wafer question)")
     p.add_argument("--title", default="domainvlm")
     add_model_options(p)
     add_sampling_options(p)
