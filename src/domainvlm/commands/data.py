@@ -21,7 +21,8 @@ def add_arguments(p):
     b.add_argument("--source", action="append", required=True, help="npz / LSWMD.pkl / JSON / JSONL / XML; repeatable")
     b.add_argument("--out", required=True, help="output folder (writes <split>.jsonl)")
     b.add_argument("--split", action="append", help="only these splits (default: all present)")
-    b.add_argument("--langs", default="en,zh", help="question/answer languages, e.g. en or en,zh")
+    b.add_argument("--langs", default="en,zh", help="question/answer languages, e.g. en or en,zh; records of a "
+                   "fixed language (X-ray reports) outside them are dropped")
     b.add_argument("--allow-pickle", action="store_true",
                    help="allow reading a pickle (WM-811K LSWMD.pkl); pickles can run code: only for trusted files")
     b.add_argument("--image-root", help="folder that image paths in JSON sources are relative to")
