@@ -192,3 +192,15 @@ def test_train_with_unlabelled_val_and_task_metric_fails_before_training(tmp_pat
     rc, err = _run(capsys, argv)
     assert rc == 2 and len(err) == 1 and "d.jsonl: records must all carry one labels.task" in err[0], err
     assert "eval_samples=0" in err[0] and not out.exists()
+
+
+def test_export_over_its_own_input_is_refused(tmp_path, capsys):
+    src = tmp_path / "train.jsonl"
+    rec = {"id": "1", "images": [], "messages": [{"role": "user", "content": "q"},
+                                                 {"role": "assistant", "content": "a"}],
+           "labels": {"task": "report", "report": "a"}, "meta": {"split": "train"}}
+    src.write_text(json.dumps(rec) + "\n")
+    before = src.read_bytes()
+    rc, err = _run(capsys, ["data", "export", str(src), "--format", "sharegpt", "--out", str(src)])
+    assert rc == 2 and len(err) == 1 and "must differ from the input file" in err[0]
+    assert src.read_bytes() == before  # the records (labels, meta) are not replaced by sharegpt rows

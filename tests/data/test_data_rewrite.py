@@ -154,3 +154,26 @@ def test_bad_options_are_one_line(tmp_path, capsys, argv, msg, monkeypatch):
     assert main(["data", "rewrite", str(inp), "--out", str(tmp_path / "o.jsonl"), "--endpoint", "http://x/v1",
                  "--model", "m", "--task", "paraphrase", *argv]) == 2
     assert msg in capsys.readouterr().err
+
+
+def test_translated_report_records_are_scored_in_the_new_language(fake, tmp_path, capsys):
+    """XrayGLM's workflow: English reports translated to Chinese. labels.report (eval's reference) and
+    labels.lang followed the messages only in meta: eval scored the Chinese answers against English text."""
+    rec = {"id": "CXR1", "images": ["a.png"],
+           "messages": [{"role": "user", "content": "<image>\nDescribe."},
+                        {"role": "assistant", "content": "Heart normal. No acute disease."},
+                        {"role": "user", "content": "What is the impression?"},
+                        {"role": "assistant", "content": "No acute disease."}],
+           "labels": {"task": "report", "report": "Heart normal. No acute disease.", "findings": "Heart normal.",
+                      "impression": "No acute disease.", "lang": "en"}, "meta": {"lang": "en"}}
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps(rec) + "\n")
+    out = tmp_path / "out.jsonl"
+    assert run(fake.url, inp, out, "translate-zh") == 0
+    got = json.loads(out.read_text())
+    assert got["labels"]["report"] == got["messages"][1]["content"] == "ZHHeart normal. No acute disease."
+    assert got["labels"]["lang"] == "zh" and got["labels"]["impression"] == "ZHNo acute disease."
+    assert got["labels"]["findings"] is None  # never sent on its own: no stale English left behind
+    assert run(fake.url, inp, tmp_path / "p.jsonl", "paraphrase") == 0
+    para = json.loads((tmp_path / "p.jsonl").read_text())
+    assert para["labels"]["report"] == para["messages"][1]["content"] and para["labels"]["lang"] == "en"

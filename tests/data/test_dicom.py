@@ -116,6 +116,27 @@ def test_malformed_files(rg1, tmp_path):
         read_dicom(tmp_path / "missing.dcm")
 
 
+def test_truncated_compressed_file_is_one_error_without_warnings(rg1, tmp_path):
+    """A cut RLE file (pydicom encodes RLE itself): pydicom's UserWarning printed two source lines above
+    the error line."""
+    import warnings
+
+    from pydicom.uid import RLELossless
+
+    ds = pydicom.dcmread(rg1[0])
+    ds.compress(RLELossless)
+    full = tmp_path / "rle.dcm"
+    ds.save_as(full)
+    assert np.array_equal(np.asarray(read_dicom(full)), np.asarray(read_dicom(rg1[0])))  # RLE reads as is
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(full.read_bytes()[:3000])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with pytest.raises(UserError, match="cut.dcm: .*truncated"):
+            read_dicom(cut)
+    assert [str(w.message) for w in seen] == []
+
+
 def test_compressed_without_codec_names_syntax_and_package():
     path = _testfile("JPEG-LL.dcm")  # JPEG Lossless: needs pylibjpeg-libjpeg or gdcm
     try:

@@ -108,6 +108,23 @@ def test_sharegpt_top_level_system_and_jsonl(tmp_path):
         check_images(recs, src)
 
 
+def test_llamafactory_messages_jsonl_through_load_any(tmp_path):
+    """LLaMA-Factory's messages/images variant as JSONL is sharegpt, not a domainvlm record file (which
+    asked for an 'id' on line 1); a record line that lacks its id still says so."""
+    from domainvlm.data.sources import load_any
+
+    src = tmp_path / "train.jsonl"
+    line = {"messages": [{"role": "user", "content": "<image>Describe."}, {"role": "assistant", "content": "Ok."}],
+            "images": ["a.png"]}
+    src.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\n")
+    recs = load_any(src)
+    assert [r.id for r in recs] == ["train-0", "train-1"] and recs[0].images == [str(tmp_path / "a.png")]
+    bad = tmp_path / "records.jsonl"
+    bad.write_text(json.dumps({**line, "labels": {}, "meta": {}}) + "\n")
+    with pytest.raises(UserError, match="records.jsonl:1: field 'id': missing"):
+        load_any(bad)
+
+
 @pytest.mark.parametrize("item, msg", [
     ({"images": []}, "record 0: field 'conversations': missing"),
     ({"conversations": [{"from": "human", "value": "<image>x"}, {"from": "gpt", "value": "y"}]},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -189,3 +190,22 @@ def test_webui_question_with_the_image_token_is_a_clear_error(tiny_model_dir, mo
     img = Image.new("RGB", (32, 32), (10, 200, 30))
     with pytest.raises(gr.Error, match="reserved token '<image>'"):  # was 'generation failed: ValueError ...'
         list(respond("<image> what?", img, [], 4, 0.0, 1.0, 0))
+
+
+def test_webui_folder_examples_fill_only_the_image(tiny_model_dir, monkeypatch, tmp_path):
+    """--examples DIR of chest X-rays: clicking one asked 'What defect pattern does this wafer map show?'."""
+    import gradio
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from domainvlm.cli import main
+
+    xr = tmp_path / "xrays"
+    xr.mkdir()
+    Image.new("L", (64, 64), 90).save(xr / "2_1.png")
+    seen = {}
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: seen.update(demo=self))
+    assert main(["webui", "--model", str(tiny_model_dir), "--examples", str(xr), "--port", str(free_port()),
+                 "--max-new-tokens", "4"]) == 0
+    (ds,) = [b for b in seen["demo"].blocks.values() if isinstance(b, gradio.Dataset)]
+    assert len(ds.samples) == 1 and len(ds.samples[0]) == 1  # the image only: the user asks the question
+    assert "wafer" not in json.dumps(ds.samples)

@@ -21,7 +21,8 @@ def add_arguments(p):
     b.add_argument("--source", action="append", required=True, help="npz / LSWMD.pkl / JSON / JSONL / XML; repeatable")
     b.add_argument("--out", required=True, help="output folder (writes <split>.jsonl)")
     b.add_argument("--split", action="append", help="only these splits (default: all present)")
-    b.add_argument("--langs", default="en,zh", help="question/answer languages, e.g. en or en,zh")
+    b.add_argument("--langs", default="en,zh", help="question/answer languages, e.g. en or en,zh; records of a "
+                   "fixed language (X-ray reports) outside them are dropped")
     b.add_argument("--allow-pickle", action="store_true",
                    help="allow reading a pickle (WM-811K LSWMD.pkl); pickles can run code: only for trusted files")
     b.add_argument("--image-root", help="folder that image paths in JSON sources are relative to")
@@ -130,13 +131,18 @@ def _build(args):
         raise UserError(f"--langs: unsupported language(s) {', '.join(bad)} (en, zh)")
     out = Path(args.out)
     by_split: dict[str, list] = {}
+    n_read = 0
     for src in args.source:
         recs = load_any(src, allow_pickle=args.allow_pickle, langs=langs, seed=args.seed,
                         explain=not args.no_explain, follow_up_frac=args.follow_up_frac,
                         image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report,
                         taxonomy=args.taxonomy)
+        n_read += len(recs)
+        recs = _keep_langs(recs, langs, src)
         for r in recs:
             by_split.setdefault(r.meta.get("split") or "all", []).append(r)
+    if n_read and not by_split:  # every record dropped by --langs: no empty output folder
+        raise UserError(f"--langs {','.join(langs)}: no record of the sources is in these languages")
     if args.split:
         missing = [s for s in args.split if s not in by_split]
         if missing:
@@ -148,8 +154,35 @@ def _build(args):
         n = write_records(out / f"{split}.jsonl", recs)
         langs_n = Counter(r.meta.get("lang") for r in recs)
         print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
+    _warn_shared_images(by_split)
     _domain_files(by_split, out, args.taxonomy)
     return 0
+
+
+def _warn_shared_images(by_split) -> None:
+    """An image in two split files leaks test/val answers into training (e.g. XrayGLM's unsplit captions
+    built with R2Gen's splits, or a study listed twice): said, not refused, since all.jsonl may be on purpose."""
+    first: dict[str, str] = {}
+    shared = []
+    for split, recs in sorted(by_split.items()):
+        for r in recs:
+            for ref in r.images:
+                if first.setdefault(ref, split) != split:
+                    shared.append((ref, first[ref], split))
+    if shared:
+        ref, a, b = shared[0]
+        print(f"domainvlm: warning: {len(shared):,} image reference(s) are in more than one split file "
+              f"(e.g. {ref} in {a} and {b}): evaluation on one would see images trained on", file=sys.stderr)
+
+
+def _keep_langs(recs, langs, src) -> list:
+    """--langs also filters records whose language the source fixed (X-ray reports without --qa-per-report,
+    where nothing else applies it); records of generated questions are drawn from --langs anyway."""
+    keep = [r for r in recs if r.meta.get("lang") in (None, *langs)]
+    if len(keep) < len(recs):
+        print(f"domainvlm: {src}: dropped {len(recs) - len(keep)} of {len(recs)} record(s) not in --langs "
+              f"{','.join(langs)}", file=sys.stderr)
+    return keep
 
 
 def _domain_files(by_split, out: Path, taxonomy=None) -> None:
@@ -192,6 +225,8 @@ def _export(args):
     from ..data.formats import write_llava, write_sharegpt
     from ..data.sources import load_any
 
+    if resolve_path(args.out) == resolve_path(args.path):  # the records (labels, meta) would be lost
+        raise UserError(f"--out {args.out}: must differ from the input file")
     recs = load_any(args.path)
     (write_sharegpt if args.format == "sharegpt" else write_llava)(recs, args.out)
     print(f"{args.out}: {len(recs):,} records ({args.format})")

@@ -16,7 +16,8 @@ def add_arguments(p):
     p.add_argument("--share", action="store_true", help="ask Gradio for a public share link (contacts gradio.app)")
     p.add_argument("--auth", metavar="USER:PASSWORD", help="require a login (default: $DOMAINVLM_WEBUI_AUTH)",
                    default=os.environ.get("DOMAINVLM_WEBUI_AUTH"))
-    p.add_argument("--examples", metavar="DIR", help="folder of example images (default: synthetic wafer maps)")
+    p.add_argument("--examples", metavar="DIR", help="folder of example images; clicking one fills the image only "
+                   "(default: synthetic wafer maps, with a wafer question)")
     p.add_argument("--title", default="domainvlm")
     add_model_options(p)
     add_sampling_options(p)
@@ -49,7 +50,8 @@ def run(args):
     hf_logging.disable_progress_bar()
     engine = engine_from_args(args)
     defaults = sampling_from_args(args)
-    demo = build_demo(engine, defaults, example_images(args.examples), title=args.title)
+    demo = build_demo(engine, defaults, example_images(args.examples), title=args.title,  # the wafer question
+                      **({"example_question": None} if args.examples else {}))  # fits the wafer examples only
     print(f"domainvlm: web UI for '{engine.model_dir}' on http://{args.host}:{args.port}", flush=True)
     launch(demo, args.host, args.port, share=args.share, auth=auth)
     return 0

@@ -9,6 +9,7 @@ Multi-frame files give frame 0; colour files are converted to "L".
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -103,23 +104,10 @@ class DicomTooLarge(UserError):
     """The header declares more pixels than the caller accepts."""
 
 
-def read_dicom(path: str | Path | bytes, name: str | None = None, max_pixels: int = 0) -> Image.Image:
-    """Read a DICOM image (a path, or the file's bytes) as an 8-bit 'L' PIL image (see module doc).
-
-    ``name`` labels errors for bytes input; ``max_pixels`` > 0 rejects larger images from the header alone,
-    before any pixel data is decoded (untrusted uploads), with :class:`DicomTooLarge`.
-    """
-    pydicom = _import_pydicom()
+def _read(pydicom, src, path, max_pixels: int):
+    """(dataset, pixel array); with ``max_pixels`` the header is checked before any pixels are read."""
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    if isinstance(path, (bytes, bytearray)):
-        src, path = io.BytesIO(path), name or "DICOM data"
-    else:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"{path}: no such file")
-        src = path
     try:
         ds = pydicom.dcmread(src, stop_before_pixels=bool(max_pixels))
         if max_pixels:
@@ -139,7 +127,28 @@ def read_dicom(path: str | Path | bytes, name: str | None = None, max_pixels: in
         # the parser's own words for a local file; an upload gets no internals (they help an attacker only)
         why = "corrupt or truncated header" if isinstance(src, io.BytesIO) else f"{e.__class__.__name__}: {e}"
         raise UserError(f"{path}: unreadable DICOM ({why})") from None
-    arr = _pixels(ds, path)
+    return ds, _pixels(ds, path)
+
+
+def read_dicom(path: str | Path | bytes, name: str | None = None, max_pixels: int = 0) -> Image.Image:
+    """Read a DICOM image (a path, or the file's bytes) as an 8-bit 'L' PIL image (see module doc).
+
+    ``name`` labels errors for bytes input; ``max_pixels`` > 0 rejects larger images from the header alone,
+    before any pixel data is decoded (untrusted uploads), with :class:`DicomTooLarge`.
+    """
+    pydicom = _import_pydicom()
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    if isinstance(path, (bytes, bytearray)):
+        src, path = io.BytesIO(path), name or "DICOM data"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        src = path
+    with warnings.catch_warnings():  # pydicom's warnings (truncation, odd VRs) print as source lines before
+        warnings.simplefilter("ignore", UserWarning)  # our one-line error; what matters becomes a UserError
+        ds, arr = _read(pydicom, src, path, max_pixels)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     spp = int(ds.get("SamplesPerPixel", 1))
     if frames > 1:

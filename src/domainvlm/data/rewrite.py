@@ -155,8 +155,23 @@ def rebuild(rec: Record, task: str, done: dict, tokens: dict) -> Record:
             msgs.append({**m, "content": IMAGE_TOKEN.join(new)})
         if task.startswith("translate"):
             meta["lang"] = SUFFIX[task]
-    return Record(id=f"{rec.id}-{SUFFIX[task]}", images=list(rec.images), messages=msgs, labels=dict(rec.labels),
-                  meta=meta)
+    return Record(id=f"{rec.id}-{SUFFIX[task]}", images=list(rec.images), messages=msgs,
+                  labels=_text_labels(rec.labels, msgs, task, done), meta=meta)
+
+
+def _text_labels(labels: dict, msgs: list[dict], task: str, done: dict) -> dict:
+    """A report's labels follow its rewritten text: ``report`` is the first answer (what eval scores, in the
+    language it is scored in); findings/impression become their rewrites, or None where never sent alone."""
+    labels = dict(labels)
+    if task == "qa" or not isinstance(labels.get("report"), str):
+        return labels
+    labels["report"] = next(m["content"] for m in msgs if m["role"] == "assistant")
+    for f in ("findings", "impression"):
+        if isinstance(labels.get(f), str):
+            labels[f] = done.get(labels[f].strip())
+    if task.startswith("translate") and "lang" in labels:
+        labels["lang"] = SUFFIX[task]
+    return labels
 
 
 def _swap(part: str, done: dict) -> str:

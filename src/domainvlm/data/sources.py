@@ -33,7 +33,8 @@ def sniff(path: Path) -> str:
             d = json.loads(first)
         except json.JSONDecodeError:
             return "json"  # a multi-line JSON object
-        if isinstance(d, dict) and "messages" in d and "images" in d:
+        # LLaMA-Factory's messages/images JSONL has the same two keys; our records also carry id/labels/meta
+        if isinstance(d, dict) and "messages" in d and "images" in d and {"id", "labels", "meta"} & d.keys():
             return "records"
         return "jsonl-other" if path.suffix == ".jsonl" else "json"
     if text.startswith("["):

@@ -36,5 +36,5 @@ def print_summary(m: dict) -> None:
         c.print(t)
     if m.get("collapse_rate") and m.get("most_common_answers"):
         top = m["most_common_answers"][0]
-        c.print(f"mode collapse: {m['collapse_rate']:.0%} of answers repeat one given for other images; "
-                f"most common ({top['count']}x): {top['answer'][:100]!r}")
+        c.print(f"mode collapse: {m['collapse_rate']:.0%} of answers repeat one given for other images with other "
+                f"references; most common ({top['count']}x): {top['answer'][:100]!r}")

@@ -48,7 +48,7 @@ def _display(history: list[dict]) -> list[dict]:
 
 
 def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[str] | None = None,
-               title: str = "domainvlm"):
+               title: str = "domainvlm", example_question: str | None = EXAMPLE_QUESTION):
     from dataclasses import replace
 
     import gradio as gr
@@ -123,9 +123,11 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
                     clear = gr.Button("Clear", elem_id="clear")
                 evidence = gr.Image(type="pil", label="Evidence: the dies behind each named pattern",
                                     elem_id="evidence", interactive=False, visible=draw is not None)
-        if examples:
-            gr.Examples([[p, EXAMPLE_QUESTION] for p in examples], inputs=[image, question],
+        if examples and example_question:
+            gr.Examples([[p, example_question] for p in examples], inputs=[image, question],
                         label="Examples (click one, then Send)")
+        elif examples:  # the user's own images (chest X-rays, photos): no wafer question put in their mouth
+            gr.Examples([[p] for p in examples], inputs=[image], label="Examples (click one, ask, then Send)")
         inputs = [question, image, history, max_new, temperature, top_p, top_k]
         outputs = [chatbot, history, question]
         # One queue group: a reset triggered by a new image is applied before the answer that follows it.

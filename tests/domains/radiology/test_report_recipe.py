@@ -108,6 +108,34 @@ def test_data_build_hook(tmp_path):
     assert [r.labels["lang"] for r in recs] == ["en", "zh"] and all(len(r.messages) == 6 for r in recs)
 
 
+def test_data_build_langs_without_qa(tmp_path, capsys):
+    """--langs keeps only reports in those languages also when the records stay as the source has them."""
+    src = tmp_path / "xrayglm.json"
+    src.write_text(json.dumps({"annotations": [{"image_id": "1_1", "caption": EN_FINDINGS},
+                                               {"image_id": "2_1", "caption": ZH_REPORT}]}), encoding="utf-8")
+    assert main(["data", "build", "--source", str(src), "--out", str(tmp_path / "d"), "--langs", "zh"]) == 0
+    assert [r.id for r in read_jsonl(tmp_path / "d" / "all.jsonl")] == ["2_1"]
+    assert "dropped 1 of 2 record(s) not in --langs zh" in capsys.readouterr().err
+    zh = tmp_path / "zh.json"
+    zh.write_text(json.dumps({"annotations": [{"image_id": "2_1", "caption": ZH_REPORT}]}), encoding="utf-8")
+    assert main(["data", "build", "--source", str(zh), "--out", str(tmp_path / "e"), "--langs", "en"]) == 2
+    assert "no record of the sources is in these languages" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()
+
+
+def test_data_build_warns_of_images_in_two_splits(shared_data, tmp_path, capsys):
+    """XrayGLM's unsplit captions next to the pairs file's R2Gen splits: the same radiographs in all.jsonl
+    and test.jsonl; said on stderr (the build still succeeds), and not for the pairs file alone."""
+    iu = shared_data / "iu-xray-samples"
+    assert main(["data", "build", "--source", str(iu / "pairs_with_original_reports.jsonl"),
+                 "--out", str(tmp_path / "a")]) == 0
+    assert "more than one split" not in capsys.readouterr().err
+    assert main(["data", "build", "--source", str(iu / "pairs_with_original_reports.jsonl"), "--source",
+                 str(iu / "xrayglm_openi_en_excerpt.json"), "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 10 image reference(s) are in more than one split file" in err and " in all and " in err
+
+
 def test_r2gen_blank_test_key_split_via_load_any(shared_data):
     recs = load_any(shared_data / "iu-xray-samples" / "r2gen_annotation.json", split="test")
     assert len(recs) == 590 and all(r.labels["task"] == "report" for r in recs)
@@ -152,6 +180,17 @@ def test_identical_answers_for_different_images_is_collapse():
                                         split="test", lang="en"), recs[1]]
     assert report_scores(twin, ["a b c d", "a b c d", "e f g h"], meteor=False)["collapse_rate"] == 0.0
     assert report_scores(twin, ["a b c d", "a b c d", "A B C D "], meteor=False)["collapse_rate"] == 1.0
+
+
+def test_right_report_for_studies_with_equal_references_is_not_collapse(shared_data):
+    """IU-Xray references repeat (41% of the R2Gen test studies share their text with another study):
+    answering each with its reference is perfect, not collapse (it scored 0.415)."""
+    recs = load_any(shared_data / "iu-xray-samples" / "r2gen_annotation.json", split="test")
+    refs = [r.labels["report"] for r in recs]
+    m = report_scores(recs, refs, meteor=False)
+    assert m["collapse_rate"] == 0.0 and m["bleu_4"] == pytest.approx(1.0)
+    assert report_scores(recs, ["No acute cardiopulmonary abnormality."] * len(recs), meteor=False)[
+        "collapse_rate"] == 1.0
 
 
 def test_mixed_languages_scored_per_group():

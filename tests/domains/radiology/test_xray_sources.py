@@ -153,6 +153,17 @@ def test_xrayglm_errors(tmp_path):
     src.write_text(json.dumps({"annotations": [{"image_id": "1_1"}]}))
     with pytest.raises(UserError, match=r"record 0: field 'caption': missing"):
         load_xray(src)
+    # a blank caption / report would become an empty training answer and an empty reference
+    src.write_text(json.dumps({"annotations": [{"image_id": "1_1", "caption": "Normal."},
+                                               {"image_id": "1_2", "caption": "  "}]}))
+    with pytest.raises(UserError, match=r"x.json: record 1: field 'caption': empty"):
+        load_xray(src)
+    src.write_text(json.dumps({"train": [{"id": "CXR1", "report": "", "image_path": ["CXR1/0.png"]}]}))
+    with pytest.raises(UserError, match=r"record train\[0\]: field 'report': empty"):
+        load_xray(src)
+    src.write_text(json.dumps({"train": [{"id": "CXR1", "report": "Normal.", "image_path": ["CXR1/0.png", ""]}]}))
+    with pytest.raises(UserError, match=r"record train\[0\]: field 'image_path': must be a non-empty list"):
+        load_xray(src)  # '' resolved to the image folder itself
 
 
 def test_openi_xml_file_and_folder(tmp_path):
@@ -176,6 +187,10 @@ def test_openi_xml_file_and_folder(tmp_path):
     assert single.meta["split"] == "test"
     with pytest.raises(UserError, match="no usable report"):
         load_xray(reports / "2.xml")
+    (reports / "images").mkdir()  # without --image-root: the images/ folder beside the reports, as for JSON
+    (reports / "images" / "CXR1_1_IM-0001-3001.png").write_bytes(b"x")
+    assert load_xray(reports)[0].images[0] == str((reports / "images" / "CXR1_1_IM-0001-3001.png").resolve())
+    assert load_xray(reports / "1.xml")[0].images[0].startswith(str((reports / "images").resolve()))
     (reports / "3.xml").write_text("<eCitation><uId")
     with pytest.raises(UserError, match="3.xml: malformed XML"):
         load_xray(reports)
@@ -190,3 +205,53 @@ def test_sharegpt_through_load_xray_and_unknown(shared_data, tmp_path):
         load_xray(bad)
     with pytest.raises(UserError, match="no such file"):
         load_xray(tmp_path / "missing.json")
+
+
+def test_report_prompted_sharegpt_and_llava_are_report_data(shared_data, tmp_path):
+    """XrayQwen2VL's LLaMA-Factory file (and a LLaVA file asking a report prompt) reads as report records:
+    eval can score it and --qa-per-report builds on it; other sharegpt stays as it is."""
+    from domainvlm.data.sources import load_any
+    from domainvlm.evaluate.runner import task_of
+
+    recs = load_any(shared_data / IU / "llamafactory_sharegpt_excerpt.json")
+    assert task_of(recs) == "report" and {r.labels["lang"] for r in recs} == {"zh"}
+    assert recs[0].labels["report"] == recs[0].messages[1]["content"]
+    assert all(len(r.messages) == 4 for r in load_any(shared_data / IU / "llamafactory_sharegpt_excerpt.json",
+                                                       qa_per_report=1))
+    llava = tmp_path / "llava.json"
+    llava.write_text(json.dumps([{"id": "2_1", "image": "2_1.png", "conversations": [
+        {"from": "human", "value": "<image>\n详细描述这张胸部X光片的诊断结果"},
+        {"from": "gpt", "value": "心脏大小正常，肺部清晰。"}]}], ensure_ascii=False), encoding="utf-8")
+    assert task_of(load_any(llava)) == "report"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps([{"conversations": [{"from": "human", "value": "<image>What is this?"},
+                                                    {"from": "gpt", "value": "A cat."}], "images": ["c.png"]}]))
+    assert load_any(other)[0].labels == {}
+
+
+def test_r2gen_list_decides_the_split(tmp_path, caplog):
+    """R2Gen reads ann[split]: a record moved to another list keeps a stale 'split'; the list wins."""
+    row = {"id": "CXR1_1_IM-0001", "report": "Normal chest.", "image_path": ["CXR1_1_IM-0001/0.png"]}
+    src = tmp_path / "annotation.json"
+    src.write_text(json.dumps({"train": [{**row, "split": "test"}], "    ": [{**row, "id": "CXR2", "split": "test"}],
+                               "all": [{**row, "id": "CXR3", "split": "val"}]}))
+    assert {r.id: r.meta["split"] for r in load_xray(src)} == {"CXR1_1_IM-0001": "train", "CXR2": "test",
+                                                               "CXR3": "val"}
+    assert "1 record(s) carry a 'split' other than the list" in caplog.text
+    assert [r.id for r in load_xray(src, split="test")] == ["CXR2"]
+
+
+def test_utf8_bom_sources(shared_data, tmp_path):
+    """Windows Notepad saves UTF-8 with a BOM: such an XrayGLM zh file or R2Gen annotation was 'not a
+    recognised data source'."""
+    from domainvlm.data.sources import load_any
+
+    bom = b"\xef\xbb\xbf"
+    zh = tmp_path / "openi-zh.json"
+    zh.write_bytes(bom + (shared_data / IU / "xrayglm_openi_zh_excerpt.json").read_bytes())
+    recs = load_any(zh)
+    assert len(recs) == 50 and {r.meta["lang"] for r in recs} == {"zh"}
+    ann = tmp_path / "annotation.json"
+    ann.write_bytes(bom + json.dumps({"train": [{"id": "CXR1", "report": "Normal.", "image_path": ["a.png"]}]})
+                    .encode())
+    assert [r.meta["split"] for r in load_any(ann)] == ["train"]

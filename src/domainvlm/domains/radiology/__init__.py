@@ -22,7 +22,8 @@ def _score(records, answers) -> dict:
 
 
 def _sniff(path) -> bool:
-    """OpenI XML (a file, or a folder holding .xml reports), or JSON/JSONL in a report data set's layout."""
+    """OpenI XML (a file, or a folder holding .xml reports), JSON/JSONL in a report data set's layout, or
+    sharegpt/LLaVA JSON whose first record asks a report prompt."""
     p = Path(path)
     if p.is_dir():
         return any(p.glob("*.xml"))
@@ -31,7 +32,7 @@ def _sniff(path) -> bool:
     if p.suffix.lower() == ".xml":
         return True
     with open(p, "rb") as fh:
-        text = fh.read(512).decode("utf-8", "replace").lstrip()
+        text = fh.read(512).removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").lstrip()  # BOM: Notepad
     if text.startswith("<"):
         return True
     if not text.startswith(("{", "[")):
@@ -40,7 +41,13 @@ def _sniff(path) -> bool:
     from ...errors import UserError
 
     try:
-        return detect_json_format(p) in _FORMATS
+        fmt = detect_json_format(p)
+        if fmt in ("sharegpt", "llava"):  # XrayQwen2VL's LLaMA-Factory file, an export of report records
+            from ...data.formats import load_items
+            from .sources import asks_for_report
+
+            return asks_for_report(load_items(p)[0])
+        return fmt in _FORMATS
     except UserError:  # not readable as JSON: not ours; the generic reader reports it
         return False
 

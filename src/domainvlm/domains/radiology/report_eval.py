@@ -9,7 +9,9 @@
 * ``ce_*`` and ``ce_table``: :mod:`.clinical` (present = label 1 only, all 14 observations); generated texts
   are labelled in their own detected language, references in the record's language.
 * ``collapse_rate``: share of answers identical (after strip/lower-case) to an answer given for a different
-  image set: 0 for a model that looks at its input, 1.0 when every image gets the same text.
+  image set whose reference differs: 0 for a model that looks at its input, 1.0 when every image gets the
+  same text. Repeats between equal references do not count: IU-Xray's references repeat themselves (41% of
+  the R2Gen test studies share their text with another study), so the references as answers score 0.
   ``distinct_answers`` counts different answers; ``most_common_answers`` lists the top 3 with counts.
 """
 
@@ -46,9 +48,22 @@ def _weighted(groups: dict[str, dict], sizes: dict[str, int]) -> dict:
     return out
 
 
+def _collapse_rate(records: list[Record], answers: list[str], refs: list[str]) -> float:
+    """Share of answers also given for another image set with a different reference (see module doc)."""
+    def norm(t):
+        return " ".join(t.lower().split())
+
+    seen: dict[str, set] = defaultdict(set)
+    for r, a, ref in zip(records, answers, refs):
+        seen[norm(a)].add((tuple(r.images), norm(ref)))
+    dup = sum(1 for r, a, ref in zip(records, answers, refs)
+              if any(im != tuple(r.images) and rf != norm(ref) for im, rf in seen[norm(a)]))
+    return dup / len(answers)
+
+
 def report_scores(records: list[Record], answers: list[str], meteor: bool = True) -> dict:
     """Metrics dict for ``domainvlm eval`` on report records (see module doc). ``meteor=False`` skips Java."""
-    from ...evaluate.runner import collapse_rate, most_common_answers
+    from ...evaluate.runner import most_common_answers
 
     if len(records) != len(answers):
         raise ValueError(f"{len(records)} records but {len(answers)} answers")
@@ -70,7 +85,7 @@ def report_scores(records: list[Record], answers: list[str], meteor: bool = True
                                        [label_report(ref, lg) for ref, lg in zip(refs, langs)])
     out.update({k: v for k, v in ce.items() if k != "per_observation"})
     out["ce_table"] = ce["per_observation"]
-    out["collapse_rate"] = collapse_rate(records, answers)
+    out["collapse_rate"] = _collapse_rate(records, answers, refs)
     out["distinct_answers"] = len({a.strip().lower() for a in answers})
     out["empty_answers"] = sum(1 for a in answers if not a.strip())
     out["most_common_answers"] = [{"answer": a, "count": c} for a, c in most_common_answers(answers, 3)]

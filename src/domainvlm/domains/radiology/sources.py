@@ -62,6 +62,8 @@ def _need_str(path, i, item, key):
     v = item.get(key) if isinstance(item, dict) else None
     if not isinstance(v, str):
         raise UserError(f"{_loc(path, i, key)}: {'missing' if v is None else 'must be a string'}")
+    if not v.strip():  # a blank report would train an empty answer and be scored as a reference
+        raise UserError(f"{_loc(path, i, key)}: empty")
     return v
 
 
@@ -88,7 +90,7 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
         raise UserError(f"{path}: R2Gen annotations are English; lang={lang!r} is not available")
     data = load_items(path)[0]
     root = _default_root(path.resolve().parent, image_root)
-    out = []
+    out, moved = [], 0
     for key, rows in data.items():
         if not isinstance(rows, list):
             continue
@@ -102,9 +104,13 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
             paths = r.get("image_path")
             if isinstance(paths, str):
                 paths = [paths]
-            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) for p in paths):
+            if not isinstance(paths, list) or not paths or not all(isinstance(p, str) and p.strip() for p in paths):
                 raise UserError(f"{path}: record {where}: field 'image_path': must be a non-empty list of paths")
-            s = r.get("split") or key_split
+            # R2Gen reads ann[split]: the list a record sits in is its split; a per-record "split" only
+            # names it for lists that are not splits (a stale one must not move a test study into train)
+            s = key_split if key_split in ("train", "val", "test") else (r.get("split") or key_split)
+            if r.get("split") not in (None, s):
+                moved += 1
             if split and s != split:
                 continue
             mimic = "study_id" in r or "subject_id" in r
@@ -112,6 +118,9 @@ def load_r2gen(path: Path, image_root=None, split=None, lang=None) -> list[Recor
             out.append(make_report_record(
                 rid, [resolve_image_ref(p, root, root) for p in paths], None, None, report=report,
                 source="r2gen-mimic-cxr" if mimic else "r2gen-iu-xray", split=s, lang="en", **extra))
+    if moved:
+        log.warning("%s: %d record(s) carry a 'split' other than the list they are in; the list decides, as in "
+                    "R2Gen", path, moved)
     return out
 
 
@@ -163,7 +172,7 @@ def load_openi_xml(path: Path, image_root=None, split=None, lang=None) -> list[R
     if lang not in (None, "en"):
         raise UserError(f"{path}: OpenI reports are English; lang={lang!r} is not available")
     files = _xml_files(path)
-    root = Path(image_root) if image_root is not None else (path if path.is_dir() else path.parent)
+    root = _default_root(path if path.is_dir() else path.parent, image_root)  # images/ beside, as documented
     out, skipped = [], 0
     for f in files:
         try:
@@ -191,11 +200,43 @@ def load_openi_xml(path: Path, image_root=None, split=None, lang=None) -> list[R
     return out
 
 
+XRAYGLM_PROMPT = "详细描述这张胸部X光片的诊断结果"  # XrayGLM's README (cli_demo.py --prompt_zh)
+
+
+def _first_user_text(item) -> str | None:
+    turns = item.get("conversations", item.get("messages")) if isinstance(item, dict) else None
+    for t in turns if isinstance(turns, list) else []:
+        if isinstance(t, dict) and t.get("from", t.get("role")) in ("human", "user"):
+            text = t.get("value", t.get("content"))
+            return " ".join(text.replace(IMAGE_TOKEN, " ").split()) if isinstance(text, str) else None
+    return None
+
+
+def asks_for_report(item) -> bool:
+    """A sharegpt/LLaVA record whose first user turn is a chest X-ray report prompt (ours, XrayQwen2VL's,
+    XrayGLM's): such files are X-ray report data, though they carry no labels."""
+    from .prompts import REPORT_PROMPTS
+
+    known = {" ".join(p.split()) for ps in REPORT_PROMPTS.values() for p in ps} | {XRAYGLM_PROMPT}
+    return _first_user_text(item) in known
+
+
+def _as_report(r: Record, fmt: str) -> Record:
+    """A sharegpt/LLaVA record without labels -> a report record: the first answer is the reference."""
+    if r.labels.get("task") is not None:
+        return r
+    ref = next(m["content"] for m in r.messages if m["role"] == "assistant").strip()
+    lang = detect_lang(ref)
+    r.labels = {**r.labels, "task": "report", "report": ref, "lang": lang}
+    r.meta = {"source": fmt, "lang": lang, **r.meta}
+    return r
+
+
 def detect_xray_format(path: Path) -> str:
     if path.is_dir() or path.suffix.lower() == ".xml":
         return "openi-xml"
     with open(path, "rb") as fh:
-        if fh.read(256).decode("utf-8", "replace").lstrip().startswith("<"):
+        if fh.read(256).removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").lstrip().startswith("<"):
             return "openi-xml"
     return detect_json_format(path)
 
@@ -214,6 +255,7 @@ def load_xray(path, image_root=None, split=None, lang=None) -> list[Record]:
     if fmt in ("sharegpt", "llava", "records"):
         # domainvlm records are the role/content sharegpt variant plus id/labels/meta (JSON array or JSONL)
         recs = (read_llava if fmt == "llava" else read_sharegpt)(path, image_root)
+        recs = [_as_report(r, fmt) for r in recs]
         if split:
             recs = [r for r in recs if r.meta.get("split") == split]
         return recs
