@@ -45,3 +45,16 @@ def test_upload_errors_are_one_line_naming_the_upload(tmp_path):
     im = box.preprocess(_payload(tmp_path / "ok.png", "ok.png"))
     assert im.mode == "RGB" and im.size == (30, 20)
     assert box.get_block_name() == "image"  # gradio's own front-end component renders it
+
+
+def test_upload_size_limit_is_the_boxs_own(tmp_path):
+    """webui --max-upload-mb sets it: a full-size DR DICOM (20-30 MB) must be accepted when the user asks."""
+    buf = io.BytesIO()
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(buf, "PNG")
+    (tmp_path / "ok.png").write_bytes(buf.getvalue())
+    box = ImageBox(type="pil")
+    assert box.preprocess(_payload(tmp_path / "ok.png", "ok.png")).size == (30, 20)  # under the 20 MB default
+    box.max_upload_bytes = len(buf.getvalue()) - 1
+    with pytest.raises(gr.Error) as e:
+        box.preprocess(_payload(tmp_path / "ok.png", "ok.png"))
+    assert e.value.message.startswith("ok.png: file over ") and "--max-upload-mb" in e.value.message

@@ -145,10 +145,15 @@ def test_webui_share_flag_reaches_gradio(tiny_model_dir, monkeypatch, tmp_path):
     from domainvlm.cli import main
 
     seen = {}
-    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: seen.update(kw))
+    monkeypatch.setattr(gradio.Blocks, "launch", lambda self, **kw: seen.update(kw, demo=self))
     assert main(["webui", "--model", str(tiny_model_dir), "--share", "--port", str(free_port()),
-                 "--max-new-tokens", "4"]) == 0
+                 "--max-new-tokens", "4", "--max-upload-mb", "32"]) == 0
+    from domainvlm.webui.image_box import ImageBox
+
+    boxes = [b for b in seen["demo"].blocks.values() if isinstance(b, ImageBox)]
+    assert [b.max_upload_bytes for b in boxes] == [32 << 20]
     assert seen["share"] is True and seen["server_name"] == "127.0.0.1"
+    assert seen["max_file_size"] == 32 << 20  # gradio refuses larger uploads before our box sees them
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
@@ -157,8 +162,9 @@ def test_webui_bad_options_one_line(tmp_path, capsys):
 
     assert main(["webui", "--auth", "nopassword"]) == 2
     assert main(["webui", "--examples", str(tmp_path / "none")]) == 2
+    assert main(["webui", "--max-upload-mb", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and "--auth" in err[0] and "--examples" in err[1]
+    assert len(err) == 3 and "--auth" in err[0] and "--examples" in err[1] and "--max-upload-mb" in err[2]
 
 
 def test_webui_new_image_resets_chat_keeps_question_and_queues_in_order(tiny_model_dir, monkeypatch, tmp_path):

@@ -18,6 +18,8 @@ def add_arguments(p):
                    default=os.environ.get("DOMAINVLM_WEBUI_AUTH"))
     p.add_argument("--examples", metavar="DIR", help="folder of example images; clicking one fills the image only "
                    "(default: synthetic wafer maps, with a wafer question)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0,
+                   help="largest image file accepted (default 20; full-size DR DICOMs are 20-30 MB)")
     p.add_argument("--title", default="domainvlm")
     add_model_options(p)
     add_sampling_options(p)
@@ -40,6 +42,8 @@ def run(args):
         if not sep or not user or not pw:
             raise UserError("--auth: expected USER:PASSWORD")
         auth = (user, pw)
+    if not 0 < args.max_upload_mb <= 1024:
+        raise UserError("--max-upload-mb: must be above 0 and at most 1024")
     if not 1 <= args.max_new_tokens <= 1024:
         raise UserError("--max-new-tokens: must be between 1 and 1024")
     _check_port(args.host, args.port)
@@ -51,7 +55,8 @@ def run(args):
     engine = engine_from_args(args)
     defaults = sampling_from_args(args)
     demo = build_demo(engine, defaults, example_images(args.examples), title=args.title,  # the wafer question
+                      max_upload_mb=args.max_upload_mb,
                       **({"example_question": None} if args.examples else {}))  # fits the wafer examples only
     print(f"domainvlm: web UI for '{engine.model_dir}' on http://{args.host}:{args.port}", flush=True)
-    launch(demo, args.host, args.port, share=args.share, auth=auth)
+    launch(demo, args.host, args.port, share=args.share, auth=auth, max_upload_mb=args.max_upload_mb)
     return 0

@@ -48,7 +48,8 @@ def _display(history: list[dict]) -> list[dict]:
 
 
 def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[str] | None = None,
-               title: str = "domainvlm", example_question: str | None = EXAMPLE_QUESTION):
+               title: str = "domainvlm", example_question: str | None = EXAMPLE_QUESTION,
+               max_upload_mb: float | None = None):
     from dataclasses import replace
 
     import gradio as gr
@@ -105,6 +106,8 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
             with gr.Column(scale=2):
                 image = ImageBox(type="pil", sources=["upload", "webcam", "clipboard"], label="Image",
                                  elem_id="image", height=320)
+                if max_upload_mb:
+                    image.max_upload_bytes = int(max_upload_mb * 2**20)
                 _domain_inputs(gr, image)
                 with gr.Accordion("Sampling", open=False):
                     max_new = gr.Slider(1, 1024, value=d.max_new_tokens, step=1, label="max new tokens",
@@ -140,9 +143,9 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
 
 
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False, concurrency: int = 1,
-           auth: tuple[str, str] | None = None):
+           auth: tuple[str, str] | None = None, max_upload_mb: float = 20):
     """Queue requests (one generation at a time per engine) and serve; blocks until stopped."""
     demo.queue(default_concurrency_limit=concurrency, max_size=64)
     return demo.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True,
                        ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False, auth=auth,
-                       footer_links=["api"], max_file_size="20mb")
+                       footer_links=["api"], max_file_size=int(max_upload_mb * 2**20))

@@ -15,7 +15,7 @@ import gradio as gr
 
 from ..inference.image_input import DEFAULT_MAX_PIXELS, ImageInputError, decode_image
 
-MAX_UPLOAD_BYTES = 20 << 20  # launch() passes the same limit to gradio (max_file_size="20mb")
+MAX_UPLOAD_BYTES = 20 << 20  # the default; launch() gives gradio the same limit (max_file_size)
 
 
 class ImageBox(gr.Image):
@@ -24,6 +24,7 @@ class ImageBox(gr.Image):
 
     is_template = True  # rendered by gradio's own Image front-end component
     max_pixels = DEFAULT_MAX_PIXELS  # set on the instance to change it
+    max_upload_bytes = MAX_UPLOAD_BYTES  # likewise (webui --max-upload-mb: full-size DR DICOMs are 20-30 MB)
 
     def preprocess(self, payload):
         if payload is None or payload.path is None or self.type != "pil":  # data: URLs (webcam): gradio's way
@@ -31,8 +32,9 @@ class ImageBox(gr.Image):
         name = Path(payload.orig_name or "image").name
         try:
             path = Path(payload.path)
-            if path.stat().st_size > MAX_UPLOAD_BYTES:
-                raise ImageInputError(f"{name}: file over {MAX_UPLOAD_BYTES >> 20} MB")
+            if path.stat().st_size > self.max_upload_bytes:
+                mb = self.max_upload_bytes / 2**20
+                raise ImageInputError(f"{name}: file over {mb:g} MB (webui --max-upload-mb)")
             return decode_image(path.read_bytes(), name, self.max_pixels)
         except (ImageInputError, OSError) as e:
             msg = str(e) if isinstance(e, ImageInputError) else f"{name}: cannot read the upload"
