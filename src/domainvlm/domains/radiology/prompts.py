@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import re
 
-from .sources import PROMPTS as LOADER_PROMPTS
+# The phrasing the raw-source loaders (sources.py) put in every record, first in REPORT_PROMPTS below.
+LOADER_PROMPTS = {
+    "en": "Describe the findings and impression of this chest X-ray.",
+    "zh": "通过这张胸部X光影像可以诊断出什么？",  # XrayQwen2VL's prompt
+}
 
 REPORT_PROMPTS = {
     "en": [

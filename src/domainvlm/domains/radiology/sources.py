@@ -21,13 +21,10 @@ from pathlib import Path
 from ...data.formats import _loc, detect_json_format, load_items, read_llava, read_sharegpt, resolve_image_ref
 from ...data.record import IMAGE_TOKEN, Record
 from ...errors import UserError
+from .prompts import LOADER_PROMPTS as PROMPTS, REPORT_PROMPTS
 
 log = logging.getLogger(__name__)
 
-PROMPTS = {
-    "en": "Describe the findings and impression of this chest X-ray.",
-    "zh": "通过这张胸部X光影像可以诊断出什么？",  # XrayQwen2VL's prompt
-}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -215,8 +212,6 @@ def _first_user_text(item) -> str | None:
 def asks_for_report(item) -> bool:
     """A sharegpt/LLaVA record whose first user turn is a chest X-ray report prompt (ours, XrayQwen2VL's,
     XrayGLM's): such files are X-ray report data, though they carry no labels."""
-    from .prompts import REPORT_PROMPTS
-
     known = {" ".join(p.split()) for ps in REPORT_PROMPTS.values() for p in ps} | {XRAYGLM_PROMPT}
     return _first_user_text(item) in known
 
