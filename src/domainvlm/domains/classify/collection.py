@@ -39,7 +39,7 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
                 split=None, **_ignored):
     """Domain hook: a labelled collection -> classify records (of one split when ``split`` is given)."""
     from .instruct import build_records
-    from .sources import check_images, check_labels, read_items
+    from .sources import check_images, check_labels, read_items, split_name
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
@@ -49,4 +49,5 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
     check_images(items)
     remember(tax)
     recs = build_records(items, label_sets, tax, langs, seed, explain, source=str(p))
+    split = split_name(split)  # --split valid finds a val/ folder and the other way round
     return [r for r in recs if r.meta.get("split") == split] if split else recs

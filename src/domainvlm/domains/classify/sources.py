@@ -20,6 +20,16 @@ from ...errors import UserError
 from ...taxonomy import Taxonomy, TaxonomyClass
 
 SPLITS = ("train", "val", "valid", "validation", "test", "dev")
+# One name per split whatever the folder or column says, so `--split val` / `val_split: val` find
+# valid/, Validation/ or dev/ data too and data build writes val.jsonl, not Validation.jsonl.
+_SPLIT_NAMES = {"valid": "val", "validation": "val", "dev": "val"}
+
+
+def split_name(split: str | None) -> str | None:
+    if split is None or not str(split).strip():
+        return None
+    s = str(split).strip().lower()
+    return _SPLIT_NAMES.get(s, s)
 IMAGE_KEYS, LABEL_KEYS = ("image", "file", "path"), ("labels", "label")
 
 
@@ -62,7 +72,7 @@ def read_image_folder(root: Path) -> list[Item]:
         files = _images_in(folder)
         if not files:
             raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        items += [Item(str(f.resolve()), (folder.name,), split, str(folder)) for f in files]
+        items += [Item(str(f.resolve()), (folder.name,), split_name(split), str(folder)) for f in files]
     return items
 
 
@@ -97,9 +107,7 @@ def _item(row: dict, base: Path, where: str) -> Item:
         raise UserError(f"{where}: field '{key}': must be a non-empty path")
     p = Path(ref.strip()).expanduser()
     p = p if p.is_absolute() else base / p
-    split = row.get("split")
-    split = str(split).strip() or None if split is not None else None
-    return Item(str(p.resolve()), _labels(row[lkey], where), split, where)
+    return Item(str(p.resolve()), _labels(row[lkey], where), split_name(row.get("split")), where)
 
 
 def read_csv(path: Path, image_root=None) -> list[Item]:

@@ -1,0 +1,35 @@
+"""Classify sources as users hand them over: split folders spelled Validation/dev, nested class folders,
+labels differing only in case or Unicode form, Excel CSVs (semicolons, Windows paths), repeated rows."""
+
+import json
+
+from classify_helpers import image_folder
+
+from domainvlm.cli import main
+from domainvlm.domains import get
+
+
+def read(path, **kw):
+    return get("classify").read_source(path, **kw)
+
+
+def _build(tmp_path, source, *extra):
+    out = tmp_path / "out"
+    rc = main(["data", "build", "--source", str(source), "--out", str(out), "--langs", "en", *extra])
+    return rc, out
+
+
+def test_split_folder_aliases_become_train_val_test(tmp_path):
+    root = image_folder(tmp_path / "toy", per_class=1, splits=("Train", "Validation", "TEST"))
+    assert {r.meta["split"] for r in read(root)} == {"train", "val", "test"}
+    assert len(read(root, split="val")) == 2 and len(read(root, split="valid")) == 2
+    rc, out = _build(tmp_path, root)
+    assert rc == 0 and sorted(p.name for p in out.glob("*.jsonl")) == ["test.jsonl", "train.jsonl", "val.jsonl"]
+
+
+def test_csv_split_column_aliases(tmp_path):
+    image_folder(tmp_path / "img", per_class=2, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_text("image,label,split\nimg/dots/dots_0.png,dots,Train\nimg/dots/dots_1.png,dots, dev \n"
+                   "img/stripes/stripes_0.png,stripes,train\nimg/stripes/stripes_1.png,stripes,valid\n")
+    assert [r.meta["split"] for r in read(csv)] == ["train", "val", "train", "val"]
