@@ -33,3 +33,21 @@ def test_csv_split_column_aliases(tmp_path):
     csv.write_text("image,label,split\nimg/dots/dots_0.png,dots,Train\nimg/dots/dots_1.png,dots, dev \n"
                    "img/stripes/stripes_0.png,stripes,train\nimg/stripes/stripes_1.png,stripes,valid\n")
     assert [r.meta["split"] for r in read(csv)] == ["train", "val", "train", "val"]
+
+
+def test_nested_class_folders_links_and_hidden_files(tmp_path):
+    root = image_folder(tmp_path / "toy", per_class=1, splits=None)
+    sub = root / "dots" / "lot 7" / "cam2"
+    sub.mkdir(parents=True)
+    (root / "dots" / "dots_0.png").rename(sub / "deep.png")
+    (root / "dots" / "loop").symlink_to(root / "dots")  # a link back up the tree is walked once
+    (root / "dots" / ".thumbs").mkdir()
+    (root / "dots" / ".thumbs" / "x.png").write_bytes(b"not an image")
+    (tmp_path / "elsewhere").mkdir()
+    (root / "stripes" / "stripes_0.png").rename(tmp_path / "elsewhere" / "s.png")
+    (root / "stripes" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for junk in (".DS_Store", "Thumbs.db", "._a.png", "desktop.ini"):
+        (root / "stripes" / junk).write_bytes(b"\0\0junk")
+    recs = read(root)
+    assert sorted((r.images[0].rsplit("/", 1)[1], r.labels["labels"][0]) for r in recs) == \
+        [("deep.png", "dots"), ("s.png", "stripes")]

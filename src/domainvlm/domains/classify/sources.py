@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,23 @@ class Item:
     where: str                  # file:row or folder, for error messages
 
 
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Images anywhere under a class folder (class/sub/x.jpg is the class's, as torchvision's ImageFolder
+    reads it: they were silently left out). Hidden folders are skipped; linked folders are followed once."""
+    out, seen = [], set()
+    for d, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        out += [Path(d) / f for f in files if _is_image(Path(d) / f)]
+    return sorted(out)
 
 
 def _subdirs(folder: Path) -> list[Path]:
