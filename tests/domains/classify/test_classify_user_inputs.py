@@ -51,3 +51,15 @@ def test_nested_class_folders_links_and_hidden_files(tmp_path):
     recs = read(root)
     assert sorted((r.images[0].rsplit("/", 1)[1], r.labels["labels"][0]) for r in recs) == \
         [("deep.png", "dots"), ("s.png", "stripes")]
+
+
+def test_excel_csv_semicolons_bom_quoted_header_any_column_order(tmp_path):
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_bytes('\ufeff"Split";"Label";"File"\r\ntrain;dots;img/dots/dots_0.png\r\n'
+                    'val;"[""dots"", ""stripes""]";img/stripes/stripes_0.png\r\n'.encode())
+    rc, out = _build(tmp_path, csv)
+    assert rc == 0
+    val = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["labels"]["labels"] for r in val] == [["dots", "stripes"]]
+    assert json.loads((out / "taxonomy.json").read_text())["multi_label"] is True

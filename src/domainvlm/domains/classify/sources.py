@@ -129,7 +129,9 @@ def read_csv(path: Path, image_root=None) -> list[Item]:
     base = Path(image_root) if image_root else path.parent
     try:
         with open(path, encoding="utf-8-sig", newline="") as fh:
-            rows = list(csv.DictReader(fh))
+            delim = _delimiter(fh.readline()) or ","
+            fh.seek(0)
+            rows = list(csv.DictReader(fh, delimiter=delim))
     except UnicodeDecodeError as e:
         raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except csv.Error as e:
@@ -164,10 +166,10 @@ def is_label_list(path: Path) -> bool:
     except (UnicodeDecodeError, OSError):
         return False
     if path.suffix.lower() == ".csv":
-        cols = [c.strip().lower() for c in first.split(",")]
-        if not (set(cols) & set(IMAGE_KEYS) and set(cols) & set(LABEL_KEYS)):
+        delim = _delimiter(first)
+        if delim is None:
             return False
-        return _first_is_photo(path, cols)
+        return _first_is_photo(path, [c.strip().strip('"').lower() for c in first.split(delim)], delim)
     if path.suffix.lower() in (".jsonl", ".json") and first.startswith("{"):
         try:
             d = json.loads(first)
@@ -178,14 +180,24 @@ def is_label_list(path: Path) -> bool:
     return False
 
 
-def _first_is_photo(path: Path, cols: list[str]) -> bool:
+def _delimiter(header: str) -> str | None:
+    """The header's separator: ',' or, as Excel writes CSV in many locales, ';' (or a tab); None when no
+    separator gives both an image and a labels column."""
+    for d in (",", ";", "\t"):
+        cols = {c.strip().strip('"').lower() for c in header.strip().lstrip("\ufeff").split(d)}
+        if cols & set(IMAGE_KEYS) and cols & set(LABEL_KEYS):
+            return d
+    return None
+
+
+def _first_is_photo(path: Path, cols: list[str], delim: str = ",") -> bool:
     """The first row names an image file (png/jpg/...): a labels CSV of wafer-map files (FILE#K) is the wafer
     domain's, not a photo collection."""
     import csv
 
     col = cols.index(next(c for c in cols if c in IMAGE_KEYS))
     with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = csv.reader(fh)
+        rows = csv.reader(fh, delimiter=delim)
         next(rows, None)
         row = next(rows, None)
     if not row or len(row) <= col:
