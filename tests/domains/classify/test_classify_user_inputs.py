@@ -63,3 +63,16 @@ def test_excel_csv_semicolons_bom_quoted_header_any_column_order(tmp_path):
     val = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
     assert [r["labels"]["labels"] for r in val] == [["dots", "stripes"]]
     assert json.loads((out / "taxonomy.json").read_text())["multi_label"] is True
+
+
+def test_csv_windows_paths(tmp_path, capsys):
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_text("file,label\nimg\\dots\\dots_0.png,dots\nimg\\stripes\\stripes_0.png,stripes\n")
+    assert [r.images[0] for r in read(csv)] == [str(tmp_path / "img/dots/dots_0.png"),
+                                                str(tmp_path / "img/stripes/stripes_0.png")]
+    csv.write_text("file,label\nimg\\dots\\dots_0.png,dots\nD:\\scans\\stripes_0.png,stripes\n")
+    rc, out = _build(tmp_path, csv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert f"{csv}:3: field 'file': 'D:\\\\scans\\\\stripes_0.png' is a Windows drive or network path" in err

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,6 +113,18 @@ def _labels(value, where: str) -> tuple[str, ...]:
     return tuple(x.strip() for x in out)
 
 
+def _local_path(ref: str, base: Path, where: str) -> Path:
+    """A path as written, else with Windows separators (a list made on Windows: 'crazing\\1.jpg')."""
+    p = Path(ref).expanduser()
+    p = p if p.is_absolute() else base / p
+    if "\\" not in ref or p.exists():
+        return p
+    if re.match(r"[A-Za-z]:[\\/]|\\\\", ref):  # C:\... or \\server\...: no such place here
+        raise UserError(f"{where}: {ref!r} is a Windows drive or network path; write paths relative to the "
+                        "list (or give --image-root)")
+    return base / Path(*ref.split("\\"))
+
+
 def _item(row: dict, base: Path, where: str) -> Item:
     key = next((k for k in IMAGE_KEYS if k in row), None)
     lkey = next((k for k in LABEL_KEYS if k in row), None)
@@ -120,8 +133,7 @@ def _item(row: dict, base: Path, where: str) -> Item:
     ref = row[key]
     if not isinstance(ref, str) or not ref.strip():
         raise UserError(f"{where}: field '{key}': must be a non-empty path")
-    p = Path(ref.strip()).expanduser()
-    p = p if p.is_absolute() else base / p
+    p = _local_path(ref.strip(), base, f"{where}: field '{key}'")
     return Item(str(p.resolve()), _labels(row[lkey], where), split_name(row.get("split")), where)
 
 
