@@ -76,3 +76,18 @@ def test_csv_windows_paths(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
     assert f"{csv}:3: field 'file': 'D:\\\\scans\\\\stripes_0.png' is a Windows drive or network path" in err
+
+
+def test_an_image_listed_twice_is_refused(tmp_path, capsys):
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_text("image,label,split\nimg/dots/dots_0.png,dots,train\nimg/stripes/stripes_0.png,stripes,val\n"
+                   "./img/dots/dots_0.png,stripes,val\n")
+    rc, out = _build(tmp_path, csv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert f"{tmp_path / 'img/dots/dots_0.png'}: listed twice ({csv}:2 and {csv}:4)" in err
+    root = image_folder(tmp_path / "toy", per_class=1)  # a link in another class folder is the same image
+    (root / "val" / "stripes" / "x.png").symlink_to(root / "val" / "dots" / "dots_0.png")
+    rc, out = _build(tmp_path, root)
+    assert rc == 2 and "listed twice" in capsys.readouterr().err and not out.exists()

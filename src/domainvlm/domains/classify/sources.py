@@ -222,10 +222,23 @@ def _first_is_photo(path: Path, cols: list[str], delim: str = ",") -> bool:
 
 def read_items(path: Path, image_root=None) -> list[Item]:
     if path.is_dir():
-        return read_image_folder(path)
-    if path.suffix.lower() == ".csv":
-        return read_csv(path, image_root)
-    return read_jsonl(path, image_root)
+        items = read_image_folder(path)
+    elif path.suffix.lower() == ".csv":
+        items = read_csv(path, image_root)
+    else:
+        items = read_jsonl(path, image_root)
+    _no_repeats(items)
+    return items
+
+
+def _no_repeats(items: list[Item]) -> None:
+    """An image listed twice (two rows, or a link to it in another class folder) would be trained on with
+    one label and scored with another, or land in train and val alike: one line naming both places."""
+    first: dict[str, Item] = {}
+    for it in items:
+        a = first.setdefault(it.image, it)
+        if a is not it:
+            raise UserError(f"{it.image}: listed twice ({a.where} and {it.where}); list each image once")
 
 
 def check_images(items: list[Item]) -> None:
