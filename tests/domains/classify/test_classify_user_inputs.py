@@ -91,3 +91,17 @@ def test_an_image_listed_twice_is_refused(tmp_path, capsys):
     (root / "val" / "stripes" / "x.png").symlink_to(root / "val" / "dots" / "dots_0.png")
     rc, out = _build(tmp_path, root)
     assert rc == 2 and "listed twice" in capsys.readouterr().err and not out.exists()
+
+
+def test_split_folders_mixed_with_class_folders_or_loose_images(tmp_path, capsys):
+    root = image_folder(tmp_path / "toy", per_class=1)
+    image_folder(root, per_class=1, splits=None, classes=("extra",))
+    rc, out = _build(tmp_path, root)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert "split folders (train, val) beside class folder 'extra'" in err
+    root = image_folder(tmp_path / "toy2", per_class=2)
+    (root / "val" / "dots" / "dots_0.png").rename(root / "val" / "stray.png")
+    rc, out = _build(tmp_path, root)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and f"{root / 'val' / 'stray.png'}: image directly in split folder" in err

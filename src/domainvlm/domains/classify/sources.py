@@ -82,6 +82,15 @@ def read_image_folder(root: Path) -> list[Item]:
     if not subs:
         raise UserError(f"{root}: no class folders (expected root/<label>/*.png or root/<split>/<label>/)")
     split_layout = all(s.name.lower() in SPLITS for s in subs)
+    named = [s.name for s in subs if s.name.lower() in SPLITS]
+    if named and not split_layout:  # else train/ would be one class holding every image under it
+        other = next(s.name for s in subs if s.name.lower() not in SPLITS)
+        raise UserError(f"{root}: split folders ({', '.join(named)}) beside class folder {other!r}: put every "
+                        "class folder under a split folder, or use no split folders")
+    for s in subs if split_layout else ():
+        loose = next((f for f in sorted(s.iterdir()) if _is_image(f)), None)
+        if loose is not None:  # they would be left out unseen
+            raise UserError(f"{loose}: image directly in split folder {s.name}/; put it in {s.name}/<label>/")
     groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(None, s) for s in subs]
     items = []
     for split, folder in groups:
