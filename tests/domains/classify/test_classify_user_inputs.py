@@ -105,3 +105,12 @@ def test_split_folders_mixed_with_class_folders_or_loose_images(tmp_path, capsys
     rc, out = _build(tmp_path, root)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and f"{root / 'val' / 'stray.png'}: image directly in split folder" in err
+
+
+def test_csv_row_without_split_among_split_rows(tmp_path, capsys):
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_text("image,label,split\nimg/dots/dots_0.png,dots,train\nimg/stripes/stripes_0.png,stripes,\n")
+    rc, out = _build(tmp_path, csv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and err.endswith(f"{csv}:3: field 'split': empty while other rows name a split")

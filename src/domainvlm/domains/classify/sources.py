@@ -237,6 +237,9 @@ def read_items(path: Path, image_root=None) -> list[Item]:
     else:
         items = read_jsonl(path, image_root)
     _no_repeats(items)
+    blank = next((it for it in items if it.split is None), None)
+    if blank is not None and any(it.split for it in items):  # it would go to all.jsonl, in no train or val
+        raise UserError(f"{blank.where}: field 'split': empty while other rows name a split")
     return items
 
 
