@@ -114,3 +114,25 @@ def test_csv_row_without_split_among_split_rows(tmp_path, capsys):
     rc, out = _build(tmp_path, csv)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and err.endswith(f"{csv}:3: field 'split': empty while other rows name a split")
+
+
+def test_labels_in_decomposed_unicode_are_one_class(tmp_path):
+    import unicodedata
+
+    nfc, nfd = "Kratzer-ä", unicodedata.normalize("NFD", "Kratzer-ä")
+    root = image_folder(tmp_path / "toy", per_class=1, splits=None, classes=(nfd, "rolled in scale"))
+    csv = tmp_path / "l.csv"
+    csv.write_text(f"image,label\ntoy/{nfd}/{nfd}_0.png,{nfc}\ntoy/rolled in scale/rolled in scale_0.png,"
+                   f"rolled in scale\n", encoding="utf-8")
+    assert [r.labels["labels"] for r in read(root)] == [[nfc], ["rolled in scale"]]
+    assert [r.labels["labels"] for r in read(csv)] == [[nfc], ["rolled in scale"]]
+
+
+def test_labels_differing_only_in_case_are_refused(tmp_path, capsys):
+    root = image_folder(tmp_path / "toy", per_class=1, splits=("train",), classes=("Crazing", "dots"))
+    image_folder(root, per_class=1, splits=("val",), classes=("crazing", "dots"))
+    rc, out = _build(tmp_path, root)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
+    assert f"labels 'Crazing' ({root / 'train' / 'Crazing'}) and 'crazing' ({root / 'val' / 'crazing'}) differ " \
+           "only in case" in err

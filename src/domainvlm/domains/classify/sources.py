@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,7 +98,8 @@ def read_image_folder(root: Path) -> list[Item]:
         files = _images_in(folder)
         if not files:
             raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        items += [Item(str(f.resolve()), (folder.name,), split_name(split), str(folder)) for f in files]
+        label = unicodedata.normalize("NFC", folder.name)  # macOS writes 'ä' decomposed (NFD) in names
+        items += [Item(str(f.resolve()), (label,), split_name(split), str(folder)) for f in files]
     return items
 
 
@@ -119,7 +121,7 @@ def _labels(value, where: str) -> tuple[str, ...]:
         raise UserError(f"{where}: field 'labels': expected text or a list, got {type(value).__name__}")
     if not all(isinstance(x, str) for x in out):
         raise UserError(f"{where}: field 'labels': every label must be text")
-    return tuple(x.strip() for x in out)
+    return tuple(unicodedata.normalize("NFC", x.strip()) for x in out)
 
 
 def _local_path(ref: str, base: Path, where: str) -> Path:
@@ -274,6 +276,13 @@ def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
     names = sorted({lab for it in items for lab in it.labels})
     if not names:
         raise UserError(f"{name}: no labels in the data")
+    seen: dict[str, str] = {}
+    for n in names:  # train/Crazing and val/crazing would be two classes, each in one split only
+        other = seen.setdefault(n.casefold(), n)
+        if other != n:
+            where = [next(it.where for it in items if lab in it.labels) for lab in (other, n)]
+            raise UserError(f"labels {other!r} ({where[0]}) and {n!r} ({where[1]}) differ only in case: "
+                            "use one spelling, or declare a taxonomy (--taxonomy)")
     multi = any(len(it.labels) != 1 for it in items)
     return Taxonomy(name, [TaxonomyClass(n) for n in names], multi_label=multi)
 
