@@ -136,3 +136,26 @@ def test_labels_differing_only_in_case_are_refused(tmp_path, capsys):
     assert rc == 2 and not out.exists() and len(err.splitlines()) == 1
     assert f"labels 'Crazing' ({root / 'train' / 'Crazing'}) and 'crazing' ({root / 'val' / 'crazing'}) differ " \
            "only in case" in err
+
+
+def test_eval_reads_data_in_the_models_taxonomy(tmp_path, capsys):
+    from domainvlm.taxonomy import Taxonomy, TaxonomyClass
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"domainvlm": {"answer_head": "classify"}}))
+    Taxonomy("steel", [TaxonomyClass(n) for n in ("dots", "patches", "stripes")]).save(model)
+    root = image_folder(tmp_path / "toy", per_class=1, splits=None)
+    recs = read(root, model_dir=str(model))
+    assert {r.labels["taxonomy"] for r in recs} == {"steel"}
+    m = get("classify").score(recs, ["Class: patches", "Class: stripes"])  # a class of the model, not the data
+    assert m["unparsed"] == 0 and m["exact_match"] == 0.5 and m["confusion"]["rows"] == ["dots", "patches", "stripes"]
+    (tmp_path / "toy" / "Dots").mkdir()  # a label the model lacks: its folder named before any model runs
+    (tmp_path / "toy" / "dots" / "dots_0.png").rename(tmp_path / "toy" / "Dots" / "d.png")
+    (tmp_path / "toy" / "dots").rmdir()
+    rc = main(["eval", "--model", str(model), "--data", str(root), "--out", str(tmp_path / "m.json")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{root / 'Dots'}: field 'labels': unknown class 'Dots'" in err
+    assert not (tmp_path / "m.json").exists()
+    (model / "config.json").write_text(json.dumps({"domainvlm": {"answer_head": "wafer"}}))  # not a classify model
+    assert {r.labels["taxonomy"] for r in read(root, model_dir=str(model))} == {"toy"}

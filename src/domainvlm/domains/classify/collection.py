@@ -35,15 +35,32 @@ def resolve_taxonomy(spec, items, default_name: str, near: Path | None = None):
     return derive_taxonomy(items, default_name), "derived from the label names"
 
 
+def model_taxonomy_file(model_dir) -> Path | None:
+    """``taxonomy.json`` of a classify model folder (config.json answer_head: classify), else None."""
+    import json
+
+    if model_dir is None:
+        return None
+    folder = Path(model_dir)
+    try:
+        head = (json.loads((folder / "config.json").read_text()).get("domainvlm") or {}).get("answer_head")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return folder / "taxonomy.json" if head == HEAD and (folder / "taxonomy.json").is_file() else None
+
+
 def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain: bool = True, image_root=None,
-                split=None, **_ignored):
-    """Domain hook: a labelled collection -> classify records (of one split when ``split`` is given)."""
+                split=None, model_dir=None, **_ignored):
+    """Domain hook: a labelled collection -> classify records (of one split when ``split`` is given).
+    ``model_dir`` (eval): the model's taxonomy, unless one is given, so answers naming a class of the model
+    that the data lacks are wrong answers, not unparsed ones, and a label the model lacks names its row."""
     from .instruct import build_records
     from .sources import check_images, check_labels, read_items, split_name
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
     root = p if p.is_dir() else p.parent
+    taxonomy = taxonomy or model_taxonomy_file(model_dir)
     tax, tax_source = resolve_taxonomy(taxonomy, items, p.name if p.is_dir() else p.stem, root)
     label_sets = check_labels(items, tax, tax_source)
     check_images(items)
