@@ -159,3 +159,24 @@ def test_eval_reads_data_in_the_models_taxonomy(tmp_path, capsys):
     assert not (tmp_path / "m.json").exists()
     (model / "config.json").write_text(json.dumps({"domainvlm": {"answer_head": "wafer"}}))  # not a classify model
     assert {r.labels["taxonomy"] for r in read(root, model_dir=str(model))} == {"toy"}
+
+
+def test_calibrate_refuses_a_label_the_model_lacks(tmp_path, capsys):
+    from conftest import TINY
+    from test_classify_head import TAX  # the head module's taxonomy, on a tiny compact model
+
+    from domainvlm.domains.classify.instruct import corpus
+    from domainvlm.models.compact import CompactConfig, build_compact
+
+    model = tmp_path / "model"
+    build_compact(model, corpus(TAX) * 3, CompactConfig(**TINY), seed=0)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["domainvlm"].update(answer_head="classify", taxonomy=TAX.name)
+    (model / "config.json").write_text(json.dumps(cfg))
+    TAX.save(model)
+    bad = TAX.names[0].upper()
+    root = image_folder(tmp_path / "toy", per_class=1, splits=None, classes=(TAX.names[1], bad))
+    rc = main(["calibrate", "--model", str(model), "--data", str(root), "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and f"{root / bad}: field 'labels': unknown class {bad!r}" in err  # was: silently dropped
+    assert not (model / "calibration.json").exists()
