@@ -180,3 +180,18 @@ def test_calibrate_refuses_a_label_the_model_lacks(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and f"{root / bad}: field 'labels': unknown class {bad!r}" in err  # was: silently dropped
     assert not (model / "calibration.json").exists()
+
+
+def test_copies_across_splits_or_classes_are_warned(tmp_path, capsys):
+    import shutil
+
+    root = image_folder(tmp_path / "toy", per_class=2)
+    shutil.copy(root / "train" / "dots" / "dots_0.png", root / "val" / "dots" / "copy.png")
+    shutil.copy(root / "val" / "dots" / "dots_1.png", root / "val" / "stripes" / "copy2.png")
+    rc, out = _build(tmp_path, root)
+    err = capsys.readouterr().err
+    assert rc == 0 and (out / "val.jsonl").is_file()
+    assert f"1 image(s) are byte-identical copies of an image in another split (e.g. {root}/val/dots/copy.png " \
+           f"(val) = {root}/train/dots/dots_0.png (train))" in err
+    assert f"1 image(s) are byte-identical copies with other labels (e.g. {root}/val/stripes/copy2.png " \
+           f"(stripes) = {root}/val/dots/dots_1.png (dots))" in err

@@ -55,7 +55,7 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
     ``model_dir`` (eval): the model's taxonomy, unless one is given, so answers naming a class of the model
     that the data lacks are wrong answers, not unparsed ones, and a label the model lacks names its row."""
     from .instruct import build_records
-    from .sources import check_images, check_labels, read_items, split_name
+    from .sources import check_images, check_labels, read_items, split_name, warn_duplicates
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
@@ -64,6 +64,7 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
     tax, tax_source = resolve_taxonomy(taxonomy, items, p.name if p.is_dir() else p.stem, root)
     label_sets = check_labels(items, tax, tax_source)
     check_images(items)
+    warn_duplicates(items)
     remember(tax)
     recs = build_records(items, label_sets, tax, langs, seed, explain, source=str(p))
     split = split_name(split)  # --split valid finds a val/ folder and the other way round

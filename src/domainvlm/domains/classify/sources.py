@@ -271,6 +271,29 @@ def check_images(items: list[Item]) -> None:
             raise UserError(f"{at}{e}") from None
 
 
+def warn_duplicates(items: list[Item]) -> None:
+    """Byte-identical files under different names (a photo copied into train/ and val/, or into two class
+    folders): said once on stderr, not refused, as data build says of a reference in two split files."""
+    import hashlib
+    import sys
+
+    first: dict[str, Item] = {}
+    leak, relabel = [], []
+    for it in items:
+        a = first.setdefault(hashlib.sha1(Path(it.image).read_bytes()).hexdigest(), it)
+        if a is not it:
+            (leak if a.split != it.split else relabel if a.labels != it.labels else []).append((a, it))
+    if leak:
+        a, b = leak[0]
+        print(f"domainvlm: warning: {len(leak):,} image(s) are byte-identical copies of an image in another split "
+              f"(e.g. {b.image} ({b.split}) = {a.image} ({a.split})): evaluation would see images trained on",
+              file=sys.stderr)
+    if relabel:
+        a, b = relabel[0]
+        print(f"domainvlm: warning: {len(relabel):,} image(s) are byte-identical copies with other labels (e.g. "
+              f"{b.image} ({'; '.join(b.labels)}) = {a.image} ({'; '.join(a.labels)}))", file=sys.stderr)
+
+
 def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
     """Classes = the label names in the data (sorted), multi-label when any item has several or none."""
     names = sorted({lab for it in items for lab in it.labels})
