@@ -3,10 +3,13 @@ labels differing only in case or Unicode form, Excel CSVs (semicolons, Windows p
 
 import json
 
+import pytest
+
 from classify_helpers import image_folder
 
 from domainvlm.cli import main
 from domainvlm.domains import get
+from domainvlm.errors import UserError
 
 
 def read(path, **kw):
@@ -195,3 +198,19 @@ def test_copies_across_splits_or_classes_are_warned(tmp_path, capsys):
            f"(val) = {root}/train/dots/dots_0.png (train))" in err
     assert f"1 image(s) are byte-identical copies with other labels (e.g. {root}/val/stripes/copy2.png " \
            f"(stripes) = {root}/val/dots/dots_1.png (dots))" in err
+
+
+def test_a_split_is_read_without_checking_the_others(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"domainvlm": {"answer_head": "classify"}}))
+    from domainvlm.taxonomy import Taxonomy, TaxonomyClass
+
+    Taxonomy("steel", [TaxonomyClass("dots"), TaxonomyClass("stripes")]).save(model)
+    root = image_folder(tmp_path / "toy", per_class=1)
+    image_folder(root, per_class=1, splits=("train",), classes=("extra",))  # a class the model lacks
+    (root / "train" / "dots" / "dots_0.png").write_bytes(b"broken")
+    recs = read(root, split="val", model_dir=str(model))
+    assert [r.labels["labels"] for r in recs] == [["dots"], ["stripes"]]
+    with pytest.raises(UserError, match=r"toy: no images in split 'test' \(present: train, val\)"):
+        read(root, split="test")

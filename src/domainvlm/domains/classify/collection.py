@@ -54,6 +54,7 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
     """Domain hook: a labelled collection -> classify records (of one split when ``split`` is given).
     ``model_dir`` (eval): the model's taxonomy, unless one is given, so answers naming a class of the model
     that the data lacks are wrong answers, not unparsed ones, and a label the model lacks names its row."""
+    from ...errors import UserError
     from .instruct import build_records
     from .sources import check_images, check_labels, read_items, split_name, warn_duplicates
 
@@ -62,10 +63,15 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
     root = p if p.is_dir() else p.parent
     taxonomy = taxonomy or model_taxonomy_file(model_dir)
     tax, tax_source = resolve_taxonomy(taxonomy, items, p.name if p.is_dir() else p.stem, root)
-    label_sets = check_labels(items, tax, tax_source)
-    check_images(items)
+    split = split_name(split)  # --split valid finds a val/ folder and the other way round
+    if split and not any(it.split == split for it in items):
+        present = sorted({str(it.split) for it in items})
+        raise UserError(f"{p}: no images in split {split!r} (present: {', '.join(present)})")
+    # only the asked split's labels and images are checked (eval --split val: a train/ class the model lacks,
+    # or a broken train image, is no error); records are built for all, so ids and questions stay the same
+    label_sets = check_labels(items, tax, tax_source, split)
+    check_images([it for it in items if not split or it.split == split])
     warn_duplicates(items)
     remember(tax)
     recs = build_records(items, label_sets, tax, langs, seed, explain, source=str(p))
-    split = split_name(split)  # --split valid finds a val/ folder and the other way round
     return [r for r in recs if r.meta.get("split") == split] if split else recs

@@ -280,7 +280,11 @@ def warn_duplicates(items: list[Item]) -> None:
     first: dict[str, Item] = {}
     leak, relabel = [], []
     for it in items:
-        a = first.setdefault(hashlib.sha1(Path(it.image).read_bytes()).hexdigest(), it)
+        try:
+            digest = hashlib.sha1(Path(it.image).read_bytes()).hexdigest()
+        except OSError:  # an image of a split not asked for (not checked): nothing to compare
+            continue
+        a = first.setdefault(digest, it)
         if a is not it:
             (leak if a.split != it.split else relabel if a.labels != it.labels else []).append((a, it))
     if leak:
@@ -310,15 +314,19 @@ def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
     return Taxonomy(name, [TaxonomyClass(n) for n in names], multi_label=multi)
 
 
-def check_labels(items: list[Item], tax: Taxonomy, tax_source: str) -> list[tuple[str, ...]]:
-    """Each item's labels in taxonomy order; a label the taxonomy lacks names the row (or folder)."""
+def check_labels(items: list[Item], tax: Taxonomy, tax_source: str, split: str | None = None) -> list[tuple]:
+    """Each item's labels in taxonomy order; a label the taxonomy lacks names the row (or folder). With
+    ``split``, items of other splits are not checked (their records are dropped): () where they fail."""
     out = []
     for it in items:
         try:
             labs = tax.canonical(it.labels)
         except ValueError as e:
-            raise UserError(f"{it.where}: field 'labels': {e} in taxonomy {tax_source}") from None
-        if not labs and not (tax.multi_label and tax.none_label):
+            if split and it.split != split:
+                labs = ()
+            else:
+                raise UserError(f"{it.where}: field 'labels': {e} in taxonomy {tax_source}") from None
+        if not labs and not (tax.multi_label and tax.none_label) and not (split and it.split != split):
             raise UserError(f"{it.where}: field 'labels': empty (taxonomy {tax_source} has no none_label)")
         out.append(labs)
     return out
