@@ -4,7 +4,6 @@ labels differing only in case or Unicode form, Excel CSVs (semicolons, Windows p
 import json
 
 import pytest
-
 from classify_helpers import image_folder
 
 from domainvlm.cli import main
@@ -214,3 +213,18 @@ def test_a_split_is_read_without_checking_the_others(tmp_path):
     assert [r.labels["labels"] for r in recs] == [["dots"], ["stripes"]]
     with pytest.raises(UserError, match=r"toy: no images in split 'test' \(present: train, val\)"):
         read(root, split="test")
+
+
+@pytest.mark.parametrize("body, msg", [
+    (b"image,label\nimg/dots/dots_0.png,dots,stripes\n", ":2: 3 fields, the header has 2 (several labels: separate"),
+    (b"image,label,image\nimg/dots/dots_0.png,dots,x\n", ":1: column 'image' appears twice"),
+    (b"image,label\nimg/dots/dots_0.png,dots\nimg/stripes/stripes_0.png,stri\xffpes\n",
+     ":3: not UTF-8 text (byte 0xff at column 31)"),
+])
+def test_bad_csv_rows_name_the_line(tmp_path, capsys, body, msg):
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_bytes(body)
+    rc, out = _build(tmp_path, csv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and len(err.splitlines()) == 1 and f"{csv}{msg}" in err

@@ -11,6 +11,7 @@ naming the file, row or field.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -149,21 +150,30 @@ def _item(row: dict, base: Path, where: str) -> Item:
 
 
 def read_csv(path: Path, image_root=None) -> list[Item]:
+    from ...io import read_text
+
     base = Path(image_root) if image_root else path.parent
+    text = read_text(path)  # a bad byte names file:line (a sniff may have read only the head)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            delim = _delimiter(fh.readline()) or ","
-            fh.seek(0)
-            rows = list(csv.DictReader(fh, delimiter=delim))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]) or ",")
+        header = [(k or "").strip().lower() for k in next(reader, [])]
+        rows = [(reader.line_num, r) for r in reader if r]  # line_num: the file's line (quoted newlines too)
     except csv.Error as e:
         raise UserError(f"{path}: not valid CSV ({e})") from None
+    dup = next((k for k in header if k and header.count(k) > 1), None)
+    if dup:
+        raise UserError(f"{path}:1: column {dup!r} appears twice")
     if not rows:
         raise UserError(f"{path}: no rows (expected a header 'image,labels[,split]' and one row per image)")
-    # row numbers as a spreadsheet shows them: the header is row 1
-    return [_item({(k or "").strip().lower(): v for k, v in r.items()}, base, f"{path}:{n}")
-            for n, r in enumerate(rows, 2)]
+    items = []
+    for n, r in rows:
+        if len(r) > len(header) and any(x.strip() for x in r[len(header):]):
+            # e.g. 'x.jpg,scratch,inclusion': the second label was dropped; or a path with a comma, unquoted
+            raise UserError(f"{path}:{n}: {len(r)} fields, the header has {len(header)} (several labels: "
+                            "separate them with ';'; quote a field holding a comma)")
+        r = r + [""] * (len(header) - len(r))  # short rows: missing trailing cells are empty, as DictReader has it
+        items.append(_item(dict(zip(header, r)), base, f"{path}:{n}"))
+    return items
 
 
 def read_jsonl(path: Path, image_root=None) -> list[Item]:
@@ -184,15 +194,17 @@ def is_label_list(path: Path) -> bool:
     """A CSV with image and label columns, or a JSONL whose first object has them (and no 'messages')."""
     if not path.is_file():
         return False
-    try:
-        first = path.open(encoding="utf-8-sig").readline().strip()
-    except (UnicodeDecodeError, OSError):
+    try:  # the head only, decoded leniently: a bad byte further on is read_csv's to name by line
+        with open(path, "rb") as fh:
+            head = fh.read(65536).decode("utf-8-sig", errors="replace")
+    except OSError:
         return False
+    first = head.split("\n", 1)[0].strip()
     if path.suffix.lower() == ".csv":
         delim = _delimiter(first)
         if delim is None:
             return False
-        return _first_is_photo(path, [c.strip().strip('"').lower() for c in first.split(delim)], delim)
+        return _first_is_photo(head, [c.strip().strip('"').lower() for c in first.split(delim)], delim)
     if path.suffix.lower() in (".jsonl", ".json") and first.startswith("{"):
         try:
             d = json.loads(first)
@@ -213,16 +225,16 @@ def _delimiter(header: str) -> str | None:
     return None
 
 
-def _first_is_photo(path: Path, cols: list[str], delim: str = ",") -> bool:
-    """The first row names an image file (png/jpg/...): a labels CSV of wafer-map files (FILE#K) is the wafer
-    domain's, not a photo collection."""
-    import csv
-
+def _first_is_photo(head: str, cols: list[str], delim: str = ",") -> bool:
+    """The first row of the file's ``head`` names an image file (png/jpg/...): a labels CSV of wafer-map files
+    (FILE#K) is the wafer domain's, not a photo collection."""
     col = cols.index(next(c for c in cols if c in IMAGE_KEYS))
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = csv.reader(fh, delimiter=delim)
+    try:
+        rows = csv.reader(io.StringIO(head, newline=""), delimiter=delim)
         next(rows, None)
         row = next(rows, None)
+    except csv.Error:
+        return True  # read_csv says what is wrong
     if not row or len(row) <= col:
         return True  # an empty list: read it and say so
     ref = row[col].strip()
