@@ -228,3 +228,14 @@ def test_bad_csv_rows_name_the_line(tmp_path, capsys, body, msg):
     rc, out = _build(tmp_path, csv)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and len(err.splitlines()) == 1 and f"{csv}{msg}" in err
+
+
+@pytest.mark.parametrize("row, label", [("img/dots/dots_0.png,dots+stripes", "'dots+stripes'"),
+                                        ('img/dots/dots_0.png,"dots', "'dots\\nimg/stripes/")])
+def test_a_label_that_cannot_be_a_class_names_its_row(tmp_path, capsys, row, label):
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "l.csv"
+    csv.write_text(f"image,label\n{row}\nimg/stripes/stripes_0.png,stripes\n")
+    rc, out = _build(tmp_path, csv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and f"{csv}:2: field 'labels': {label}" in err

@@ -157,7 +157,11 @@ def read_csv(path: Path, image_root=None) -> list[Item]:
     try:
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]) or ",")
         header = [(k or "").strip().lower() for k in next(reader, [])]
-        rows = [(reader.line_num, r) for r in reader if r]  # line_num: the file's line (quoted newlines too)
+        rows, prev = [], reader.line_num
+        for r in reader:  # a row's first line in the file (a quoted field may span lines: an unclosed quote)
+            if r:
+                rows.append((prev + 1, r))
+            prev = reader.line_num
     except csv.Error as e:
         raise UserError(f"{path}: not valid CSV ({e})") from None
     dup = next((k for k in header if k and header.count(k) > 1), None)
@@ -312,6 +316,11 @@ def warn_duplicates(items: list[Item]) -> None:
 
 def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
     """Classes = the label names in the data (sorted), multi-label when any item has several or none."""
+    bad = next((it for it in items for lab in it.labels if "+" in lab or "\n" in lab), None)
+    if bad is not None:  # else 'taxonomy: classes[0]: ...', naming no file (an unclosed quote, 'a+b')
+        lab = next(lab for lab in bad.labels if "+" in lab or "\n" in lab)
+        raise UserError(f"{bad.where}: field 'labels': {lab[:60]!r} may not contain '+' or a newline (several "
+                        "labels: separate them with ';'; check for an unclosed quote)")
     names = sorted({lab for it in items for lab in it.labels})
     if not names:
         raise UserError(f"{name}: no labels in the data")
