@@ -1,9 +1,9 @@
 """Labelled image collections in: an ImageFolder, or a CSV / JSONL list of ``image,labels[,split]``.
 
-ImageFolder: ``root/<label>/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
-``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev). CSV: a header with
-``image`` (or ``file``/``path``) and ``labels`` (or ``label``), optional ``split``; several labels are
-separated by ``;`` or given as a JSON list. JSONL: one object per line with the same keys. Every image is
+ImageFolder: ``root/<label>/**/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
+``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev, read as train/val/test).
+CSV (``,`` ``;`` or tab separated): a header with ``image`` (or ``file``/``path``) and ``labels`` (or
+``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list. JSONL: one object per line with the same keys. Every image is
 opened once here, so an unreadable file is reported before anything is written. Every problem is one line
 naming the file, row or field.
 """
