@@ -239,3 +239,14 @@ def test_a_label_that_cannot_be_a_class_names_its_row(tmp_path, capsys, row, lab
     rc, out = _build(tmp_path, csv)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and f"{csv}:2: field 'labels': {label}" in err
+
+
+def test_broken_link_and_folder_names_with_spaces(tmp_path, capsys):
+    root = image_folder(tmp_path / "toy", per_class=1, splits=("train",))
+    image_folder(root, per_class=1, splits=("val",), classes=("dots ", "stripes"))  # 'dots ' as typed in Explorer
+    assert {r.labels["labels"][0] for r in read(root)} == {"dots", "stripes"}
+    link = root / "val" / "stripes" / "gone.png"
+    link.symlink_to(tmp_path / "moved-away.png")
+    rc, out = _build(tmp_path, root)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and f"{link}: broken link" in err

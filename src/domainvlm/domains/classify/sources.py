@@ -60,7 +60,12 @@ def _images_in(folder: Path) -> list[Path]:
             continue
         seen.add(real)
         dirs[:] = sorted(x for x in dirs if not x.startswith("."))
-        out += [Path(d) / f for f in files if _is_image(Path(d) / f)]
+        for f in files:
+            q = Path(d) / f
+            if q.is_symlink() and not q.exists() and q.suffix.lower() in IMAGE_SUFFIXES:  # it would be left out
+                raise UserError(f"{q}: broken link (its target {os.readlink(q)} does not exist)")
+            if _is_image(q):
+                out.append(q)
     return sorted(out)
 
 
@@ -99,7 +104,7 @@ def read_image_folder(root: Path) -> list[Item]:
         files = _images_in(folder)
         if not files:
             raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        label = unicodedata.normalize("NFC", folder.name)  # macOS writes 'ä' decomposed (NFD) in names
+        label = unicodedata.normalize("NFC", folder.name).strip()  # macOS writes 'ä' decomposed (NFD)
         items += [Item(str(f.resolve()), (label,), split_name(split), str(folder)) for f in files]
     return items
 
