@@ -250,3 +250,11 @@ def test_broken_link_and_folder_names_with_spaces(tmp_path, capsys):
     rc, out = _build(tmp_path, root)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and f"{link}: broken link" in err
+
+
+def test_folders_that_zip_tools_add_are_skipped(tmp_path):
+    root = image_folder(tmp_path / "toy", per_class=1)
+    for junk in (root / "__MACOSX" / "train" / "dots", root / "train" / "dots" / "@eaDir"):
+        junk.mkdir(parents=True)
+        (junk / "._dots_0.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    assert sorted(r.meta["split"] for r in read(root)) == ["train", "train", "val", "val"]

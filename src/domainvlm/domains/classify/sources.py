@@ -45,6 +45,11 @@ class Item:
     where: str                  # file:row or folder, for error messages
 
 
+def _skipped(folder: str) -> bool:
+    """Hidden folders and those that zip tools and NASes add (a macOS zip unpacked elsewhere has __MACOSX/)."""
+    return folder.startswith(".") or folder in ("__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information")
+
+
 def _is_image(p: Path) -> bool:
     return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
 
@@ -59,7 +64,7 @@ def _images_in(folder: Path) -> list[Path]:
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(x for x in dirs if not x.startswith("."))
+        dirs[:] = sorted(x for x in dirs if not _skipped(x))
         for f in files:
             q = Path(d) / f
             if q.is_symlink() and not q.exists() and q.suffix.lower() in IMAGE_SUFFIXES:  # it would be left out
@@ -70,7 +75,7 @@ def _images_in(folder: Path) -> list[Path]:
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped(p.name))
 
 
 def is_image_folder(path: Path) -> bool:
