@@ -258,3 +258,14 @@ def test_folders_that_zip_tools_add_are_skipped(tmp_path):
         junk.mkdir(parents=True)
         (junk / "._dots_0.png").write_bytes(b"\0\5\26\7 AppleDouble")
     assert sorted(r.meta["split"] for r in read(root)) == ["train", "train", "val", "val"]
+
+
+def test_split_folders_given_as_separate_sources(tmp_path):
+    root = image_folder(tmp_path / "photos", per_class=1, splits=("train",), classes=("dots", "stripes", "zigzag"))
+    image_folder(root, per_class=1, splits=("Validation",))  # no zigzag in val
+    rc, out = _build(tmp_path, root / "train", "--source", str(root / "Validation"))
+    assert rc == 0 and sorted(p.name for p in out.iterdir()) == ["taxonomy.json", "train.jsonl", "val.jsonl"]
+    tax = json.loads((out / "taxonomy.json").read_text())
+    assert tax["name"] == "photos" and [c["name"] for c in tax["classes"]] == ["dots", "stripes", "zigzag"]
+    val = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    assert {r["labels"]["taxonomy"] for r in val} == {"photos"} and len(val) == 2

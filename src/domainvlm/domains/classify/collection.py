@@ -8,6 +8,7 @@ from pathlib import Path
 TASK = "classify"
 HEAD = "classify"
 _TAXONOMIES: dict = {}  # taxonomies read in this process, by name (metrics and in-training eval use them)
+_DERIVED: dict = {}  # name -> folder of the split folders it was derived from (photos/train, photos/val: merged)
 
 
 def remember(tax):
@@ -32,7 +33,24 @@ def resolve_taxonomy(spec, items, default_name: str, near: Path | None = None):
     for name in ("taxonomy.yaml", "taxonomy.yml", "taxonomy.json"):
         if near is not None and (near / name).is_file():
             return load(near / name), str(near / name)
-    return derive_taxonomy(items, default_name), "derived from the label names"
+    return _merged(derive_taxonomy(items, default_name), near), "derived from the label names"
+
+
+def _merged(tax, near):
+    """A derived taxonomy joined with one of its name derived before in this process (data build --source
+    photos/train --source photos/val: val may lack a class, and taxonomy.json must hold them all)."""
+    from ...errors import UserError
+    from ...taxonomy import Taxonomy, TaxonomyClass
+
+    old = _TAXONOMIES.get(tax.name) if _DERIVED.get(tax.name) == str(near) else None
+    _DERIVED[tax.name] = str(near)
+    if old is None:
+        return tax
+    if old.multi_label != tax.multi_label:
+        raise UserError(f"taxonomy {tax.name!r}: one source has several labels per image, another one each; "
+                        "give --taxonomy FILE (multi_label: true)")
+    names = sorted(set(old.names) | set(tax.names))
+    return Taxonomy(tax.name, [TaxonomyClass(n) for n in names], multi_label=tax.multi_label)
 
 
 def model_taxonomy_file(model_dir) -> Path | None:
@@ -56,13 +74,14 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
     that the data lacks are wrong answers, not unparsed ones, and a label the model lacks names its row."""
     from ...errors import UserError
     from .instruct import build_records
-    from .sources import check_images, check_labels, read_items, split_name, warn_duplicates
+    from .sources import SPLITS, check_images, check_labels, read_items, split_name, warn_duplicates
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
-    root = p if p.is_dir() else p.parent
+    own_split = p.is_dir() and p.name.lower() in SPLITS  # photos/train: taxonomy 'photos', as photos/val's
+    root = p.parent if own_split else p if p.is_dir() else p.parent
     taxonomy = taxonomy or model_taxonomy_file(model_dir)
-    tax, tax_source = resolve_taxonomy(taxonomy, items, p.name if p.is_dir() else p.stem, root)
+    tax, tax_source = resolve_taxonomy(taxonomy, items, root.name if p.is_dir() else p.stem, root)
     split = split_name(split)  # --split valid finds a val/ folder and the other way round
     if split and not any(it.split == split for it in items):
         present = sorted({str(it.split) for it in items})

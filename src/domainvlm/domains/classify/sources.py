@@ -103,7 +103,9 @@ def read_image_folder(root: Path) -> list[Item]:
         loose = next((f for f in sorted(s.iterdir()) if _is_image(f)), None)
         if loose is not None:  # they would be left out unseen
             raise UserError(f"{loose}: image directly in split folder {s.name}/; put it in {s.name}/<label>/")
-    groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(None, s) for s in subs]
+    # --source photos/train --source photos/val: the folder's own name is its split (both were all.jsonl)
+    own = root.name if root.name.lower() in SPLITS and not split_layout else None
+    groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(own, s) for s in subs]
     items = []
     for split, folder in groups:
         files = _images_in(folder)
