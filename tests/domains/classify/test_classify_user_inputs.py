@@ -269,3 +269,14 @@ def test_split_folders_given_as_separate_sources(tmp_path):
     assert tax["name"] == "photos" and [c["name"] for c in tax["classes"]] == ["dots", "stripes", "zigzag"]
     val = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
     assert {r["labels"]["taxonomy"] for r in val} == {"photos"} and len(val) == 2
+
+
+def test_sources_with_separately_derived_classes_are_refused(tmp_path, capsys):
+    root = image_folder(tmp_path / "toy", per_class=1, splits=None)
+    csv = tmp_path / "more.csv"
+    csv.write_text("image,label,split\ntoy/dots/dots_0.png,dots,val\n")
+    rc, out = _build(tmp_path, root, "--source", str(csv))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists() and err.endswith("the records name 2 taxonomies ('more', 'toy'): sources "
+                                                         "read separately derive their own classes; give "
+                                                         "--taxonomy FILE listing them all")
