@@ -107,6 +107,10 @@ def test_split_folders_mixed_with_class_folders_or_loose_images(tmp_path, capsys
     rc, out = _build(tmp_path, root)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists() and f"{root / 'val' / 'stray.png'}: image directly in split folder" in err
+    flat = image_folder(tmp_path / "flat", per_class=1, splits=None)
+    (flat / "dots" / "dots_0.png").rename(flat / "top.png")
+    rc, out = _build(tmp_path, flat)
+    assert rc == 2 and f"{flat / 'top.png'}: image directly in the top folder" in capsys.readouterr().err
 
 
 def test_csv_row_without_split_among_split_rows(tmp_path, capsys):

@@ -3,9 +3,9 @@
 ImageFolder: ``root/<label>/**/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
 ``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev, read as train/val/test).
 CSV (``,`` ``;`` or tab separated): a header with ``image`` (or ``file``/``path``) and ``labels`` (or
-``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list. JSONL: one object per line with the same keys. Every image is
-opened once here, so an unreadable file is reported before anything is written. Every problem is one line
-naming the file, row or field.
+``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list. JSONL: one
+object per line with the same keys. Every image is opened once here, so an unreadable file is reported before
+anything is written. Every problem is one line naming the file, row or field.
 """
 
 from __future__ import annotations
@@ -99,10 +99,11 @@ def read_image_folder(root: Path) -> list[Item]:
         other = next(s.name for s in subs if s.name.lower() not in SPLITS)
         raise UserError(f"{root}: split folders ({', '.join(named)}) beside class folder {other!r}: put every "
                         "class folder under a split folder, or use no split folders")
-    for s in subs if split_layout else ():
+    for s in [root, *subs] if split_layout else [root]:
         loose = next((f for f in sorted(s.iterdir()) if _is_image(f)), None)
         if loose is not None:  # they would be left out unseen
-            raise UserError(f"{loose}: image directly in split folder {s.name}/; put it in {s.name}/<label>/")
+            where = f"split folder {s.name}/" if s is not root else "the top folder beside the class folders"
+            raise UserError(f"{loose}: image directly in {where}; put it in a class folder")
     # --source photos/train --source photos/val: the folder's own name is its split (both were all.jsonl)
     own = root.name if root.name.lower() in SPLITS and not split_layout else None
     groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(own, s) for s in subs]
