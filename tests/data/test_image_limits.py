@@ -165,3 +165,18 @@ def test_16_bit_images_are_scaled_not_clipped(tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), (10, 20, 30)).save(buf, "PNG")
     assert decode_image(buf.getvalue()).getpixel((0, 0)) == (10, 20, 30)  # 8-bit images unchanged
+
+
+def test_exif_orientation_is_applied_on_every_path(tmp_path):
+    from domainvlm.inference.image_input import decode_image
+
+    a = np.zeros((20, 40, 3), np.uint8)
+    a[:, :20] = 255  # left half white as stored; orientation 6 (a phone held upright) shows it on top
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    p = tmp_path / "phone.jpg"
+    im.save(p, exif=exif, quality=95)
+    for got in (images_mod.load_image(str(p)), decode_image(p.read_bytes())):
+        g = np.asarray(got.convert("L")).astype(int)
+        assert got.size == (20, 40) and g[:20].mean() > 200 and g[20:].mean() < 50

@@ -105,8 +105,9 @@ def _records(args, path, split):
     from ..evaluate.runner import sample_records
     from ..io import resolve_path
 
+    # model_dir: read in the model's taxonomy, as eval does (a label it lacks names its row, not a silent drop)
     recs = load_any(path, split=split, allow_pickle=args.allow_pickle, langs=(args.lang,), explain=False,
-                    image_root=args.image_root)[: args.limit]
+                    image_root=args.image_root, model_dir=args.model)[: args.limit]
     recs = sample_records(recs, args.sample, args.sample_seed)
     if not recs:
         raise UserError(f"{path}: no records" + (f" in split {split!r}" if split else ""))

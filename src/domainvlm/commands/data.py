@@ -148,6 +148,7 @@ def _build(args):
         if missing:
             raise UserError(f"--split: {', '.join(missing)} not in the sources (present: {', '.join(sorted(by_split))})")
         by_split = {s: by_split[s] for s in args.split}
+    _domain_files(by_split, out, args.taxonomy)  # first: a domain refusing the records leaves no record file
     for split, recs in sorted(by_split.items()):
         if args.limit:
             recs = recs[: args.limit]
@@ -155,7 +156,6 @@ def _build(args):
         langs_n = Counter(r.meta.get("lang") for r in recs)
         print(f"{out / (split + '.jsonl')}: {n:,} records ({', '.join(f'{k}={v}' for k, v in langs_n.items())})")
     _warn_shared_images(by_split)
-    _domain_files(by_split, out, args.taxonomy)
     return 0
 
 

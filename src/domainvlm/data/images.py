@@ -35,8 +35,14 @@ def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """RGB of a decoded image. 16-bit and float images (X-ray PNG/TIFF exports) are scaled from their own
-    value range to 8 bits, as DICOM is; PIL's plain conversion clips everything above 255 to white."""
+    """RGB of a decoded image, upright. 16-bit and float images (X-ray PNG/TIFF exports) are scaled from their
+    own value range to 8 bits, as DICOM is; PIL's plain conversion clips everything above 255 to white.
+    An EXIF orientation (phone and camera photos) is applied, as the web UI's image box does: the same file
+    gave other pixels to ask / predict / eval / train than to the web UI."""
+    if im.getexif().get(0x0112, 1) != 1:
+        from PIL import ImageOps
+
+        im = ImageOps.exif_transpose(im)
     if im.mode in ("I", "F") or im.mode.startswith("I;16"):
         import numpy as np
 

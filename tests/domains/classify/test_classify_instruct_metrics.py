@@ -64,3 +64,11 @@ def test_metrics_multi_label_sets():
     assert m["exact_match"] == pytest.approx(2 / 3)
     assert m["per_class"]["a"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 0.8, "support": 2})
     assert "a + b" in m["confusion"]["rows"] and "clean" in m["confusion"]["rows"]
+
+
+def test_a_class_named_none_is_scored_as_that_class():
+    tax = from_dict({"name": "t", "classes": ["none", "scratch", "无"]})
+    for lang, name in (("en", "none"), ("zh", "none"), ("zh", "无")):
+        assert parse_answer(answer((name,), tax, lang), tax.names) == (name,)
+    m = classify_metrics([("none",), ("scratch",)], [parse_answer("Class: none", tax.names), ("scratch",)], tax.names)
+    assert m["exact_match"] == 1.0 and m["per_class"]["none"]["f1"] == 1.0

@@ -78,8 +78,8 @@ def parse_answer(text: str, names=None, none_label: str | None = None) -> tuple[
             break
     else:
         return None
-    if body in (none_label, NONE_WORD["en"], NONE_WORD["zh"]) and body:
-        return ()
+    if body in (none_label, NONE_WORD["en"], NONE_WORD["zh"]) and body and not (names and body in names):
+        return ()  # (a class named 'none' / '无', as inspection data often has, is that class)
     out = []
     for part in body.split(" + "):
         part = part.strip()

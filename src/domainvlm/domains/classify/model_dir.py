@@ -18,6 +18,10 @@ def taxonomy_for_records(records, data_path=None):
     it), else derived from the labels the records carry."""
     from ...taxonomy import Taxonomy, TaxonomyClass
 
+    names = sorted({r.labels.get("taxonomy") or "classify" for r in records})
+    if len(names) > 1:  # e.g. data build --source folder/ --source other.csv, each with its derived classes
+        raise UserError(f"the records name {len(names)} taxonomies ({', '.join(map(repr, names))}): sources "
+                        "read separately derive their own classes; give --taxonomy FILE listing them all")
     name = records[0].labels.get("taxonomy") or "classify"
     tax = known_taxonomy(name)
     if tax is None and data_path is not None and (Path(data_path).parent / FILE_NAME).is_file():

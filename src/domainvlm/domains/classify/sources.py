@@ -1,17 +1,21 @@
 """Labelled image collections in: an ImageFolder, or a CSV / JSONL list of ``image,labels[,split]``.
 
-ImageFolder: ``root/<label>/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
-``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev). CSV: a header with
-``image`` (or ``file``/``path``) and ``labels`` (or ``label``), optional ``split``; several labels are
-separated by ``;`` or given as a JSON list. JSONL: one object per line with the same keys. Every image is
-opened once here, so an unreadable file is reported before anything is written. Every problem is one line
-naming the file, row or field.
+ImageFolder: ``root/<label>/**/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
+``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev, read as train/val/test).
+CSV (``,`` ``;`` or tab separated): a header with ``image`` (or ``file``/``path``) and ``labels`` (or
+``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list. JSONL: one
+object per line with the same keys. Every image is opened once here, so an unreadable file is reported before
+anything is written. Every problem is one line naming the file, row or field.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import os
+import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +24,16 @@ from ...errors import UserError
 from ...taxonomy import Taxonomy, TaxonomyClass
 
 SPLITS = ("train", "val", "valid", "validation", "test", "dev")
+# One name per split whatever the folder or column says, so `--split val` / `val_split: val` find
+# valid/, Validation/ or dev/ data too and data build writes val.jsonl, not Validation.jsonl.
+_SPLIT_NAMES = {"valid": "val", "validation": "val", "dev": "val"}
+
+
+def split_name(split: str | None) -> str | None:
+    if split is None or not str(split).strip():
+        return None
+    s = str(split).strip().lower()
+    return _SPLIT_NAMES.get(s, s)
 IMAGE_KEYS, LABEL_KEYS = ("image", "file", "path"), ("labels", "label")
 
 
@@ -31,13 +45,37 @@ class Item:
     where: str                  # file:row or folder, for error messages
 
 
+def _skipped(folder: str) -> bool:
+    """Hidden folders and those that zip tools and NASes add (a macOS zip unpacked elsewhere has __MACOSX/)."""
+    return folder.startswith(".") or folder in ("__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information")
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    """Images anywhere under a class folder (class/sub/x.jpg is the class's, as torchvision's ImageFolder
+    reads it: they were silently left out). Hidden folders are skipped; linked folders are followed once."""
+    out, seen = [], set()
+    for d, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(d)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(x for x in dirs if not _skipped(x))
+        for f in files:
+            q = Path(d) / f
+            if q.is_symlink() and not q.exists() and q.suffix.lower() in IMAGE_SUFFIXES:  # it would be left out
+                raise UserError(f"{q}: broken link (its target {os.readlink(q)} does not exist)")
+            if _is_image(q):
+                out.append(q)
+    return sorted(out)
 
 
 def _subdirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped(p.name))
 
 
 def is_image_folder(path: Path) -> bool:
@@ -56,13 +94,26 @@ def read_image_folder(root: Path) -> list[Item]:
     if not subs:
         raise UserError(f"{root}: no class folders (expected root/<label>/*.png or root/<split>/<label>/)")
     split_layout = all(s.name.lower() in SPLITS for s in subs)
-    groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(None, s) for s in subs]
+    named = [s.name for s in subs if s.name.lower() in SPLITS]
+    if named and not split_layout:  # else train/ would be one class holding every image under it
+        other = next(s.name for s in subs if s.name.lower() not in SPLITS)
+        raise UserError(f"{root}: split folders ({', '.join(named)}) beside class folder {other!r}: put every "
+                        "class folder under a split folder, or use no split folders")
+    for s in [root, *subs] if split_layout else [root]:
+        loose = next((f for f in sorted(s.iterdir()) if _is_image(f)), None)
+        if loose is not None:  # they would be left out unseen
+            where = f"split folder {s.name}/" if s is not root else "the top folder beside the class folders"
+            raise UserError(f"{loose}: image directly in {where}; put it in a class folder")
+    # --source photos/train --source photos/val: the folder's own name is its split (both were all.jsonl)
+    own = root.name if root.name.lower() in SPLITS and not split_layout else None
+    groups = [(s.name, c) for s in subs for c in _subdirs(s)] if split_layout else [(own, s) for s in subs]
     items = []
     for split, folder in groups:
         files = _images_in(folder)
         if not files:
             raise UserError(f"{folder}: class folder holds no images ({', '.join(IMAGE_SUFFIXES)})")
-        items += [Item(str(f.resolve()), (folder.name,), split, str(folder)) for f in files]
+        label = unicodedata.normalize("NFC", folder.name).strip()  # macOS writes 'ä' decomposed (NFD)
+        items += [Item(str(f.resolve()), (label,), split_name(split), str(folder)) for f in files]
     return items
 
 
@@ -84,7 +135,19 @@ def _labels(value, where: str) -> tuple[str, ...]:
         raise UserError(f"{where}: field 'labels': expected text or a list, got {type(value).__name__}")
     if not all(isinstance(x, str) for x in out):
         raise UserError(f"{where}: field 'labels': every label must be text")
-    return tuple(x.strip() for x in out)
+    return tuple(unicodedata.normalize("NFC", x.strip()) for x in out)
+
+
+def _local_path(ref: str, base: Path, where: str) -> Path:
+    """A path as written, else with Windows separators (a list made on Windows: 'crazing\\1.jpg')."""
+    p = Path(ref).expanduser()
+    p = p if p.is_absolute() else base / p
+    if "\\" not in ref or p.exists():
+        return p
+    if re.match(r"[A-Za-z]:[\\/]|\\\\", ref):  # C:\... or \\server\...: no such place here
+        raise UserError(f"{where}: {ref!r} is a Windows drive or network path; write paths relative to the "
+                        "list (or give --image-root)")
+    return base / Path(*ref.split("\\"))
 
 
 def _item(row: dict, base: Path, where: str) -> Item:
@@ -95,27 +158,39 @@ def _item(row: dict, base: Path, where: str) -> Item:
     ref = row[key]
     if not isinstance(ref, str) or not ref.strip():
         raise UserError(f"{where}: field '{key}': must be a non-empty path")
-    p = Path(ref.strip()).expanduser()
-    p = p if p.is_absolute() else base / p
-    split = row.get("split")
-    split = str(split).strip() or None if split is not None else None
-    return Item(str(p.resolve()), _labels(row[lkey], where), split, where)
+    p = _local_path(ref.strip(), base, f"{where}: field '{key}'")
+    return Item(str(p.resolve()), _labels(row[lkey], where), split_name(row.get("split")), where)
 
 
 def read_csv(path: Path, image_root=None) -> list[Item]:
+    from ...io import read_text
+
     base = Path(image_root) if image_root else path.parent
+    text = read_text(path)  # a bad byte names file:line (a sniff may have read only the head)
     try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            rows = list(csv.DictReader(fh))
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]) or ",")
+        header = [(k or "").strip().lower() for k in next(reader, [])]
+        rows, prev = [], reader.line_num
+        for r in reader:  # a row's first line in the file (a quoted field may span lines: an unclosed quote)
+            if r:
+                rows.append((prev + 1, r))
+            prev = reader.line_num
     except csv.Error as e:
         raise UserError(f"{path}: not valid CSV ({e})") from None
+    dup = next((k for k in header if k and header.count(k) > 1), None)
+    if dup:
+        raise UserError(f"{path}:1: column {dup!r} appears twice")
     if not rows:
         raise UserError(f"{path}: no rows (expected a header 'image,labels[,split]' and one row per image)")
-    # row numbers as a spreadsheet shows them: the header is row 1
-    return [_item({(k or "").strip().lower(): v for k, v in r.items()}, base, f"{path}:{n}")
-            for n, r in enumerate(rows, 2)]
+    items = []
+    for n, r in rows:
+        if len(r) > len(header) and any(x.strip() for x in r[len(header):]):
+            # e.g. 'x.jpg,scratch,inclusion': the second label was dropped; or a path with a comma, unquoted
+            raise UserError(f"{path}:{n}: {len(r)} fields, the header has {len(header)} (several labels: "
+                            "separate them with ';'; quote a field holding a comma)")
+        r = r + [""] * (len(header) - len(r))  # short rows: missing trailing cells are empty, as DictReader has it
+        items.append(_item(dict(zip(header, r)), base, f"{path}:{n}"))
+    return items
 
 
 def read_jsonl(path: Path, image_root=None) -> list[Item]:
@@ -136,15 +211,17 @@ def is_label_list(path: Path) -> bool:
     """A CSV with image and label columns, or a JSONL whose first object has them (and no 'messages')."""
     if not path.is_file():
         return False
-    try:
-        first = path.open(encoding="utf-8-sig").readline().strip()
-    except (UnicodeDecodeError, OSError):
+    try:  # the head only, decoded leniently: a bad byte further on is read_csv's to name by line
+        with open(path, "rb") as fh:
+            head = fh.read(65536).decode("utf-8-sig", errors="replace")
+    except OSError:
         return False
+    first = head.split("\n", 1)[0].strip()
     if path.suffix.lower() == ".csv":
-        cols = [c.strip().lower() for c in first.split(",")]
-        if not (set(cols) & set(IMAGE_KEYS) and set(cols) & set(LABEL_KEYS)):
+        delim = _delimiter(first)
+        if delim is None:
             return False
-        return _first_is_photo(path, cols)
+        return _first_is_photo(head, [c.strip().strip('"').lower() for c in first.split(delim)], delim)
     if path.suffix.lower() in (".jsonl", ".json") and first.startswith("{"):
         try:
             d = json.loads(first)
@@ -155,16 +232,26 @@ def is_label_list(path: Path) -> bool:
     return False
 
 
-def _first_is_photo(path: Path, cols: list[str]) -> bool:
-    """The first row names an image file (png/jpg/...): a labels CSV of wafer-map files (FILE#K) is the wafer
-    domain's, not a photo collection."""
-    import csv
+def _delimiter(header: str) -> str | None:
+    """The header's separator: ',' or, as Excel writes CSV in many locales, ';' (or a tab); None when no
+    separator gives both an image and a labels column."""
+    for d in (",", ";", "\t"):
+        cols = {c.strip().strip('"').lower() for c in header.strip().lstrip("\ufeff").split(d)}
+        if cols & set(IMAGE_KEYS) and cols & set(LABEL_KEYS):
+            return d
+    return None
 
+
+def _first_is_photo(head: str, cols: list[str], delim: str = ",") -> bool:
+    """The first row of the file's ``head`` names an image file (png/jpg/...): a labels CSV of wafer-map files
+    (FILE#K) is the wafer domain's, not a photo collection."""
     col = cols.index(next(c for c in cols if c in IMAGE_KEYS))
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = csv.reader(fh)
+    try:
+        rows = csv.reader(io.StringIO(head, newline=""), delimiter=delim)
         next(rows, None)
         row = next(rows, None)
+    except csv.Error:
+        return True  # read_csv says what is wrong
     if not row or len(row) <= col:
         return True  # an empty list: read it and say so
     ref = row[col].strip()
@@ -175,10 +262,26 @@ def _first_is_photo(path: Path, cols: list[str]) -> bool:
 
 def read_items(path: Path, image_root=None) -> list[Item]:
     if path.is_dir():
-        return read_image_folder(path)
-    if path.suffix.lower() == ".csv":
-        return read_csv(path, image_root)
-    return read_jsonl(path, image_root)
+        items = read_image_folder(path)
+    elif path.suffix.lower() == ".csv":
+        items = read_csv(path, image_root)
+    else:
+        items = read_jsonl(path, image_root)
+    _no_repeats(items)
+    blank = next((it for it in items if it.split is None), None)
+    if blank is not None and any(it.split for it in items):  # it would go to all.jsonl, in no train or val
+        raise UserError(f"{blank.where}: field 'split': empty while other rows name a split")
+    return items
+
+
+def _no_repeats(items: list[Item]) -> None:
+    """An image listed twice (two rows, or a link to it in another class folder) would be trained on with
+    one label and scored with another, or land in train and val alike: one line naming both places."""
+    first: dict[str, Item] = {}
+    for it in items:
+        a = first.setdefault(it.image, it)
+        if a is not it:
+            raise UserError(f"{it.image}: listed twice ({a.where} and {it.where}); list each image once")
 
 
 def check_images(items: list[Item]) -> None:
@@ -197,24 +300,67 @@ def check_images(items: list[Item]) -> None:
             raise UserError(f"{at}{e}") from None
 
 
+def warn_duplicates(items: list[Item]) -> None:
+    """Byte-identical files under different names (a photo copied into train/ and val/, or into two class
+    folders): said once on stderr, not refused, as data build says of a reference in two split files."""
+    import hashlib
+    import sys
+
+    first: dict[str, Item] = {}
+    leak, relabel = [], []
+    for it in items:
+        try:
+            digest = hashlib.sha1(Path(it.image).read_bytes()).hexdigest()
+        except OSError:  # an image of a split not asked for (not checked): nothing to compare
+            continue
+        a = first.setdefault(digest, it)
+        if a is not it:
+            (leak if a.split != it.split else relabel if a.labels != it.labels else []).append((a, it))
+    if leak:
+        a, b = leak[0]
+        print(f"domainvlm: warning: {len(leak):,} image(s) are byte-identical copies of an image in another split "
+              f"(e.g. {b.image} ({b.split}) = {a.image} ({a.split})): evaluation would see images trained on",
+              file=sys.stderr)
+    if relabel:
+        a, b = relabel[0]
+        print(f"domainvlm: warning: {len(relabel):,} image(s) are byte-identical copies with other labels (e.g. "
+              f"{b.image} ({'; '.join(b.labels)}) = {a.image} ({'; '.join(a.labels)}))", file=sys.stderr)
+
+
 def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
     """Classes = the label names in the data (sorted), multi-label when any item has several or none."""
+    bad = next((it for it in items for lab in it.labels if "+" in lab or "\n" in lab), None)
+    if bad is not None:  # else 'taxonomy: classes[0]: ...', naming no file (an unclosed quote, 'a+b')
+        lab = next(lab for lab in bad.labels if "+" in lab or "\n" in lab)
+        raise UserError(f"{bad.where}: field 'labels': {lab[:60]!r} may not contain '+' or a newline (several "
+                        "labels: separate them with ';'; check for an unclosed quote)")
     names = sorted({lab for it in items for lab in it.labels})
     if not names:
         raise UserError(f"{name}: no labels in the data")
+    seen: dict[str, str] = {}
+    for n in names:  # train/Crazing and val/crazing would be two classes, each in one split only
+        other = seen.setdefault(n.casefold(), n)
+        if other != n:
+            where = [next(it.where for it in items if lab in it.labels) for lab in (other, n)]
+            raise UserError(f"labels {other!r} ({where[0]}) and {n!r} ({where[1]}) differ only in case: "
+                            "use one spelling, or declare a taxonomy (--taxonomy)")
     multi = any(len(it.labels) != 1 for it in items)
     return Taxonomy(name, [TaxonomyClass(n) for n in names], multi_label=multi)
 
 
-def check_labels(items: list[Item], tax: Taxonomy, tax_source: str) -> list[tuple[str, ...]]:
-    """Each item's labels in taxonomy order; a label the taxonomy lacks names the row (or folder)."""
+def check_labels(items: list[Item], tax: Taxonomy, tax_source: str, split: str | None = None) -> list[tuple]:
+    """Each item's labels in taxonomy order; a label the taxonomy lacks names the row (or folder). With
+    ``split``, items of other splits are not checked (their records are dropped): () where they fail."""
     out = []
     for it in items:
         try:
             labs = tax.canonical(it.labels)
         except ValueError as e:
-            raise UserError(f"{it.where}: field 'labels': {e} in taxonomy {tax_source}") from None
-        if not labs and not (tax.multi_label and tax.none_label):
+            if split and it.split != split:
+                labs = ()
+            else:
+                raise UserError(f"{it.where}: field 'labels': {e} in taxonomy {tax_source}") from None
+        if not labs and not (tax.multi_label and tax.none_label) and not (split and it.split != split):
             raise UserError(f"{it.where}: field 'labels': empty (taxonomy {tax_source} has no none_label)")
         out.append(labs)
     return out
