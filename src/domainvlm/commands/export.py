@@ -18,11 +18,33 @@ def add_arguments(p):
     p.add_argument("--trust-remote-code", action="store_true")
 
 
+def _check_out(args) -> None:
+    """--out may not be (or hold) the adapter or the base: with --force the merged folder is swapped in over
+    it, deleting the input (``--out .`` would replace the working folder)."""
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..models.adapter import resolve_base
+
+    out = Path(args.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a folder")
+    adapter = Path(args.adapter).expanduser()
+    if not adapter.is_dir():
+        return  # export_merged names it
+    for what, folder in (("adapter", adapter), ("base", resolve_base(adapter, args.base))):
+        inside = folder.resolve()
+        if out == inside or out in inside.parents:
+            raise UserError(f"--out {args.out}: {'is' if out == inside else 'holds'} the {what} folder {folder}; "
+                            "write the merged model elsewhere (replacing it would delete the input)")
+
+
 def run(args):
     import json
 
     from ..models.export import export_merged
 
+    _check_out(args)
     res = export_merged(args.adapter, args.out, base=args.base, dtype=args.dtype, check=args.check,
                         force=args.force, trust_remote_code=args.trust_remote_code)
     print(json.dumps(res))
