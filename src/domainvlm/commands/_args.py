@@ -24,6 +24,7 @@ positive_int = _number(int, 1, what="at least 1")
 nonneg_int = _number(int, 0, what="0 or more")
 nonneg_float = _number(float, 0.0, what="0 or more")
 positive_float = _number(float, 0.0, lo_open=True, what="above 0")
+share = _number(float, 0.0, 1.0, what="in [0, 1]")
 top_p = _number(float, 0.0, 1.0, lo_open=True, what="in (0, 1]")
 temperature = _number(float, 0.0, 2.0, what="in [0, 2]")
 repetition_penalty = _number(float, 0.0, 10.0, lo_open=True, what="in (0, 10]")
@@ -32,12 +33,37 @@ seed = _number(int, 0, what="0 or more")
 DTYPES = ["float32", "bfloat16", "float16"]
 
 
+def device_name(text: str) -> str:
+    """torch device names (torch itself would refuse 'gpu' or 'cuda:x' only once the model loads, with a
+    RuntimeError traceback)."""
+    import re
+
+    if not re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"expects cpu, cuda or cuda:N, got {text!r}")
+    return text
+
+
+def out_file(text: str) -> str:
+    """An output file path, checked before the work that fills it (a folder or a path through a file failed
+    only at the end, after a long run)."""
+    from pathlib import Path
+
+    p = Path(text).expanduser()
+    if p.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    parent = next((a for a in p.parents if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+    return text
+
+
 def add_model_options(p, device: str | None = None, threads: int | None = None) -> None:
     """The options that say which model to load and how: one definition for every inference command."""
     g = p.add_argument_group("model")
     g.add_argument("--model", help="model folder: a full model or a LoRA adapter (default: the bundled wafer "
                                    "expert, or $DOMAINVLM_MODEL)")
-    g.add_argument("--device", default=device, help=f"cpu, cuda, cuda:N (default: {device or 'cuda if available'})")
+    g.add_argument("--device", type=device_name, default=device,
+                   help=f"cpu, cuda, cuda:N (default: {device or 'cuda if available'})")
     g.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")
     g.add_argument("--threads", type=positive_int, default=threads,
                    help=f"CPU threads for torch (default: {threads or 'torch default'})")

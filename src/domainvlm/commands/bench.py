@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._args import add_model_options, add_sampling_options, engine_from_args, positive_int, sampling_from_args
+from ._args import add_model_options, add_sampling_options, engine_from_args, out_file, positive_int, sampling_from_args
 
 NAME = "bench"
 HELP = "measure answer latency (batch 1) and batched throughput of a model on wafer maps"
@@ -20,7 +20,7 @@ def add_arguments(p):
     p.add_argument("--evidence", action="store_true", help="latency includes the answer head's evidence (where "
                    "each named pattern lies; the wafer expert)")
     p.add_argument("--question", default="What defect pattern does this wafer map show?")
-    p.add_argument("--out", help="also write the results as JSON")
+    p.add_argument("--out", type=out_file, help="also write the results as JSON")
     p.add_argument("--confidence", action=argparse.BooleanOptionalAction, default=None,
                    help="score every valid answer line for the calibrated confidence (default: as the model "
                         "folder says: on when it has a stored abstention threshold)")

@@ -12,7 +12,7 @@ classify) from TRAIN_DATA's images, its threshold on the --data images; ``--inpu
 
 from __future__ import annotations
 
-from ._args import add_model_options, engine_from_args, nonneg_float, positive_int
+from ._args import add_model_options, engine_from_args, nonneg_float, out_file, positive_int, share
 
 NAME = "calibrate"
 HELP = "fit confidence calibration (temperature) and the abstention threshold on val data; stored in the model"
@@ -30,19 +30,19 @@ def add_arguments(p):
     p.add_argument("--sample-seed", type=int, default=0, help="seed of --sample (default 0)")
     p.add_argument("--target-risk", type=nonneg_float, default=DEFAULT_RISK,
                    help=f"highest error rate allowed among the answers not abstained (default {DEFAULT_RISK})")
-    p.add_argument("--max-abstain", type=nonneg_float,
+    p.add_argument("--max-abstain", type=share,
                    help="cap on the share of each --data's answers abstained for low confidence (the threshold is "
                         "lowered until every source meets it, even if the target risk is then missed)")
     p.add_argument("--out", help="folder for calibration.json (default: the model folder)")
-    p.add_argument("--scores", help="also write each record's line log-probs, gold and answered line (JSONL), to "
-                                    "study other targets without re-running the model")
+    p.add_argument("--scores", type=out_file, help="also write each record's line log-probs, gold and answered line "
+                                                   "(JSONL), to study other targets without re-running the model")
     p.add_argument("--from-scores", help="fit from a --scores file of an earlier run instead of running the model "
                                          "(needs --out or --model for the destination)")
     p.add_argument("--input-check", metavar="TRAIN_DATA",
                    help="also fit the out-of-domain input check (heads that have one: classify): statistics of "
                         "TRAIN_DATA's labelled images, threshold on the --data images; stored in the model folder")
     p.add_argument("--input-check-split", default="train", help="split of --input-check's data (default train)")
-    p.add_argument("--max-reject", type=nonneg_float, default=0.02,
+    p.add_argument("--max-reject", type=share, default=0.02,
                    help="share of the --data images the input check may turn away (default 0.02)")
     p.add_argument("--input-check-only", action="store_true",
                    help="fit only the input check (calibration.json is left as it is)")
