@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         name = getattr(mod, "NAME", mod.__name__.rsplit(".", 1)[-1].replace("_", "-"))
         sp = sub.add_parser(name, help=getattr(mod, "HELP", None), description=getattr(mod, "HELP", None))
         mod.add_arguments(sp)
-        sp.set_defaults(_run=mod.run)
+        sp.set_defaults(_run=mod.run, _parser=sp)
     return p
 
 
@@ -62,13 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         # key=value overrides may sit anywhere on the line (argparse stops a positional list at the first flag)
         if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
             args.overrides = list(args.overrides or []) + extra
-        elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        elif extra:  # named by the sub-command's parser, so the hint points at its own --help
+            getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
-    if not getattr(args, "_run", None):
-        parser.print_help()
-        return 1
+    if not getattr(args, "_run", None):  # no command: a usage mistake like any other (exit 2)
+        parser.print_help(sys.stderr)
+        return 2
     try:
         rc = args._run(args)
     except UserError as e:
