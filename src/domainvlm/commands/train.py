@@ -18,7 +18,7 @@ def add_arguments(p):
     p.add_argument("--config", help="YAML file with TrainConfig fields")
     p.add_argument("overrides", nargs="*", help="key=value, dotted for nested (lora.r=8, compact.layers=2)")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs and CI)")
 
 
 def run(args):
