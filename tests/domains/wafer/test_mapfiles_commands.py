@@ -164,6 +164,18 @@ def test_data_build_bad_rows_one_line_nothing_written(lot, tmp_path, capsys, row
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_labels_csv_in_a_local_code_page_is_one_line(lot, tmp_path, capsys):
+    """A spreadsheet's cp1252 export: a non-UTF-8 byte on line 3 names the file and line (was a traceback)."""
+    d, _ = lot
+    (d / "labels.csv").write_bytes("image,labels\nwafer_3.stdf,Scratch\nwafer_4.klarf,Center # Müller\n"
+                                   .encode("cp1252"))
+    out = tmp_path / "data"
+    assert main(["data", "build", "--source", str(d / "labels.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "labels.csv:3: not UTF-8 text (byte 0xfc)" in err[0], err
+    assert not out.exists() or not any(out.iterdir())
+
+
 def test_cli_bad_map_files_one_line(lot, tmp_path, capsys):
     d, _ = lot
     bad = _write(tmp_path / "t.stdf", (d / "wafer_3.stdf").read_bytes()[:300])

@@ -10,6 +10,7 @@ checked before anything is written, so a bad row stops the build with its line a
 from __future__ import annotations
 
 import csv
+import io
 import random
 import re
 from pathlib import Path
@@ -26,23 +27,29 @@ def source_kind(path: Path) -> str | None:
     if kind(path) is not None:
         return "wafer-mapfile"
     if path.suffix.lower() == ".csv" and path.is_file():
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            header = next(csv.reader(fh), [])
-        cols = [h.strip().lower() for h in header]
-        if all(c in cols for c in COLUMNS) and not _first_is_picture(path, cols.index("image")):
+        with open(path, "rb") as fh:  # a sniff: a bad byte further down is read_labelled's one-line error
+            head = fh.read(1 << 16).decode("utf-8-sig", errors="replace")
+        rows = csv.reader(io.StringIO(head))
+        cols = [h.strip().lower() for h in next(rows, [])]
+        if all(c in cols for c in COLUMNS) and not _is_picture(next(rows, None), cols.index("image")):
             return "wafer-labels"
     return None
 
 
-def _first_is_picture(path: Path, col: int) -> bool:
+def _is_picture(row, col: int) -> bool:
     """The first row names an ordinary image (png/jpg/DICOM ...): a labelled photo collection, not map files."""
     from ....data.images import IMAGE_SUFFIXES
 
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = csv.reader(fh)
-        next(rows, None)
-        row = next(rows, None)
     return bool(row) and len(row) > col and Path(row[col].strip().partition("#")[0]).suffix.lower() in IMAGE_SUFFIXES
+
+
+def _utf8_text(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:  # a spreadsheet's local code page (cp1252, GBK ...)
+        line = data[:e.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the CSV as UTF-8") from None
 
 
 def _labels(text: str, loc: str, tax, tax_source: str | None) -> tuple[str, ...]:
@@ -65,7 +72,7 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
 
     tax = tax or default()
     rows, seen = [], {}
-    with open(path, encoding="utf-8-sig", newline="") as fh:
+    with io.StringIO(_utf8_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
         for d in reader:
