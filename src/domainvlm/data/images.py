@@ -58,11 +58,16 @@ def _in(path: str, base_dir) -> Path:
     return Path(base_dir) / p if not p.is_absolute() and base_dir is not None else p
 
 
-def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
-    path, sep, idx = ref.rpartition("#")  # the last '#': a file name may hold one (LOT#42.xml#3)
+def split_ref(ref: str, base_dir: str | Path | None = None) -> tuple[Path, str]:
+    """FILE#K -> (FILE under base_dir, 'K' or ''): the last '#', since a file name may hold one (LOT#42.xml#3)."""
+    path, sep, idx = ref.rpartition("#")
     if not sep or _in(ref, base_dir).is_file():  # 'LOT#42.xml' itself
         path, idx = ref, ""
-    p = _in(path, base_dir)
+    return _in(path, base_dir), idx
+
+
+def resolve(ref: str, base_dir: str | Path | None = None) -> tuple[Path, int | None]:
+    p, idx = split_ref(ref, base_dir)
     index = None
     if idx:
         try:

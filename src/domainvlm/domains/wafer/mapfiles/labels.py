@@ -15,6 +15,7 @@ import random
 import re
 from pathlib import Path
 
+from ....data.images import split_ref
 from ....errors import UserError
 from . import get_wafer
 from .hooks import kind
@@ -80,10 +81,7 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
             img = (d.get("image") or "").strip()
             if not img:
                 raise UserError(f"{loc}: field 'image': empty")
-            file, sep, idx = img.rpartition("#")  # the last '#': a file name may hold one (LOT#42.xml#3)
-            if not sep or (path.parent / img).is_file():
-                file, idx = img, ""
-            p = Path(file) if Path(file).is_absolute() else path.parent / file
+            p, idx = split_ref(img, path.parent)  # the last '#', as every image reference
             if kind(p) is None:
                 raise UserError(f"{loc}: field 'image': {p} is not a wafer-map file (G85, E142, STDF, KLARF)"
                                 if p.is_file() else f"{loc}: field 'image': {p}: no such file")
