@@ -125,3 +125,26 @@ def test_atomic_output_to_a_folder_or_impossible_place_is_one_line(tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(UserError, match="cannot write there"):  # a file where a parent folder should be
         io.write_json(tmp_path / "f" / "m.json", {})
+
+
+def test_config_partial_nested_override_keeps_the_recipes_default(tmp_path):
+    """`train-expert compact.layers=2` changes one field of the recipe's model (224 px, patch 16), not the
+    generic compact model's defaults; the same for a partial nested mapping in a YAML file."""
+    from domainvlm.domains.wafer.expert_config import ExpertConfig
+
+    ref = ExpertConfig().compact
+    cfg = load_config(ExpertConfig, None, ["compact.layers=2"])
+    assert cfg.compact.layers == 2
+    assert (cfg.compact.image_size, cfg.compact.patch_size, cfg.compact.hidden) == (ref.image_size, ref.patch_size,
+                                                                                    ref.hidden)
+    y = tmp_path / "e.yaml"
+    y.write_text("compact:\n  vision_depth: 3\n")
+    cfg = load_config(ExpertConfig, y)
+    assert cfg.compact.vision_depth == 3 and cfg.compact.image_size == ref.image_size
+
+
+def test_config_bad_override_values_are_one_line_errors():
+    with pytest.raises(UserError, match=r"field 'lora.target_modules': cannot read"):
+        load_config(TrainConfig, None, ["lora.target_modules=[q_proj"])
+    with pytest.raises(UserError, match="'max_steps' is not a mapping"):
+        load_config(TrainConfig, None, ["max_steps=3", "max_steps.x=1"])

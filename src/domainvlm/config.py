@@ -25,7 +25,10 @@ def _coerce(value, typ, key: str):
             raise UserError(f"config: field '{key}' must be a mapping")
         return from_dict(typ, value, prefix=key + ".")
     if isinstance(value, str) and typ is not str:
-        value = yaml.safe_load(value)  # CLI strings: '3' -> 3, 'true' -> True, '[a,b]' -> list
+        try:  # CLI strings: '3' -> 3, 'true' -> True, '[a,b]' -> list
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise UserError(f"config: field '{key}': cannot read {value!r} ({str(e).splitlines()[0]})") from None
     try:
         if typ is bool and not isinstance(value, bool):
             raise ValueError
@@ -40,12 +43,29 @@ def _coerce(value, typ, key: str):
     return value
 
 
+def _over(default: dict, given: dict) -> dict:
+    """``given`` laid over ``default``, nested mappings key by key."""
+    out = dict(default)
+    for k, v in given.items():
+        out[k] = _over(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
 def from_dict(cls, d: dict, prefix: str = ""):
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(d) - set(fields)
     if unknown:
         raise UserError(f"config: unknown field(s) {', '.join(prefix + u for u in sorted(unknown))}")
+    d = dict(d)
+    for k, v in d.items():
+        # a partial nested mapping (`compact.layers=2`) changes the field's own default (a recipe's model),
+        # not a fresh instance of the nested class with that class's defaults
+        f = fields[k]
+        if isinstance(v, dict) and f.default_factory is not dataclasses.MISSING:
+            base = f.default_factory()
+            if dataclasses.is_dataclass(base):
+                d[k] = _over(dataclasses.asdict(base), v)
     return cls(**{k: _coerce(v, hints[k], prefix + k) for k, v in d.items()})
 
 
@@ -68,8 +88,10 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
         key, val = ov.split("=", 1)
         node = data
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        for i, part in enumerate(parts[:-1]):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {ov!r}: '{'.'.join(parts[:i + 1])}' is not a mapping")
         node[parts[-1]] = val
     return from_dict(cls, data)
 
