@@ -67,6 +67,11 @@ VARIANTS = {
     "lf": ("lf", dict(gc=False, liger=True)),
     "lf_packing": ("lf", dict(gc=False, liger=True, packing=True)),
     "lf_noliger": ("lf", dict(gc=False, liger=False)),
+    # ms-swift (bench/train_lora_swift.py): the same three; its packing needs flash-attn (it refuses sdpa)
+    "swift_gc": ("swift", dict(gc=True, liger=True)),
+    "swift": ("swift", dict(gc=False, liger=True)),
+    "swift_noliger": ("swift", dict(gc=False, liger=False)),
+    "swift_packing": ("swift", dict(gc=False, liger=True, packing=True)),
 }
 WORDS = ("the heart size is normal lungs are clear there no focal consolidation pleural effusion or pneumothorax "
          "mild cardiomegaly with small left basal atelectasis degenerative changes of spine visualized osseous "
@@ -302,6 +307,10 @@ def main() -> int:
             from train_lora_lf import run_lf
 
             res = run_lf(args, dict(opts), data, quantized_dir, Meter, LORA)
+        elif runner == "swift":
+            from train_lora_swift import run_swift
+
+            res = run_swift(args, dict(opts), data, quantized_dir, Meter, LORA)
         else:
             res = (run_hf if runner == "hf" else run_ours)(args, dict(opts), data)
         print("RESULT " + json.dumps(res), flush=True)
