@@ -91,11 +91,21 @@ def _not_utf8(path, data: bytes, e: UnicodeDecodeError, line: int | None = None)
             "save the file as UTF-8")
 
 
-def read_text(path: str | os.PathLike) -> str:
-    """The whole file as UTF-8 text (a leading BOM dropped); a bad byte is a UserError naming file:line."""
+def read_text(path: str | os.PathLike, gunzip: bool = False) -> str:
+    """The whole file as UTF-8 text (a leading BOM dropped); a bad byte is a UserError naming file:line.
+    ``gunzip``: a gzip file (named ``.gz`` or starting with gzip's magic bytes, as PhysioNet's ``.csv.gz``) is
+    decompressed first (line numbers are then the text's); an unreadable one is one line naming the file."""
     from .errors import UserError
 
     data = Path(path).read_bytes()
+    if gunzip and (data[:2] == b"\x1f\x8b" or str(path).lower().endswith(".gz")):
+        import gzip
+        import zlib
+
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a cut file: EOFError
+            raise UserError(f"{path}: not a readable gzip file ({e})") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:

@@ -25,7 +25,8 @@ def add_arguments(p):
                    "fixed language (X-ray reports) outside them are dropped")
     b.add_argument("--allow-pickle", action="store_true",
                    help="allow reading a pickle (WM-811K LSWMD.pkl); pickles can run code: only for trusted files")
-    b.add_argument("--image-root", help="folder that image paths in JSON sources are relative to")
+    b.add_argument("--image-root", help="folder that image paths in JSON sources are relative to; a MIMIC-CXR "
+                   "tree: the folder holding the other half (the reports' or the JPGs' files/)")
     b.add_argument("--no-explain", action="store_true", help="answers give the diagnosis line only")
     b.add_argument("--follow-up-frac", type=float, default=0.0, help="share of records with a second turn")
     b.add_argument("--limit", type=positive_int, help="at most N records per split (for quick experiments)")

@@ -78,11 +78,18 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not _skipped(p.name))
 
 
+_PHYSIONET_GROUP = re.compile(r"p\d\d")  # MIMIC-CXR's files/p10 ... files/p19
+
+
 def is_image_folder(path: Path) -> bool:
     """A folder whose sub-folders (or split sub-folders' sub-folders) hold image files."""
     if not path.is_dir() or any(path.glob("*.xml")):  # a folder of report XMLs (+ images/) is X-ray data
         return False
     subs = _subdirs(path)
+    if any(s.name == "files" and any(_PHYSIONET_GROUP.fullmatch(c.name) for c in _subdirs(s)) for s in subs) \
+            or (subs and all(_PHYSIONET_GROUP.fullmatch(s.name) for s in subs)) \
+            or (_PHYSIONET_GROUP.fullmatch(path.name) and path.parent.name == "files"):
+        return False  # a MIMIC-CXR tree (files/pXX/pNNNNNNNN/sNNNNNNNN/*.jpg), its files/ or a files/pXX: X-ray data
     if all(s.name.lower() in SPLITS for s in subs):
         subs = [c for s in subs for c in _subdirs(s)]
     # at least two label folders: one folder of images (e.g. images/) is no classification data

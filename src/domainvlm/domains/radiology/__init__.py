@@ -1,6 +1,7 @@
 """The chest X-ray report domain (``labels.task == "report"``): report readers (XrayGLM, R2Gen, IU-Xray pairs,
-OpenI XML), report prompts and the "is there X?" instruction builder, the CheXpert-style labeler
-(``report-labels``), and the report metrics (BLEU..CIDEr, clinical efficacy, mode collapse).
+OpenI XML, the native MIMIC-CXR tree), report prompts and the "is there X?" instruction builder, the
+CheXpert-style labeler (``report-labels``), and the report metrics (BLEU..CIDEr, clinical efficacy, mode
+collapse).
 
 Registered under its records' task name, "report"; everything is imported on first use.
 """
@@ -22,9 +23,13 @@ def _score(records, answers) -> dict:
 
 
 def _sniff(path) -> bool:
-    """OpenI XML (a file, or a folder holding .xml reports), JSON/JSONL in a report data set's layout, or
+    """The MIMIC-CXR tree, OpenI XML (a file, or a folder holding .xml reports), JSON/JSONL in a report data set's layout, or
     sharegpt/LLaVA JSON whose first record asks a report prompt."""
     p = Path(path)
+    from .mimic_cxr import is_mimic_cxr
+
+    if is_mimic_cxr(p):  # the PhysioNet tree (files/pXX/...), its files/, or its split CSV
+        return True
     if p.is_dir():
         return any(p.glob("*.xml"))
     if not p.is_file():

@@ -3,8 +3,9 @@
 Detected by content: XrayGLM ``{"annotations": [{"image_id", "caption"}]}``; R2Gen ``annotation.json`` for
 IU-Xray and MIMIC-CXR (``train``/``val``/``test`` keys, possibly a blank test key plus per-record ``split``);
 IU-Xray/OpenI report XML (one file or a folder of them); the shared ``pairs_with_original_reports.jsonl``;
-and, delegated to :mod:`.formats`, sharegpt / LLaVA JSON. Images are stored as absolute paths (resolved with
-:func:`~domainvlm.data.formats.resolve_image_ref`); missing files are reported by ``check_images``, not here.
+the native MIMIC-CXR / MIMIC-CXR-JPG tree (:mod:`.mimic_cxr`); and, delegated to :mod:`.formats`, sharegpt /
+LLaVA JSON. Images are stored as absolute paths (resolved with :func:`~domainvlm.data.formats.resolve_image_ref`);
+missing files are reported by ``check_images``, not here (MIMIC-CXR: left out and counted, see its module).
 
 ``split``: sources that carry splits (R2Gen, pairs) are filtered to it; sources without (XrayGLM, XML) get it
 written into ``meta["split"]``. ``lang``: XrayGLM is auto-detected per caption; for the pairs file ``"zh"``
@@ -14,39 +15,17 @@ selects the GPT Chinese caption instead of the original English report; R2Gen/XM
 from __future__ import annotations
 
 import logging
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from ...data.formats import _loc, detect_json_format, load_items, read_llava, read_sharegpt, resolve_image_ref
 from ...data.record import IMAGE_TOKEN, Record
 from ...errors import UserError
-from .prompts import LOADER_PROMPTS as PROMPTS, REPORT_PROMPTS
+from .mimic_cxr import is_mimic_cxr, load_mimic_cxr
+from .prompts import REPORT_PROMPTS
+from .report_record import detect_lang, make_report_record
 
 log = logging.getLogger(__name__)
-
-_CJK = re.compile(r"[\u4e00-\u9fff]")
-
-
-def detect_lang(text: str) -> str:
-    return "zh" if _CJK.search(text or "") else "en"
-
-
-def make_report_record(rid, images, findings, impression, *, source, split, lang, report=None,
-                       prompt=None, **meta) -> Record:
-    """One report record: user turn with one ``<image>`` per image, assistant turn = the report text.
-    ``report`` defaults to findings + impression; pass it when a source has one undivided text."""
-    findings = (findings or "").strip() or None
-    impression = (impression or "").strip() or None
-    if report is None:
-        report = " ".join(t for t in (findings, impression) if t)
-    report = report.strip()
-    tokens = "\n".join([IMAGE_TOKEN] * len(images))
-    user = f"{tokens}\n{prompt or PROMPTS[lang]}" if images else (prompt or PROMPTS[lang])
-    return Record(id=str(rid), images=list(images),
-                  messages=[{"role": "user", "content": user}, {"role": "assistant", "content": report}],
-                  labels={"task": "report", "report": report, "findings": findings, "impression": impression},
-                  meta={"source": source, "split": split, "lang": lang, **meta})
 
 
 def _default_root(folder: Path, image_root) -> Path:
@@ -228,6 +207,8 @@ def _as_report(r: Record, fmt: str) -> Record:
 
 
 def detect_xray_format(path: Path) -> str:
+    if is_mimic_cxr(path):
+        return "mimic-cxr"
     if path.is_dir() or path.suffix.lower() == ".xml":
         return "openi-xml"
     with open(path, "rb") as fh:
@@ -236,7 +217,8 @@ def detect_xray_format(path: Path) -> str:
     return detect_json_format(path)
 
 
-_LOADERS = {"xrayglm": load_xrayglm, "r2gen": load_r2gen, "iu-pairs": load_iu_pairs, "openi-xml": load_openi_xml}
+_LOADERS = {"xrayglm": load_xrayglm, "r2gen": load_r2gen, "iu-pairs": load_iu_pairs, "openi-xml": load_openi_xml,
+            "mimic-cxr": load_mimic_cxr}
 
 
 def load_xray(path, image_root=None, split=None, lang=None) -> list[Record]:
@@ -256,7 +238,7 @@ def load_xray(path, image_root=None, split=None, lang=None) -> list[Record]:
         return recs
     if fmt not in _LOADERS:
         raise UserError(f"{path}: not a recognised X-ray report format (expected XrayGLM, R2Gen annotation, "
-                        "OpenI XML, sharegpt or LLaVA JSON)")
+                        "OpenI XML, a MIMIC-CXR folder, sharegpt or LLaVA JSON)")
     try:
         return _LOADERS[fmt](path, image_root=image_root, split=split, lang=lang)
     except (AttributeError, TypeError) as e:  # wrong shapes deep inside a recognised file
