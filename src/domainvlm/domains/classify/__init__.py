@@ -14,7 +14,8 @@ from .collection import HEAD, TASK, read_source
 
 
 def sniff(path) -> bool:
-    from .sources import is_image_folder, is_label_list
+    from .label_list import is_label_list
+    from .sources import is_image_folder
 
     p = Path(path)
     return is_image_folder(p) or is_label_list(p)
