@@ -5,7 +5,9 @@ JSONL (``{"id", "image", "question"}`` or a domainvlm record ``{"images", "messa
 are resolved against the input file's folder. Problems in one row become that row's error; problems with the
 file as a whole (missing column, duplicate ids) stop before any work with one line naming file/line/field.
 
-Outputs (JSONL or CSV) are appended row by row and fsynced per batch, so an interrupted run loses at most the
+Outputs (JSONL or CSV) carry an answer head's structured answer beside the text (JSONL: every field of
+``Assessment.to_json``; CSV: ``defects`` ('; '-separated), ``confidence``, ``abstain``, ``reason`` and
+``per_pattern`` (JSON), empty for a model without a head). They are appended row by row and fsynced per batch, so an interrupted run loses at most the
 batch in flight; on restart rows already present are skipped and a half-written last line is dropped.
 """
 
@@ -25,6 +27,20 @@ from ..io import atomic_open, iter_lines, read_text
 
 IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
 COLUMNS = ["id", "image", "question", "answer", "error", "reference"]
+STRUCTURED = ["defects", "confidence", "abstain", "reason", "per_pattern"]  # a head's fields, as CSV columns
+
+
+def _csv_row(r: dict) -> dict:
+    """A result row as CSV cells: labels '; '-joined, booleans true/false, mappings as JSON (cells read back
+    from a CSV being resumed are text already and stay as they are)."""
+    out = dict(r)
+    if isinstance(out.get("defects"), list):
+        out["defects"] = "; ".join(map(str, out["defects"]))
+    if isinstance(out.get("abstain"), bool):
+        out["abstain"] = "true" if out["abstain"] else "false"
+    if isinstance(out.get("per_pattern"), dict):
+        out["per_pattern"] = json.dumps(out["per_pattern"], ensure_ascii=False)
+    return out
 
 
 @dataclass
@@ -210,13 +226,13 @@ class ResultWriter:
         self.errors = sum(1 for r in kept if r.get("error"))
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
             if self.csv:
-                w = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
+                w = csv.DictWriter(fh, COLUMNS + STRUCTURED, extrasaction="ignore")
                 w.writeheader()
-                w.writerows(kept)
+                w.writerows(map(_csv_row, kept))
             else:
                 fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
         self.fh = open(self.path, "a", encoding="utf-8", newline="")
-        self._csv = csv.DictWriter(self.fh, COLUMNS, extrasaction="ignore") if self.csv else None
+        self._csv = csv.DictWriter(self.fh, COLUMNS + STRUCTURED, extrasaction="ignore") if self.csv else None
 
     def _existing(self, retry_errors: bool) -> list[dict]:
         text = read_text(self.path)
@@ -244,7 +260,7 @@ class ResultWriter:
     def write(self, results: list[dict]) -> None:
         for r in results:
             if self._csv:
-                self._csv.writerow(r)
+                self._csv.writerow(_csv_row(r))
             else:
                 self.fh.write(json.dumps(r, ensure_ascii=False) + "\n")
             self.done.add(r["id"])
