@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.images import IMAGE_SUFFIXES
+from ..data.images import IMAGE_SUFFIXES, is_junk
 from ..data.record import IMAGE_TOKEN
 from ..errors import UserError, json_problem, where
 from ..io import atomic_open, iter_lines, read_text
@@ -109,9 +109,10 @@ def _record_row(rid: str, loc: str, d: dict, base: Path) -> Row:
 def read_folder(path: Path, question: str | None) -> list[Row]:
     if not question:
         raise UserError(f"{path}: a folder input needs --question (asked about every image)")
-    entries = [p for p in path.rglob("*") if not p.is_dir()]
+    # what the OS, zip tools and NASes add (._x.jpg, __MACOSX/, @eaDir/, Thumbs.db, dot-files) is no input
+    entries = [p for p in path.rglob("*") if not p.is_dir() and not is_junk(p.relative_to(path))]
     files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    items = _domain_items(path, files)
+    items = [it for it in _domain_items(path, files) if not _junk_ref(path, it[1])]
     if not files and not items:
         raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
     used = {str(p) for p in files} | {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}
@@ -124,6 +125,14 @@ def read_folder(path: Path, question: str | None) -> list[Row]:
     return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files] + \
         [Row(id=i, where=ref, images=[ref], error=err) if err else _simple_row(i, ref, {"image": ref}, question, None)
          for i, ref, err in items]
+
+
+def _junk_ref(folder: Path, ref: str) -> bool:
+    p = Path(ref.rsplit("#", 1)[0] if "#" in ref else ref)
+    try:
+        return is_junk(p.relative_to(folder))
+    except ValueError:  # not under the folder as written: a domain's own ref, kept
+        return False
 
 
 def _domain_items(folder: Path, images) -> list[tuple[str, str, str | None]]:

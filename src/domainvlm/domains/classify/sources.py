@@ -14,7 +14,7 @@ import re
 import unicodedata
 from pathlib import Path
 
-from ...data.images import IMAGE_SUFFIXES
+from ...data.images import IMAGE_SUFFIXES, JUNK_FOLDERS
 from ...errors import UserError
 from ...taxonomy import Taxonomy, TaxonomyClass
 from .items import SPLITS, Item, split_name
@@ -23,7 +23,7 @@ from .label_list import read_csv, read_jsonl
 
 def _skipped(folder: str) -> bool:
     """Hidden folders and those that zip tools and NASes add (a macOS zip unpacked elsewhere has __MACOSX/)."""
-    return folder.startswith(".") or folder in ("__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information")
+    return folder.startswith(".") or folder in JUNK_FOLDERS
 
 
 def _is_image(p: Path) -> bool:
