@@ -7,8 +7,9 @@ file as a whole (missing column, duplicate ids) stop before any work with one li
 
 Outputs (JSONL or CSV) carry an answer head's structured answer beside the text (JSONL: every field of
 ``Assessment.to_json``; CSV: ``defects`` ('; '-separated), ``confidence``, ``abstain``, ``reason`` and
-``per_pattern`` (JSON), empty for a model without a head). They are appended row by row and fsynced per batch, so an interrupted run loses at most the
-batch in flight; on restart rows already present are skipped and a half-written last line is dropped.
+``per_pattern`` (JSON), empty for a model without a head). They are appended row by row and fsynced per
+batch, so an interrupted run loses at most the batch in flight; on restart rows already present are skipped
+and a half-written last line is dropped.
 """
 
 from __future__ import annotations
