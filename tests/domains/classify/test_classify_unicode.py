@@ -3,6 +3,8 @@
 
 import csv
 import json
+import warnings
+from pathlib import Path
 
 import pytest
 from classify_helpers import image_folder
@@ -49,8 +51,11 @@ def test_folder_and_bom_csv_give_the_same_chinese_taxonomy_and_answers(photos, t
     assert by_image(out2) == by_image(out) and len(by_image(out)) == 12
 
 
-def test_a_head_model_answers_evaluates_and_predicts_in_chinese_classes(photos, tmp_path):
+def test_a_head_model_answers_evaluates_and_predicts_in_chinese_classes(photos, tmp_path, capsys):
     from conftest import TINY
+    from matplotlib import font_manager
+
+    from domainvlm.evaluate.plots import CJK_FONTS
 
     from domainvlm.domains.classify.instruct import corpus, parse_answer
     from domainvlm.models.compact import CompactConfig, build_compact
@@ -67,10 +72,18 @@ def test_a_head_model_answers_evaluates_and_predicts_in_chinese_classes(photos, 
     tax.save(model)
 
     m_out, preds = tmp_path / "m.json", tmp_path / "p.jsonl"
-    assert main(["eval", "--model", str(model), "--data", str(photos), "--split", "val", "--out", str(m_out),
-                 "--predictions", str(preds), "--quiet"]) == 0
+    capsys.readouterr()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main(["eval", "--model", str(model), "--data", str(photos), "--split", "val", "--out", str(m_out),
+                     "--predictions", str(preds), "--quiet"]) == 0
     m = json.loads(m_out.read_text(encoding="utf-8"))
     assert m["n"] == 6 and m["unparsed"] == 0 and set(m["per_class"]) == set(CLASSES)
+    assert Path(m["confusion_png"]).stat().st_size > 1000
+    # the confusion PNG: a CJK font where one is installed, else one line saying so (not a warning per glyph)
+    assert not [w for w in seen if "Glyph" in str(w.message)]
+    have = {f.name for f in font_manager.fontManager.ttflist} & set(CJK_FONTS)
+    assert capsys.readouterr().err.count("no font with CJK glyphs is installed") == (0 if have else 1)
     assert all(parse_answer(r["answer"], tax.names) for r in _records(preds))
 
     out = tmp_path / "answers.csv"
