@@ -117,6 +117,35 @@ def test_atomic_outputs_get_the_umask_mode_not_0600(tmp_path):
         assert stat.S_IMODE(os.stat(tmp_path / name).st_mode) == want, name
 
 
+def test_model_files_written_through_temporary_paths_are_world_readable(tmp_path):
+    """safetensors' save_file writes its own temporary file and renames it (0600): weights saved through
+    atomic_path (input check, teacher) or swapped in as a folder (save_model_dir, export) were unreadable to
+    other users of a shared model folder."""
+    import os
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from domainvlm import io
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    with io.atomic_path(tmp_path / "w.safetensors", ".safetensors") as tmp:
+        save_file({"a": torch.zeros(2)}, str(tmp))
+    assert stat.S_IMODE(os.stat(tmp_path / "w.safetensors").st_mode) == 0o666 & ~mask
+    staging = tmp_path / ".model.tmp"
+    (staging / "sub").mkdir(parents=True)
+    save_file({"a": torch.zeros(2)}, str(staging / "model.safetensors"))
+    (staging / "sub" / "x.json").write_text("{}")
+    os.chmod(staging / "sub", 0o700)  # as tempfile.mkdtemp makes folders
+    assert stat.S_IMODE(os.stat(staging / "model.safetensors").st_mode) == 0o600  # what is being fixed
+    io.swap_in(staging, tmp_path / "model")
+    for p, want in (("model", 0o777), ("model/sub", 0o777), ("model/model.safetensors", 0o666),
+                    ("model/sub/x.json", 0o666)):
+        assert stat.S_IMODE(os.stat(tmp_path / p).st_mode) == want & ~mask, p
+
+
 def test_atomic_output_to_a_folder_or_impossible_place_is_one_line(tmp_path):
     from domainvlm import io
 

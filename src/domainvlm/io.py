@@ -34,10 +34,11 @@ def atomic_path(dest: str | os.PathLike, suffix: str = ""):
     except OSError as e:  # a read-only or impossible place: the user's path, so one line, not a traceback
         raise UserError(f"{dest}: cannot write there ({e.strerror or e})") from None
     os.close(fd)
-    # mkstemp makes the file 0600; the result should get the mode a plain open() would (0644 under umask 022)
-    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         yield Path(tmp)
+        # mkstemp makes the file 0600, and so do writers that replace it by their own temporary file
+        # (safetensors 0.8's save_file does): give the result the mode a plain open() would (0644 under umask 022)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, dest)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -66,11 +67,26 @@ def write_jsonl(dest, rows) -> int:
     return n
 
 
+def readable(folder: str | os.PathLike) -> None:
+    """Give every file and folder under ``folder`` (itself included) the read (and folder search) bits the umask
+    allows: writers that go through a temporary file (safetensors 0.8's save_file, so save_pretrained's
+    model.safetensors; tempfile.mkdtemp) leave them 0600 / 0700, unreadable to anyone else."""
+    for d, _dirs, files in os.walk(folder):
+        for p, bits in [(d, 0o555), *((os.path.join(d, f), 0o444) for f in files)]:
+            if os.path.islink(p):
+                continue
+            mode = os.stat(p).st_mode & 0o7777
+            if mode | (bits & ~_UMASK) != mode:
+                os.chmod(p, mode | (bits & ~_UMASK))
+
+
 def swap_in(tmp: str | os.PathLike, dest: str | os.PathLike, keep_as: str | os.PathLike | None = None) -> None:
     """Replace folder ``dest`` by the finished folder ``tmp`` (its sibling): the old one is moved aside first
     and removed last (or kept as ``keep_as``), so ``dest`` is always either the old or the new complete folder;
-    a kill between the two renames leaves both beside it (train.checkpoint.recover_checkpoint)."""
+    a kill between the two renames leaves both beside it (train.checkpoint.recover_checkpoint). What is swapped
+    in is made readable as a plain write would leave it (:func:`readable`)."""
     tmp, dest = Path(tmp), Path(dest)
+    readable(tmp)
     old = Path(keep_as) if keep_as is not None else dest.with_name(f".{dest.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if dest.exists():

@@ -72,3 +72,39 @@ def test_calibrate_missing_out_folder_is_refused_before_the_model_runs(val_npz, 
     assert main(["calibrate", "--data", str(val_npz), "--split", "val", "--out", str(missing), "--quiet"]) == 2
     assert f"--out {missing}: not a folder" in capsys.readouterr().err
     assert not missing.exists()
+
+
+def _scores(path, rows):
+    path.write_text("".join(json.dumps({"data": "val", "gold": g, "answered": a, "line_logprobs": lp}) + "\n"
+                            for lp, g, a in rows))
+    return path
+
+
+def test_a_target_risk_no_threshold_meets_is_warned_in_one_line(tmp_path, capsys):
+    """The three most confident answers are wrong: no threshold reaches 2 % risk; what is stored is said."""
+    wrong, right = ([0.0, -3.0], 1, 0), ([-0.5, -1.0], 0, 0)
+    scores = _scores(tmp_path / "s.jsonl", [wrong] * 3 + [right])
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0.02"]) == 0
+    cap = capsys.readouterr()
+    cal = json.loads((tmp_path / "calibration.json").read_text())
+    assert cal["target_reachable"] is False and cal["risk"] == 1.0 and cal["coverage"] == 0.75
+    warn = [x for x in cap.err.splitlines() if "warning" in x]
+    assert warn == [f"domainvlm: warning: no threshold meets --target-risk 0.02 on these 4 val answers; stored "
+                    f"threshold {cal['threshold']:.4f} in {tmp_path / 'calibration.json'} (answers 75.0% of them, "
+                    "error rate 100.0% among those)"]
+    assert json.loads(cap.out.strip().splitlines()[-1])["risk"] == 1.0
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0.8"]) == 0
+    assert "warning" not in capsys.readouterr().err  # 3 wrong of 4 answered: met
+
+
+def test_max_abstain_missing_the_target_is_warned(tmp_path, capsys):
+    right, wrong = ([0.0, -3.0], 0, 0), ([-0.5, -1.0], 1, 0)  # the confident answers are the right ones
+    scores = _scores(tmp_path / "s.jsonl", [right] * 3 + [wrong])
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0",
+                 "--max-abstain", "0"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("domainvlm: warning: --max-abstain 0 lowered the threshold below "
+                                               "what --target-risk 0 needs; stored threshold ")
+    assert err[0].endswith("(answers 100.0% of them, error rate 25.0% among those)")

@@ -180,3 +180,30 @@ def test_bad_input_files_fail_in_one_line(tmp_path, tiny_model_dir, capsys, monk
     assert run(*argv, model=tiny_model_dir) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1, err
+
+
+def test_folder_skips_what_os_zip_tools_and_nases_add(tmp_path, tiny_model_dir, capsys):
+    """macOS ._x AppleDouble files and __MACOSX/, Synology @eaDir/ thumbnails (real JPEGs), Thumbs.db,
+    desktop.ini and dot-files are no inputs: no row (an error row, or an answer about a thumbnail), no warning."""
+    from domainvlm.webui.app import example_images
+
+    imgs = make_images(tmp_path / "maps", 2)
+    junk = tmp_path / "maps"
+    (junk / "._m0.png").write_bytes(b"\0\5\26\7\0\2\0\0Mac OS X        ")
+    (junk / "__MACOSX").mkdir()
+    (junk / "__MACOSX" / "._m1.png").write_bytes(b"\0\5\26\7 AppleDouble")
+    (junk / "@eaDir" / "m0.png").mkdir(parents=True)
+    Image.open(imgs[0]).convert("RGB").save(junk / "@eaDir" / "m0.png" / "SYNOFILE_THUMB_XL.jpg")
+    Image.open(imgs[1]).save(junk / ".hidden.png")
+    (junk / ".thumbnails").mkdir()
+    Image.open(imgs[1]).save(junk / ".thumbnails" / "t.png")
+    for name in ("Thumbs.db", "desktop.ini", ".DS_Store"):
+        (junk / name).write_bytes(b"\0junk")
+    out = tmp_path / "res.jsonl"
+    assert run(junk, "-q", Q, "-o", out, model=tiny_model_dir) == 0
+    assert [r["id"] for r in read_jsonl(out)] == ["m0.png", "m1.png"]
+    assert "skipped" not in capsys.readouterr().err
+    assert example_images(junk) == [str(p) for p in imgs]  # the web UI's example strip the same
+    (junk / "notes.txt").write_text("x")  # anything else is still said
+    assert run(junk, "-q", Q, "-o", out, model=tiny_model_dir) == 0
+    assert "1 entry skipped" in capsys.readouterr().err

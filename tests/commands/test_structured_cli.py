@@ -1,4 +1,5 @@
-"""`ask --json` prints the structured answer; `predict` JSONL rows carry its fields; --format must match -o."""
+"""`ask --json` prints the structured answer; `predict` JSONL rows and CSV columns carry its fields; --format must
+match -o."""
 
 from __future__ import annotations
 
@@ -53,6 +54,27 @@ def test_predict_jsonl_rows_carry_the_fields(wafer_model, maps, tmp_path):
         assert r["abstain"] is (rid.startswith("noise"))
     assert main(["predict", str(maps), "-q", Q, "--model", str(wafer_model), "-o", str(tmp_path / "p.csv"),
                  "--format", "jsonl"]) == 2
+
+
+def test_predict_csv_rows_carry_the_fields_too(wafer_model, maps, tmp_path):
+    import csv
+
+    out = tmp_path / "p.csv"
+    args = ["predict", str(maps), "-q", Q, "--model", str(wafer_model), "-o", str(out), "--no-progress"]
+    assert main(args) == 0
+    rows = {r["id"]: r for r in csv.DictReader(out.open(encoding="utf-8"))}
+    assert len(rows) == 4
+    noise = rows.pop("noise.png")  # turned away: no diagnosis, so no defects, confidence or per-pattern numbers
+    assert (noise["abstain"], noise["reason"], noise["defects"], noise["confidence"], noise["per_pattern"]) == \
+        ("true", "out_of_domain", "", "", "{}")
+    for r in rows.values():
+        per = json.loads(r["per_pattern"])
+        assert len(per) == 8 and all(0 <= v <= 1 for v in per.values())
+        assert 0 <= float(r["confidence"]) <= 1 and r["abstain"] == "false" and r["reason"] == ""
+        named = r["answer"].splitlines()[0].removeprefix("Diagnosis: ").split(" + ")
+        assert r["defects"].split("; ") == named or (r["defects"] == "" and named in (["Normal"], ["none"]))
+    before = out.read_text(encoding="utf-8")
+    assert main(args) == 0 and out.read_text(encoding="utf-8") == before  # resumed: the cells kept as they were
 
 
 def test_ask_evidence_png_without_evidence_head_fails_before_answering(tiny_model_dir, tmp_path, capsys):

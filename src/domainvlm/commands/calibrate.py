@@ -92,11 +92,27 @@ def run(args):
     cal.info.update(info)
     path = save(dest, cal)
     i = cal.info
+    _warn_missed_target(i, cal.threshold, path)
     print(json.dumps({"temperature": round(cal.temperature, 4), "threshold": round(cal.threshold, 4),
                       "coverage": round(i["coverage"], 4), "risk": round(i["risk"], 5),
                       "ece_before": round(i["ece_before"], 5), "ece_after": round(i["ece_after"], 5), "n": i["n"],
                       "file": str(path)}))
     return 0
+
+
+def _warn_missed_target(info: dict, threshold: float, path) -> None:
+    """One line on stderr when the stored threshold does not meet --target-risk on these answers: no threshold
+    does, or --max-abstain lowered it; it says what was stored, so nobody reads the target as met."""
+    import sys
+
+    if info["risk"] <= info["target_risk"]:
+        return
+    why = (f"no threshold meets --target-risk {info['target_risk']:g} on these {info['n']} val answers"
+           if not info["target_reachable"] else
+           f"--max-abstain {info['max_abstain']:g} lowered the threshold below what --target-risk "
+           f"{info['target_risk']:g} needs")
+    print(f"domainvlm: warning: {why}; stored threshold {threshold:.4f} in {path} (answers {info['coverage']:.1%} "
+          f"of them, error rate {info['risk']:.1%} among those)", file=sys.stderr)
 
 
 def _records(args, path, split):
@@ -195,6 +211,7 @@ def fit(rows, per_data: dict, target_risk: float, max_abstain: float | None = No
     conf_at = lambda temp: torch.softmax(lp / temp, -1).gather(1, chosen[:, None])[:, 0].tolist()  # noqa: E731
     before, after = conf_at(1.0), conf_at(t)
     thr, cov, risk = cm.threshold_for_risk(after, correct, target_risk)
+    reachable = risk <= target_risk  # else no threshold meets it: the most confident answers are kept
     if max_abstain is not None:
         for d in {r[3] for r in rows}:
             c = sorted(after[i] for i, r in enumerate(rows) if r[3] == d)
@@ -208,6 +225,7 @@ def fit(rows, per_data: dict, target_risk: float, max_abstain: float | None = No
         per_data.setdefault(d, {"n": len(idx)}).update(
             ece=cm.ece(c, k), accuracy=sum(k) / len(k), abstain_rate=sum(x < thr for x in c) / len(c))
     info = {"target_risk": target_risk, "max_abstain": max_abstain, "coverage": cov, "risk": risk, "n": len(rows),
+            "target_reachable": reachable,
             "accuracy": sum(correct) / len(rows), "nll_before": cm.nll(lp, gold, 1.0), "nll_after": cm.nll(lp, gold, t),
             "ece_before": cm.ece(before, correct), "ece_after": cm.ece(after, correct), "data": per_data,
             "fitted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -1,4 +1,5 @@
-"""`domainvlm export`: merge a LoRA/QLoRA adapter into its base -> standalone Hugging Face model folder."""
+"""`domainvlm export`: merge a LoRA/QLoRA adapter into its base -> standalone Hugging Face model folder, with the
+adapter folder's data files (taxonomy.json, calibration.json, a domain's input check) copied beside it."""
 
 from __future__ import annotations
 
@@ -39,6 +40,35 @@ def _check_out(args) -> None:
                             "write the merged model elsewhere (replacing it would delete the input)")
 
 
+def model_data_files() -> list[str]:
+    """Files beside the weights that shape a model's answers: its taxonomy, its calibration and what a domain
+    adds (``Domain.extra["model_files"]``, e.g. classify's input check)."""
+    from .. import domains
+    from ..inference.confidence import FILE as CALIBRATION
+    from ..taxonomy import FILE_NAME as TAXONOMY
+
+    extra = [f for d in domains.all_domains() for f in d.extra.get("model_files", ())]
+    return list(dict.fromkeys([TAXONOMY, CALIBRATION, *extra]))
+
+
+def copy_model_data(src, out) -> list[str]:
+    """Copy :func:`model_data_files` present in ``src`` into ``out`` (each atomically): the merged folder then
+    reads its answers in the same classes, with the same confidence and input check, as the adapter."""
+    import shutil
+    from pathlib import Path
+
+    from ..io import atomic_path
+
+    src, out = Path(src), Path(out)
+    copied = []
+    for name in model_data_files():
+        if (src / name).is_file():
+            with atomic_path(out / name, suffix=Path(name).suffix) as tmp:
+                shutil.copyfile(src / name, tmp)
+            copied.append(name)
+    return copied
+
+
 def run(args):
     import json
 
@@ -47,6 +77,7 @@ def run(args):
     _check_out(args)
     res = export_merged(args.adapter, args.out, base=args.base, dtype=args.dtype, check=args.check,
                         force=args.force, trust_remote_code=args.trust_remote_code)
+    res["copied"] = copy_model_data(args.adapter, res["out"])
     print(json.dumps(res))
     print(f"load it with: domainvlm ask --model {res['out']} ...  (or transformers from_pretrained; "
           f"4/8-bit: load_model(path, quantization='4bit'))")

@@ -23,8 +23,9 @@ def add_arguments(p):
                                  "({image, question[, id]} or domainvlm records)")
     p.add_argument("-o", "--output", help="results .jsonl or .csv (default: INPUT.predictions.jsonl)")
     p.add_argument("--format", choices=["jsonl", "csv"], help="output format (default: from --output's "
-                   "extension, else jsonl); JSONL rows of an answer head carry its structured answer: defects, "
-                   "confidence, per_pattern, abstain, reason, evidence, facts")
+                   "extension, else jsonl); rows of an answer head carry its structured answer: JSONL defects, "
+                   "confidence, per_pattern, abstain, reason, evidence, facts; CSV columns defects, confidence, "
+                   "abstain, reason, per_pattern (JSON)")
     p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
     p.add_argument("--batch-size", type=positive_int,
                    help="rows per batch, written before the next starts (default 1024 on a GPU with an answer "
@@ -132,8 +133,8 @@ def run(args):
 
             hf_logging.disable_progress_bar()
             engine = engine_from_args(args)
-            if not out.suffix.lower() == ".csv" and hasattr(engine.answer_head, "confidence"):
-                engine.answer_head.confidence = True  # JSONL rows carry the head's confidence
+            if hasattr(engine.answer_head, "confidence"):
+                engine.answer_head.confidence = True  # rows carry the head's confidence (JSONL and CSV)
             sampling = sampling_from_args(args)
             with tqdm(total=len(todo), unit="row", desc="predict", file=sys.stderr,
                       disable=args.no_progress) as bar:

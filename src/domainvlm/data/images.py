@@ -26,6 +26,18 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 # folders and lists, web UI examples): the one list; load_image reads every one of them.
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")  # what PIL opens itself
 IMAGE_SUFFIXES = PIL_SUFFIXES + (".dcm", ".dicom")
+# What operating systems, zip tools and NASes add to a folder of images, never an input: macOS AppleDouble
+# files (._x.jpg, unreadable as images) and __MACOSX/, Synology's @eaDir/ (thumbnails that are real JPEGs),
+# Windows' Thumbs.db / desktop.ini and recycle bins, and any hidden (dot) file or folder.
+JUNK_FOLDERS = ("__MACOSX", "@eaDir", "#recycle", "$RECYCLE.BIN", "System Volume Information")
+JUNK_FILES = ("thumbs.db", "ehthumbs.db", "desktop.ini")
+
+
+def is_junk(rel) -> bool:
+    """``rel`` (a path relative to the folder being scanned) is one of those files, or lies in such a folder."""
+    parts = Path(rel).parts
+    return bool(parts) and (any(p.startswith(".") or p in JUNK_FOLDERS for p in parts)
+                            or parts[-1].lower() in JUNK_FILES)
 
 
 def check_pixels(w: int, h: int, name, max_pixels: int | None = None) -> None:

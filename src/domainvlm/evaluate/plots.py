@@ -4,12 +4,43 @@ from __future__ import annotations
 
 from ..io import atomic_path
 
+# Fonts with CJK glyphs, tried after DejaVu Sans (matplotlib falls back glyph by glyph): class names in Chinese,
+# Japanese or Korean are drawn wherever one of them is installed, not as empty boxes.
+CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans CJK JP", "Noto Sans SC", "Source Han Sans SC", "Source Han Sans CN",
+             "WenQuanYi Zen Hei", "WenQuanYi Micro Hei", "Droid Sans Fallback", "SimHei", "Microsoft YaHei",
+             "PingFang SC", "Hiragino Sans GB", "Arial Unicode MS")
+
+
+def _fonts(texts, path) -> list[str]:
+    """The font family list for ``texts``; when they hold CJK characters and no font here draws them, one
+    warning line (instead of matplotlib's one per missing glyph)."""
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    found = [f for f in CJK_FONTS if f in have]
+    if not found and any(ord(ch) >= 0x2E80 for t in texts for ch in str(t)):
+        import sys
+
+        print(f"domainvlm: warning: {path}: no font with CJK glyphs is installed (e.g. Debian's fonts-noto-cjk), "
+              "so its Chinese/Japanese/Korean class names show as boxes", file=sys.stderr)
+    return ["DejaVu Sans", *found]
+
 
 def plot_confusion(confusion: dict, path, title: str = "") -> None:
+    import warnings
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    with plt.rc_context({"font.family": _fonts([*confusion["rows"], *confusion["cols"], title], path)}), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font", category=UserWarning)
+        _plot(confusion, path, title, plt)
+
+
+def _plot(confusion: dict, path, title: str, plt) -> None:
     import numpy as np
 
     rows, cols = confusion["rows"], confusion["cols"]

@@ -5,8 +5,11 @@ JSONL (``{"id", "image", "question"}`` or a domainvlm record ``{"images", "messa
 are resolved against the input file's folder. Problems in one row become that row's error; problems with the
 file as a whole (missing column, duplicate ids) stop before any work with one line naming file/line/field.
 
-Outputs (JSONL or CSV) are appended row by row and fsynced per batch, so an interrupted run loses at most the
-batch in flight; on restart rows already present are skipped and a half-written last line is dropped.
+Outputs (JSONL or CSV) carry an answer head's structured answer beside the text (JSONL: every field of
+``Assessment.to_json``; CSV: ``defects`` ('; '-separated), ``confidence``, ``abstain``, ``reason`` and
+``per_pattern`` (JSON), empty for a model without a head). They are appended row by row and fsynced per
+batch, so an interrupted run loses at most the batch in flight; on restart rows already present are skipped
+and a half-written last line is dropped.
 """
 
 from __future__ import annotations
@@ -18,13 +21,27 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.images import IMAGE_SUFFIXES
+from ..data.images import IMAGE_SUFFIXES, is_junk
 from ..data.record import IMAGE_TOKEN
 from ..errors import UserError, json_problem, where
 from ..io import atomic_open, iter_lines, read_text
 
 IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
 COLUMNS = ["id", "image", "question", "answer", "error", "reference"]
+STRUCTURED = ["defects", "confidence", "abstain", "reason", "per_pattern"]  # a head's fields, as CSV columns
+
+
+def _csv_row(r: dict) -> dict:
+    """A result row as CSV cells: labels '; '-joined, booleans true/false, mappings as JSON (cells read back
+    from a CSV being resumed are text already and stay as they are)."""
+    out = dict(r)
+    if isinstance(out.get("defects"), list):
+        out["defects"] = "; ".join(map(str, out["defects"]))
+    if isinstance(out.get("abstain"), bool):
+        out["abstain"] = "true" if out["abstain"] else "false"
+    if isinstance(out.get("per_pattern"), dict):
+        out["per_pattern"] = json.dumps(out["per_pattern"], ensure_ascii=False)
+    return out
 
 
 @dataclass
@@ -93,9 +110,10 @@ def _record_row(rid: str, loc: str, d: dict, base: Path) -> Row:
 def read_folder(path: Path, question: str | None) -> list[Row]:
     if not question:
         raise UserError(f"{path}: a folder input needs --question (asked about every image)")
-    entries = [p for p in path.rglob("*") if not p.is_dir()]
+    # what the OS, zip tools and NASes add (._x.jpg, __MACOSX/, @eaDir/, Thumbs.db, dot-files) is no input
+    entries = [p for p in path.rglob("*") if not p.is_dir() and not is_junk(p.relative_to(path))]
     files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    items = _domain_items(path, files)
+    items = [it for it in _domain_items(path, files) if not _junk_ref(path, it[1])]
     if not files and not items:
         raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
     used = {str(p) for p in files} | {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}
@@ -108,6 +126,14 @@ def read_folder(path: Path, question: str | None) -> list[Row]:
     return [_simple_row(p.relative_to(path).as_posix(), str(p), {"image": str(p)}, question, None) for p in files] + \
         [Row(id=i, where=ref, images=[ref], error=err) if err else _simple_row(i, ref, {"image": ref}, question, None)
          for i, ref, err in items]
+
+
+def _junk_ref(folder: Path, ref: str) -> bool:
+    p = Path(ref.rsplit("#", 1)[0] if "#" in ref else ref)
+    try:
+        return is_junk(p.relative_to(folder))
+    except ValueError:  # not under the folder as written: a domain's own ref, kept
+        return False
 
 
 def _domain_items(folder: Path, images) -> list[tuple[str, str, str | None]]:
@@ -210,13 +236,13 @@ class ResultWriter:
         self.errors = sum(1 for r in kept if r.get("error"))
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
             if self.csv:
-                w = csv.DictWriter(fh, COLUMNS, extrasaction="ignore")
+                w = csv.DictWriter(fh, COLUMNS + STRUCTURED, extrasaction="ignore")
                 w.writeheader()
-                w.writerows(kept)
+                w.writerows(map(_csv_row, kept))
             else:
                 fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
         self.fh = open(self.path, "a", encoding="utf-8", newline="")
-        self._csv = csv.DictWriter(self.fh, COLUMNS, extrasaction="ignore") if self.csv else None
+        self._csv = csv.DictWriter(self.fh, COLUMNS + STRUCTURED, extrasaction="ignore") if self.csv else None
 
     def _existing(self, retry_errors: bool) -> list[dict]:
         text = read_text(self.path)
@@ -244,7 +270,7 @@ class ResultWriter:
     def write(self, results: list[dict]) -> None:
         for r in results:
             if self._csv:
-                self._csv.writerow(r)
+                self._csv.writerow(_csv_row(r))
             else:
                 self.fh.write(json.dumps(r, ensure_ascii=False) + "\n")
             self.done.add(r["id"])

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 from pathlib import Path  # noqa: E402
 
-from ..data.images import PIL_SUFFIXES  # noqa: E402
+from ..data.images import PIL_SUFFIXES, is_junk  # noqa: E402
 from ..data.record import IMAGE_TOKEN  # noqa: E402
 from ..inference.engine import Engine, Sampling  # noqa: E402
 
@@ -26,7 +26,8 @@ def example_images(folder: str | Path | None = None, cache: str | Path | None = 
     """Images from ``folder`` (up to 8), else the examples a domain provides (the bundled wafer expert's
     domain by default: a few synthetic wafer maps rendered once into ``cache``)."""
     if folder:  # the image box shows what PIL opens (not DICOM)
-        files = sorted(p for p in Path(folder).expanduser().iterdir() if p.suffix.lower() in PIL_SUFFIXES)
+        files = sorted(p for p in Path(folder).expanduser().iterdir()
+                       if p.suffix.lower() in PIL_SUFFIXES and not is_junk(p.name))  # not ._x.png, .x.png
         return [str(p) for p in files[:8]]
     from .. import domains
 

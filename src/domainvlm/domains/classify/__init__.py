@@ -14,7 +14,8 @@ from .collection import HEAD, TASK, read_source
 
 
 def sniff(path) -> bool:
-    from .sources import is_image_folder, is_label_list
+    from .label_list import is_label_list
+    from .sources import is_image_folder
 
     p = Path(path)
     return is_image_folder(p) or is_label_list(p)
@@ -95,4 +96,5 @@ register(Domain(name=TASK, score=_score, sniff=sniff, read_source=read_source, a
                 augment=_augment, eval_artifacts=_artifacts,
                 extra={"augmentations": ("domain",), "prepare_model": _prepare_model,
                        "gold_labels": lambda r: tuple(r.labels.get("labels") or ()),
-                       "finish_model_dir": _finish_model_dir, "write_beside_records": _write_beside_records, "recipe": _Recipe}))
+                       "finish_model_dir": _finish_model_dir, "write_beside_records": _write_beside_records, "recipe": _Recipe,
+                       "model_files": ("input_check.safetensors",)}))  # input_check.FILE (that module loads torch)

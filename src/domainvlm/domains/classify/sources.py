@@ -1,53 +1,29 @@
-"""Labelled image collections in: an ImageFolder, or a CSV / JSONL list of ``image,labels[,split]``.
+"""Labelled image collections in: an ImageFolder, or a CSV / JSONL list of ``image,labels[,split]``
+(label_list.py reads those).
 
 ImageFolder: ``root/<label>/**/*.png|jpg|...`` (data/images.IMAGE_SUFFIXES, DICOM too) or
 ``root/<split>/<label>/...`` (split folders named train/val/valid/validation/test/dev, read as train/val/test).
-CSV (``,`` ``;`` or tab separated): a header with ``image`` (or ``file``/``path``) and ``labels`` (or
-``label``), optional ``split``; several labels are separated by ``;`` or given as a JSON list. JSONL: one
-object per line with the same keys. Every image is opened once here, so an unreadable file is reported before
-anything is written. Every problem is one line naming the file, row or field.
+Every image is opened once here, so an unreadable file is reported before anything is written. Every problem is
+one line naming the file, row or field.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import os
 import re
 import unicodedata
-from dataclasses import dataclass
 from pathlib import Path
 
-from ...data.images import IMAGE_SUFFIXES
+from ...data.images import IMAGE_SUFFIXES, JUNK_FOLDERS
 from ...errors import UserError
 from ...taxonomy import Taxonomy, TaxonomyClass
-
-SPLITS = ("train", "val", "valid", "validation", "test", "dev")
-# One name per split whatever the folder or column says, so `--split val` / `val_split: val` find
-# valid/, Validation/ or dev/ data too and data build writes val.jsonl, not Validation.jsonl.
-_SPLIT_NAMES = {"valid": "val", "validation": "val", "dev": "val"}
-
-
-def split_name(split: str | None) -> str | None:
-    if split is None or not str(split).strip():
-        return None
-    s = str(split).strip().lower()
-    return _SPLIT_NAMES.get(s, s)
-IMAGE_KEYS, LABEL_KEYS = ("image", "file", "path"), ("labels", "label")
-
-
-@dataclass
-class Item:
-    image: str                  # absolute path
-    labels: tuple[str, ...]     # as written in the source (checked against the taxonomy later)
-    split: str | None
-    where: str                  # file:row or folder, for error messages
+from .items import SPLITS, Item, split_name
+from .label_list import read_csv, read_jsonl
 
 
 def _skipped(folder: str) -> bool:
     """Hidden folders and those that zip tools and NASes add (a macOS zip unpacked elsewhere has __MACOSX/)."""
-    return folder.startswith(".") or folder in ("__MACOSX", "@eaDir", "$RECYCLE.BIN", "System Volume Information")
+    return folder.startswith(".") or folder in JUNK_FOLDERS
 
 
 def _is_image(p: Path) -> bool:
@@ -122,149 +98,6 @@ def read_image_folder(root: Path) -> list[Item]:
         label = unicodedata.normalize("NFC", folder.name).strip()  # macOS writes 'ä' decomposed (NFD)
         items += [Item(str(f.resolve()), (label,), split_name(split), str(folder)) for f in files]
     return items
-
-
-def _labels(value, where: str) -> tuple[str, ...]:
-    if isinstance(value, list):
-        out = value
-    elif isinstance(value, str):
-        v = value.strip()
-        if v.startswith("["):
-            try:
-                out = json.loads(v)
-            except json.JSONDecodeError:
-                raise UserError(f"{where}: field 'labels': not a JSON list ({v[:40]!r})") from None
-        else:
-            out = [x for x in (s.strip() for s in v.split(";")) if x]
-    elif value is None:
-        out = []
-    else:
-        raise UserError(f"{where}: field 'labels': expected text or a list, got {type(value).__name__}")
-    if not all(isinstance(x, str) for x in out):
-        raise UserError(f"{where}: field 'labels': every label must be text")
-    return tuple(unicodedata.normalize("NFC", x.strip()) for x in out)
-
-
-def _local_path(ref: str, base: Path, where: str) -> Path:
-    """A path as written, else with Windows separators (a list made on Windows: 'crazing\\1.jpg')."""
-    p = Path(ref).expanduser()
-    p = p if p.is_absolute() else base / p
-    if "\\" not in ref or p.exists():
-        return p
-    if re.match(r"[A-Za-z]:[\\/]|\\\\", ref):  # C:\... or \\server\...: no such place here
-        raise UserError(f"{where}: {ref!r} is a Windows drive or network path; write paths relative to the "
-                        "list (or give --image-root)")
-    return base / Path(*ref.split("\\"))
-
-
-def _item(row: dict, base: Path, where: str) -> Item:
-    key = next((k for k in IMAGE_KEYS if k in row), None)
-    lkey = next((k for k in LABEL_KEYS if k in row), None)
-    if key is None or lkey is None:
-        raise UserError(f"{where}: needs fields 'image' and 'labels'")
-    ref = row[key]
-    if not isinstance(ref, str) or not ref.strip():
-        raise UserError(f"{where}: field '{key}': must be a non-empty path")
-    p = _local_path(ref.strip(), base, f"{where}: field '{key}'")
-    return Item(str(p.resolve()), _labels(row[lkey], where), split_name(row.get("split")), where)
-
-
-def read_csv(path: Path, image_root=None) -> list[Item]:
-    from ...io import read_text
-
-    base = Path(image_root) if image_root else path.parent
-    text = read_text(path)  # a bad byte names file:line (a sniff may have read only the head)
-    try:
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text.split("\n", 1)[0]) or ",")
-        header = [(k or "").strip().lower() for k in next(reader, [])]
-        rows, prev = [], reader.line_num
-        for r in reader:  # a row's first line in the file (a quoted field may span lines: an unclosed quote)
-            if r:
-                rows.append((prev + 1, r))
-            prev = reader.line_num
-    except csv.Error as e:
-        raise UserError(f"{path}: not valid CSV ({e})") from None
-    dup = next((k for k in header if k and header.count(k) > 1), None)
-    if dup:
-        raise UserError(f"{path}:1: column {dup!r} appears twice")
-    if not rows:
-        raise UserError(f"{path}: no rows (expected a header 'image,labels[,split]' and one row per image)")
-    items = []
-    for n, r in rows:
-        if len(r) > len(header) and any(x.strip() for x in r[len(header):]):
-            # e.g. 'x.jpg,scratch,inclusion': the second label was dropped; or a path with a comma, unquoted
-            raise UserError(f"{path}:{n}: {len(r)} fields, the header has {len(header)} (several labels: "
-                            "separate them with ';'; quote a field holding a comma)")
-        r = r + [""] * (len(header) - len(r))  # short rows: missing trailing cells are empty, as DictReader has it
-        items.append(_item(dict(zip(header, r)), base, f"{path}:{n}"))
-    return items
-
-
-def read_jsonl(path: Path, image_root=None) -> list[Item]:
-    from ...data.record import iter_jsonl
-
-    base = Path(image_root) if image_root else path.parent
-    items = []
-    for n, d in iter_jsonl(path):
-        if not isinstance(d, dict):
-            raise UserError(f"{path}:{n}: expected a JSON object")
-        items.append(_item(d, base, f"{path}:{n}"))
-    if not items:
-        raise UserError(f"{path}: no rows")
-    return items
-
-
-def is_label_list(path: Path) -> bool:
-    """A CSV with image and label columns, or a JSONL whose first object has them (and no 'messages')."""
-    if not path.is_file():
-        return False
-    try:  # the head only, decoded leniently: a bad byte further on is read_csv's to name by line
-        with open(path, "rb") as fh:
-            head = fh.read(65536).decode("utf-8-sig", errors="replace")
-    except OSError:
-        return False
-    first = head.split("\n", 1)[0].strip()
-    if path.suffix.lower() == ".csv":
-        delim = _delimiter(first)
-        if delim is None:
-            return False
-        return _first_is_photo(head, [c.strip().strip('"').lower() for c in first.split(delim)], delim)
-    if path.suffix.lower() in (".jsonl", ".json") and first.startswith("{"):
-        try:
-            d = json.loads(first)
-        except json.JSONDecodeError:
-            return False
-        return isinstance(d, dict) and "messages" not in d and any(k in d for k in IMAGE_KEYS) \
-            and any(k in d for k in LABEL_KEYS)
-    return False
-
-
-def _delimiter(header: str) -> str | None:
-    """The header's separator: ',' or, as Excel writes CSV in many locales, ';' (or a tab); None when no
-    separator gives both an image and a labels column."""
-    for d in (",", ";", "\t"):
-        cols = {c.strip().strip('"').lower() for c in header.strip().lstrip("\ufeff").split(d)}
-        if cols & set(IMAGE_KEYS) and cols & set(LABEL_KEYS):
-            return d
-    return None
-
-
-def _first_is_photo(head: str, cols: list[str], delim: str = ",") -> bool:
-    """The first row of the file's ``head`` names an image file (png/jpg/...): a labels CSV of wafer-map files
-    (FILE#K) is the wafer domain's, not a photo collection."""
-    col = cols.index(next(c for c in cols if c in IMAGE_KEYS))
-    try:
-        rows = csv.reader(io.StringIO(head, newline=""), delimiter=delim)
-        next(rows, None)
-        row = next(rows, None)
-    except csv.Error:
-        return True  # read_csv says what is wrong
-    if not row or len(row) <= col:
-        return True  # an empty list: read it and say so
-    ref = row[col].strip()
-    head, sep, idx = ref.rpartition("#")  # '#K' is the LAST '#', as data/images.resolve reads it: 'LOT#42.xml#3'
-    return Path(head if sep and idx.strip().isdigit() else ref).suffix.lower() in IMAGE_SUFFIXES  # 'shot#1.png'
-
 
 
 def read_items(path: Path, image_root=None) -> list[Item]:

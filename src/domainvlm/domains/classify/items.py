@@ -1,0 +1,25 @@
+"""One labelled image as the classify sources read it (a folder's file, or a CSV / JSONL row), and split names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SPLITS = ("train", "val", "valid", "validation", "test", "dev")
+# One name per split whatever the folder or column says, so `--split val` / `val_split: val` find
+# valid/, Validation/ or dev/ data too and data build writes val.jsonl, not Validation.jsonl.
+_SPLIT_NAMES = {"valid": "val", "validation": "val", "dev": "val"}
+
+
+def split_name(split: str | None) -> str | None:
+    if split is None or not str(split).strip():
+        return None
+    s = str(split).strip().lower()
+    return _SPLIT_NAMES.get(s, s)
+
+
+@dataclass
+class Item:
+    image: str                  # absolute path
+    labels: tuple[str, ...]     # as written in the source (checked against the taxonomy later)
+    split: str | None
+    where: str                  # file:row or folder, for error messages
