@@ -37,3 +37,21 @@ def image_folder(root: Path, per_class: int = 4, splits=("train", "val"), classe
 def taxonomy_file(path: Path, text: str = TAX_YAML) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def tiny_head_model(dest: Path, tax) -> Path:
+    """A tiny compact model at ``dest`` that answers through the classify head in ``tax``'s classes (untrained:
+    its answers are valid lines, not good ones)."""
+    import json
+
+    from conftest import TINY
+
+    from domainvlm.domains.classify.instruct import corpus
+    from domainvlm.models.compact import CompactConfig, build_compact
+
+    build_compact(dest, corpus(tax) * 3, CompactConfig(**TINY), seed=0)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg["domainvlm"].update(answer_head="classify", taxonomy=tax.name)
+    (dest / "config.json").write_text(json.dumps(cfg))
+    tax.save(dest)
+    return dest

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from domainvlm.domains.classify.instruct import answer, corpus, parse_answer
+from domainvlm.domains.classify.instruct import answer, parse_answer
 from domainvlm.inference.engine import Engine, Sampling
 from domainvlm.taxonomy import from_dict
 
@@ -19,17 +19,9 @@ TAX = from_dict({"name": "steel", "classes": [
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from conftest import TINY
+    from classify_helpers import tiny_head_model
 
-    from domainvlm.models.compact import CompactConfig, build_compact
-
-    out = tmp_path_factory.mktemp("cls-head") / "model"
-    build_compact(out, corpus(TAX) * 3, CompactConfig(**TINY), seed=0)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg["domainvlm"].update(answer_head="classify", taxonomy=TAX.name)
-    (out / "config.json").write_text(json.dumps(cfg))
-    TAX.save(out)
-    return out
+    return tiny_head_model(tmp_path_factory.mktemp("cls-head") / "model", TAX)
 
 
 def _img(seed):

@@ -52,24 +52,17 @@ def test_folder_and_bom_csv_give_the_same_chinese_taxonomy_and_answers(photos, t
 
 
 def test_a_head_model_answers_evaluates_and_predicts_in_chinese_classes(photos, tmp_path, capsys):
-    from conftest import TINY
+    from classify_helpers import tiny_head_model
     from matplotlib import font_manager
 
+    from domainvlm.domains.classify.instruct import parse_answer
     from domainvlm.evaluate.plots import CJK_FONTS
-
-    from domainvlm.domains.classify.instruct import corpus, parse_answer
-    from domainvlm.models.compact import CompactConfig, build_compact
     from domainvlm.taxonomy import load
 
     data = tmp_path / "data"
     assert main(["data", "build", "--source", str(photos), "--out", str(data)]) == 0
     tax = load(data / "taxonomy.json")
-    model = tmp_path / "model"
-    build_compact(model, corpus(tax) * 3, CompactConfig(**TINY), seed=0)
-    cfg = json.loads((model / "config.json").read_text())
-    cfg["domainvlm"].update(answer_head="classify", taxonomy=tax.name)
-    (model / "config.json").write_text(json.dumps(cfg))
-    tax.save(model)
+    model = tiny_head_model(tmp_path / "model", tax)
 
     m_out, preds = tmp_path / "m.json", tmp_path / "p.jsonl"
     capsys.readouterr()

@@ -168,18 +168,10 @@ def test_eval_reads_data_in_the_models_taxonomy(tmp_path, capsys):
 
 
 def test_calibrate_refuses_a_label_the_model_lacks(tmp_path, capsys):
-    from conftest import TINY
+    from classify_helpers import tiny_head_model
     from test_classify_head import TAX  # the head module's taxonomy, on a tiny compact model
 
-    from domainvlm.domains.classify.instruct import corpus
-    from domainvlm.models.compact import CompactConfig, build_compact
-
-    model = tmp_path / "model"
-    build_compact(model, corpus(TAX) * 3, CompactConfig(**TINY), seed=0)
-    cfg = json.loads((model / "config.json").read_text())
-    cfg["domainvlm"].update(answer_head="classify", taxonomy=TAX.name)
-    (model / "config.json").write_text(json.dumps(cfg))
-    TAX.save(model)
+    model = tiny_head_model(tmp_path / "model", TAX)
     bad = TAX.names[0].upper()
     root = image_folder(tmp_path / "toy", per_class=1, splits=None, classes=(TAX.names[1], bad))
     rc = main(["calibrate", "--model", str(model), "--data", str(root), "--quiet"])
