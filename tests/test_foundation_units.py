@@ -100,6 +100,27 @@ def test_compact_resample_is_a_config_field(tmp_path):
         build_compact(tmp_path / "bad", corpus, CompactConfig(**TINY, resample="cubic"))
 
 
+def test_built_model_folders_are_readable_like_plain_writes(tmp_path):
+    """build_compact / build_tiny save through save_pretrained, whose model.safetensors came out 0600."""
+    import os
+    import stat
+
+    from conftest import TINY
+
+    from domainvlm.models.compact import CompactConfig, build_compact
+    from domainvlm.models.tiny import build_tiny
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    build_compact(tmp_path / "compact", ["Diagnosis: Center."] * 20, CompactConfig(**TINY))
+    build_tiny("qwen2_vl", tmp_path / "tiny")
+    for name in ("compact", "tiny"):
+        files = sorted((tmp_path / name).iterdir())
+        assert any(f.name == "model.safetensors" for f in files), name
+        for f in files:
+            assert stat.S_IMODE(os.stat(f).st_mode) == 0o666 & ~mask, f
+
+
 def test_atomic_outputs_get_the_umask_mode_not_0600(tmp_path):
     """Answers, metrics and PNGs written atomically must be readable like any file the user writes."""
     import os

@@ -115,4 +115,7 @@ def build_compact(out_dir: str | Path, corpus: Iterable[str], cfg: CompactConfig
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     proc.save_pretrained(out)
+    from ..io import readable
+
+    readable(out)  # save_pretrained's safetensors file is 0600 (written through its own temporary file)
     return model, proc

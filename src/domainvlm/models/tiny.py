@@ -175,4 +175,7 @@ def build_tiny(family: str, out_dir: str | Path, seed: int = 0, corpus=None, sav
         out.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(out)
         proc.save_pretrained(out)
+        from ..io import readable
+
+        readable(out)  # save_pretrained's safetensors file is 0600 (written through its own temporary file)
     return model, proc
