@@ -3,7 +3,7 @@ names new class k (and choosing the most probable line) trade precision for reca
 
     python bench/fab_prior.py MODEL_DIR --new-val runs/fab-data-n200/val.npz --new-test runs/fab-data-n200/test.npz \
         --old ../shared/data/mixedwm38/mixedwm38_trainval.npz --old ../shared/data/wm811k/wm811k_trainval.npz \
-        [--cache runs/fab-prior.npz] [--grid 0,0.5,1,1.5,2,3]
+        [--cache runs/fab-prior.npz] [--grid 0,0.5,1,1.5,2,3] [--tta]
 
 Scores every valid line of every map once (new val, new test, old val sets; cached in ``--cache``), then, on
 val only (new val F1 and the old val sets' exact match, the fab recipe's penalised selection score), picks
@@ -45,6 +45,26 @@ def score_bank(head, bank, bs: int) -> tuple[np.ndarray, list[tuple]]:
     return np.concatenate(lps), greedy
 
 
+@torch.no_grad()
+def score_bank_tta(head, ws, size: int, bs: int) -> tuple[np.ndarray, list[tuple]]:
+    """As score_bank with 8-view test-time augmentation (eval --tta): the line log-probs are the log of the
+    views' mean distribution and the answer is its best line."""
+    from domainvlm.domains.wafer.batch_load import MapCanvas
+    from domainvlm.domains.wafer.confidence import tta_logprobs
+    from domainvlm.domains.wafer.instruct import QUESTIONS
+
+    rng, lps = random.Random(0), []
+    sets = [tuple(s) for s in head.lines.sets]
+    for s in range(0, len(ws.maps), bs):
+        e = min(len(ws.maps), s + bs)
+        msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
+        ims = [MapCanvas(np.asarray(m), size) for m in ws.maps[s:e]]
+        lps.append(tta_logprobs(head, ims, [head.prompt_ids(m) for m in msgs], ["en"] * (e - s)).float().cpu().numpy())
+        print(f"  tta {ws.source}: {e}/{len(ws.maps)}", flush=True)
+    lp = np.concatenate(lps)
+    return lp, [sets[i] for i in lp.argmax(-1)]
+
+
 def load(args):
     from domainvlm.domains.wafer.expert_data import MapBank
     from domainvlm.domains.wafer.head import WaferHead
@@ -67,8 +87,10 @@ def load(args):
         banks[ws.source] = ws
     out = {}
     for name, ws in banks.items():
-        bank = MapBank(ws, size, dev, name, classes, tax)
-        lp, greedy = score_bank(head, bank, args.batch)
+        if args.tta:
+            lp, greedy = score_bank_tta(head, ws, size, max(1, args.batch // 8))
+        else:
+            lp, greedy = score_bank(head, MapBank(ws, size, dev, name, classes, tax), args.batch)
         out[name] = {"lp": lp, "greedy": greedy, "gold": [tuple(d) for d in ws.defects], "taxonomy": ws.taxonomy}
     return head, tax, out
 
@@ -105,6 +127,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--grid", default="0,0.25,0.5,0.75,1,1.5,2,3")
+    p.add_argument("--tta", action="store_true", help="8 dihedral views per map (as eval --tta); 'greedy' rows "
+                   "are then the views' best line")
     a = p.parse_args(argv)
     from domainvlm.domains.wafer.head import WaferHead  # noqa: F401  (import check before minutes of work)
     from domainvlm.domains.wafer.metrics import added_class_f1  # noqa: F401
