@@ -65,6 +65,13 @@ _IMAGE_INTENT = {
 }
 
 
+def knowledge_question(question: str) -> bool:
+    """Worded as a general question ("what is a ...", "what causes ...", "什么是") that points at no input."""
+    q = question or ""
+    lang = lang_of(q)
+    return not _DEICTIC[lang].search(q) and bool(_KNOWLEDGE[lang].search(q) or ABOUT_CLASS[lang].search(q))
+
+
 def names_class(question: str, names) -> bool:
     """Does ``question`` name one of ``names`` (class names and their Chinese names, case-insensitive)?"""
     q = (question or "").lower()

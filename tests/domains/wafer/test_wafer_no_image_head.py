@@ -30,7 +30,7 @@ def _user(q):
 NEEDS_MAP = ["Diagnose a wafer.", "What defect pattern does this wafer map show?", "这张晶圆图显示了什么缺陷模式？",
              "What is the yield?", "Where is the scratch?", "Why does my wafer have low yield?", "请诊断晶圆。"]
 NO_MAP_NEEDED = ["What is an edge-ring pattern?", "什么是边缘环(Edge-Ring)？", "What causes scratches on wafers?",
-                 "What is the capital of France?", "hello", "法国的首都是哪里？"]
+                 "What does yield mean?", "What is the capital of France?", "hello", "法国的首都是哪里？"]
 
 
 @pytest.mark.parametrize("q", NEEDS_MAP)
@@ -55,11 +55,22 @@ def test_engine_answers_in_the_question_language_without_decoding(engine, monkey
     seen = []
     monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: seen.extend(convs) or ["FREE"] * len(convs))
     convs = [(_user("What defect pattern does this wafer map show?"), []), (_user("这张晶圆图有什么缺陷？"), []),
-             (_user("What is an edge-ring pattern?"), [])]
+             (_user("What does yield mean?"), [])]
     en, zh, knowledge = engine.generate(convs)
     assert "wafer map" in en and parse_diagnosis(en) is None and en.assessment.reason == NO_IMAGE
     assert "晶圆图" in zh and parse_diagnosis(zh) is None and zh.assessment.lang == "zh"
     assert knowledge == "FREE" and len(seen) == 1
+
+
+def test_what_a_named_pattern_is_comes_from_the_taxonomy(engine, monkeypatch):
+    """The small LM wrote a made-up diagnosis line ('诊断：(Edge-Ring)...') for this; now no decoding."""
+    from domainvlm.inference.engine import Engine
+
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    en, zh = engine.generate([(_user("What is an edge-ring pattern?"), []), (_user("什么是边缘环？"), [])])
+    assert en.startswith("Edge-Ring: ") and "typical causes" in en and parse_diagnosis(en) is None
+    assert zh.startswith("边缘环：") and "常见原因" in zh and parse_diagnosis(zh) is None
+    assert getattr(en, "assessment", None) is None  # not a diagnosis: no structured answer
 
 
 def test_requests_with_a_map_are_unchanged(engine):

@@ -108,6 +108,24 @@ def no_image(head, messages: list[dict], images: list) -> Assessment | None:
     return Assessment(labels=(), confidence=None, abstain=True, reason=NO_IMAGE, lang=lang)
 
 
+def knowledge_answer(head, messages: list[dict], images: list) -> str | None:
+    """A text-only general question about one named pattern ("What is an edge-ring pattern?", "什么是边缘环？"):
+    the taxonomy's own description and typical causes of it (the explanation the model was trained to write
+    after that diagnosis line), in the question's language; None for anything else. The small LM decoding it
+    freely wrote a made-up diagnosis line instead (it never saw a question without a map)."""
+    from ...inference.no_image import knowledge_question, text_only
+    from .intent import question_lang
+    from .questions import named_pattern
+
+    if not text_only(messages, images):
+        return None
+    q = str(messages[-1].get("content") or "")
+    pattern = named_pattern(q, head.tax)
+    if pattern is None or not knowledge_question(q):
+        return None
+    return wk.explain((pattern,), question_lang(q), head.tax).removeprefix("- ")
+
+
 def text(head, a: Assessment) -> str:
     if a.reason in (OUT_OF_DOMAIN, UNREADABLE, NO_IMAGE):
         return "\n".join([input_check.message(a.reason, a.detail, a.lang), *a.notes])

@@ -12,7 +12,8 @@ without one for which the model itself would rather start ``Diagnosis:`` / ``诊
 off-topic refusal (one extra prefill). Everything else (a follow-up turn, no image or several, an off-topic
 question) is left to the engine (``None``), which decodes it freely, exactly as without a head; but a question
 without an image that asks for a diagnosis (or a map fact) abstains with ``reason: no_image`` and says it needs
-a wafer map (assess.no_image), since the model never saw a question without a map.
+a wafer map (assess.no_image), and one that asks what a named pattern is gets the taxonomy's description and
+causes of it (assess.knowledge_answer), since the model never saw a question without a map.
 
 The valid lines are the answer sets of the model's taxonomy (``taxonomy.json`` in its folder; the wafer
 default otherwise). The head implements the engine's hook (:class:`domainvlm.inference.answer_heads.AnswerHead`).
@@ -273,14 +274,18 @@ class WaferHead:
         """The engine's hook: the text of each assessment (an Answer carrying it as ``.assessment``), None
         where :meth:`assess` leaves the conversation to free decoding.
         Fact questions (yield, die counts, where a pattern lies) are answered from the map itself
-        (questions.py), the rest assessed."""
+        (questions.py), a text-only question about what a named pattern is from the taxonomy's text
+        (assess.knowledge_answer), the rest assessed."""
         from ...inference.generation import Answer
-        from .assess import text
+        from .assess import knowledge_answer, text
         from .questions import answer_facts
 
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         done = answer_facts(self, convs, todo)[0] if todo else {}
+        for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text
+            if not ims and (said := knowledge_answer(self, m, ims)) is not None:
+                done[k] = said
         assessed = iter(self._assess([c for k, c in enumerate(convs) if k not in done], batch_size))
         out: list = []
         for k in range(len(convs)):
