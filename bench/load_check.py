@@ -124,7 +124,7 @@ async def load(args, url: str) -> dict:
         async def worker(c: int):
             for k in range(args.requests):
                 n = c * args.requests + k
-                body = {"model": "any", "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": [
+                body = {"model": "domainvlm", "max_tokens": args.max_tokens, "messages": [{"role": "user", "content": [
                     {"type": "image_url", "image_url": {"url": imgs[n % len(imgs)]}},
                     {"type": "text", "text": "What defect pattern does this wafer map show?"}]}]}
                 stream = bool(args.stream_every) and n % args.stream_every == args.stream_every - 1

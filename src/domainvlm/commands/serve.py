@@ -20,7 +20,8 @@ def add_arguments(p):
                         "Prefer the environment: a key on the command line shows in 'ps'")
     p.add_argument("--api-key-env", metavar="VAR", help="read the API key from environment variable VAR")
     p.add_argument("--protect-docs", action="store_true", help="/docs and /openapi.json need the API key too")
-    p.add_argument("--served-model-name", help="model id reported by /v1/models (default: folder name)")
+    p.add_argument("--served-model-name", help="model id reported by /v1/models (default: folder name); requests "
+                   "naming another model (not this id, the folder name or 'domainvlm') get 404 model_not_found")
     p.add_argument("--max-tokens-cap", type=positive_int, default=2048, help="largest max_tokens a request may ask for")
     p.add_argument("--max-batch", type=positive_int, default=8, help="requests generated together on the device")
     p.add_argument("--batch-wait-ms", type=nonneg_float, default=5.0, help="how long to wait to fill a batch")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 LOW_CONFIDENCE = "low_confidence"
 OUT_OF_DOMAIN = "out_of_domain"  # not an input of the model's kind (a radiograph given to the wafer expert)
 UNREADABLE = "unreadable"  # of the right kind but carrying no information (an empty or all-fail map)
+NO_IMAGE = "no_image"  # a question that needs the input (a diagnosis, a class) asked without one (no_image.py)
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Assessment:
     confidence: float | None  # calibrated probability of the named answer (the whole line); None: not scored
     per_label: dict[str, float] = field(default_factory=dict)  # marginal probability of each label
     abstain: bool = False
-    reason: str | None = None  # LOW_CONFIDENCE / OUT_OF_DOMAIN / UNREADABLE when abstaining
+    reason: str | None = None  # LOW_CONFIDENCE / OUT_OF_DOMAIN / UNREADABLE / NO_IMAGE when abstaining
     detail: str | None = None  # why, as a short domain-defined key (e.g. the wafer input check's "colours")
     lang: str = "en"
     evidence: list[dict] = field(default_factory=list)  # per named label: where it is (domain-defined fields)

@@ -32,7 +32,8 @@ from .schemas import ChatCompletionRequest, LegacyRequest, LegacyResponse, Unsup
 
 @dataclass
 class ServeConfig:
-    model_name: str = "domainvlm"
+    model_name: str = "domainvlm"  # the id /v1/models lists and answers carry
+    model_aliases: tuple = ()  # other names a request's ``model`` may give (see served_names)
     api_key: str | None = None
     protect_docs: bool = False  # with api_key: /docs and /openapi.json need the key too
     max_body_bytes: int = 20 << 20
@@ -51,8 +52,22 @@ def stuck_after(timeout: float) -> float:
     return timeout * 1.1 + 1.0
 
 
-def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, headers=None):
-    return JSONResponse(oc.error_body(status, message, type_, param), status_code=status, headers=headers)
+def _err(status: int, message: str, type_: str = "invalid_request_error", param: str | None = None, headers=None,
+         code: str | None = None):
+    return JSONResponse(oc.error_body(status, message, type_, param, code), status_code=status, headers=headers)
+
+
+GENERIC_NAME = "domainvlm"  # accepted whatever the served name: the default name, used by the docs' examples
+
+
+def served_names(cfg: ServeConfig, engine) -> set[str]:
+    """The names a request's ``model`` may give: the served id (/v1/models), ``domainvlm``, the configured
+    aliases, and the model folder as given and by its name (``wafer-expert``: the README's examples)."""
+    names = {cfg.model_name, GENERIC_NAME, *cfg.model_aliases}
+    folder = getattr(engine, "model_dir", None)
+    if folder:
+        names |= {str(folder), Path(str(folder)).name, Path(str(folder)).expanduser().resolve().name}
+    return {n for n in names if n}
 
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -99,6 +114,12 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     app.add_middleware(ApiKeyGate, key=cfg.api_key, protect_docs=cfg.protect_docs)  # outermost: before the body
     app.state.api_key = cfg.api_key
     budget = PromptBudget(batcher.engine.processor, batcher.engine.model, cfg.max_prompt_tokens)
+    names = served_names(cfg, batcher.engine)
+
+    def check_model(name: str | None) -> None:
+        """OpenAI's 404 ``model_not_found`` for a model this server does not serve (omitted: the served one)."""
+        if name is not None and name not in names:
+            raise oc.model_not_found(name)
     if cfg.request_timeout:
         batcher.engine.time_limit = cfg.request_timeout
 
@@ -113,7 +134,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(oc.ApiError)
     async def _api_error(_, e: oc.ApiError):
-        return _err(e.status, e.message, e.type, e.param)
+        return _err(e.status, e.message, e.type, e.param, code=e.code)
 
     @app.exception_handler(ImageInputError)
     async def _image_error(_, e: ImageInputError):
@@ -125,7 +146,7 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     @app.exception_handler(PromptTooLong)
     async def _too_long(_, e: PromptTooLong):
-        return _err(400, str(e), param="messages")
+        return _err(400, str(e), param="messages", code=oc.CONTEXT_LENGTH_EXCEEDED)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_, e: RequestValidationError):
@@ -174,8 +195,14 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
         return {"object": "list", "data": [{"id": cfg.model_name, "object": "model", "created": 0,
                                             "owned_by": "domainvlm"}]}
 
+    @app.get("/v1/models/{model}", tags=["openai"])
+    async def retrieve_model(model: str):
+        check_model(model)
+        return {"id": cfg.model_name, "object": "model", "created": 0, "owned_by": "domainvlm"}
+
     @app.post("/v1/chat/completions", tags=["openai"])
     async def chat_completions(req: ChatCompletionRequest):
+        check_model(req.model)
         s = oc.chat_sampling(req, _sampling(cfg, req.max_completion_tokens or req.max_tokens, req.temperature,
                                             req.top_p, req.top_k, req.repetition_penalty,
                                             "max_completion_tokens" if req.max_completion_tokens else "max_tokens"))

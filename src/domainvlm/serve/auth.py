@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import secrets
 
+from .errors import INVALID_API_KEY, error_body
+
 DOCS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 
@@ -32,8 +34,7 @@ class ApiKeyGate:
         if key_matches(dict(scope.get("headers") or []).get(b"authorization"), self.key):
             return await self.app(scope, receive, send)
         msg = "invalid or missing API key (send 'Authorization: Bearer <key>')"
-        body = json.dumps({"error": {"message": msg, "type": "authentication_error", "param": None, "code": 401},
-                           "status": 401}).encode()
+        body = json.dumps(error_body(401, msg, "authentication_error", code=INVALID_API_KEY)).encode()
         await send({"type": "http.response.start", "status": 401,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"www-authenticate", b"Bearer")]})

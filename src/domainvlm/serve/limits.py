@@ -11,6 +11,8 @@ import json
 
 from starlette.exceptions import HTTPException
 
+from .errors import error_body
+
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int):
@@ -42,8 +44,7 @@ class BodyLimit:
 
     async def _refuse(self, send):
         msg = f"request body over the limit of {self.max_bytes:,} bytes"
-        body = json.dumps({"error": {"message": msg, "type": "invalid_request_error", "param": None,
-                                     "code": 413}, "status": 413}).encode()
+        body = json.dumps(error_body(413, msg)).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})

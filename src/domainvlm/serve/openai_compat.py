@@ -12,7 +12,7 @@ import uuid
 
 from ..data.record import IMAGE_TOKEN
 from ..inference.image_input import ImageInputError, decode_base64, load_url
-from .errors import ApiError, error_body  # noqa: F401 - re-exported: the routes raise and render these
+from .errors import CONTEXT_LENGTH_EXCEEDED, ApiError, error_body, model_not_found  # noqa: F401 - re-exported
 
 
 def _text(s: str, where: str) -> str:

@@ -72,7 +72,8 @@ class StreamOptions(BaseModel):
 
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
-    model: str | None = Field(None, description="any name: the server answers with the one model it serves")
+    model: str | None = Field(None, description="the served model's id (GET /v1/models), 'domainvlm' or the model "
+                              "folder's name; omitted: the served model; any other name: 404 model_not_found")
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)

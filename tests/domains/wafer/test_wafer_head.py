@@ -89,7 +89,8 @@ def test_other_questions_fall_back_to_free_decoding(engine, monkeypatch):
     follow = first + [{"role": "assistant", "content": "Diagnosis: Normal"},
                       {"role": "user", "content": "What should I check first in the fab?"}]
     off_topic = [{"role": "user", "content": "<image>\nWhat is the capital of France?"}]
-    no_image = [{"role": "user", "content": "Diagnose a wafer."}]
+    no_image = [{"role": "user", "content": "What does yield mean?"}]  # knowledge: free (a diagnosis request
+    # without a map abstains instead, a named pattern is described: test_wafer_no_image_head.py)
     convs = [(first, [img]), (follow, [img]), (off_topic, [img]), (no_image, [])]
     direct = wh.head_for(engine).answer(convs)
     assert parse_diagnosis(direct[0]) is not None and direct[1:] == [None] * 3

@@ -5,7 +5,8 @@ question's language (one per ``taxonomy.answer_sets()``, cut from the training a
 ones the model learnt, ending with the newline or the end-of-turn token) is scored by the model's own token
 log-probabilities after the prompt, and the most probable one wins - the exact argmax over the answer trie,
 not a greedy walk down it. The class description is then appended as fixed text (instruct.answer). Every
-other turn (follow-ups, no image or several) is decoded freely, as without a head.
+other turn (follow-ups, no image or several) is decoded freely, as without a head, except a text-only
+question that needs the image ("what class is this?"): it abstains with ``reason: no_image`` and says so.
 
 Qwen2-VL-family models see each image once: its embeddings are computed once and shared by all candidate
 rows (3-D rotary positions from models.qwen_fast). Other families repeat the image per candidate.
@@ -168,7 +169,7 @@ class ClassifyHead:
         from ...inference.assessment import OUT_OF_DOMAIN, Assessment
 
         convs = [(m, [as_pil(i) for i in ims]) for m, ims in convs]
-        out: list = [None] * len(convs)
+        out: list = [self._no_image(m, ims) for m, ims in convs]  # text-only class questions: abstain
         todo = [k for k, (m, ims) in enumerate(convs) if _first_turn_one_image(m, ims)]
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]
@@ -190,6 +191,21 @@ class ClassifyHead:
                 out[chunk[j]] = a
         return out
 
+    def _no_image(self, messages, images):
+        """The ``no_image`` abstention for a text-only question that needs the image ("what class is this?"),
+        else None: a knowledge or off-topic question is still decoded freely, as before (inference/no_image.py;
+        the model was trained on questions about one image only, so it would make a class up)."""
+        from ...inference.assessment import NO_IMAGE, Assessment
+        from ...inference.no_image import class_knowledge, image_question, needs_input, text_only
+
+        if not text_only(messages, images):
+            return None
+        names = [n for c in self.tax.classes for n in (c.name, c.zh)]
+        q = str(messages[-1].get("content") or "")
+        if not needs_input(q, lambda s: image_question(s, names), lambda s: class_knowledge(s, names)):
+            return None
+        return Assessment(labels=(), confidence=None, abstain=True, reason=NO_IMAGE, lang=question_lang(q))
+
     def fit_input_check(self, train_records, val_records, folder, max_reject: float, base=None, val_base=None,
                         info: dict | None = None) -> dict:
         """Fit the out-of-domain check (input_check.py) on labelled records, store it in ``folder`` and use it."""
@@ -206,7 +222,7 @@ class ClassifyHead:
         question about one image (with the confidence when the model is calibrated, and the low-confidence
         note when it abstains); None (the engine decodes freely) for every other turn."""
         from ...inference import confidence as ic
-        from ...inference.assessment import OUT_OF_DOMAIN
+        from ...inference.assessment import NO_IMAGE, OUT_OF_DOMAIN
         from ...inference.generation import Answer
         from . import input_check
 
@@ -215,8 +231,9 @@ class ClassifyHead:
             if a is None:
                 out.append(None)
                 continue
-            if a.reason == OUT_OF_DOMAIN:
-                out.append(Answer.make(input_check.message(self.tax, a.lang), assessment=a, completion_tokens=None))
+            if a.reason in (OUT_OF_DOMAIN, NO_IMAGE):
+                say = input_check.message if a.reason == OUT_OF_DOMAIN else input_check.no_image_message
+                out.append(Answer.make(say(self.tax, a.lang), assessment=a, completion_tokens=None))
                 continue
             text = answer(a.labels, self.tax, a.lang, True)
             if self.calibration.fitted or a.notes or a.abstain:  # uncalibrated: the trained text, as before

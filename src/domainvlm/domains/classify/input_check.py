@@ -160,6 +160,16 @@ def load(folder) -> InputCheck | None:
         raise UserError(f"{path}: not a valid input check ({e.__class__.__name__}: {e})") from None
 
 
+def no_image_message(taxonomy, lang: str) -> str:
+    """The answer in the question's language to a question that needs an image but came without one."""
+    if lang == "zh":
+        names = "、".join(c.zh or c.name for c in taxonomy.classes)
+        return f"判断类别需要一张图像，但这个问题没有附带图像。请附上图像（{taxonomy.name}：{names}）后再问。"
+    names = ", ".join(c.name for c in taxonomy.classes)
+    return (f"I need an image to answer that, and this question came without one. Please attach the image "
+            f"({taxonomy.name}: {names}) and ask again.")
+
+
 def message(taxonomy, lang: str) -> str:
     """The answer in the question's language when an image is turned away."""
     if lang == "zh":

@@ -12,6 +12,9 @@
 4. each annotator of the head (``head.annotators``, e.g. evidence and map facts) is called as
    ``fn(assessment, image, lang)`` for every assessment except ``out_of_domain`` ones.
 
+A text-only question that asks for a diagnosis gets :func:`no_image`'s abstention (``no_image``) instead of a
+made-up diagnosis from free decoding.
+
 :func:`text` words an assessment in its language: for a confident answer without confidence scoring it is
 exactly the trained answer (diagnosis line + explanation).
 """
@@ -21,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from ...inference import confidence as ic
-from ...inference.assessment import OUT_OF_DOMAIN, UNREADABLE, Assessment
+from ...inference.assessment import NO_IMAGE, OUT_OF_DOMAIN, UNREADABLE, Assessment
 from . import input_check
 from . import knowledge as wk
 
@@ -86,8 +89,45 @@ def _diagnosed(head, pv, g, images, prompts, langs) -> list[Assessment]:
                           head.member, lp)
 
 
+def no_image(head, messages: list[dict], images: list) -> Assessment | None:
+    """The ``no_image`` abstention for a text-only question that asks for a diagnosis or a map fact ("what
+    defect does this wafer show?", "what is the yield?"), else None: a knowledge question ("what is an
+    edge-ring pattern?") or an off-topic one is still decoded freely, as before (inference/no_image.py)."""
+    from ...inference.no_image import ABOUT_CLASS, needs_input, text_only
+    from .intent import question_lang, wants_diagnosis
+    from .questions import fact_question, named_pattern
+
+    if not text_only(messages, images):
+        return None
+    q = str(messages[-1].get("content") or "")
+    lang = question_lang(q)
+    intent = lambda s: wants_diagnosis(s) or fact_question(s, head.tax) is not None  # noqa: E731
+    about_class = lambda s: bool(named_pattern(s, head.tax) and ABOUT_CLASS[lang].search(s))  # noqa: E731
+    if not needs_input(q, intent, about_class):
+        return None
+    return Assessment(labels=(), confidence=None, abstain=True, reason=NO_IMAGE, lang=lang)
+
+
+def knowledge_answer(head, messages: list[dict], images: list) -> str | None:
+    """A text-only general question about one named pattern ("What is an edge-ring pattern?", "什么是边缘环？"):
+    the taxonomy's own description and typical causes of it (the explanation the model was trained to write
+    after that diagnosis line), in the question's language; None for anything else. The small LM decoding it
+    freely wrote a made-up diagnosis line instead (it never saw a question without a map)."""
+    from ...inference.no_image import knowledge_question, text_only
+    from .intent import question_lang
+    from .questions import named_pattern
+
+    if not text_only(messages, images):
+        return None
+    q = str(messages[-1].get("content") or "")
+    pattern = named_pattern(q, head.tax)
+    if pattern is None or not knowledge_question(q):
+        return None
+    return wk.explain((pattern,), question_lang(q), head.tax).removeprefix("- ")
+
+
 def text(head, a: Assessment) -> str:
-    if a.reason in (OUT_OF_DOMAIN, UNREADABLE):
+    if a.reason in (OUT_OF_DOMAIN, UNREADABLE, NO_IMAGE):
         return "\n".join([input_check.message(a.reason, a.detail, a.lang), *a.notes])
     base = wk.answer(a.labels, a.lang, True, head.tax)
     if a.confidence is None and not a.notes:

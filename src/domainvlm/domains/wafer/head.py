@@ -10,7 +10,10 @@ diagnosis line, added without decoding.
 Which first questions get a diagnosis: those with a wafer/defect keyword (:func:`wants_diagnosis`), and those
 without one for which the model itself would rather start ``Diagnosis:`` / ``诊断：`` than its trained
 off-topic refusal (one extra prefill). Everything else (a follow-up turn, no image or several, an off-topic
-question) is left to the engine (``None``), which decodes it freely, exactly as without a head.
+question) is left to the engine (``None``), which decodes it freely, exactly as without a head; but a question
+without an image that asks for a diagnosis (or a map fact) abstains with ``reason: no_image`` and says it needs
+a wafer map (assess.no_image), and one that asks what a named pattern is gets the taxonomy's description and
+causes of it (assess.knowledge_answer), since the model never saw a question without a map.
 
 The valid lines are the answer sets of the model's taxonomy (``taxonomy.json`` in its folder; the wafer
 default otherwise). The head implements the engine's hook (:class:`domainvlm.inference.answer_heads.AnswerHead`).
@@ -31,8 +34,6 @@ ships with 0.
 
 from __future__ import annotations
 
-import re
-
 import torch
 
 from ...inference.confidence import Calibration, membership
@@ -41,25 +42,12 @@ from ...models.qwen_fast import FastVision, embed_with_images, image_params, mro
 from . import knowledge as wk
 from .batch_load import MapCanvas, canvas_pixels, head_image
 from .canvas import CANVAS
+from .intent import question_lang, wants_diagnosis  # noqa: F401 - re-exported (the head's question tests)
 from .knowledge import REFUSAL
 from .taxonomy import for_model_dir
 from .trie import branch_nodes, build_trie, forced, line_tokens, plus_token
 
 NAME = "wafer-diagnosis"
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-_INTENT = {
-    "en": re.compile(r"defect|pattern|diagnos|classif|fail|wrong|wafer|\bmap\b|\bdies?\b|yield|systematic|problem|"
-                     r"issue|fault|anomal|what (do you see|does (it|this) show|is (this|it|shown))", re.I),
-    "zh": re.compile(r"缺陷|模式|诊断|分类|失效|晶圆|晶片|图|问题|故障|异常|良率|芯片|划痕|判断"),
-}
-
-
-def question_lang(text: str) -> str:
-    return "zh" if _CJK.search(text or "") else "en"
-
-
-def wants_diagnosis(question: str) -> bool:
-    return bool(_INTENT[question_lang(question)].search(question or ""))
 
 
 def _cache_kw(model) -> str:
@@ -286,14 +274,18 @@ class WaferHead:
         """The engine's hook: the text of each assessment (an Answer carrying it as ``.assessment``), None
         where :meth:`assess` leaves the conversation to free decoding.
         Fact questions (yield, die counts, where a pattern lies) are answered from the map itself
-        (questions.py), the rest assessed."""
+        (questions.py), a text-only question about what a named pattern is from the taxonomy's text
+        (assess.knowledge_answer), the rest assessed."""
         from ...inference.generation import Answer
-        from .assess import text
+        from .assess import knowledge_answer, text
         from .questions import answer_facts
 
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         done = answer_facts(self, convs, todo)[0] if todo else {}
+        for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text
+            if not ims and (said := knowledge_answer(self, m, ims)) is not None:
+                done[k] = said
         assessed = iter(self._assess([c for k, c in enumerate(convs) if k not in done], batch_size))
         out: list = []
         for k in range(len(convs)):
@@ -313,16 +305,16 @@ class WaferHead:
     def assess(self, convs, sampling=None, batch_size: int = 1024) -> list:
         """Structured answers (assess.py). First questions about one map: diagnosis if the question asks for
         one (keywords) or, failing that, if the model itself would start a diagnosis rather than its refusal;
-        all else: None (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by
+        a text-only diagnosis request: the ``no_image`` abstention; all else: None (the engine decodes it freely). ``sampling`` is not used: the diagnosis is greedy by
         design."""
         return self._assess([(m, [head_image(i, self.size) for i in ims]) for m, ims in convs], batch_size)
 
     def _assess(self, convs, batch_size: int) -> list:
         """:meth:`assess` of conversations whose images are already the head's (``head_image``)."""
         from . import input_check
-        from .assess import assess_rows, select
+        from .assess import assess_rows, no_image, select
 
-        out: list = [None] * len(convs)
+        out: list = [no_image(self, m, ims) for m, ims in convs]  # text-only diagnosis requests: abstain
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         for s in range(0, len(todo), batch_size):
             chunk = todo[s:s + batch_size]

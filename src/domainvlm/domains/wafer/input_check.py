@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ...inference.assessment import OUT_OF_DOMAIN, UNREADABLE
+from ...inference.assessment import NO_IMAGE, OUT_OF_DOMAIN, UNREADABLE
 from .render import PALETTE, palette_index
 
 MIN_COVER = 0.9  # share of pixels in the 4 commonest (coarsened) colours: a wafer map is flat colour
@@ -183,7 +183,11 @@ def _palette_batch(rgb, all_fail_ok: bool) -> list:
 
 
 def message(reason: str, detail: str, lang: str) -> str:
-    """The answer in the question's language when the head abstains for the input itself."""
+    """The answer in the question's language when the head abstains for the input itself (or its absence)."""
+    if reason == NO_IMAGE:
+        return ("诊断需要一张晶圆图，但这个问题没有附带晶圆图。请附上晶圆图（图像或晶圆图文件）后再问。" if lang == "zh"
+                else "I need a wafer map to diagnose, and this question came without one. Please attach the "
+                     "wafer map (an image or a map file) and ask again.")
     why = WHY[detail][lang == "zh"]
     if reason == UNREADABLE:
         return (f"无法诊断：{why}。请检查晶圆图数据。" if lang == "zh"
