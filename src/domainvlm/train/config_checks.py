@@ -8,6 +8,8 @@ form. Torch-free, so checking a config stays cheap.
 
 from __future__ import annotations
 
+import sys
+
 from ..errors import UserError
 
 
@@ -56,10 +58,16 @@ def check_rules(cfg, rules: dict[str, Rule]) -> None:
             raise UserError(f"{name}: {v!r} is not allowed ({rule.allowed})")
 
 
+_WARNED: set[int] = set()  # ids of configs already warned about (a run's config lives to its end)
+
+
 def check_warmup(cfg) -> None:
-    """The recipes' warm-up in steps: longer than the run, the learning rate would never reach its peak."""
-    if cfg.warmup_steps > cfg.max_steps:
-        raise UserError(f"warmup_steps: {cfg.warmup_steps} is not allowed (must be <= max_steps, {cfg.max_steps})")
+    """The recipes' warm-up in steps: longer than the run, the learning rate never reaches its peak. A warning,
+    not an error: a quick try (``max_steps=100`` under the recipe's 300-step warm-up) is a fair thing to run."""
+    if 0 < cfg.max_steps < cfg.warmup_steps and id(cfg) not in _WARNED:  # once: the command and train() check
+        _WARNED.add(id(cfg))
+        print(f"domainvlm: warning: warmup_steps {cfg.warmup_steps} > max_steps {cfg.max_steps}: the learning rate "
+              f"stays below lr ({cfg.lr}) for the whole run; set warmup_steps to change that", file=sys.stderr)
 
 
 _SIZES = ("image_size", "patch_size", "merge_size", "vision_dim", "vision_depth", "vision_heads", "hidden", "layers",
