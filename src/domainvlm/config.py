@@ -12,6 +12,27 @@ from .errors import UserError
 from .io import read_text
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key, line: int):
+        self.key, self.line = key, line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a mapping naming one key twice (plain YAML keeps the last one, silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for k, _ in node.value:
+            key = self.construct_object(k, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, k.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # an unhashable key: yaml's own error follows
+                pass
+        return super().construct_mapping(node, deep)
+
+
 def _coerce(value, typ, key: str):
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
@@ -77,9 +98,11 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] | None
         if not p.exists():
             raise UserError(f"{p}: config file not found")
         try:
-            data = yaml.safe_load(read_text(p)) or {}
+            data = yaml.load(read_text(p), Loader=_UniqueKeyLoader) or {}
         except yaml.YAMLError as e:
             raise UserError(f"{p}: invalid YAML ({str(e).splitlines()[0]})") from None
+        except _DuplicateKey as e:
+            raise UserError(f"{p}:{e.line}: key {e.key!r} is given twice") from None
         if not isinstance(data, dict):
             raise UserError(f"{p}: top level must be a mapping")
     for ov in overrides or []:

@@ -26,7 +26,7 @@ def run(args):
 
     from ..config import load_config
     from ..train.config import TrainConfig
-    from ..train.trainer import train
+    from ..train.config_checks import check_train
 
     if any(o.startswith("taxonomy=") for o in args.overrides):  # the spelling: say where it lives
         from ..errors import UserError
@@ -35,6 +35,9 @@ def run(args):
                         "domainvlm train-expert init_model=MODEL taxonomy=YAML new_data=MAPS.npz "
                         "(configs/fab-taxonomy-n50-cpu.yaml)")
     cfg = load_config(TrainConfig, args.config, args.overrides)
+    check_train(cfg)  # train() checks again (library callers); here before the trainer's imports too
+    from ..train.trainer import train
+
     res = train(cfg, resume=args.resume, progress=not args.no_progress)
     print(json.dumps(res))
     return 0

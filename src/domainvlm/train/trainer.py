@@ -22,6 +22,7 @@ from ..models.chat_format import collate
 from .checkpoint import checkpoint_step, load_checkpoint_state, recover_checkpoint, restore_rng, rng_state
 from .checkpoint import save_checkpoint, save_model_dir
 from .config import TrainConfig
+from .config_checks import check_train
 from .dataset import RecordDataset, load_records
 from .dist_state import all_ranks, gather_optimizer, load_optimizer, param_names, rank_and_world
 from .plots import plot_curves
@@ -111,6 +112,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     from accelerate.utils import set_seed
     from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
+    check_train(cfg)  # every value, before anything loads or is written
     if not cfg.data:
         raise UserError("train: no data given (data=path/to/train.jsonl)")
     if cfg.attn_implementation == "varlen" and not cfg.packing:

@@ -49,7 +49,8 @@ def test_recipe_command_trains_and_saves_a_head_model(tmp_path):
     root = image_folder(tmp_path / "toy", per_class=4, size=32)
     run = tmp_path / "rec"
     assert main(["train-classify", f"data={root}", f"output_dir={run}", "max_steps=3", "batch_size=4",
-                 "teacher_steps=2", "teacher_batch=4", "eval_at=[1.0]", "log_every=1", *TINY_COMPACT]) == 0
+                 "warmup_steps=1", "teacher_steps=2", "teacher_batch=4", "eval_at=[1.0]", "log_every=1",
+                 *TINY_COMPACT]) == 0
     sel = json.loads((run / "val_selection.json").read_text())
     assert sel["summary"]["steps"] == 3 and 0.0 <= sel["summary"]["best"]["val_accuracy"] <= 1.0
     assert any("kd" in h for h in sel["history"] if "step" in h)  # the teacher was distilled

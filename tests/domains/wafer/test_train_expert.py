@@ -94,7 +94,7 @@ def test_train_expert_bad_phase_is_one_clear_error(tmp_path, capsys):
     assert main(["train-expert", "--config", str(cfg)]) != 0
     err = capsys.readouterr().err
     assert "phases[0]" in err and "max_stepz" in err and "Traceback" not in err
-    cfg.write_text(f"output_dir: {tmp_path / 'run'}\nphases:\n  - {{max_steps: 3}}\n  - {{rotate_frac: 2}}\n")
+    cfg.write_text(f"output_dir: {tmp_path / 'run'}\nphases:\n  - {{max_steps: 3, warmup_steps: 1}}\n  - {{rotate_frac: 2}}\n")
     assert main(["train-expert", "--config", str(cfg)]) != 0
     err = capsys.readouterr().err
     assert "phases[1]" in err and "rotate_frac" in err and not (tmp_path / "run").exists()  # phase 1 never ran

@@ -86,6 +86,12 @@ class _Recipe:
         return ClassifyExpertConfig
 
     @staticmethod
+    def check(cfg):
+        from .recipe import _check
+
+        _check(cfg)
+
+    @staticmethod
     def train(cfg):
         from .recipe import train_classify_expert
 

@@ -69,19 +69,12 @@ class ClassifyExpertConfig:
 
 
 def _check(cfg: ClassifyExpertConfig) -> None:
-    for name in ("max_steps", "batch_size", "log_every"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
-    if not 0 <= cfg.ema_decay < 1 or cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.teacher_steps < 0:
-        raise UserError("config: ema_decay must be in [0, 1), lr positive, time_budget_s and teacher_steps >= 0")
+    """The value rules (train/config_checks.py), then crop_scale's shape."""
+    from ...train.config_checks import check_classify
+
+    check_classify(cfg)
     if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
         raise UserError(f"config: crop_scale must be [low, high] with 0 < low <= high <= 1, got {cfg.crop_scale}")
-    if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):
-        raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
-    if cfg.aux_loss < 0 or cfg.kd_loss < 0 or cfg.kd_temperature <= 0:
-        raise UserError("config: aux_loss and kd_loss must not be negative, kd_temperature positive")
-    if cfg.input_check_max_reject >= 1:
-        raise UserError(f"config: input_check_max_reject must be below 1, got {cfg.input_check_max_reject}")
 
 
 def _log(fh, msg: str) -> None:

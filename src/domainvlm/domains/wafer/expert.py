@@ -29,7 +29,7 @@ from ...io import write_json
 from ...train.recipe_steps import (adamw, ema_or_none, select_weights, set_lr, step_optimizer, train_progress,
                                    warmup_cosine)
 from ...train.speed import step_loss
-from .expert_config import ExpertConfig, _check  # noqa: F401 - ExpertConfig is the recipe's config
+from .expert_config import ExpertConfig, _check, check  # noqa: F401 - ExpertConfig is the recipe's config
 
 
 def _log(fh, msg: str) -> None:
@@ -109,9 +109,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     if cfg.phases:
         from .expert_phases import run_phases
 
-        if cfg.teacher_only or any(isinstance(p, dict) and p.get("teacher_only") for p in cfg.phases):
-            raise UserError("config: teacher_only trains no model, so it cannot run inside phases (set phases=[])")
-
+        check(cfg)  # teacher_only inside phases; run_phases checks each phase again
         return run_phases(cfg, train_expert, check=_check)
     _check(cfg)
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir

@@ -87,30 +87,28 @@ class ExpertConfig:
     #                                       old val set (init_model scored on val before training); 0 = off
 
 
+def check(cfg: ExpertConfig) -> None:
+    """Every value (each phase's, when phases are given) before any data or model loads or a file is written."""
+    if cfg.phases:
+        from .expert_phases import phase_configs
+
+        if cfg.teacher_only or any(isinstance(p, dict) and p.get("teacher_only") for p in cfg.phases):
+            raise UserError("config: teacher_only trains no model, so it cannot run inside phases (set phases=[])")
+        phase_configs(cfg, _check)
+    else:
+        _check(cfg)
+
+
 def _check(cfg: ExpertConfig) -> None:
-    """One clear error per bad field before any data is loaded."""
-    for name in ("mixed_frac", "rotate_frac", "superpose_frac", "follow_up_frac", "short_answer_frac",
-                 "out_of_scope_frac", "ema_decay"):
-        v = getattr(cfg, name)
-        if not 0.0 <= v <= 1.0 or (name == "ema_decay" and v == 1.0):
-            raise UserError(f"config: {name} must be in [0, 1{')' if name == 'ema_decay' else ']'}, got {v}")
+    """One clear error per bad field before any data is loaded: the value rules (train/config_checks.py), then
+    the rules between fields."""
+    from ...train.config_checks import check_expert
+
+    check_expert(cfg)
     if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
         raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
-    if cfg.threads < 0:
-        raise UserError(f"config: threads must not be negative, got {cfg.threads}")
-    for name in ("max_steps", "batch_size", "length_buckets"):
-        if getattr(cfg, name) < 1:
-            raise UserError(f"config: {name} must be at least 1, got {getattr(cfg, name)}")
-    if cfg.lr <= 0 or cfg.time_budget_s < 0 or cfg.warmup_steps < 0 or cfg.presence_loss < 0:
-        raise UserError("config: lr must be positive, time_budget_s, warmup_steps and presence_loss not negative")
-    if cfg.new_augment not in ("mirror", "dihedral", "none"):
-        raise UserError(f"config: new_augment must be mirror, dihedral or none, got {cfg.new_augment!r}")
     if cfg.new_augment_bound and cfg.new_augment != "dihedral":
         raise UserError("config: new_augment_bound needs new_augment=dihedral (the other maps' augmentation)")
-    if not 0.0 <= cfg.new_frac < 1.0 or cfg.replay_limit < 0:
-        raise UserError("config: new_frac must be in [0, 1), replay_limit not negative")
-    if cfg.train_lm_layers < 0 or cfg.select_penalty < 0 or cfg.select_drop_limit < 0:
-        raise UserError("config: train_lm_layers, select_penalty and select_drop_limit must not be negative")
     if cfg.select_penalty > 0 and not cfg.init_model:
         raise UserError("config: select_penalty (old-class drop against init_model) needs init_model")
     if cfg.taxonomy and not cfg.init_model:
@@ -120,18 +118,9 @@ def _check(cfg: ExpertConfig) -> None:
     if cfg.taxonomy and cfg.presence_loss > 0:
         raise UserError("config: presence_loss works on the 8 known patterns only; set presence_loss=0 with taxonomy")
     _check_teacher(cfg)
-    if not cfg.eval_at or any(not 0.0 < p <= 1.0 for p in cfg.eval_at):  # the model saved is the best one
-        raise UserError(f"config: eval_at needs at least one progress point in (0, 1], got {cfg.eval_at}")
 
 
 def _check_teacher(cfg: ExpertConfig) -> None:
-    if cfg.teacher_steps < 0 or cfg.teacher_batch < 1 or cfg.teacher_width < 1 or cfg.teacher_downsample < 1:
-        raise UserError("config: teacher_steps must not be negative, teacher_batch, teacher_width and "
-                        "teacher_downsample at least 1")
-    if cfg.teacher_lr <= 0 or cfg.kd_loss < 0 or cfg.kd_temperature <= 0:
-        raise UserError("config: teacher_lr and kd_temperature must be positive, kd_loss not negative")
-    if cfg.kd_support not in ("children", "vocab"):
-        raise UserError(f"config: kd_support must be children or vocab, got {cfg.kd_support!r}")
     if cfg.teacher and cfg.teacher_steps:
         raise UserError("config: set either teacher (load a trained teacher) or teacher_steps (train one), not both")
     if (cfg.kd_loss > 0 or cfg.teacher_only) and not (cfg.teacher or cfg.teacher_steps):

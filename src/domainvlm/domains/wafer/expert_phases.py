@@ -40,7 +40,7 @@ def phase_configs(cfg, check=None) -> list:
             if check:
                 check(out[-1])
         except UserError as e:
-            raise UserError(str(e).replace("config: ", f"config: phases[{i - 1}]: ", 1)) from None
+            raise UserError(f"config: phases[{i - 1}]: {str(e).removeprefix('config: ')}") from None
     return out
 
 

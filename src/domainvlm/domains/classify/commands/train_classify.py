@@ -18,6 +18,7 @@ def run(args):
     from ....config import load_config
     from .. import _Recipe as recipe
     cfg = load_config(recipe.config_class(), args.config, args.overrides)
+    recipe.check(cfg)  # every value before data or a model loads (train() checks again)
     res = recipe.train(cfg)
     print(json.dumps(res))
     return 0

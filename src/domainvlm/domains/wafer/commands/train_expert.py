@@ -23,9 +23,12 @@ def run(args):
     import json
 
     from ....config import load_config
-    from ..expert import ExpertConfig, train_expert
+    from ..expert_config import ExpertConfig, check
 
     cfg = load_config(ExpertConfig, args.config, args.overrides)
+    check(cfg)  # every value (each phase's) before torch, data or a model loads
+    from ..expert import train_expert
+
     res = train_expert(cfg)
     print(json.dumps({k: v for k, v in res.items() if k != "best"} | {"best": {
         k: v for k, v in (res.get("best") or {}).items() if k != "state"}}))
