@@ -88,3 +88,12 @@ def class_knowledge(question: str, names) -> bool:
     """'What is crazing?' / '什么是龟裂？': a definition of a named class, no image needed."""
     q = question or ""
     return names_class(q, names) and bool(ABOUT_CLASS[lang_of(q)].search(q))
+
+
+def answers_only_lm(model) -> bool:
+    """Did this model's language model learn nothing but our answers about an image? True for the compact
+    models our recipes build (their config records the compact architecture: ``vision_dim``, ``hidden``, ...):
+    decoding a text-only turn freely there only makes an answer up ("hello" -> a diagnosis line), so the head
+    says what it can do instead. A real base (Qwen2-VL, ...) keeps its own chat for such turns."""
+    dv = getattr(getattr(model, "config", None), "domainvlm", None)
+    return isinstance(dv, dict) and {"vision_dim", "vision_depth", "hidden", "layers"} <= dv.keys()

@@ -14,7 +14,8 @@ NO_IMAGE = "no_image"  # the wire value (inference.assessment.NO_IMAGE)
 from domainvlm.inference.engine import Engine, Sampling
 from domainvlm.taxonomy import from_dict
 
-TAX = from_dict({"name": "steel", "classes": [{"name": "crazing", "zh": "龟裂"}, "patches"]})
+TAX = from_dict({"name": "steel", "classes": [
+    {"name": "crazing", "zh": "龟裂", "description": {"en": "fine cracks", "zh": "细裂纹"}}, "patches"]})
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +38,22 @@ def test_text_only_class_questions_abstain(engine, q):
     assert ("图像" in ans) if a.lang == "zh" else ("need an image" in ans)
 
 
-@pytest.mark.parametrize("q", ["What is crazing?", "hello", "什么是龟裂？"])
-def test_knowledge_and_off_topic_questions_decode_freely(engine, q, monkeypatch):
+@pytest.mark.parametrize("q, want", [("What is crazing?", "crazing: fine cracks"), ("什么是龟裂？", "龟裂(crazing)：细裂纹"),
+                                     ("hello", "I classify one image as one of (steel): crazing, patches"),
+                                     ("你好", "请附上图像"), ("What is patches?", 'describe a class, e.g. "What is crazing?"')])
+def test_text_only_turns_to_a_compact_model_are_answered_without_decoding(engine, q, want, monkeypatch):
+    """A named class: its description from the taxonomy (named once); anything else: what the expert answers
+    (its LM learnt only answers about an image, so decoding made a class line up)."""
     monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
-    assert engine.generate([(_user(q), [])])[0] == "FREE"
+    ans = engine.generate([(_user(q), [])])[0]
+    assert ans != "FREE" and want in ans and parse_answer(ans, TAX.names) is None
+
+
+def test_a_real_base_keeps_its_own_chat(engine, monkeypatch):
+    head = engine.answer_head
+    monkeypatch.setattr(head.model.config, "domainvlm", {"answer_head": "classify", "taxonomy": TAX.name})
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    assert engine.generate([(_user("hello"), [])])[0] == "FREE"
 
 
 def test_images_still_get_a_class(engine):

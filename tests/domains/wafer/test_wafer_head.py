@@ -89,13 +89,16 @@ def test_other_questions_fall_back_to_free_decoding(engine, monkeypatch):
     follow = first + [{"role": "assistant", "content": "Diagnosis: Normal"},
                       {"role": "user", "content": "What should I check first in the fab?"}]
     off_topic = [{"role": "user", "content": "<image>\nWhat is the capital of France?"}]
-    no_image = [{"role": "user", "content": "What does yield mean?"}]  # knowledge: free (a diagnosis request
-    # without a map abstains instead, a named pattern is described: test_wafer_no_image_head.py)
+    # follow-ups and out-of-scope questions about a map were in the recipe's training data (follow_up_frac,
+    # out_of_scope_frac), so the model answers them; a text-only turn was not: a compact model's head says what
+    # it answers (test_wafer_no_image_head.py), a diagnosis request without a map abstains there
+    no_image = [{"role": "user", "content": "What does yield mean?"}]
     convs = [(first, [img]), (follow, [img]), (off_topic, [img]), (no_image, [])]
     direct = wh.head_for(engine).answer(convs)
-    assert parse_diagnosis(direct[0]) is not None and direct[1:] == [None] * 3
+    assert parse_diagnosis(direct[0]) is not None and direct[1:3] == [None] * 2
+    assert direct[3].startswith("I answer questions about one wafer map")
     out = engine.generate(convs)
-    assert out[0] == direct[0] and out[1:] == ["FREE"] * 3 and len(seen) == 3
+    assert out[0] == direct[0] and out[1:3] == ["FREE"] * 2 and out[3] == direct[3] and len(seen) == 2
 
 
 def test_free_decoding_really_runs_the_model(engine):

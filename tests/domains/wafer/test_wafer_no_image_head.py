@@ -56,10 +56,45 @@ def test_engine_answers_in_the_question_language_without_decoding(engine, monkey
     monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: seen.extend(convs) or ["FREE"] * len(convs))
     convs = [(_user("What defect pattern does this wafer map show?"), []), (_user("这张晶圆图有什么缺陷？"), []),
              (_user("What does yield mean?"), [])]
-    en, zh, knowledge = engine.generate(convs)
+    en, zh, general = engine.generate(convs)
     assert "wafer map" in en and parse_diagnosis(en) is None and en.assessment.reason == NO_IMAGE
     assert "晶圆图" in zh and parse_diagnosis(zh) is None and zh.assessment.lang == "zh"
-    assert knowledge == "FREE" and len(seen) == 1
+    # a compact model's LM learnt only answers about a map: the general question gets what the expert answers
+    assert general.startswith("I answer questions about one wafer map") and not seen
+
+
+@pytest.mark.parametrize("q, words", [("hello", "I answer questions about one wafer map"),
+                                      ("What can you do?", "Attach a map"), ("你好", "请附上晶圆图"),
+                                      ("What is the capital of France?", "I answer questions about one wafer map")])
+def test_other_text_only_turns_to_a_compact_model_get_what_it_answers(engine, monkeypatch, q, words):
+    """'hello' was free-decoded by the 7 M LM into a made-up Chinese diagnosis line ('诊断：划痕(Scratch)')."""
+    from domainvlm.inference.engine import Engine
+
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    ans = engine.generate([(_user(q), [])])[0]
+    assert words in ans and parse_diagnosis(ans) is None and getattr(ans, "assessment", None) is None
+
+
+def test_a_real_base_keeps_its_own_chat_for_text_only_turns(engine, monkeypatch):
+    """A head on a model whose config is not a compact build (a Qwen2-VL base) leaves 'hello' to the model."""
+    from domainvlm.inference.engine import Engine
+
+    head = wh.head_for(engine)
+    dv = dict(head.model.config.domainvlm)
+    monkeypatch.setattr(head.model.config, "domainvlm", {"answer_head": "wafer-diagnosis"})
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    assert engine.generate([(_user("hello"), [])])[0] == "FREE"
+    assert engine.generate([(_user("What causes scratches?"), [])])[0].startswith("Scratch: ")  # the taxonomy's
+    assert "vision_dim" in dv  # the fixture is a compact build, which the test above relies on
+
+
+def test_plural_pattern_names_are_named_patterns():
+    from domainvlm.domains.wafer.questions import named_pattern
+
+    assert named_pattern("What causes scratches on wafers?") == "Scratch"
+    assert named_pattern("where are the edge rings?") == "Edge-Ring"
+    assert named_pattern("any donuts here?") == "Donut"
+    assert named_pattern("a locust") is None  # a word that merely starts with a class name
 
 
 def test_what_a_named_pattern_is_comes_from_the_taxonomy(engine, monkeypatch):

@@ -206,6 +206,26 @@ class ClassifyHead:
             return None
         return Assessment(labels=(), confidence=None, abstain=True, reason=NO_IMAGE, lang=question_lang(q))
 
+    def _text_only_answer(self, messages, images) -> str | None:
+        """A text-only turn the head did not abstain on: a general question naming a class ("what is
+        crazing?") gets the taxonomy's description of it; any other ("hello") to a model whose LM learnt only
+        our answers gets what the expert answers; None (free decoding) otherwise, e.g. on a real base."""
+        from ...inference.no_image import answers_only_lm, knowledge_question, text_only
+        from . import input_check
+
+        if not text_only(messages, images):
+            return None
+        q = str(messages[-1].get("content") or "")
+        lang, low = question_lang(q), q.lower()
+        named = [c for c in self.tax.classes if any(n and n.lower() in low for n in (c.name, c.zh))]
+        if named and knowledge_question(q):
+            c = max(named, key=lambda c: len(c.name))  # "edge crack" rather than "crack"
+            if text := c.describe(lang):  # named once: NEU's descriptions start with it ("Crazing: a network ...")
+                if any(text.lower().startswith(n.lower()) for n in (c.name, c.zh, c.display(lang)) if n):
+                    return text
+                return f"{c.display(lang)}{'：' if lang == 'zh' else ': '}{text}"
+        return input_check.help_message(self.tax, lang) if answers_only_lm(self.model) else None
+
     def fit_input_check(self, train_records, val_records, folder, max_reject: float, base=None, val_base=None,
                         info: dict | None = None) -> dict:
         """Fit the out-of-domain check (input_check.py) on labelled records, store it in ``folder`` and use it."""
@@ -227,9 +247,9 @@ class ClassifyHead:
         from . import input_check
 
         out: list[str | None] = []
-        for a in self.assess(convs, sampling, batch_size):
+        for (m, ims), a in zip(convs, self.assess(convs, sampling, batch_size)):
             if a is None:
-                out.append(None)
+                out.append(self._text_only_answer(m, ims))
                 continue
             if a.reason in (OUT_OF_DOMAIN, NO_IMAGE):
                 say = input_check.message if a.reason == OUT_OF_DOMAIN else input_check.no_image_message

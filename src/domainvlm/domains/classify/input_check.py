@@ -170,6 +170,20 @@ def no_image_message(taxonomy, lang: str) -> str:
             f"({taxonomy.name}: {names}) and ask again.")
 
 
+def help_message(taxonomy, lang: str) -> str:
+    """What a classify expert answers, for a text-only turn it has no answer to (head.ClassifyHead.answer);
+    it offers to describe a class only where the taxonomy has a description to give."""
+    described = next((c for c in taxonomy.classes if c.describe(lang)), None)
+    if lang == "zh":
+        names = "、".join(c.zh or c.name for c in taxonomy.classes)
+        more = f"没有图像时，我可以介绍某个类别，例如“什么是{described.zh or described.name}？”。" if described else ""
+        return f"我把一张图像分为以下类别之一（{taxonomy.name}）：{names}。请附上图像再提问，例如“这是哪一类？”。{more}"
+    names = ", ".join(c.name for c in taxonomy.classes)
+    more = f' Without an image I can describe a class, e.g. "What is {described.name}?".' if described else ""
+    return (f"I classify one image as one of ({taxonomy.name}): {names}. Attach an image and ask, for example, "
+            f'"What class is this?".{more}')
+
+
 def message(taxonomy, lang: str) -> str:
     """The answer in the question's language when an image is turned away."""
     if lang == "zh":

@@ -126,6 +126,18 @@ def knowledge_answer(head, messages: list[dict], images: list) -> str | None:
     return wk.explain((pattern,), question_lang(q), head.tax).removeprefix("- ")
 
 
+def help_answer(head, messages: list[dict], images: list) -> str | None:
+    """A text-only turn that asks for neither a diagnosis (:func:`no_image`) nor a named pattern
+    (:func:`knowledge_answer`), to a model whose LM learnt only our answers ("hello", "what can you do?"):
+    what the expert answers, in the question's language; None otherwise (a real base chats freely)."""
+    from ...inference.no_image import answers_only_lm, text_only
+    from .intent import question_lang
+
+    if not text_only(messages, images) or not answers_only_lm(head.model) or no_image(head, messages, images):
+        return None
+    return input_check.help_message(question_lang(str(messages[-1].get("content") or "")))
+
+
 def text(head, a: Assessment) -> str:
     if a.reason in (OUT_OF_DOMAIN, UNREADABLE, NO_IMAGE):
         return "\n".join([input_check.message(a.reason, a.detail, a.lang), *a.notes])

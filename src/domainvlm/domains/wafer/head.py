@@ -277,14 +277,16 @@ class WaferHead:
         (questions.py), a text-only question about what a named pattern is from the taxonomy's text
         (assess.knowledge_answer), the rest assessed."""
         from ...inference.generation import Answer
-        from .assess import knowledge_answer, text
+        from .assess import help_answer, knowledge_answer, text
         from .questions import answer_facts
 
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
         done = answer_facts(self, convs, todo)[0] if todo else {}
-        for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text
-            if not ims and (said := knowledge_answer(self, m, ims)) is not None:
+        for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text;
+            if ims:                            # "hello" to a compact model: what it answers (not a made-up line)
+                continue
+            if (said := knowledge_answer(self, m, ims) or help_answer(self, m, ims)) is not None:
                 done[k] = said
         assessed = iter(self._assess([c for k, c in enumerate(convs) if k not in done], batch_size))
         out: list = []

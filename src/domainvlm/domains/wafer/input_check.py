@@ -182,6 +182,18 @@ def _palette_batch(rgb, all_fail_ok: bool) -> list:
             for d, p, r in zip(any_die, any_pass, round_)]
 
 
+def help_message(lang: str) -> str:
+    """What the wafer expert answers, for a text-only turn it has no answer to (assess.help_answer)."""
+    if lang == "zh":
+        return ("我回答关于一张晶圆图的问题。请附上晶圆图（图像，或 npz、SEMI G85 / E142、STDF、KLARF 晶圆图文件）再提问，"
+                "例如“这张晶圆图有什么缺陷模式？”、“良率是多少？”或“划痕在哪里？”。没有晶圆图时，我可以介绍某个缺陷模式，"
+                "例如“什么是边缘环？”。")
+    return ("I answer questions about one wafer map. Attach a map (an image, or a map file: npz, SEMI G85 / E142, "
+            "STDF, KLARF) and ask, for example, \"What defect pattern does this wafer map show?\", \"What is the "
+            "yield?\" or \"Where is the scratch?\". Without a map I can describe a pattern by name, e.g. \"What is "
+            "an Edge-Ring pattern?\".")
+
+
 def message(reason: str, detail: str, lang: str) -> str:
     """The answer in the question's language when the head abstains for the input itself (or its absence)."""
     if reason == NO_IMAGE:

@@ -21,7 +21,8 @@ _TAX = default()
 @functools.lru_cache(maxsize=8)
 def _vocab(classes: tuple[tuple[str, str], ...]) -> tuple[dict, dict]:
     """({name: regex}, {zh name: name}) of a taxonomy's classes (given as (name, zh) pairs)."""
-    return ({p: re.compile(r"\b" + re.escape(p).replace(r"\-", r"[-\s]?") + r"\b", re.I) for p, _ in classes},
+    return ({p: re.compile(r"\b" + re.escape(p).replace(r"\-", r"[-\s]?") + r"(?:e?s)?\b", re.I)  # "scratches"
+             for p, _ in classes},
             {zh: p for p, zh in classes if zh})
 
 
