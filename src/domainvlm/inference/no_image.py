@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import re
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+from ..lang import question_lang
+
 # points at an input of the asker's own: the question is about *that* image / map / wafer
 _DEICTIC = {
     "en": re.compile(r"\b(this|these|that|those|my|our|attached|uploaded|following|here)\b", re.I),
@@ -32,10 +33,6 @@ _KNOWLEDGE = {
 }
 
 
-def lang_of(text: str) -> str:
-    return "zh" if _CJK.search(text or "") else "en"
-
-
 def text_only(messages: list[dict], images: list) -> bool:
     """A conversation without any image whose last turn is the user's (what a head could answer now)."""
     return not images and bool(messages) and messages[-1].get("role") == "user"
@@ -48,7 +45,7 @@ def needs_input(question: str, intent, knowledge=None) -> bool:
     q = question or ""
     if not intent(q):
         return False
-    lang = lang_of(q)
+    lang = question_lang(q)
     if _DEICTIC[lang].search(q):
         return True
     return not (_KNOWLEDGE[lang].search(q) or (knowledge is not None and knowledge(q)))
@@ -68,7 +65,7 @@ _IMAGE_INTENT = {
 def knowledge_question(question: str) -> bool:
     """Worded as a general question ("what is a ...", "what causes ...", "什么是") that points at no input."""
     q = question or ""
-    lang = lang_of(q)
+    lang = question_lang(q)
     return not _DEICTIC[lang].search(q) and bool(_KNOWLEDGE[lang].search(q) or ABOUT_CLASS[lang].search(q))
 
 
@@ -81,13 +78,13 @@ def names_class(question: str, names) -> bool:
 def image_question(question: str, names=()) -> bool:
     """A classify-style question that needs its image: asks for a class in general words, or names a class."""
     q = question or ""
-    return bool(_IMAGE_INTENT[lang_of(q)].search(q)) or names_class(q, names)
+    return bool(_IMAGE_INTENT[question_lang(q)].search(q)) or names_class(q, names)
 
 
 def class_knowledge(question: str, names) -> bool:
     """'What is crazing?' / '什么是龟裂？': a definition of a named class, no image needed."""
     q = question or ""
-    return names_class(q, names) and bool(ABOUT_CLASS[lang_of(q)].search(q))
+    return names_class(q, names) and bool(ABOUT_CLASS[question_lang(q)].search(q))
 
 
 def answers_only_lm(model) -> bool:

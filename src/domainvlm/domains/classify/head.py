@@ -210,14 +210,14 @@ class ClassifyHead:
         """A text-only turn the head did not abstain on: a general question naming a class ("what is
         crazing?") gets the taxonomy's description of it; any other ("hello") to a model whose LM learnt only
         our answers gets what the expert answers; None (free decoding) otherwise, e.g. on a real base."""
-        from ...inference.no_image import answers_only_lm, knowledge_question, text_only
+        from ...inference.no_image import answers_only_lm, knowledge_question, names_class, text_only
         from . import input_check
 
         if not text_only(messages, images):
             return None
         q = str(messages[-1].get("content") or "")
-        lang, low = question_lang(q), q.lower()
-        named = [c for c in self.tax.classes if any(n and n.lower() in low for n in (c.name, c.zh))]
+        lang = question_lang(q)
+        named = [c for c in self.tax.classes if names_class(q, (c.name, c.zh))]
         if named and knowledge_question(q):
             c = max(named, key=lambda c: len(c.name))  # "edge crack" rather than "crack"
             if text := c.describe(lang):  # named once: NEU's descriptions start with it ("Crazing: a network ...")

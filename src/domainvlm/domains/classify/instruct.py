@@ -12,6 +12,7 @@ import random
 import re
 
 from ...data.record import IMAGE_TOKEN, Record
+from ...lang import question_lang  # noqa: F401 - re-exported (the head, recipe data)
 from ...taxonomy import Taxonomy
 
 QUESTIONS = {
@@ -34,13 +35,6 @@ QUESTIONS = {
 }
 PREFIX = {("en", False): "Class: ", ("en", True): "Classes: ", ("zh", False): "类别：", ("zh", True): "类别："}
 NONE_WORD = {"en": "none", "zh": "无"}
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-def question_lang(text: str) -> str:
-    return "zh" if _CJK.search(text or "") else "en"
-
-
 def class_line(labels, tax: Taxonomy, lang: str) -> str:
     """The canonical first line for a label set (in taxonomy order)."""
     labels = tax.canonical(labels)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 
+from ...lang import question_lang
 from .facts import image_facts, map_facts, say
 from .instruct import QUESTIONS
 from .taxonomy import default
@@ -46,13 +47,6 @@ _KINDS = {  # first match wins: a 'where' question about a pattern before the ge
 }
 _WHERE = {"en": re.compile(r"\bwhere\b|\blocat|\bwhich part\b|\bposition\b", re.I),
           "zh": re.compile(r"哪里|哪儿|位置|在哪|什么地方|分布在")}
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
-
-
-def _lang(q: str) -> str:
-    return "zh" if _CJK.search(q or "") else "en"
-
-
 def named_pattern(q: str, tax=None) -> str | None:
     """The class ``q`` names, in ``tax`` (the model's taxonomy; default: the 8 known patterns)."""
     name_re, zh_names = _vocab_of(tax)
@@ -67,7 +61,7 @@ def fact_question(q: str, tax=None) -> tuple[str, str | None] | None:
     """(kind, pattern) if ``q`` asks a fact about the map, else None (a diagnosis or anything else); ``tax``:
     the classes a 'where' question may name (the model's taxonomy)."""
     q = (q or "").replace("<image>", "").strip()
-    lang = _lang(q)
+    lang = question_lang(q)
     pat = named_pattern(q, tax)
     if pat is not None and _WHERE[lang].search(q):
         return "where", pat
@@ -90,7 +84,7 @@ def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int
             rest.append(k)
             continue
         kind, pat = fq
-        lang, image = _lang(q), convs[k][1][0]
+        lang, image = question_lang(q), convs[k][1][0]
         image = image.to_pil() if hasattr(image, "to_pil") else image  # a die grid not yet drawn (batch_load)
         named, evidence = (), None
         if kind == "where":
