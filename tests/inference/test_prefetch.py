@@ -45,3 +45,16 @@ def test_parallel_map_keeps_order_and_raises_like_a_loop():
 
     with pytest.raises(ValueError, match="row 500"):
         parallel_map(boom, list(range(1000)))
+
+
+def test_even_chunks_split_as_equally_as_the_batch_size_allows():
+    from domainvlm.inference.prefetch import even_chunks
+
+    sizes = [len(c) for c in even_chunks(list(range(5703)), 2048)]
+    assert sizes == [1901, 1901, 1901]
+    sizes = [len(c) for c in even_chunks(list(range(12450)), 2048)]
+    assert len(sizes) == 7 and max(sizes) - min(sizes) <= 1 and max(sizes) <= 2048 and sum(sizes) == 12450
+    items = list(range(10))
+    assert [x for c in even_chunks(items, 3) for x in c] == items  # order kept, nothing lost or repeated
+    assert [len(c) for c in even_chunks(items, 3)] == [2, 3, 2, 3]
+    assert list(even_chunks([], 8)) == [] and [len(c) for c in even_chunks([1], 8)] == [1]

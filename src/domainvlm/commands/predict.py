@@ -69,10 +69,10 @@ def _load_rows(rows, size=None) -> list:
 
 def predict_rows(engine, rows, writer, sampling, batch_size: int, progress=None) -> None:
     """Generate answers for ``rows`` batch by batch, writing each batch before the next starts."""
-    from ..inference.prefetch import prefetched
+    from ..inference.prefetch import even_chunks, prefetched
 
-    chunks = (rows[s:s + batch_size] for s in range(0, len(rows), batch_size))
-    for chunk, loaded in prefetched(chunks, lambda c: _load_rows(c, getattr(engine, "canvas_size", None))):
+    size = getattr(engine, "canvas_size", None)
+    for chunk, loaded in prefetched(even_chunks(rows, batch_size), lambda c: _load_rows(c, size)):
         ok = [i for i, (conv, _) in enumerate(loaded) if conv is not None]
         answers: dict[int, tuple] = {i: (None, err) for i, (conv, err) in enumerate(loaded) if conv is None}
         if ok:

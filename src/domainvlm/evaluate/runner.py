@@ -35,15 +35,14 @@ def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch
     current batch generates: on a GPU the host-side loading otherwise bounds the rate. A record whose image
     cannot be read gets the empty answer (scored as wrong) and its message in ``errors`` (record index ->
     message), so one bad file does not sink the whole run."""
-    from ..inference.prefetch import default_batch_size, prefetched
+    from ..inference.prefetch import default_batch_size, even_chunks, prefetched
 
     sampling = sampling or Sampling(max_new_tokens=96)
     batch_size = batch_size or default_batch_size(engine, 32)
     errors = {} if errors is None else errors
     out: list[str] = []
     bar = tqdm(total=len(records), desc="eval", unit="rec", disable=not progress, leave=False)
-    chunks = (records[s:s + batch_size] for s in range(0, len(records), batch_size))
-    for chunk, loaded in prefetched(chunks, lambda c: _load_batch(c, base_dir, engine.canvas_size)):
+    for chunk, loaded in prefetched(even_chunks(records, batch_size), lambda c: _load_batch(c, base_dir, engine.canvas_size)):
         ok = [k for k, (conv, _) in enumerate(loaded) if conv is not None]
         errors.update({len(out) + k: err for k, (_, err) in enumerate(loaded) if err is not None})
         got = dict(zip(ok, engine.generate([loaded[k][0] for k in ok], sampling))) if ok else {}

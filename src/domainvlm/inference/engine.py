@@ -25,6 +25,7 @@ from ..errors import UserError
 from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
 from . import structured as _structured
+from .attention import answering_attention
 from .generation import Answer, StopFilter, answers, extra_kwargs, head_answers
 
 
@@ -200,7 +201,7 @@ class Engine:
         emitted); ``cancelled(row)`` true ends that row early. With an answer head, each row's answer is
         emitted whole once the batch is done."""
         sampling = sampling or Sampling()
-        with self.lock:
+        with self.lock, answering_attention(self.device):
             _seed(sampling)
             head = None if sampling.free_decoding else self.answer_head
             structured = head is None and _structured.applies(self, sampling)  # a head's Assessment as the JSON

@@ -30,6 +30,16 @@ def prefetched(chunks: Iterable[T], load: Callable[[T], R]) -> Iterator[tuple[T,
 _END = object()
 
 
+def even_chunks(items: list, batch_size: int) -> Iterator[list]:
+    """``items`` in consecutive chunks of at most ``batch_size``, as equal in size as possible (5,703 maps at
+    2,048 -> 1,901 x 3, not 2,048 + 2,048 + 1,607): on a GPU every new batch shape costs its own one-off kernel
+    start (~0.5 s on an H200), which a short last chunk would pay for a fraction of the work."""
+    n = len(items)
+    k = -(-n // batch_size) if n else 0
+    for j in range(k):
+        yield items[j * n // k:(j + 1) * n // k]
+
+
 def default_batch_size(engine, cpu: int) -> int:
     """1024 where an answer head decodes on a GPU (small batches are launch-bound there), else ``cpu``."""
     return 1024 if engine.device.type == "cuda" and engine.has_head else cpu
