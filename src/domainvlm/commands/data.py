@@ -35,8 +35,9 @@ def add_arguments(p):
                         "default: keep the source's single report turn")
     b.add_argument("--taxonomy", help="labelled image folders / CSV: taxonomy YAML or JSON (classes, zh names, "
                    "descriptions) or a model folder; default: taxonomy.yaml beside the data, else the label names. "
-                   "A labels CSV of wafer-map files: a fab's own classes, added to the 8 known patterns as "
-                   "train-expert taxonomy= adds them (e.g. configs/fab-patterns.yaml), or a model folder's")
+                   "A labels CSV of wafer-map files or a labelled wafer npz: a fab's own classes, added to the 8 "
+                   "known patterns as train-expert taxonomy= adds them (e.g. configs/fab-patterns.yaml), or a model "
+                   "folder's")
     b.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("validate", help="check a record JSONL (or any source): structure and images")
     v.add_argument("path")

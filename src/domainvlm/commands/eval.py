@@ -29,8 +29,8 @@ def add_arguments(p):
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources (wafer npz, labelled image folders)")
     p.add_argument("--allow-pickle", action="store_true")
     p.add_argument("--taxonomy", help="raw sources with a taxonomy (labelled image folders / CSV, a labels CSV of "
-                   "wafer-map files): a taxonomy YAML/JSON or model folder, as for data build (default: the "
-                   "model's taxonomy.json where the domain reads with it)")
+                   "wafer-map files, a labelled wafer npz): a taxonomy YAML/JSON or model folder, as for data build "
+                   "(default: the model's taxonomy.json where the domain reads with it)")
     p.add_argument("--facts-limit", type=int, default=200, help="maps asked the fact questions (yield, failing "
                    "dies, worst zone) for the 'facts' block, where the domain has one (wafer); 0 = none")
     p.add_argument("--tta", action="store_true", help="test-time augmentation where the answer head has it "

@@ -45,8 +45,8 @@ def _sniff(path) -> bool:
 def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"), seed: int = 0,
                  explain: bool = True, follow_up_frac: float = 0.0, convert_dir=None, taxonomy=None, model_dir=None,
                  **_) -> list:
-    """``taxonomy`` / ``model_dir``: the classes a labels CSV of fab map files may name (mapfiles/labels.py);
-    the npz readers know their data set's own classes."""
+    """``taxonomy`` / ``model_dir``: the classes a labels CSV of fab map files (mapfiles/labels.py) or a labelled
+    map npz (labelled.py) may name; the MixedWM38 / WM-811K readers know their data set's own classes."""
     from ...errors import UserError
     from .instruct import build_wafer_records
     from .mapfiles.labels import load_source, source_kind
@@ -57,7 +57,8 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
     if fab is not None:  # a labels CSV of fab map files (a bare map file carries no labels: says so)
         return load_source(p, fab, split=split, langs=langs, seed=seed, explain=explain,
                            follow_up_frac=follow_up_frac, taxonomy=taxonomy, model_dir=model_dir)
-    pickled = detect_format(p) == "wm811k-pickle"
+    fmt = detect_format(p)
+    pickled = fmt == "wm811k-pickle"
     # an npz is read once per process: eval's records and the maps their references name share one set
     ws = load_wafer_file(p, allow_pickle=allow_pickle) if pickled else cached_wafer_set(p)
     ref_path = p
@@ -71,6 +72,11 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
         idx = [i for i, s in enumerate(ws.split) if s == split]
         if not idx:
             raise UserError(f"{p}: no maps in split {split!r} (present: {', '.join(sorted(set(ws.split)))})")
+    if fmt == "labelled-npz":  # label names as written: checked here against the taxonomy, as a labels CSV's
+        from .labelled import build_records
+
+        return build_records(ws, str(p), range(len(ws)) if idx is None else idx, langs, seed, explain,
+                             follow_up_frac, taxonomy, model_dir)
     return build_wafer_records(ws, str(ref_path), langs, seed, explain, follow_up_frac, idx)
 
 

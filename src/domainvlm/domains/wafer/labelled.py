@@ -8,7 +8,11 @@ Layout (WM-811K's flat one, with label sets instead of one failure type)::
     labels    (N,) str     the map's classes joined by '+' ("Center+Reticle-Repeat"); "Normal" or "" for none
     split     (N,) str     optional: train / val / ...
 
-Class names are checked against the taxonomy the maps are read for (one clear line naming the map otherwise).
+Written by ``python -m domainvlm.domains.wafer.synth_fab``; read by train-expert's ``new_data`` (expert_extend.py)
+and, as every wafer npz, by the user commands (``sources.detect_format``: "labelled-npz"): image references
+``FILE.npz#K`` need no taxonomy (``sources.load_labelled_maps``); records (``data build`` / ``eval``) are
+read with ``--taxonomy`` or the evaluated model's taxonomy.json (:func:`build_records`). Class names are checked against
+the taxonomy the maps are read for (one clear line naming the map otherwise).
 """
 
 from __future__ import annotations
@@ -18,9 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-from .sources import WaferSet, _check_maps, _get, _read_split, _write_npz
-
-KEYS = ("maps_flat", "shapes", "offsets", "labels")
+from .sources import WaferSet, _check_maps, _write_npz, load_labelled_maps
 
 
 def label_text(defects, tax=None) -> str:
@@ -42,49 +44,43 @@ def save_labelled_npz(ws: WaferSet, path, tax=None) -> None:
     _write_npz(path, arrays)
 
 
-def _check_layout(path, flat, shapes, offsets, n: int) -> None:
-    if shapes.shape != (n, 2) or shapes.dtype.kind not in "iu":
-        raise UserError(f"{path}: key 'shapes' has shape {shapes.shape} ({shapes.dtype}), expected ({n}, 2) ints")
-    if offsets.shape != (n + 1,) or offsets.dtype.kind not in "iu":
-        raise UserError(f"{path}: key 'offsets' has shape {offsets.shape}, expected ({n + 1},) ints")
-    sizes = shapes[:, 0].astype(np.int64) * shapes[:, 1]
-    bad = np.flatnonzero((shapes.min(axis=1) <= 0) | (np.diff(offsets.astype(np.int64)) != sizes))
-    if len(bad) or offsets[0] != 0 or offsets[-1] != len(flat):
-        i = int(bad[0]) if len(bad) else 0
-        raise UserError(f"{path}: keys 'offsets'/'shapes'/'maps_flat' inconsistent at map {i}")
-    ok = (flat == 0) | (flat == 1) | (flat == 2)
-    if not ok.all():
-        i = int(np.searchsorted(offsets, int(np.argmin(ok)), side="right") - 1)
-        raise UserError(f"{path}: key 'maps_flat': map {i} has a value other than 0 off, 1 pass, 2 fail")
-
-
 def load_labelled_npz(path, tax, split: str | None = None) -> WaferSet:
     """The maps of ``path`` (optionally one split) with their label sets canonical in ``tax``."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise UserError(f"{path}: not a readable npz file ({e.__class__.__name__})") from None
-    with z:
-        missing = [k for k in KEYS if k not in z.files]
-        if missing:
-            raise UserError(f"{path}: key '{missing[0]}' missing (a labelled map npz has {', '.join(KEYS)})")
-        flat, shapes, offsets, labels = (_get(z, k, path) for k in KEYS)
-        if labels.ndim != 1:
-            raise UserError(f"{path}: key 'labels' has shape {labels.shape}, expected (N,)")
-        n = len(labels)
-        _check_layout(path, flat, shapes, offsets, n)
-        flat = flat.astype(np.uint8, copy=False)
-        splits = _read_split(z, path, n)
-        texts = [str(x) for x in labels.tolist()]
+    ws = load_labelled_maps(path)
     defects = []
-    for i, t in enumerate(texts):
+    for i, d in enumerate(ws.defects):
         try:
-            defects.append(tax.canonical([s.strip() for s in t.split("+")]))
+            defects.append(tax.canonical(d))
         except ValueError as e:
             raise UserError(f"{path}: key 'labels': map {i}: {e}") from None
-    maps = [flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(n)]
-    ws = WaferSet(maps, defects, splits, "custom", "custom", str(path))
+    ws = WaferSet(ws.maps, defects, ws.split, "custom", "custom", str(path))
     return ws.select(split) if split else ws
+
+
+def build_records(ws: WaferSet, path, indices, langs=("en", "zh"), seed: int = 0, explain: bool = True,
+                  follow_up_frac: float = 0.0, taxonomy=None, model_dir=None) -> list:
+    """The wafer Domain's read_source for a labelled npz (``ws``: its maps as written, of which ``indices``),
+    with the taxonomy of ``taxonomy`` / ``model_dir`` exactly as a labels CSV (mapfiles/labels.py): records of
+    a taxonomy beyond the 8 patterns say ``labels.taxonomy: custom`` and their answers name its classes."""
+    import random
+
+    from .instruct import wafer_record
+    from .mapfiles.labels import check_names
+    from .taxonomy import for_source, is_default
+
+    tax = for_source(taxonomy, model_dir)
+    own = not is_default(tax)
+    src = str(taxonomy) if taxonomy is not None else (f"{model_dir}/taxonomy.json" if own else None)
+    rng = random.Random(seed)
+    out = []
+    for i in indices:
+        defects = check_names(ws.defects[i], f"{path}: key 'labels': map {i}", tax, src)
+        sp = ws.split[i] if ws.split is not None else None
+        # ids name the map index: eval's "record 'test-3'" errors point at map 3 of test.npz
+        out.append(wafer_record(f"{path}#{i}", defects, rng.choice(list(langs)), f"{Path(path).stem}-{i}", rng,
+                                explain, rng.random() < follow_up_frac, "custom" if own else "mixedwm38", sp,
+                                "labelled-npz", tax if own else None))
+    return out

@@ -1,8 +1,11 @@
-"""Wafer-map data sources: MixedWM38 npz, WM-811K flat npz and the original Kaggle ``LSWMD.pkl``.
+"""Wafer-map data sources: MixedWM38 npz, WM-811K flat npz, the original Kaggle ``LSWMD.pkl`` and the labelled
+map npz of any taxonomy (labelled.py: ``maps_flat``/``shapes``/``offsets``/``labels``, e.g. synth_fab's sets).
 
-Every loader returns a :class:`WaferSet` (maps with values 0 off-wafer / 1 pass / 2 fail, plus canonical defect
-sets). Formats are recognised by *content* (npz keys, pickle header), never by file name, because users rename
-files freely. Every bad input raises a one-line :class:`UserError` naming the file and the key or row.
+Every loader returns a :class:`WaferSet` (maps with values 0 off-wafer / 1 pass / 2 fail, plus defect sets:
+canonical for MixedWM38 / WM-811K; for a labelled npz the label names as written, since drawing a map needs no
+taxonomy; the wafer Domain's read_source checks them against ``--taxonomy`` or the model's). Formats are
+recognised by *content* (npz keys, pickle header), never by file name, because users rename files freely.
+Every bad input raises a one-line :class:`UserError` naming the file and the key or row.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from .patterns import PATTERNS, WM811K_TYPES, canonical_set, set_name
 
 MIXED_KEYS = ("arr_0", "arr_1")
 WM811K_KEYS = ("maps_flat", "shapes", "offsets", "failure_type")
+LABELLED_KEYS = ("maps_flat", "shapes", "offsets", "labels")  # labelled.py: any taxonomy's label sets
 _WM811K_LOOKUP = {t.lower(): t for t in WM811K_TYPES}  # the Kaggle pickle writes "none"
 _PKL_SPLITS = {"training": "train", "test": "test"}
 
@@ -91,11 +95,14 @@ def detect_format(path) -> str:
             return "mixedwm38"
         if all(k in keys for k in WM811K_KEYS):
             return "wm811k-npz"
+        if all(k in keys for k in LABELLED_KEYS):
+            return "labelled-npz"
         raise UserError(f"{path}: unknown wafer npz layout (keys: {', '.join(keys) or 'none'}); expected "
-                        f"{'/'.join(MIXED_KEYS)} (MixedWM38) or {'/'.join(WM811K_KEYS)} (WM-811K)")
+                        f"{'/'.join(MIXED_KEYS)} (MixedWM38), {'/'.join(WM811K_KEYS)} (WM-811K) or "
+                        f"{'/'.join(LABELLED_KEYS)} (labelled maps)")
     if head[:1] == b"\x80":  # pickle protocol >= 2 header
         return "wm811k-pickle"
-    raise UserError(f"{path}: not a wafer-map file (expected a MixedWM38/WM-811K npz or LSWMD.pkl)")
+    raise UserError(f"{path}: not a wafer-map file (expected a MixedWM38/WM-811K/labelled-map npz or LSWMD.pkl)")
 
 
 def load_wafer_file(path, allow_pickle: bool = False) -> WaferSet:
@@ -104,6 +111,8 @@ def load_wafer_file(path, allow_pickle: bool = False) -> WaferSet:
         return _load_mixed(Path(path))
     if fmt == "wm811k-npz":
         return _load_wm811k_npz(Path(path))
+    if fmt == "labelled-npz":
+        return load_labelled_maps(Path(path))
     if not allow_pickle:
         raise UserError(f"{path}: is a pickle (WM-811K LSWMD.pkl?); pickles can run code, "
                         f"pass --allow-pickle only if you trust this file")
@@ -119,7 +128,7 @@ def _as_maps(a: np.ndarray, path, key: str) -> np.ndarray:
     ok = (a == 0) | (a == 1) | (a == 2)  # NaN compares False, so it is rejected too
     if not ok.all():
         bad = np.argwhere(~ok)[0]
-        raise UserError(f"{path}: key '{key}': map {int(bad[0])} has value {a[tuple(bad)]!r} "
+        raise UserError(f"{path}: key '{key}': map {int(bad[0])} has value {a[tuple(bad)].item()!r} "
                         f"(expected 0 off-wafer, 1 pass, 2 fail)")
     return a.astype(np.uint8, copy=False)
 
@@ -162,36 +171,42 @@ def _load_mixed(path: Path) -> WaferSet:
     return WaferSet(list(maps), defects, split, "mixedwm38", "mixedwm38", str(path))
 
 
+def _flat_maps(z, path, label_key: str) -> tuple[list[np.ndarray], list[str]]:
+    """The maps of the flat layout (WM-811K's; the labelled npz's) and their label column, every key checked."""
+    flat, shapes, offsets, lab = (_get(z, k, path) for k in ("maps_flat", "shapes", "offsets", label_key))
+    if lab.ndim != 1:
+        raise UserError(f"{path}: key '{label_key}' has shape {lab.shape}, expected (N,)")
+    n = len(lab)
+    if shapes.shape != (n, 2) or shapes.dtype.kind not in "iu":
+        raise UserError(f"{path}: key 'shapes' has shape {shapes.shape} ({shapes.dtype}), expected ({n}, 2) ints")
+    if offsets.shape != (n + 1,) or offsets.dtype.kind not in "iu":
+        raise UserError(f"{path}: key 'offsets' has shape {offsets.shape}, expected ({n + 1},) ints")
+    if flat.ndim != 1:
+        raise UserError(f"{path}: key 'maps_flat' must be 1-D, got shape {flat.shape}")
+    shapes, offsets = shapes.astype(np.int64), offsets.astype(np.int64)
+    sizes = shapes[:, 0] * shapes[:, 1]
+    bad = np.flatnonzero((shapes.min(axis=1) <= 0) | (np.diff(offsets) != sizes))
+    if offsets[0] != 0 or len(bad):
+        i = int(bad[0]) if len(bad) else 0
+        raise UserError(f"{path}: keys 'offsets'/'shapes' inconsistent at map {i}: offsets "
+                        f"{offsets[i]}..{offsets[i + 1]} but shape {tuple(shapes[i].tolist())}")
+    if offsets[-1] != len(flat):
+        raise UserError(f"{path}: key 'offsets' ends at {offsets[-1]} but 'maps_flat' has {len(flat)} values")
+    ok = (flat == 0) | (flat == 1) | (flat == 2)
+    if not ok.all():
+        pos = int(np.argmin(ok))
+        i = int(np.searchsorted(offsets, pos, side="right") - 1)
+        raise UserError(f"{path}: key 'maps_flat': map {i} has value {flat[pos].item()!r} "
+                        f"(expected 0 off-wafer, 1 pass, 2 fail)")
+    flat = flat.astype(np.uint8, copy=False)
+    maps = [flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(n)]  # views, no copies
+    return maps, [str(x) for x in lab.tolist()]
+
+
 def _load_wm811k_npz(path: Path) -> WaferSet:
     with np.load(path, allow_pickle=False) as z:
-        flat, shapes, offsets, ft = (_get(z, k, path) for k in WM811K_KEYS)
-        n = len(ft)
-        if ft.ndim != 1:
-            raise UserError(f"{path}: key 'failure_type' has shape {ft.shape}, expected (N,)")
-        if shapes.shape != (n, 2) or shapes.dtype.kind not in "iu":
-            raise UserError(f"{path}: key 'shapes' has shape {shapes.shape} ({shapes.dtype}), expected ({n}, 2) ints")
-        if offsets.shape != (n + 1,) or offsets.dtype.kind not in "iu":
-            raise UserError(f"{path}: key 'offsets' has shape {offsets.shape}, expected ({n + 1},) ints")
-        if flat.ndim != 1:
-            raise UserError(f"{path}: key 'maps_flat' must be 1-D, got shape {flat.shape}")
-        shapes, offsets = shapes.astype(np.int64), offsets.astype(np.int64)
-        sizes = shapes[:, 0] * shapes[:, 1]
-        bad = np.flatnonzero((shapes.min(axis=1) <= 0) | (np.diff(offsets) != sizes))
-        if offsets[0] != 0 or len(bad):
-            i = int(bad[0]) if len(bad) else 0
-            raise UserError(f"{path}: keys 'offsets'/'shapes' inconsistent at map {i}: offsets "
-                            f"{offsets[i]}..{offsets[i + 1]} but shape {tuple(shapes[i].tolist())}")
-        if offsets[-1] != len(flat):
-            raise UserError(f"{path}: key 'offsets' ends at {offsets[-1]} but 'maps_flat' has {len(flat)} values")
-        ok = (flat == 0) | (flat == 1) | (flat == 2)
-        if not ok.all():
-            pos = int(np.argmin(ok))
-            i = int(np.searchsorted(offsets, pos, side="right") - 1)
-            raise UserError(f"{path}: key 'maps_flat': map {i} has value {flat[pos]!r} "
-                            f"(expected 0 off-wafer, 1 pass, 2 fail)")
-        flat = flat.astype(np.uint8, copy=False)
-        split = _read_split(z, path, n)
-        types = [str(x) for x in ft.tolist()]
+        maps, types = _flat_maps(z, path, "failure_type")
+        split = _read_split(z, path, len(maps))
     defects = []
     for i, t in enumerate(types):
         name = _WM811K_LOOKUP.get(t.strip().lower())
@@ -199,8 +214,23 @@ def _load_wm811k_npz(path: Path) -> WaferSet:
             raise UserError(f"{path}: key 'failure_type': map {i} has unknown value {t!r}; "
                             f"known: {', '.join(WM811K_TYPES)}")
         defects.append(canonical_set([name]))
-    maps = [flat[offsets[i]:offsets[i + 1]].reshape(shapes[i]) for i in range(n)]  # views, no copies
     return WaferSet(maps, defects, split, "wm811k", "wm811k", str(path))
+
+
+def load_labelled_maps(path) -> WaferSet:
+    """A labelled map npz (labelled.py) with its label sets as written (taxonomy "custom", names unchecked):
+    drawing a map needs no taxonomy; records (labelled.build_records) and training banks (load_labelled_npz)
+    check the names against theirs."""
+    path = Path(path)
+    missing = [k for k in LABELLED_KEYS if k not in _npz_keys(path)]
+    if missing:
+        raise UserError(f"{path}: key '{missing[0]}' missing (a labelled map npz has {', '.join(LABELLED_KEYS)})")
+    with np.load(path, allow_pickle=False) as z:
+        maps, texts = _flat_maps(z, path, "labels")
+        split = _read_split(z, path, len(maps))
+    none = ("", "Normal", "None", "none")  # a label naming no class, as in a labels CSV (mapfiles/labels.py)
+    defects = [tuple(n for n in (t.strip() for t in text.split("+")) if n not in none) for text in texts]
+    return WaferSet(maps, defects, split, "custom", "custom", str(path))
 
 
 # ------------------------------------------------------------------------------------------ Kaggle LSWMD.pkl

@@ -54,14 +54,18 @@ def _utf8_text(path: Path) -> str:
 
 
 def _labels(text: str, loc: str, tax, tax_source: str | None) -> tuple[str, ...]:
-    names = [t.strip() for t in re.split(r"[+;|]", text or "") if t.strip()]
-    names = [n for n in names if n not in ("Normal", "None", "none", tax.none_label)]
+    return check_names([t.strip() for t in re.split(r"[+;|]", text or "")], f"{loc}: field 'labels'", tax, tax_source)
+
+
+def check_names(names, where: str, tax, tax_source: str | None) -> tuple[str, ...]:
+    """``names`` as a label set of ``tax`` (none words dropped); a class it lacks is one line at ``where``
+    (a labels CSV's line and field, a labelled npz's key and map), suggesting --taxonomy."""
+    names = [n for n in names if n and n not in ("Normal", "None", "none", tax.none_label)]
     bad = next((n for n in names if n not in tax.names), None)
     if bad is not None:
-        where = (f"in neither the 8 known patterns nor {tax_source}" if tax_source else
-                 "(a class of your own: declare it in a taxonomy YAML and pass --taxonomy FILE)")
-        raise UserError(f"{loc}: field 'labels': unknown wafer pattern {bad!r} {where}; known: "
-                        f"{', '.join(tax.names)}")
+        hint = (f"in neither the 8 known patterns nor {tax_source}" if tax_source else
+                "(a class of your own: declare it in a taxonomy YAML and pass --taxonomy FILE)")
+        raise UserError(f"{where}: unknown wafer pattern {bad!r} {hint}; known: {', '.join(tax.names)}")
     return tax.canonical(names)
 
 
