@@ -74,6 +74,8 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0,
     from .instruct import QUESTIONS
     from .metrics import added_class_f1, wafer_metrics
 
+    from ...inference.attention import answering_attention
+
     px = PixelMaker(head.processor, head.model.device)
     res = {}
     for bank in banks:
@@ -84,7 +86,8 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0,
             e = min(n, s + batch_size)
             msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
             pv, g = px(bank.canvas[s:e])
-            preds += head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs], ["en"] * (e - s))
+            with answering_attention(head.model.device):  # no cuDNN plan per decode step's new shape
+                preds += head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs], ["en"] * (e - s))
         m = wafer_metrics(bank.defects[:n], preds, bank.taxonomy, tax or head.tax)
         res[bank.source] = {k: m[k] for k in ("n", "exact_match", "macro_f1", "unparsed_rate")}
         if bank.taxonomy == "custom":
