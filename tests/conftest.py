@@ -59,3 +59,27 @@ def tiny_wafer_head_dir(tiny_model_dir, tmp_path_factory) -> Path:
     cfg.setdefault("domainvlm", {})["answer_head"] = "wafer-diagnosis"
     (d / "config.json").write_text(json.dumps(cfg))
     return d
+
+
+@pytest.fixture
+def one_error_line(capsys):
+    """Read what a command wrote to stderr, asserting it is one line (a user mistake's message), and return it."""
+    def read() -> str:
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1, err
+        return err[0]
+    return read
+
+
+@pytest.fixture(scope="session")
+def fab_model(tiny_wafer_head_dir, tmp_path_factory) -> Path:
+    """The tiny wafer-head model, its taxonomy.json the 8 patterns extended by configs/fab-patterns.yaml."""
+    import shutil
+
+    from domainvlm.domains.wafer.taxonomy import default
+    from domainvlm.taxonomy import extend
+
+    d = tmp_path_factory.mktemp("fab-model") / "model"
+    shutil.copytree(tiny_wafer_head_dir, d)
+    extend(default(), Path(__file__).resolve().parents[1] / "configs" / "fab-patterns.yaml").save(d)
+    return d

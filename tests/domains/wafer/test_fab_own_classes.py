@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,15 +26,6 @@ LABELS = ["Reticle-Repeat", "Center+Probe-Card", "Notch-Cluster", "Normal"]
 GOLD = [["Reticle-Repeat"], ["Center", "Probe-Card"], ["Notch-Cluster"], []]
 
 
-@pytest.fixture(scope="module")
-def fab_model(tiny_wafer_head_dir, tmp_path_factory):
-    """The tiny wafer-head model, its taxonomy.json the 8 patterns extended by configs/fab-patterns.yaml."""
-    d = tmp_path_factory.mktemp("fab-model") / "model"
-    shutil.copytree(tiny_wafer_head_dir, d)
-    extend(default(), YAML).save(d)
-    return d
-
-
 @pytest.fixture
 def lot(tmp_path):
     rng = np.random.default_rng(5)
@@ -48,12 +38,6 @@ def lot(tmp_path):
     refs = ["wafers_1_2.xml#0", "wafers_1_2.xml#1", "wafer_3.stdf", "wafer_4.klarf#0"]
     (d / "labels.csv").write_text("image,labels,split\n" + "".join(f"{r},{lab},val\n" for r, lab in zip(refs, LABELS)))
     return d, g
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_data_build_with_own_taxonomy_names_the_new_classes(lot, tmp_path):
@@ -87,7 +71,7 @@ def test_data_build_with_own_taxonomy_names_the_new_classes(lot, tmp_path):
            r"\(a class of your own: .*--taxonomy"),
     ("yaml", r"labels\.csv:3: field 'labels': unknown wafer pattern 'Probe-Kard' in neither the 8 known patterns "
              r"nor .*fab-patterns\.yaml; known: Center, .*Notch-Cluster")])
-def test_data_build_class_in_neither_taxonomy_one_line_nothing_written(lot, tmp_path, capsys, tax_arg, match):
+def test_data_build_class_in_neither_taxonomy_one_line_nothing_written(lot, tmp_path, one_error_line, tax_arg, match):
     d, _ = lot
     text = (d / "labels.csv").read_text()
     if tax_arg:
@@ -96,7 +80,7 @@ def test_data_build_class_in_neither_taxonomy_one_line_nothing_written(lot, tmp_
     out = tmp_path / "data"
     argv = ["data", "build", "--source", str(d / "labels.csv"), "--out", str(out)]
     assert main(argv + (["--taxonomy", str(YAML)] if tax_arg else [])) == 2
-    assert re.search(match, _one_error_line(capsys))
+    assert re.search(match, one_error_line())
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -128,7 +112,7 @@ def test_eval_counts_new_classes_in_the_models_taxonomy(lot, fab_model, tmp_path
     assert (m2["exact_match"], m2["per_pattern"]) == (m["exact_match"], m["per_pattern"])
 
 
-def test_eval_model_without_the_classes_one_line(lot, tiny_wafer_head_dir, tmp_path, capsys):
+def test_eval_model_without_the_classes_one_line(lot, tiny_wafer_head_dir, tmp_path, capsys, one_error_line):
     d, _ = lot
     out = tmp_path / "data"
     assert main(["data", "build", "--source", str(d / "labels.csv"), "--taxonomy", str(YAML), "--out", str(out),
@@ -136,7 +120,7 @@ def test_eval_model_without_the_classes_one_line(lot, tiny_wafer_head_dir, tmp_p
     capsys.readouterr()
     assert main(["eval", "--model", str(tiny_wafer_head_dir), "--data", str(out / "val.jsonl"),
                  "--out", str(tmp_path / "m.json"), "--quiet"]) == 2
-    line = _one_error_line(capsys)
+    line = one_error_line()
     assert re.search(r"record 'labels-0' field 'labels\.defects': class 'Reticle-Repeat' is not in the model's "
                      r"taxonomy", line), line
     assert not (tmp_path / "m.json").exists()

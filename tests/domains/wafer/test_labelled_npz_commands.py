@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,6 @@ YAML = ROOT / "configs" / "fab-patterns.yaml"
 Q = "What defect pattern does this wafer map show?"
 
 
-@pytest.fixture(scope="module")
-def fab_model(tiny_wafer_head_dir, tmp_path_factory):
-    """The tiny wafer-head model with configs/fab-patterns.yaml's classes in its taxonomy.json."""
-    d = tmp_path_factory.mktemp("fab-model") / "model"
-    shutil.copytree(tiny_wafer_head_dir, d)
-    extend(default(), YAML).save(d)
-    return d
-
-
 def _save(tmp_path, ws, name, split=None) -> Path:
     p = tmp_path / name
     save_labelled_npz(WaferSet(ws.maps, ws.defects, split, "custom", "custom", str(p)), p)
@@ -56,12 +46,6 @@ def fab(tmp_path):
 def known(tmp_path):
     ws = synth_set(4, size=40, seed=2, classes=["Normal", "Center", "Edge-Loc+Scratch", "Donut"])
     return _save(tmp_path, ws, "known.npz"), ws
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1, err
-    return err[0]
 
 
 def test_detected_by_keys_and_maps_drawn_without_a_taxonomy(fab, tmp_path):
@@ -157,12 +141,12 @@ def test_eval_default_model_on_known_classes(known, tiny_wafer_head_dir, tmp_pat
     assert json.loads((tmp_path / "m.json").read_text())["n"] == len(ws)
 
 
-def test_eval_bad_file_one_line_no_out(fab, tiny_wafer_head_dir, tmp_path, capsys):
+def test_eval_bad_file_one_line_no_out(fab, tiny_wafer_head_dir, tmp_path, one_error_line):
     p, ws = fab
     m_path = tmp_path / "m.json"
     assert _eval(tiny_wafer_head_dir, p, m_path) == 2  # fab classes, a model of the 8 patterns
-    assert re.search(r"fab\.npz: key 'labels': map \d+: unknown wafer pattern .*--taxonomy", _one_error_line(capsys))
+    assert re.search(r"fab\.npz: key 'labels': map \d+: unknown wafer pattern .*--taxonomy", one_error_line())
     (tmp_path / "broken.npz").write_bytes(p.read_bytes()[:200])
     assert _eval(tiny_wafer_head_dir, tmp_path / "broken.npz", m_path) == 2
-    assert "broken.npz" in _one_error_line(capsys)
+    assert "broken.npz" in one_error_line()
     assert not m_path.exists()
