@@ -42,7 +42,8 @@ def generate_answers(engine: Engine, records: list[Record], base_dir=None, batch
     errors = {} if errors is None else errors
     out: list[str] = []
     bar = tqdm(total=len(records), desc="eval", unit="rec", disable=not progress, leave=False)
-    for chunk, loaded in prefetched(even_chunks(records, batch_size), lambda c: _load_batch(c, base_dir, engine.canvas_size)):
+    load = lambda c: _load_batch(c, base_dir, engine.canvas_size)  # noqa: E731
+    for chunk, loaded in prefetched(even_chunks(records, batch_size), load):
         ok = [k for k, (conv, _) in enumerate(loaded) if conv is not None]
         errors.update({len(out) + k: err for k, (_, err) in enumerate(loaded) if err is not None})
         got = dict(zip(ok, engine.generate([loaded[k][0] for k in ok], sampling))) if ok else {}

@@ -32,8 +32,9 @@ _END = object()
 
 def even_chunks(items: list, batch_size: int) -> Iterator[list]:
     """``items`` in consecutive chunks of at most ``batch_size``, as equal in size as possible (5,703 maps at
-    2,048 -> 1,901 x 3, not 2,048 + 2,048 + 1,607): on a GPU every new batch shape costs its own one-off kernel
-    start (~0.5 s on an H200), which a short last chunk would pay for a fraction of the work."""
+    2,048 -> 1,901 x 3, not 2,048 + 2,048 + 1,607): on a GPU a batch shape not seen before has one-off costs
+    (cuDNN's attention plans were ~0.5 s per shape on an H200 before inference/attention.py), which a short
+    last chunk would pay for a fraction of the work."""
     n = len(items)
     k = -(-n // batch_size) if n else 0
     for j in range(k):

@@ -70,11 +70,10 @@ def evaluate(head, banks, batch_size: int = 1024, limit: int = 0, seed: int = 0,
     """Val metrics per set through the constrained head (English questions chosen as `domainvlm eval` does);
     a bank of new-class maps (taxonomy "custom") is scored by the added classes' F1. ``tax``: the taxonomy
     the gold labels are scored in (default: the head's)."""
+    from ...inference.attention import answering_attention
     from .expert_data import PixelMaker
     from .instruct import QUESTIONS
     from .metrics import added_class_f1, wafer_metrics
-
-    from ...inference.attention import answering_attention
 
     px = PixelMaker(head.processor, head.model.device)
     res = {}
