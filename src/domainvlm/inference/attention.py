@@ -24,4 +24,6 @@ def answering_attention(device):
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # older torch: no cuDNN attention either
         return contextlib.nullcontext()
+    # the backend flags are process-wide: two engines answering at once in two threads could leave cuDNN off
+    # after both end (a speed matter for later work in the process, never a wrong result)
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
