@@ -20,7 +20,8 @@ N, KILLS = 200, 3
 
 def _inputs(d: Path) -> Path:
     """N wafer maps (one npz, referenced as file#i) with a diagnosis question each."""
-    from domainvlm.domains.wafer.sources import WaferSet, save_wm811k_npz
+    from domainvlm.domains.wafer.npz_writers import save_wm811k_npz
+    from domainvlm.domains.wafer.sources import WaferSet
 
     d.mkdir(parents=True)
     rng = np.random.default_rng(0)

@@ -10,7 +10,8 @@ import torch
 from domainvlm.domains.wafer.batch_load import MapCanvas, canvas_pixels
 from domainvlm.domains.wafer.canvas import canvas_batch
 from domainvlm.domains.wafer.render import _LUT, render_map
-from domainvlm.domains.wafer.sources import WaferSet, load_wafer_file, save_mixedwm38_npz, save_wm811k_npz
+from domainvlm.domains.wafer.npz_writers import save_mixedwm38_npz, save_wm811k_npz
+from domainvlm.domains.wafer.sources import WaferSet, load_wafer_file
 from domainvlm.domains.wafer.synth import synth_set
 
 # WM-811K spans 15x22 .. 212x204; 1x1, exactly the canvas, and larger than it (subsampled) are the edges

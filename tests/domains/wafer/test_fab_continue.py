@@ -20,7 +20,8 @@ combinations:
 
 
 def _replay(tmp_path):
-    from domainvlm.domains.wafer.sources import WaferSet, save_mixedwm38_npz, save_wm811k_npz
+    from domainvlm.domains.wafer.npz_writers import save_mixedwm38_npz, save_wm811k_npz
+    from domainvlm.domains.wafer.sources import WaferSet
     from domainvlm.domains.wafer.synth import synth_map, synth_set
 
     mixed = tmp_path / "mixed.npz"

@@ -128,7 +128,8 @@ def test_synth_fab_adds_real_normal_maps_to_train_only(tmp_path):
     import numpy as np
 
     from domainvlm.domains.wafer.labelled import load_labelled_npz
-    from domainvlm.domains.wafer.sources import load_wafer_file, save_mixedwm38_npz
+    from domainvlm.domains.wafer.npz_writers import save_mixedwm38_npz
+    from domainvlm.domains.wafer.sources import load_wafer_file
     from domainvlm.domains.wafer.synth import synth_set
     from domainvlm.domains.wafer.synth_fab import main
     from domainvlm.domains.wafer.taxonomy import default

@@ -13,7 +13,8 @@ TINY = ("compact.vision_dim=32 compact.vision_depth=1 compact.vision_heads=2 com
 
 
 def _data(tmp_path):
-    from domainvlm.domains.wafer.sources import WaferSet, save_mixedwm38_npz, save_wm811k_npz
+    from domainvlm.domains.wafer.npz_writers import save_mixedwm38_npz, save_wm811k_npz
+    from domainvlm.domains.wafer.sources import WaferSet
     from domainvlm.domains.wafer.synth import synth_map, synth_set
 
     mixed = tmp_path / "mixed.npz"

@@ -13,8 +13,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from domainvlm.domains.wafer.sources import (WaferSet, detect_format, get_map, load_wafer_file, save_mixedwm38_npz,
-                                          save_wm811k_npz)
+from domainvlm.domains.wafer.npz_writers import save_mixedwm38_npz, save_wm811k_npz
+from domainvlm.domains.wafer.sources import WaferSet, detect_format, get_map, load_wafer_file
 from domainvlm.domains.wafer.patterns import CODES, canonical_set
 from domainvlm.errors import UserError
 

@@ -50,7 +50,8 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
     from ...errors import UserError
     from .instruct import build_wafer_records
     from .mapfiles.labels import load_source, source_kind
-    from .sources import cached_wafer_set, detect_format, load_wafer_file, save_wm811k_npz
+    from .npz_writers import save_wm811k_npz
+    from .sources import cached_wafer_set, detect_format, load_wafer_file
 
     p = Path(path)
     fab = source_kind(p)
@@ -154,7 +155,7 @@ def _head(model, processor, model_dir=None):
 
 def _synth(n: int, size: int, seed: int, classes, val_fraction: float, out) -> int:
     """``domainvlm data synth``: a seeded synthetic MixedWM38-layout npz; returns the number of maps."""
-    from .sources import save_mixedwm38_npz
+    from .npz_writers import save_mixedwm38_npz
     from .synth import synth_set
 
     ws = synth_set(n, size, seed, classes, {"train": 1 - val_fraction, "val": val_fraction} if val_fraction else None)

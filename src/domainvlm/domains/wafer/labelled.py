@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-from .sources import WaferSet, _check_maps, _write_npz, load_labelled_maps
+from .npz_writers import check_maps, flat_arrays, write_npz
+from .sources import WaferSet, load_labelled_maps
 
 
 def label_text(defects, tax=None) -> str:
@@ -32,16 +33,8 @@ def label_text(defects, tax=None) -> str:
 
 
 def save_labelled_npz(ws: WaferSet, path, tax=None) -> None:
-    _check_maps(ws, path)
-    shapes = np.array([np.shape(m) for m in ws.maps], dtype=np.int32).reshape(-1, 2)
-    offsets = np.concatenate([[0], np.cumsum(shapes[:, 0].astype(np.int64) * shapes[:, 1])])
-    arrays = {"maps_flat": np.concatenate([np.asarray(m, np.uint8).ravel() for m in ws.maps]
-                                          or [np.zeros(0, np.uint8)]),
-              "shapes": shapes, "offsets": offsets,
-              "labels": np.array([label_text(d, tax) for d in ws.defects], dtype=str)}
-    if ws.split is not None:
-        arrays["split"] = np.array(ws.split, dtype=str)
-    _write_npz(path, arrays)
+    check_maps(ws, path)
+    write_npz(path, flat_arrays(ws) | {"labels": np.array([label_text(d, tax) for d in ws.defects], dtype=str)})
 
 
 def load_labelled_npz(path, tax, split: str | None = None) -> WaferSet:

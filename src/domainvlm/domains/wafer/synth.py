@@ -12,7 +12,8 @@ import numpy as np
 
 from ...errors import UserError
 from .patterns import PATTERNS, canonical_set, mixedwm38_classes
-from .sources import WaferSet, save_mixedwm38_npz
+from .npz_writers import save_mixedwm38_npz
+from .sources import WaferSet
 from .fab_patterns import FAB_PATTERNS, MAKERS as FAB_MAKERS
 
 __all__ = ["synth_map", "synth_map_with_masks", "synth_set", "save_mixedwm38_npz"]
