@@ -62,11 +62,9 @@ def build_records(ws: WaferSet, path, indices, langs=("en", "zh"), seed: int = 0
 
     from .instruct import wafer_record
     from .mapfiles.labels import check_names
-    from .taxonomy import for_source, is_default
+    from .taxonomy import reading
 
-    tax = for_source(taxonomy, model_dir)
-    own = not is_default(tax)
-    src = str(taxonomy) if taxonomy is not None else (f"{model_dir}/taxonomy.json" if own else None)
+    tax, own, src = reading(taxonomy, model_dir)
     rng = random.Random(seed)
     out = []
     for i in indices:

@@ -35,6 +35,15 @@ def for_source(taxonomy=None, model_dir=None) -> Taxonomy:
     return extend(base, taxonomy) if taxonomy is not None else base
 
 
+def reading(taxonomy=None, model_dir=None) -> tuple[Taxonomy, bool, str | None]:
+    """What a labelled source's records are built with (a labels CSV, a labelled npz): :func:`for_source`'s
+    taxonomy, whether it goes beyond the 8 patterns, and the file its own classes come from (named by the
+    unknown-class message; None for the 8 patterns)."""
+    tax = for_source(taxonomy, model_dir)
+    own = not is_default(tax)
+    return tax, own, str(taxonomy) if taxonomy is not None else (f"{model_dir}/taxonomy.json" if own else None)
+
+
 def is_default(tax) -> bool:
     """True for the 8-pattern taxonomy (its answers are written as before taxonomies were data)."""
     return tax is None or tax is default() or tax.to_dict() == default().to_dict()

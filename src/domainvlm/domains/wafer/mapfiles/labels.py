@@ -112,11 +112,9 @@ def build_records(path: Path, split=None, langs=("en", "zh"), seed: int = 0, exp
     ``taxonomy`` (a YAML/JSON file or model folder) and ``model_dir`` (eval's model): see taxonomy.for_source.
     Records of a taxonomy beyond the 8 patterns say ``labels.taxonomy: custom``, their answers name its classes."""
     from ..instruct import wafer_record
-    from ..taxonomy import for_source, is_default
+    from ..taxonomy import reading
 
-    tax = for_source(taxonomy, model_dir)
-    own = not is_default(tax)
-    src = str(taxonomy) if taxonomy is not None else (f"{model_dir}/taxonomy.json" if own else None)
+    tax, own, src = reading(taxonomy, model_dir)
     rows = read_labelled(path, tax, src)
     if split is not None:
         rows = [r for r in rows if r[2] == split]
