@@ -14,6 +14,9 @@ def test_cuda_answers_run_without_cudnn_attention_and_restore_it_afterwards():
         assert torch.backends.cuda.mem_efficient_sdp_enabled() and torch.backends.cuda.math_sdp_enabled()
         assert torch.backends.cuda.flash_sdp_enabled()
     assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with answering_attention("cuda:0"):  # a device string names the same kind
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
 
 
 def test_cpu_answers_change_no_backend():

@@ -18,7 +18,7 @@ import torch
 def answering_attention(device):
     """A context for inference forwards on ``device``: SDPA may use flash, memory-efficient or math kernels,
     not cuDNN's (on CPU and where torch lacks ``sdpa_kernel``: nothing changes)."""
-    if getattr(device, "type", str(device)) != "cuda":
+    if torch.device(device).type != "cuda":  # "cuda:0" too
         return contextlib.nullcontext()
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
