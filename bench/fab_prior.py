@@ -25,8 +25,9 @@ NEW = ("Reticle-Repeat", "Probe-Card", "Notch-Cluster")
 
 
 @torch.no_grad()
-def score_bank(head, bank, bs: int) -> tuple[np.ndarray, list[tuple]]:
-    """(maps, lines) float32 line log-probs and the greedy answers, questions chosen as expert.evaluate does."""
+def score_bank(head, bank, bs: int, lang: str = "en") -> tuple[np.ndarray, list[tuple]]:
+    """(maps, lines) float32 line log-probs and the greedy answers, questions in ``lang`` chosen as
+    expert.evaluate does (bench/wafer_lang.py asks in both languages)."""
     from domainvlm.domains.wafer.confidence import line_logprobs
     from domainvlm.domains.wafer.expert_data import PixelMaker
     from domainvlm.domains.wafer.instruct import QUESTIONS
@@ -35,12 +36,12 @@ def score_bank(head, bank, bs: int) -> tuple[np.ndarray, list[tuple]]:
     lps, greedy = [], []
     for s in range(0, len(bank), bs):
         e = min(len(bank), s + bs)
-        msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS["en"])}] for _ in range(s, e)]
+        msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS[lang])}] for _ in range(s, e)]
         pv, g = px(bank.canvas[s:e])
         state: dict = {}
         greedy += [tuple(d or ()) for d in head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs],
-                                                         ["en"] * (e - s), state=state)]
-        lps.append(line_logprobs(head, state, ["en"] * (e - s)).float().cpu().numpy())
+                                                         [lang] * (e - s), state=state)]
+        lps.append(line_logprobs(head, state, [lang] * (e - s)).float().cpu().numpy())
         print(f"  {bank.source}: {e}/{len(bank)}", flush=True)
     return np.concatenate(lps), greedy
 

@@ -12,28 +12,10 @@ CPU or GPU (whichever torch sees); line probabilities at T = 1 (the ranking does
 from __future__ import annotations
 
 import argparse
-import random
 
 import numpy as np
 import torch
-
-
-@torch.no_grad()
-def line_logprobs(head, bank, lang: str, batch: int) -> np.ndarray:
-    """(maps, lines) log-probability of every valid diagnosis line under questions in ``lang``."""
-    from domainvlm.domains.wafer.confidence import line_logprobs as score
-    from domainvlm.domains.wafer.expert_data import PixelMaker
-    from domainvlm.domains.wafer.instruct import QUESTIONS
-
-    px, rng, out = PixelMaker(head.processor, head.model.device), random.Random(0), []
-    for s in range(0, len(bank), batch):
-        e = min(len(bank), s + batch)
-        msgs = [[{"role": "user", "content": "<image>\n" + rng.choice(QUESTIONS[lang])}] for _ in range(s, e)]
-        pv, g = px(bank.canvas[s:e])
-        state: dict = {}
-        head.diagnose(pv, g, [head.prompt_ids(m) for m in msgs], [lang] * (e - s), state=state)
-        out.append(score(head, state, [lang] * (e - s)).float().cpu().numpy())
-    return np.concatenate(out)
+from fab_prior import score_bank  # bench/ is on the path when this runs as a script
 
 
 def row(label: str, source: str, lp: np.ndarray, sets, gold, taxonomy, tax) -> str:
@@ -76,7 +58,7 @@ def main(argv=None) -> int:
         if a.limit:
             ws.maps, ws.defects = ws.maps[: a.limit], ws.defects[: a.limit]
         bank = MapBank(ws, size, dev, ws.source, class_names(tax), tax)
-        lp = {lang: line_logprobs(head, bank, lang, a.batch) for lang in ("en", "zh")}
+        lp = {lang: score_bank(head, bank, a.batch, lang)[0] for lang in ("en", "zh")}
         gold = [tuple(d) for d in ws.defects]
         for label, x in (("English question", lp["en"]), ("Chinese question", lp["zh"]),
                          ("both, mean probability", np.logaddexp(lp["en"], lp["zh"]))):
