@@ -54,6 +54,17 @@ def _build(cfg: ExpertConfig, out: Path):
     return model, proc
 
 
+def _overlay(cfg: ExpertConfig, new_train, mix, mix_maps, classes, tax):
+    """The new-class overlays of ``new_overlay_frac`` (expert_overlay.py), or None."""
+    if cfg.new_overlay_frac <= 0 or new_train is None:
+        return None
+    from .expert_extend import bound_rows
+    from .expert_overlay import NewOverlay
+
+    bound = bound_rows(new_train, cfg.new_augment_bound) if cfg.new_augment_bound else None
+    return NewOverlay(new_train, mix, mix_maps, classes, tax, cfg.new_augment, bound)
+
+
 def _head(ws, n: int, spread: bool = False):
     """The first ``n`` maps of ``ws`` (all when n is 0), or with ``spread`` ``n`` maps evenly spaced over it."""
     if not n or n >= len(ws):
@@ -174,7 +185,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
               f"setup {time.time() - t_start:.0f}s")
     mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
-    draw = BatchDraw(cfg, mix, wm, sup, new["train"])
+    draw = BatchDraw(cfg, mix, wm, sup, new["train"], _overlay(cfg, new["train"], mix, mix_maps, classes, tax))
     old_val = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]]
     vals = old_val + [new["val"]] * bool(new["val"])
     teacher = setup_teacher(cfg, draw, classes, tax, vals, size, out, dev, lambda m: _log(log, m))

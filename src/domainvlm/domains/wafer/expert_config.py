@@ -62,6 +62,8 @@ class ExpertConfig:
     new_augment: str = "mirror"           # mirror (left-right: keeps the notch at the bottom) | dihedral | none
     new_augment_bound: list[str] = field(default_factory=list)  # with new_augment=dihedral: classes bound to an
     #                                       orientation (e.g. Notch-Cluster): maps naming one get mirror only
+    new_overlay_frac: float = 0.0         # share of the new-class samples laid over real MixedWM38 train maps
+    #                                       (expert_overlay.py: the new pattern on real backgrounds and patterns)
     replay_limit: int = 0                 # > 0: first N train maps of each old set only (replay on a small host)
     eval_baseline: bool = False           # also evaluate init_model on the same val/test maps (after training)
     eval_baseline_test: bool = True       # with eval_baseline: init_model on new_test too (its F1 there is 0:
@@ -109,6 +111,8 @@ def _check(cfg: ExpertConfig) -> None:
         raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
     if cfg.new_augment_bound and cfg.new_augment != "dihedral":
         raise UserError("config: new_augment_bound needs new_augment=dihedral (the other maps' augmentation)")
+    if cfg.new_overlay_frac > 0 and not (cfg.new_data and cfg.new_frac > 0):
+        raise UserError("config: new_overlay_frac needs new_data and new_frac > 0 (the new-class maps it lays over)")
     if cfg.select_penalty > 0 and not cfg.init_model:
         raise UserError("config: select_penalty (old-class drop against init_model) needs init_model")
     if cfg.taxonomy and not cfg.init_model:

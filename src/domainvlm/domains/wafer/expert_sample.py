@@ -1,8 +1,9 @@
 """One training batch of the wafer recipe, for the expert and for its CNN teacher alike (expert_teacher.py).
 
 MixedWM38 maps drawn uniformly, WM-811K maps class-balanced (weight n_class^-wm811k_balance), optionally new
-superposed MixedWM38 mixtures and a fab's new classes, every map under a random die-grid symmetry. The random
-draws happen in one fixed order, so the expert's batches depend only on its generator.
+superposed MixedWM38 mixtures and a fab's new classes (some laid over real maps: expert_overlay.py), every map
+under a random die-grid symmetry. The random draws happen in one fixed order, so the expert's batches depend only
+on its generator.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from .expert_data import augment_batch
 
 
 class BatchDraw:
-    def __init__(self, cfg, mix, wm, sup=None, new_train=None):
-        self.cfg, self.mix, self.wm, self.sup, self.new = cfg, mix, wm, sup, new_train
+    def __init__(self, cfg, mix, wm, sup=None, new_train=None, overlay=None):
+        self.cfg, self.mix, self.wm, self.sup, self.new, self.overlay = cfg, mix, wm, sup, new_train, overlay
         self.w_wm = wm.class_weights(cfg.wm811k_balance)
         self.bound = None  # rows of new_train naming an orientation-bound class: mirrored only
         if new_train is not None and cfg.new_augment_bound:
@@ -42,6 +43,10 @@ class BatchDraw:
         if n_new:
             from .expert_extend import sample_new
 
-            c_new, k_new = sample_new(self.new, n_new, cfg.new_augment, gen, self.bound)
+            n_ov = round(n_new * cfg.new_overlay_frac) if self.overlay is not None else 0
+            c_new, k_new = sample_new(self.new, n_new - n_ov, cfg.new_augment, gen, self.bound)
             canvas, cls = torch.cat([canvas, c_new]), torch.cat([cls, k_new])
+            if n_ov:  # drawn last: without overlays the batches stay as before for the same generator
+                c_ov, k_ov = self.overlay.sample(n_ov, gen)
+                canvas, cls = torch.cat([canvas, c_ov]), torch.cat([cls, k_ov])
         return canvas, cls
