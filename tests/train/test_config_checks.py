@@ -155,3 +155,19 @@ def test_a_warmup_longer_than_the_run_warns_once_and_goes_on(tmp_path, capsys, c
     err = capsys.readouterr().err
     assert err.count("warmup_steps 20 > max_steps 10") == 1
     assert "not found" in err.splitlines()[-1]  # went on to the (absent) data
+
+
+def test_the_warmup_warning_is_once_per_run_not_once_per_config_object(tmp_path, capsys):
+    """Deduplicated by value, not id(): a phased recipe rebuilds its phase configs at each of its three checks
+    (warned three times each before), and a freed config's id is taken by the next one (its run went unwarned)."""
+    from domainvlm.domains.wafer.expert_config import ExpertConfig
+    from domainvlm.train.config_checks import check_warmup
+
+    data = [d.replace("=", f"={tmp_path}/", 1) for d in DATA["train-expert"]]
+    assert main(["train-expert", *data, f"output_dir={tmp_path / 'run'}",
+                 "phases=[{max_steps: 10, warmup_steps: 20}, {max_steps: 10, warmup_steps: 30}]"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("warmup_steps 20 > max_steps 10") == 1 and err.count("warmup_steps 30 > max_steps 10") == 1
+    for i in range(3):  # three runs of one process (a notebook), each config dropped after its run
+        check_warmup(ExpertConfig(output_dir=str(tmp_path / f"run{i}"), max_steps=10, warmup_steps=40))
+    assert capsys.readouterr().err.count("warmup_steps 40 > max_steps 10") == 3

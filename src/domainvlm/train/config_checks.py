@@ -58,14 +58,17 @@ def check_rules(cfg, rules: dict[str, Rule]) -> None:
             raise UserError(f"{name}: {v!r} is not allowed ({rule.allowed})")
 
 
-_WARNED: set[int] = set()  # ids of configs already warned about (a run's config lives to its end)
+# The configs already warned about, by value: the command and train() check one run twice, and a phased
+# recipe rebuilds each phase's config at every check. Not by id(): a freed config's id is reused by the next
+# one (a second run in the same process went unwarned) and rebuilt phases have new ids (warned three times).
+_WARNED: set[str] = set()
 
 
 def check_warmup(cfg) -> None:
     """The recipes' warm-up in steps: longer than the run, the learning rate never reaches its peak. A warning,
     not an error: a quick try (``max_steps=100`` under the recipe's 300-step warm-up) is a fair thing to run."""
-    if 0 < cfg.max_steps < cfg.warmup_steps and id(cfg) not in _WARNED:  # once: the command and train() check
-        _WARNED.add(id(cfg))
+    if 0 < cfg.max_steps < cfg.warmup_steps and (key := repr(cfg)) not in _WARNED:  # class + every field
+        _WARNED.add(key)
         print(f"domainvlm: warning: warmup_steps {cfg.warmup_steps} > max_steps {cfg.max_steps}: the learning rate "
               f"stays below lr ({cfg.lr}) for the whole run; set warmup_steps to change that", file=sys.stderr)
 

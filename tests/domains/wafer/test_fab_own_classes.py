@@ -252,3 +252,26 @@ def test_eval_check_names_a_mixture_the_taxonomy_does_not_answer(fab_model):
     with pytest.raises(UserError, match=r"record 'r0' .*class 'Probe-Card' is not in the model's taxonomy "
                                         r"\(the 8 known patterns"):
         check_records(ok, None)
+
+
+def test_a_label_text_is_the_same_label_set_in_a_labels_csv_and_a_labelled_npz(lot, tmp_path):
+    """Both readers split a label on '+', ';' and '|' (patterns.split_labels); the npz reader used to split on
+    '+' only, so 'Center; Probe-Card' was one unknown class there and two classes in a CSV."""
+    from domainvlm.domains.wafer.labelled import build_records, load_labelled_npz
+    from domainvlm.domains.wafer.mapfiles.labels import read_labelled
+    from domainvlm.domains.wafer.npz_writers import flat_arrays, write_npz
+    from domainvlm.domains.wafer.sources import WaferSet, load_labelled_maps
+
+    d, g = lot
+    texts = ["Reticle-Repeat", "Center; Probe-Card", " Notch-Cluster | Center+Probe-Card ", "Normal"]
+    gold = [("Reticle-Repeat",), ("Center", "Probe-Card"), ("Center", "Probe-Card", "Notch-Cluster"), ()]
+    refs = ["wafers_1_2.xml#0", "wafers_1_2.xml#1", "wafer_3.stdf", "wafer_4.klarf#0"]
+    (d / "labels.csv").write_text("image,labels\n" + "".join(f'{r},"{t}"\n' for r, t in zip(refs, texts)))
+    npz = tmp_path / "same.npz"
+    write_npz(npz, flat_arrays(WaferSet(g, [()] * 4, None, "custom", "custom", str(npz))) | {"labels": np.array(texts)})
+    tax = extend(default(), YAML)
+    csv_sets = [r[1] for r in read_labelled(d / "labels.csv", tax, str(YAML))]
+    npz_sets = load_labelled_npz(npz, tax).defects  # train-expert's new_data
+    records = build_records(load_labelled_maps(npz), npz, range(4), taxonomy=YAML)  # data build / eval
+    assert [tax.canonical(x) for x in gold] == csv_sets == npz_sets
+    assert [tuple(r.labels["defects"]) for r in records] == csv_sets

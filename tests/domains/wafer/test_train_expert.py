@@ -122,3 +122,32 @@ def test_train_expert_missing_data_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"domainvlm: error: {tmp_path / 'nope.npz'}: wafer data not found (set mixedwm38=PATH)"]
     assert not out.exists()  # used to build and save an init model and open a log first
+
+
+@pytest.mark.parametrize("given, words", [
+    ({"mixedwm38": "fab"}, "is a labelled map set, not a MixedWM38 npz (mixedwm38=); labelled maps of new classes "
+                           "go to new_data= / new_val= / new_test="),
+    ({"wm811k": "fab"}, "is a labelled map set, not a WM-811K npz (wm811k=)"),
+    ({"mixedwm38": "wm"}, "is a WM-811K npz, not a MixedWM38 npz (mixedwm38=); give it as wm811k="),
+    ({"wm811k": "mixed"}, "is a MixedWM38 npz, not a WM-811K npz (wm811k=); give it as mixedwm38="),
+    ({"phases": "fab"}, "phases[1]: "),  # a later phase's file: refused before phase 1 trains
+])
+def test_train_expert_wrong_replay_file_is_refused_before_anything_is_written(tmp_path, one_error_line, given, words):
+    """A labelled map set (synth_fab's train.npz) or the other data set as mixedwm38= / wm811k= used to fail
+    after building a model (labelled) or to train on the wrong set (swapped); now one line, nothing written."""
+    from domainvlm.cli import main
+    from domainvlm.domains.wafer.synth_fab import main as synth_fab
+
+    mixed, wm = _data(tmp_path)
+    assert synth_fab([str(tmp_path / "fab"), "--n", "5", "--val", "2", "--test", "2"]) == 0
+    files = {"mixed": mixed, "wm": wm, "fab": tmp_path / "fab" / "train.npz"}
+    args = {"mixedwm38": mixed, "wm811k": wm}
+    if "phases" in given:
+        args["phases"] = f"[{{max_steps: 2, warmup_steps: 1}}, {{mixedwm38: {files[given.pop('phases')]}}}]"
+    args |= {k: files[v] for k, v in given.items()}
+    out = tmp_path / "run"
+    assert main(["train-expert", *(f"{k}={v}" for k, v in args.items()), f"output_dir={out}", *TINY]) == 2
+    err = one_error_line()
+    bad = files["fab"] if "phases" in args else next(files[v] for v in given.values())
+    assert err.startswith("domainvlm: error: ") and f"{bad}: is " in err and words in err, err
+    assert not out.exists()

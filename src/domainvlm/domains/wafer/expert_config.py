@@ -6,6 +6,7 @@ Kept apart from the recipe (expert.py, which needs torch) so that building the C
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ...errors import UserError
 from ...models.compact import CompactConfig
@@ -122,6 +123,31 @@ def _check(cfg: ExpertConfig) -> None:
     if cfg.taxonomy and cfg.presence_loss > 0:
         raise UserError("config: presence_loss works on the 8 known patterns only; set presence_loss=0 with taxonomy")
     _check_teacher(cfg)
+    _check_replay_files(cfg)
+
+
+# what each replay field takes (sources.detect_format's names), and what the other formats are called
+_REPLAY = {"mixedwm38": ("MixedWM38", ("mixedwm38",)), "wm811k": ("WM-811K", ("wm811k-npz", "wm811k-pickle"))}
+_FORMATS = {"mixedwm38": "a MixedWM38 npz", "wm811k-npz": "a WM-811K npz", "wm811k-pickle": "a WM-811K pickle"}
+
+
+def _check_replay_files(cfg: ExpertConfig) -> None:
+    """mixedwm38= / wm811k= hold the data set they name: told apart by their npz keys (cheap), so a swapped or
+    labelled file stops here, not after a model is built or, swapped, trains silently on the wrong set. A missing
+    file is train_expert's "not found" (checking the defaults needs no data)."""
+    from .sources import detect_format
+
+    for name, (title, ok) in _REPLAY.items():
+        path = getattr(cfg, name)
+        if not Path(path).is_file():
+            continue
+        fmt = detect_format(path)
+        if fmt == "labelled-npz":
+            raise UserError(f"{path}: is a labelled map set, not a {title} npz ({name}=); labelled maps of new "
+                            f"classes go to new_data= / new_val= / new_test=")
+        if fmt not in ok:
+            other = next(k for k, (_, fmts) in _REPLAY.items() if fmt in fmts)
+            raise UserError(f"{path}: is {_FORMATS[fmt]}, not a {title} npz ({name}=); give it as {other}=")
 
 
 def _check_teacher(cfg: ExpertConfig) -> None:

@@ -5,7 +5,8 @@ Layout (WM-811K's flat one, with label sets instead of one failure type)::
     maps_flat (M,) uint8   0 off-wafer / 1 pass / 2 fail; map i = maps_flat[offsets[i]:offsets[i+1]]
     shapes    (N, 2) int   rows, cols of each map (sizes may differ)
     offsets   (N+1,) int
-    labels    (N,) str     the map's classes joined by '+' ("Center+Reticle-Repeat"); "Normal" or "" for none
+    labels    (N,) str     the map's classes joined by '+' ("Center+Reticle-Repeat"; read: ';' / '|' too, as a
+                           labels CSV, patterns.split_labels); "Normal" or "" for none
     split     (N,) str     optional: train / val / ...
 
 Written by ``python -m domainvlm.domains.wafer.synth_fab``; read by train-expert's ``new_data`` (expert_extend.py)

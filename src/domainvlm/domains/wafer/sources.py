@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import UserError
-from .patterns import PATTERNS, WM811K_TYPES, canonical_set, set_name
+from .patterns import PATTERNS, WM811K_TYPES, canonical_set, set_name, split_labels
 
 MIXED_KEYS = ("arr_0", "arr_1")
 WM811K_KEYS = ("maps_flat", "shapes", "offsets", "failure_type")
@@ -229,7 +229,7 @@ def load_labelled_maps(path) -> WaferSet:
         maps, texts = _flat_maps(z, path, "labels")
         split = _read_split(z, path, len(maps))
     none = ("", "Normal", "None", "none")  # a label naming no class, as in a labels CSV (mapfiles/labels.py)
-    defects = [tuple(n for n in (t.strip() for t in text.split("+")) if n not in none) for text in texts]
+    defects = [tuple(n for n in split_labels(text) if n not in none) for text in texts]
     return WaferSet(maps, defects, split, "custom", "custom", str(path))
 
 

@@ -1,10 +1,11 @@
 """`data build` from fab map files: a labels CSV ``image,labels[,split]`` -> wafer instruction records.
 
 ``image`` is a map file (relative to the CSV's folder) with ``#K`` for a multi-wafer file; ``labels`` names
-the patterns joined by ``+`` (``Center+Scratch``; ``Normal`` or empty for none): the 8 known patterns, or the
-classes of a taxonomy of the fab's own (``--taxonomy my_patterns.yaml``, which extends the 8 as
-``train-expert taxonomy=`` does; ``eval`` reads with its model's taxonomy.json). Every reference and label is
-checked before anything is written, so a bad row stops the build with its line and field.
+the patterns joined by ``+`` (``Center+Scratch``; ``;`` or ``|`` too, read as a labelled npz's labels:
+patterns.split_labels; ``Normal`` or empty for none): the 8 known patterns, or the classes of a taxonomy of
+the fab's own (``--taxonomy my_patterns.yaml``, which extends the 8 as ``train-expert taxonomy=`` does;
+``eval`` reads with its model's taxonomy.json). Every reference and label is checked before anything is
+written, so a bad row stops the build with its line and field.
 """
 
 from __future__ import annotations
@@ -12,11 +13,11 @@ from __future__ import annotations
 import csv
 import io
 import random
-import re
 from pathlib import Path
 
 from ....data.images import split_ref
 from ....errors import UserError
+from ..patterns import split_labels
 from . import get_wafer
 from .hooks import kind
 
@@ -54,7 +55,7 @@ def _utf8_text(path: Path) -> str:
 
 
 def _labels(text: str, loc: str, tax, tax_source: str | None) -> tuple[str, ...]:
-    return check_names([t.strip() for t in re.split(r"[+;|]", text or "")], f"{loc}: field 'labels'", tax, tax_source)
+    return check_names(split_labels(text), f"{loc}: field 'labels'", tax, tax_source)
 
 
 def check_names(names, where: str, tax, tax_source: str | None) -> tuple[str, ...]:
