@@ -152,6 +152,21 @@ def test_resume_with_another_question_is_refused(tmp_path, tiny_model_dir, capsy
     assert {r["question"] for r in read_jsonl(out)} == {"这是什么缺陷？"}
 
 
+def test_resume_with_other_images_under_the_same_ids_is_refused(tmp_path, tiny_model_dir, capsys):
+    """A CSV's row ids are its line numbers: an edited input that puts another image on a line must not be
+    answered with the old image's answer."""
+    make_images(tmp_path / "maps", 2)
+    out = tmp_path / "o.jsonl"
+    assert run(_csv_input(tmp_path, 2, f"maps/m0.png,{Q}"), "-o", out, model=tiny_model_dir) == 0
+    before = out.read_text()
+    capsys.readouterr()
+    assert run(_csv_input(tmp_path, 2, f"maps/m1.png,{Q}"), "-o", out, model=tiny_model_dir) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "m0.png" in err[0] and "m1.png" in err[0] and "--overwrite" in err[0], err
+    assert out.read_text() == before
+    assert run(_csv_input(tmp_path, 2, f"maps/m0.png,{Q}"), "-o", out, model=tiny_model_dir) == 0  # same: resumes
+
+
 def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
     src = _csv_input(tmp_path, 2, f"maps/m0.png,{Q}", f"maps/late.png,{Q}")
     out = tmp_path / "o.jsonl"

@@ -103,9 +103,10 @@ def _lot_report(out: Path, dest: str, model_dir) -> None:
     print(f"domainvlm: lot report for {len(s['lots'])} lot(s) in {dest}", file=sys.stderr)
 
 
-def _same_questions(rows, writer, out) -> None:
-    """Resuming keeps the answers already in ``out``: refuse when they answer another question (a changed
-    --question or input), which would otherwise leave old answers under the new question silently."""
+def _same_inputs(rows, writer, out) -> None:
+    """Resuming keeps the answers already in ``out``: refuse when a row there answers another question (a changed
+    --question or input) or another image (the input's rows renumbered or edited; a row's id is its line in a
+    CSV or JSONL), which would otherwise pass old answers off as the new input's."""
     from ..errors import UserError
 
     for r in rows:
@@ -113,6 +114,10 @@ def _same_questions(rows, writer, out) -> None:
         if old is not None and r.question is not None and old != r.question:
             raise UserError(f"{out}: row {r.id!r} there answers {old!r}, not {r.question!r}; pass --overwrite to "
                             "start over, or choose another --output")
+        img = writer.images.get(r.id)
+        if isinstance(img, str) and len(r.images) == 1 and img != r.images[0]:
+            raise UserError(f"{out}: row {r.id!r} there answers image {img!r}, not {r.images[0]!r}; pass "
+                            "--overwrite to start over, or choose another --output")
 
 
 def run(args):
@@ -122,7 +127,7 @@ def run(args):
     out = _output(args)
     writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)
     try:
-        _same_questions(rows, writer, out)
+        _same_inputs(rows, writer, out)
         todo = [r for r in rows if r.id not in writer.done]
         skipped = len(rows) - len(todo)
         if skipped:

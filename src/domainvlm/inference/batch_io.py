@@ -233,6 +233,7 @@ class ResultWriter:
         kept = [] if overwrite or not self.path.exists() else self._existing(retry_errors)
         self.done = {r["id"] for r in kept}
         self.questions = {r["id"]: r.get("question") for r in kept}  # resuming checks they are still the same
+        self.images = {r["id"]: r.get("image") for r in kept}
         self.errors = sum(1 for r in kept if r.get("error"))
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
             if self.csv:
