@@ -38,6 +38,10 @@ def add_arguments(p):
                    "A labels CSV of wafer-map files or a labelled wafer npz: a fab's own classes, added to the 8 "
                    "known patterns as train-expert taxonomy= adds them (e.g. configs/fab-patterns.yaml), or a model "
                    "folder's")
+    b.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="wafer npz / LSWMD.pkl without a val split (LSWMD: Training / Test): move a seeded share F "
+                        "of each class's train maps to val, written into <stem>_converted.npz in --out (give "
+                        "that file to train-expert / calibrate); default 0: splits as the file has them")
     b.add_argument("--seed", type=int, default=0)
     v = sub.add_parser("validate", help="check a record JSONL (or any source): structure and images")
     v.add_argument("path")
@@ -131,6 +135,8 @@ def _build(args):
     bad = [x for x in langs if x not in ("en", "zh")]
     if bad:
         raise UserError(f"--langs: unsupported language(s) {', '.join(bad)} (en, zh)")
+    if not 0 <= args.val_fraction < 1:
+        raise UserError(f"--val-fraction: must be in [0, 1), got {args.val_fraction}")
     out = Path(args.out)
     by_split: dict[str, list] = {}
     n_read = 0
@@ -138,7 +144,7 @@ def _build(args):
         recs = load_any(src, allow_pickle=args.allow_pickle, langs=langs, seed=args.seed,
                         explain=not args.no_explain, follow_up_frac=args.follow_up_frac,
                         image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report,
-                        taxonomy=args.taxonomy)
+                        taxonomy=args.taxonomy, val_fraction=args.val_fraction)
         n_read += len(recs)
         recs = _keep_langs(recs, langs, src)
         for r in recs:

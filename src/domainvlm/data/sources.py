@@ -47,13 +47,14 @@ def sniff(path: Path) -> str:
 def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = False, langs=("en", "zh"),
              seed: int = 0, explain: bool = True, follow_up_frac: float = 0.0, image_root=None,
              convert_dir: Path | None = None, qa_per_report: int | None = None, taxonomy=None,
-             model_dir=None) -> list[Record]:
+             model_dir=None, val_fraction: float = 0.0) -> list[Record]:
     """Load records from any supported source, optionally only one split: record JSONL, a source a domain
     claims (``Domain.sniff`` / ``read_source``: wafer npz, X-ray reports, labelled image folders, ...), or
     sharegpt / LLaVA JSON. The options are handed to the domain's reader, which uses those it knows;
     ``qa_per_report`` (X-ray sources): turn report records into instruction records with that many "is there
     X?" turns; ``taxonomy`` (labelled image collections, a labels CSV of wafer-map files): a taxonomy YAML/JSON
-    or model folder; ``model_dir`` (eval): the evaluated model's folder, whose taxonomy a domain may read with."""
+    or model folder; ``model_dir`` (eval): the evaluated model's folder, whose taxonomy a domain may read with;
+    ``val_fraction`` (wafer npz / LSWMD.pkl without a val split): carve one from train."""
     from ..io import resolve_path
 
     p = resolve_path(path)
@@ -64,6 +65,8 @@ def load_any(path: str | Path, split: str | None = None, allow_pickle: bool = Fa
         opts["taxonomy"] = taxonomy
     if model_dir is not None:
         opts["model_dir"] = model_dir
+    if val_fraction:
+        opts["val_fraction"] = val_fraction
     dom = None if kind == "records" else domains.sniff(p)
     if dom is not None:
         return dom.read_source(p, split=split, **opts)

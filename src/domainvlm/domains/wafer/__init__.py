@@ -44,13 +44,15 @@ def _sniff(path) -> bool:
 
 def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"), seed: int = 0,
                  explain: bool = True, follow_up_frac: float = 0.0, convert_dir=None, taxonomy=None, model_dir=None,
-                 **_) -> list:
+                 val_fraction: float = 0.0, **_) -> list:
     """``taxonomy`` / ``model_dir``: the classes a labels CSV of fab map files (mapfiles/labels.py) or a labelled
-    map npz (labelled.py) may name; the MixedWM38 / WM-811K readers know their data set's own classes."""
+    map npz (labelled.py) may name; the MixedWM38 / WM-811K readers know their data set's own classes.
+    ``val_fraction`` > 0: a file without a val split gets one from its train maps (val_carve.py), and the records
+    point into ``<stem>_converted.npz`` (in ``convert_dir``), which holds that split."""
     from ...errors import UserError
     from .instruct import build_wafer_records
     from .mapfiles.labels import load_source, source_kind
-    from .npz_writers import save_wm811k_npz
+    from .npz_writers import save_mixedwm38_npz, save_wm811k_npz
     from .sources import cached_wafer_set, detect_format, load_wafer_file
 
     p = Path(path)
@@ -63,9 +65,17 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
     # an npz is read once per process: eval's records and the maps their references name share one set
     ws = load_wafer_file(p, allow_pickle=allow_pickle) if pickled else cached_wafer_set(p)
     ref_path = p
-    if pickled:  # convert once so records never point into a pickle
+    if val_fraction > 0 and fmt == "labelled-npz":
+        raise UserError(f"{p}: --val-fraction is for MixedWM38 / WM-811K files; a labelled map set names its "
+                        "splits by file (synth_fab writes train.npz / val.npz / test.npz)")
+    carved = val_fraction > 0 and "val" not in (ws.split or [])
+    if carved:  # data build --val-fraction: val carved from train (val_carve.py), written to the converted npz
+        from .val_carve import carve_val
+
+        ws = carve_val(ws, val_fraction, seed, str(p))
+    if pickled or carved:  # convert once so records never point into a pickle (or at the split before carving)
         ref_path = (Path(convert_dir) if convert_dir else p.parent) / (p.stem + "_converted.npz")
-        save_wm811k_npz(ws, ref_path)
+        (save_wm811k_npz if fmt.startswith("wm811k") else save_mixedwm38_npz)(ws, ref_path)
     idx = None
     if split:
         if ws.split is None:

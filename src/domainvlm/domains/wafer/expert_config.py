@@ -148,6 +148,27 @@ def _check_replay_files(cfg: ExpertConfig) -> None:
         if fmt not in ok:
             other = next(k for k, (_, fmts) in _REPLAY.items() if fmt in fmts)
             raise UserError(f"{path}: is {_FORMATS[fmt]}, not a {title} npz ({name}=); give it as {other}=")
+        if fmt == "wm811k-pickle":  # train-expert reads no pickle (they can run code): converted once by data build
+            raise UserError(f"{path}: is a pickle (WM-811K LSWMD.pkl?), which train-expert does not read; convert "
+                            f"it once: domainvlm data build --source {path} --allow-pickle --val-fraction 0.25 "
+                            f"--out DIR, then give DIR/{Path(path).stem}_converted.npz as {name}=")
+        _check_val_split(path, name)
+
+
+def _check_val_split(path, name: str) -> None:
+    """The recipe selects on the file's val split: one without it (only train / test) is told how to carve one."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            splits = {str(x) for x in z["split"].tolist()} if "split" in z.files else set()
+    except Exception:  # noqa: BLE001 - a damaged file: load_wafer_file's own error names the key
+        return
+    if "val" not in splits:
+        have = f"splits {', '.join(sorted(map(str, splits)))}" if splits else "no split column"
+        raise UserError(f"{path}: has {have}, and the recipe selects on val ({name}=); carve one from train: "
+                        f"domainvlm data build --source {path} --val-fraction 0.25 --out DIR, then give "
+                        f"DIR/{Path(path).stem}_converted.npz as {name}=")
 
 
 def _check_teacher(cfg: ExpertConfig) -> None:
