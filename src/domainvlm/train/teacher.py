@@ -77,6 +77,15 @@ def train_teacher(net: TeacherCNN, sample, steps: int, lr: float, log=print) -> 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.15)
     amp, t0 = _amp(dev), time.time()
     net.train()
+    # On the CPU the loop runs without oneDNN: its 1x1-convolution weight gradient (jit_avx2, channels-last) hung
+    # in an OpenMP barrier once and aborted the process once on the 2-vCPU AMD EPYC dev VM (torch 2.13.0+cpu),
+    # in two of three full test runs. ATen's own kernels are slower but do not. CUDA is unaffected.
+    with torch.backends.mkldnn.flags(enabled=dev.type != "cpu"):
+        _steps(net, sample, steps, opt, sched, amp, t0, log)
+    return net.eval()
+
+
+def _steps(net, sample, steps: int, opt, sched, amp, t0: float, log) -> None:
     for step in range(1, steps + 1):
         with amp:  # sampling too: a recipe's augmentation runs as it did when it was part of this loop
             x, y = sample()
@@ -87,7 +96,6 @@ def train_teacher(net: TeacherCNN, sample, steps: int, lr: float, log=print) -> 
         sched.step()
         if step % max(1, steps // 10) == 0:
             log(f'{{"teacher_step": {step}, "loss": {loss.item():.4f}, "s": {time.time() - t0:.1f}}}')
-    return net.eval()
 
 
 @torch.no_grad()

@@ -128,12 +128,6 @@ def train_expert(cfg: ExpertConfig) -> dict:
     for name in ("mixedwm38", "wm811k"):  # before anything is written to output_dir
         if not Path(getattr(cfg, name)).exists():
             raise UserError(f"{getattr(cfg, name)}: wafer data not found (set {name}=PATH)")
-    if cfg.teacher:
-        if not Path(cfg.teacher).is_file():
-            raise UserError(f"{cfg.teacher}: teacher not found (set teacher=PATH to a teacher.safetensors)")
-        from ...train.teacher import teacher_meta
-
-        teacher_meta(cfg.teacher)  # a teacher file at all: checked before anything is written
     from ...models.qwen_fast import FastVision, embed_with_images, enable_uniform_vision_attention
     from ...train.checkpoint import save_model_dir
     from .expert_data import CLASSES, MapBank, PixelMaker, Superposer, Templates, numpy_canvas_check

@@ -176,3 +176,9 @@ def _check_teacher(cfg: ExpertConfig) -> None:
         raise UserError("config: set either teacher (load a trained teacher) or teacher_steps (train one), not both")
     if (cfg.kd_loss > 0 or cfg.teacher_only) and not (cfg.teacher or cfg.teacher_steps):
         raise UserError("config: kd_loss / teacher_only need a teacher: teacher_steps > 0 or teacher=PATH")
+    if cfg.teacher:  # a teacher file at all (its safetensors header): before the data files are read
+        if not Path(cfg.teacher).is_file():
+            raise UserError(f"{cfg.teacher}: teacher not found (set teacher=PATH to a teacher.safetensors)")
+        from ...train.teacher import teacher_meta
+
+        teacher_meta(cfg.teacher)
