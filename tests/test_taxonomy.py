@@ -55,6 +55,9 @@ def test_all_fail_class_round_trips_and_survives_extension(tmp_path):
     ("name: x\nmulti_label: true\nclasses: [a, b]\ncombinations: [[a, c]]\n", "combinations[0]: unknown class 'c'"),
     ("name: x\nclasses: [a]\ncolour: red\n", "unknown field 'colour'"),
     ("name: x\nclasses: [a+b]\n", "may not contain '+'"),
+    # a labels CSV cell 'a; b' or 'a|b' names two classes, so neither can be part of one name
+    ("name: x\nclasses: ['a; b']\n", "classes[0]: class name 'a; b' may not contain ';'"),
+    ("name: x\nclasses: [ok, 'a|b']\n", "classes[1]: class name 'a|b' may not contain '|'"),
     ("name: [x\n", "not valid YAML"),
     ("name: x\nclasses: [a]\nall_fail: b\n", "field 'all_fail': 'b' is not a class"),
 ])

@@ -30,6 +30,15 @@ from .errors import UserError
 from .io import write_json
 
 FILE_NAME = "taxonomy.json"
+# Characters that join or separate class names where label sets are written as text ('Center+Scratch'; labels
+# CSV cells 'Center; Scratch' or 'Center|Scratch'), so a class name holding one could not be read back.
+RESERVED = "+;|\n"
+RESERVED_NOTE = "'+', ';' and '|' join several classes in one label"
+
+
+def reserved_char(name: str) -> str | None:
+    """The first character of `name` that a label text reserves, or None."""
+    return next((ch for ch in name if ch in RESERVED), None)
 
 
 @dataclass(frozen=True)
@@ -109,8 +118,9 @@ class Taxonomy:
                 raise UserError(f"{source}: classes[{i}]: field 'name' must be a non-empty string")
             if c.name in seen:
                 raise UserError(f"{source}: classes[{i}]: duplicate class {c.name!r}")
-            if "+" in c.name or "\n" in c.name:
-                raise UserError(f"{source}: classes[{i}]: class name {c.name!r} may not contain '+' or a newline")
+            if reserved_char(c.name):
+                raise UserError(f"{source}: classes[{i}]: class name {c.name!r} may not contain "
+                                f"{reserved_char(c.name)!r} ({RESERVED_NOTE})")
             seen.add(c.name)
         if self.none_label is not None and self.none_label in seen:
             raise UserError(f"{source}: field 'none_label': {self.none_label!r} is also a class")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...data.images import IMAGE_SUFFIXES, JUNK_FOLDERS
 from ...errors import UserError
-from ...taxonomy import Taxonomy, TaxonomyClass
+from ...taxonomy import Taxonomy, TaxonomyClass, reserved_char
 from .items import SPLITS, Item, split_name
 from .label_list import read_csv, read_jsonl
 
@@ -169,11 +169,11 @@ def warn_duplicates(items: list[Item]) -> None:
 
 def derive_taxonomy(items: list[Item], name: str) -> Taxonomy:
     """Classes = the label names in the data (sorted), multi-label when any item has several or none."""
-    bad = next((it for it in items for lab in it.labels if "+" in lab or "\n" in lab), None)
+    bad = next((it for it in items for lab in it.labels if reserved_char(lab)), None)
     if bad is not None:  # else 'taxonomy: classes[0]: ...', naming no file (an unclosed quote, 'a+b')
-        lab = next(lab for lab in bad.labels if "+" in lab or "\n" in lab)
-        raise UserError(f"{bad.where}: field 'labels': {lab[:60]!r} may not contain '+' or a newline (several "
-                        "labels: separate them with ';'; check for an unclosed quote)")
+        lab = next(lab for lab in bad.labels if reserved_char(lab))
+        raise UserError(f"{bad.where}: field 'labels': {lab[:60]!r} may not contain {reserved_char(lab)!r} "
+                        "(several labels: separate them with ';'; check for an unclosed quote)")
     names = sorted({lab for it in items for lab in it.labels})
     if not names:
         raise UserError(f"{name}: no labels in the data")
