@@ -63,6 +63,24 @@ def test_engine_answers_in_the_question_language_without_decoding(engine, monkey
     assert general.startswith("I answer questions about one wafer map") and not seen
 
 
+def test_a_text_only_turn_is_checked_for_a_diagnosis_request_once(engine, monkeypatch):
+    """The head's answer asked assess.no_image twice for each text-only turn (in help_answer, then again in
+    _assess); the answers are the same with one check."""
+    from domainvlm.domains.wafer import assess
+    from domainvlm.inference.engine import Engine
+
+    calls = []
+    real = assess.no_image
+    monkeypatch.setattr(assess, "no_image", lambda *a: calls.append(a[1][-1]["content"]) or real(*a))
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    qs = ["What defect pattern does this wafer map show?", "hello", "What is an edge-ring pattern?"]
+    refused, hello, known = engine.generate([(_user(q), []) for q in qs])
+    assert refused.assessment.reason == NO_IMAGE and hello.startswith("I answer questions about one wafer map")
+    assert known.startswith("Edge-Ring: ")
+    # the knowledge question is answered before any check; each of the other two is checked exactly once
+    assert sorted(calls) == sorted(qs[:2]), calls
+
+
 @pytest.mark.parametrize("q, words", [("hello", "I answer questions about one wafer map"),
                                       ("What can you do?", "Attach a map"), ("你好", "请附上晶圆图"),
                                       ("What is the capital of France?", "I answer questions about one wafer map")])

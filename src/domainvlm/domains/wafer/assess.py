@@ -127,13 +127,13 @@ def knowledge_answer(head, messages: list[dict], images: list) -> str | None:
 
 
 def help_answer(head, messages: list[dict], images: list) -> str | None:
-    """A text-only turn that asks for neither a diagnosis (:func:`no_image`) nor a named pattern
-    (:func:`knowledge_answer`), to a model whose LM learnt only our answers ("hello", "what can you do?"):
-    what the expert answers, in the question's language; None otherwise (a real base chats freely)."""
+    """A text-only turn that asks for neither a diagnosis nor a named pattern (the caller has ruled out
+    :func:`no_image` and :func:`knowledge_answer`), to a model whose LM learnt only our answers ("hello", "what
+    can you do?"): what the expert answers, in the question's language; None otherwise (a real base chats freely)."""
     from ...inference.no_image import answers_only_lm, text_only
     from .intent import question_lang
 
-    if not text_only(messages, images) or not answers_only_lm(head.model) or no_image(head, messages, images):
+    if not text_only(messages, images) or not answers_only_lm(head.model):
         return None
     return input_check.help_message(question_lang(str(messages[-1].get("content") or "")))
 

@@ -277,7 +277,7 @@ class WaferHead:
         (questions.py), a text-only question about what a named pattern is from the taxonomy's text
         (assess.knowledge_answer), the rest assessed."""
         from ...inference.generation import Answer
-        from .assess import help_answer, knowledge_answer, text
+        from .assess import help_answer, knowledge_answer, no_image, text
         from .questions import answer_facts
 
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
@@ -286,8 +286,10 @@ class WaferHead:
         for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text;
             if ims:                            # "hello" to a compact model: what it answers (not a made-up line)
                 continue
-            if (said := knowledge_answer(self, m, ims) or help_answer(self, m, ims)) is not None:
-                done[k] = said
+            said = knowledge_answer(self, m, ims)
+            if said is None:  # a diagnosis asked without a map: the no_image abstention, decided once here
+                said = no_image(self, m, ims) or help_answer(self, m, ims)
+            done[k] = said
         assessed = iter(self._assess([c for k, c in enumerate(convs) if k not in done], batch_size))
         out: list = []
         for k in range(len(convs)):
