@@ -190,6 +190,27 @@ def pattern_only(maps: torch.Tensor, min_size: int = 10) -> torch.Tensor:
     return torch.where(fail & (size < min_size), torch.ones_like(maps), maps)
 
 
+def pattern_canvas(maps, size: int, device) -> torch.Tensor:
+    """(N, size, size) canvases of same-shape die grids ``maps`` with their pattern only (:func:`pattern_only`)."""
+    grid = torch.from_numpy(np.stack(maps).astype(np.uint8)).to(device)
+    return torch.from_numpy(canvas_batch(list(pattern_only(grid).cpu().numpy()), size)).to(device)
+
+
+def class_rows(cls: torch.Tensor, rows: torch.Tensor | None = None, minlength: int = 0) -> tuple[torch.Tensor, ...]:
+    """(``rows`` sorted by class, start per class, count per class): an index for :func:`pick_of_class`;
+    ``rows`` default: all."""
+    rows = torch.arange(len(cls), device=cls.device) if rows is None else rows
+    counts = torch.bincount(cls[rows], minlength=max(minlength, int(cls.max()) + 1))
+    return rows[torch.argsort(cls[rows])], torch.cumsum(counts, 0) - counts, counts
+
+
+def pick_of_class(index: tuple[torch.Tensor, ...], cls: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One row of each wanted class in ``cls`` (uniform within the class) from a :func:`class_rows` index."""
+    order, start, counts = index
+    u = torch.rand(len(cls), device=cls.device, generator=gen)
+    return order[start[cls] + (u * counts[cls]).long().clamp_max(counts[cls] - 1)]
+
+
 class Superposer:
     """New MixedWM38 mixtures from real maps: the fail dies of map B laid over map A, labelled A | B.
 
@@ -204,8 +225,7 @@ class Superposer:
         dev = bank.cls.device
         if len({np.shape(m) for m in maps}) != 1:
             raise ValueError("superposition needs maps of one shape (MixedWM38: 52x52)")
-        grid = torch.from_numpy(np.stack(maps).astype(np.uint8)).to(dev)
-        self.pattern = torch.from_numpy(canvas_batch(list(pattern_only(grid).cpu().numpy()), bank.size)).to(dev)
+        self.pattern = pattern_canvas(maps, bank.size, dev)
         masks = [sum(1 << i for i, p in enumerate(PATTERNS) if p in name.split("+")) for name in CLASSES]
         index = {m: c for c, m in enumerate(masks)}
         present = sorted(set(bank.cls.tolist()))
@@ -218,20 +238,14 @@ class Superposer:
             per_target[t] = per_target.get(t, 0) + 1
         self.triples = torch.tensor(triples, device=dev)
         self.weight = torch.tensor([1.0 / per_target[t] for _, _, t in triples], device=dev)
-        order = torch.argsort(bank.cls)
-        counts = torch.bincount(bank.cls, minlength=len(CLASSES))
-        self.order, self.counts = order, counts
-        self.start = torch.cumsum(counts, 0) - counts
+        self.rows = class_rows(bank.cls, minlength=len(CLASSES))
         self.bank = bank
-
-    def _pick(self, cls: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        u = torch.rand(len(cls), device=cls.device, generator=gen)
-        return self.order[self.start[cls] + (u * self.counts[cls]).long().clamp_max(self.counts[cls] - 1)]
 
     def sample(self, n: int, gen: torch.Generator, dihedral: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(canvas (n, H, W), class index (n,)) of n new mixtures."""
         tr = self.triples[torch.multinomial(self.weight, n, replacement=True, generator=gen)]
-        a, b = self.bank.canvas[self._pick(tr[:, 0], gen)], self.pattern[self._pick(tr[:, 1], gen)]
+        a = self.bank.canvas[pick_of_class(self.rows, tr[:, 0], gen)]
+        b = self.pattern[pick_of_class(self.rows, tr[:, 1], gen)]
         if dihedral:  # independent symmetries: B's pattern lands anywhere relative to A's
             a = dihedral_batch(a, torch.randint(0, 8, (n,), device=a.device, generator=gen))
             b = dihedral_batch(b, torch.randint(0, 8, (n,), device=a.device, generator=gen))

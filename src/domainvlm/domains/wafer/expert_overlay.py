@@ -17,7 +17,6 @@ whose dies fail one by one.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ...errors import UserError
@@ -26,10 +25,10 @@ from ...errors import UserError
 class NewOverlay:
     def __init__(self, new, mix, mix_maps, classes: list[str], tax, augment: str = "dihedral",
                  bound: torch.Tensor | None = None, shift: int = 3):
-        """``mix_maps``: the die grids of ``mix`` (MapBank of the MixedWM38 train maps). ``augment`` as new_augment: dihedral (B turned and shifted, except the ``bound`` rows of ``new``:
-        mirrored only), mirror (every B mirrored only, never shifted), none (B as drawn)."""
-        from .canvas import canvas_batch
-        from .expert_data import pattern_only
+        """``mix_maps``: the die grids of ``mix`` (MapBank of the MixedWM38 train maps). ``augment`` as
+        new_augment: dihedral (B turned and shifted, except the ``bound`` rows of ``new``: mirrored only), mirror
+        (every B mirrored only, never shifted), none (B as drawn)."""
+        from .expert_data import class_rows, pattern_canvas
         from .patterns import set_key
 
         dev = new.cls.device
@@ -56,19 +55,18 @@ class NewOverlay:
         self.weight = 1.0 / _group_targets(torch.tensor([t[2] for t in triples], device=dev), alone)
         self.triples = torch.tensor([t[:3] for t in triples], device=dev)
         self.new, self.mix, self.shift = new, mix, shift
-        grid = torch.from_numpy(np.stack(mix_maps).astype(np.uint8)).to(dev)
-        self.background = torch.from_numpy(canvas_batch(list(pattern_only(grid).cpu().numpy()), mix.size)).to(dev)
+        self.background = pattern_canvas(mix_maps, mix.size, dev)
         self.augment = augment
         self.bound = bound if bound is not None else torch.zeros(len(new), dtype=torch.bool, device=dev)
-        self.rows = {"a": _by_class(mix.cls), "b": _by_class(new.cls, rows_b)}
+        self.rows = {"a": class_rows(mix.cls), "b": class_rows(new.cls, rows_b)}
 
     def sample(self, n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(canvas (n, S, S), class index (n,)) of ``n`` overlays."""
-        from .expert_data import dihedral_batch
+        from .expert_data import dihedral_batch, pick_of_class
 
         dev = self.new.cls.device
         tr = self.triples[torch.multinomial(self.weight, n, replacement=True, generator=gen)]
-        ia, ib = _pick(self.rows["a"], tr[:, 0], gen), _pick(self.rows["b"], tr[:, 1], gen)
+        ia, ib = pick_of_class(self.rows["a"], tr[:, 0], gen), pick_of_class(self.rows["b"], tr[:, 1], gen)
         a = dihedral_batch(self.background[ia], torch.randint(0, 8, (n,), device=dev, generator=gen))
         k = torch.randint(0, 8, (n,), device=dev, generator=gen)
         free = ~self.bound[ib] if self.augment == "dihedral" else torch.zeros(n, dtype=torch.bool, device=dev)
@@ -99,17 +97,3 @@ def _group_targets(targets: torch.Tensor, alone: torch.Tensor) -> torch.Tensor:
     n_alone = len(set(targets[alone].tolist()))
     n_mixed = len(set(targets[~alone].tolist()))
     return per_target * torch.where(alone, float(max(1, n_alone)), float(max(1, n_mixed)))
-
-
-def _by_class(cls: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """(rows sorted by class, start per class, count per class) for drawing a row of a given class."""
-    rows = torch.arange(len(cls), device=cls.device) if rows is None else rows
-    order = rows[torch.argsort(cls[rows], stable=True)]
-    counts = torch.bincount(cls[rows], minlength=int(cls.max()) + 1)
-    return order, torch.cumsum(counts, 0) - counts, counts
-
-
-def _pick(index: tuple[torch.Tensor, ...], cls: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    order, start, counts = index
-    u = torch.rand(len(cls), device=cls.device, generator=gen)
-    return order[start[cls] + (u * counts[cls]).long().clamp_max(counts[cls] - 1)]
