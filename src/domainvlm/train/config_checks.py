@@ -131,7 +131,7 @@ FRACTION = within(0, 1)
 EXPERT_RULES = RECIPE_RULES | {
     "mixed_frac": FRACTION, "rotate_frac": FRACTION, "superpose_frac": FRACTION, "follow_up_frac": FRACTION,
     "short_answer_frac": FRACTION, "out_of_scope_frac": FRACTION, "new_frac": within(0, 1, hi_open=True),
-    "new_overlay_frac": FRACTION,
+    "new_overlay_frac": FRACTION, "shift_px": ge(0), "die_noise": within(0, 0.5),
     "wm811k_balance": ge(0), "presence_loss": ge(0), "eval_limit": ge(0), "length_buckets": ge(1),
     "limit_maps": ge(0), "threads": ge(0), "replay_limit": ge(0), "teacher_width": ge(1),
     "teacher_downsample": ge(1), "train_lm_layers": ge(0), "select_drop_limit": ge(0), "select_penalty": ge(0),

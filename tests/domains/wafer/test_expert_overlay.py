@@ -99,16 +99,6 @@ def test_no_eligible_new_map_is_one_clear_error(tmp_path):
         NewOverlay(new, mix, maps, classes, tax)
 
 
-@pytest.mark.parametrize("kv, msg", [("new_overlay_frac=1.5", "new_overlay_frac"),
-                                     ("new_overlay_frac=0.5", "new_overlay_frac needs new_data")])
-def test_bad_overlay_settings_are_one_line(kv, msg, capsys):
-    from domainvlm.cli import main
-
-    assert main(["train-expert", kv]) != 0
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and msg in err[0], err
-
-
 @pytest.mark.slow
 def test_continue_with_overlays(tmp_path):
     """train-expert with new_overlay_frac on the tiny continuation: runs, and the log says the overlays are on."""

@@ -38,6 +38,8 @@ class ExpertConfig:
     dihedral: bool = True                 # random rotation/mirror of every training map
     rotate_frac: float = 0.0              # with dihedral: share of maps turned by a free angle instead
     superpose_frac: float = 0.0           # share of the MixedWM38 samples that are new superposed mixtures
+    shift_px: int = 0                     # > 0: replay maps moved by up to this many pixels (map_jitter.py)
+    die_noise: float = 0.0                # > 0: replay maps' dies flipped pass<->fail at up to this rate
     presence_loss: float = 0.0            # > 0: weight of the pattern-presence loss on the image tokens (presence.py)
     follow_up_frac: float = 0.08          # share of samples that are a follow-up question about the same map
     short_answer_frac: float = 0.0        # share of diagnosis samples trained only up to the diagnosis line

@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 
 from ...errors import UserError
+from .map_jitter import shift_batch
 
 
 class NewOverlay:
@@ -78,16 +79,6 @@ class NewOverlay:
         d = torch.randint(-self.shift, self.shift + 1, (2, n), device=dev, generator=gen) * px * free
         b = shift_batch(b, d[0], d[1])
         return torch.where((a > 0) & (b == 2), b, a), tr[:, 2]
-
-
-def shift_batch(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
-    """(B, H, W) moved down by dy and right by dx pixels per sample; what moves in is 0 (off-wafer)."""
-    _, h, w = x.shape
-    ii = torch.arange(h, device=x.device)[None, :, None] - dy[:, None, None]
-    jj = torch.arange(w, device=x.device)[None, None, :] - dx[:, None, None]
-    ok = (ii >= 0) & (ii < h) & (jj >= 0) & (jj < w)
-    n = torch.arange(len(x), device=x.device)[:, None, None]
-    return torch.where(ok, x[n, ii.clamp(0, h - 1), jj.clamp(0, w - 1)], torch.zeros_like(x))
 
 
 def _group_targets(targets: torch.Tensor, alone: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 MixedWM38 maps drawn uniformly, WM-811K maps class-balanced (weight n_class^-wm811k_balance), optionally new
 superposed MixedWM38 mixtures and a fab's new classes (some laid over real maps: expert_overlay.py), every map
-under a random die-grid symmetry. The random draws happen in one fixed order, so the expert's batches depend only
+under a random die-grid symmetry; optionally the replay maps get fresh die noise and a shift of a few pixels
+(map_jitter.py). The random draws happen in one fixed order, so the expert's batches depend only
 on its generator.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .expert_data import augment_batch
+from .map_jitter import die_noise_batch, random_shift
 
 
 class BatchDraw:
@@ -34,9 +36,13 @@ class BatchDraw:
         i_wm = torch.multinomial(self.w_wm, b_old - n_mix - n_sup, replacement=True, generator=gen)
         canvas = torch.cat([mix.canvas[i_mix], wm.canvas[i_wm]])
         cls = torch.cat([mix.cls[i_mix], wm.cls[i_wm]])
+        geo = torch.cat([mix.geometry[i_mix], wm.geometry[i_wm]])
+        if cfg.die_noise > 0:  # each random draw only when asked: batches stay as before for the same generator
+            canvas = die_noise_batch(canvas, geo, cfg.die_noise, gen)
         if cfg.dihedral:
-            geo = torch.cat([mix.geometry[i_mix], wm.geometry[i_wm]])
             canvas = augment_batch(canvas, geo, cfg.rotate_frac, gen)
+        if cfg.shift_px > 0:
+            canvas = random_shift(canvas, geo, cfg.shift_px, gen)
         if self.sup is not None:
             c_sup, k_sup = self.sup.sample(n_sup, gen, cfg.dihedral)
             canvas, cls = torch.cat([canvas, c_sup]), torch.cat([cls, k_sup])
