@@ -73,3 +73,22 @@ def test_off_by_default_and_drawn_only_when_asked():
     shifted = draw(SimpleNamespace(**{**vars(cfg), "shift_px": 3}), 3)
     assert not torch.equal(noisy, base) and not torch.equal(shifted, base)
     assert torch.equal(torch.bincount(shifted.flatten(), minlength=3), torch.bincount(base.flatten(), minlength=3))
+
+
+def test_train_expert_runs_with_both_perturbations(tmp_path):
+    """A few steps of the real recipe with shift_px and die_noise on (their settings are saved with the run)."""
+    import json
+
+    from test_train_expert import TINY, _data
+
+    from domainvlm.cli import main
+
+    mixed, wm = _data(tmp_path)
+    out = tmp_path / "run"
+    assert main(["train-expert", f"mixedwm38={mixed}", f"wm811k={wm}", f"output_dir={out}", "max_steps=3",
+                 "warmup_steps=1", "batch_size=8", "eval_at=[1.0]", "shift_px=3", "die_noise=0.05", *TINY]) == 0
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert (out / "model" / "model.safetensors").exists() and saved["model_type"] == "qwen2_vl"
+    logged = next(line for line in (out / "train_log.txt").read_text().splitlines() if line.startswith("# config "))
+    run_cfg = json.loads(logged.removeprefix("# config "))
+    assert run_cfg["shift_px"] == 3 and run_cfg["die_noise"] == 0.05
