@@ -53,10 +53,11 @@ step train-expert "$PY" -m domainvlm train-expert --config configs/wafer-expert.
   mixedwm38="$MIX" wm811k="$WM" output_dir="$OUT/expert" max_steps=30 batch_size=256 warmup_steps=5 \
   limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=10
 
-# the CNN teacher (channels_last, bf16 autocast, cudnn) and its token-level distillation, continuing step 1's model
+# the CNN teacher (channels_last, bf16 autocast, cudnn) and its token-level distillation, continuing step 1's
+# model; the replay maps' shift and die noise (map_jitter.py, off in the shipped recipe) run here too
 step train-expert-kd "$PY" -m domainvlm train-expert --config configs/wafer-expert.yaml "phases=[]" \
   mixedwm38="$MIX" wm811k="$WM" output_dir="$OUT/expert-kd" init_model="$OUT/expert/model" max_steps=10 \
-  batch_size=256 warmup_steps=2 limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=5 \
+  batch_size=256 warmup_steps=2 limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=5 shift_px=3 die_noise=0.02 \
   teacher_steps=30 teacher_batch=256 teacher_width=32 teacher_downsample=4 kd_loss=1 kd_temperature=2
 
 step lora-bf16 bash -c "
