@@ -198,6 +198,33 @@ def test_bad_input_files_fail_in_one_line(tmp_path, tiny_model_dir, capsys, monk
     assert msg in err and len(err.splitlines()) == 1, err
 
 
+def test_without_question_a_head_model_asks_its_own(tmp_path, tiny_model_dir, tiny_wafer_head_dir, capsys):
+    """A folder or map file needs one question for all: a model with an answer head has its own (the wafer
+    expert's diagnosis question), said on stderr; a model without one still needs --question."""
+    from domainvlm.domains import default_question
+    from domainvlm.models.loader import answer_head_name
+
+    asked = lambda d: default_question(answer_head_name(d))  # noqa: E731
+    assert asked(tiny_wafer_head_dir) == Q and asked(tiny_model_dir) is None and asked(tmp_path / "nothere") is None
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_wafer_head_dir)}))
+    assert asked(adapter) == Q  # a LoRA adapter: its base's head
+    make_images(tmp_path / "maps", 2)
+    out = tmp_path / "o.jsonl"
+    assert run(tmp_path / "maps", "-o", out, model=tiny_wafer_head_dir) == 0
+    assert f"asking every input {Q!r} (the model's default question" in capsys.readouterr().err
+    assert [r["question"] for r in read_jsonl(out)] == [Q, Q]
+    assert run(tmp_path / "maps", "-o", tmp_path / "p.jsonl", model=tiny_model_dir) == 2
+    assert "needs --question" in capsys.readouterr().err
+    img = str(tmp_path / "maps" / "m0.png")
+    assert main(["ask", "--image", img, "--model", str(tiny_wafer_head_dir)]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["ask", "--image", img, "--model", str(tiny_model_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["domainvlm: error: question: missing (this model has no answer head with a default question)"]
+
+
 def test_folder_skips_what_os_zip_tools_and_nases_add(tmp_path, tiny_model_dir, capsys):
     """macOS ._x AppleDouble files and __MACOSX/, Synology @eaDir/ thumbnails (real JPEGs), Thumbs.db,
     desktop.ini and dot-files are no inputs: no row (an error row, or an answer about a thumbnail), no warning."""

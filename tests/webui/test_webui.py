@@ -198,6 +198,26 @@ def test_webui_question_with_the_image_token_is_a_clear_error(tiny_model_dir, mo
         list(respond("<image> what?", img, [], 4, 0.0, 1.0, 0))
 
 
+def test_webui_an_image_sent_without_a_question(tiny_model_dir, tiny_wafer_head_dir, monkeypatch, tmp_path):
+    """A head model answers its own question (the wafer diagnosis) about an image sent with an empty box; a
+    model without a head waits for a question, as before."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from domainvlm.webui.app import build_demo
+
+    img = Image.new("RGB", (32, 32), (10, 200, 30))
+    for model, asked in ((tiny_wafer_head_dir, True), (tiny_model_dir, False)):
+        demo = build_demo(Engine(model), Sampling(max_new_tokens=4))
+        respond = next(fn.fn for fn in demo.fns.values() if fn.name == "respond")
+        *_, (shown, history, _) = list(respond("", img, [], 4, 0.0, 1.0, 0))
+        if asked:
+            assert history[0]["content"] == "<image>\nWhat defect pattern does this wafer map show?"
+            assert history[1]["role"] == "assistant" and history[1]["content"]
+        else:
+            assert history == [] and shown == []
+        box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "question")
+        assert ("What defect pattern" in box.placeholder) is asked
+
+
 def test_webui_folder_examples_fill_only_the_image(tiny_model_dir, monkeypatch, tmp_path):
     """--examples DIR of chest X-rays: clicking one asked 'What defect pattern does this wafer map show?'."""
     import gradio

@@ -9,7 +9,8 @@ HELP = "ask a question about an image: domainvlm ask --image map.png \"What defe
 
 
 def add_arguments(p):
-    p.add_argument("question")
+    p.add_argument("question", nargs="?", help="the question (default: the answer head's own question, e.g. the "
+                                               "wafer expert's \"What defect pattern does this wafer map show?\")")
     p.add_argument("--image", required=True, help="image file, DICOM, wafer npz (with --index, or file.npz#N), or "
                                                   "a wafer-map file: SEMI G85 / E142, STDF, KLARF (FILE#K = wafer K)")
     p.add_argument("--index", type=nonneg_int, help="map index when --image is an npz of wafer maps or a "
@@ -29,6 +30,13 @@ def run(args):
     from ..data.record import IMAGE_TOKEN
     from ..errors import UserError
 
+    if args.question is None:  # a model with an answer head has its own question; any other needs one
+        from ..domains import default_question
+        from ..models.loader import answer_head_name, default_model_dir
+
+        args.question = default_question(answer_head_name(args.model or default_model_dir()))
+        if not args.question:
+            raise UserError("question: missing (this model has no answer head with a default question)")
     if IMAGE_TOKEN in args.question:  # a second image slot: the processor would fail with a traceback
         raise UserError(f"question: may not contain the reserved token '{IMAGE_TOKEN}'")
     ref = args.image if args.index is None else f"{args.image}#{args.index}"

@@ -26,7 +26,9 @@ def add_arguments(p):
                    "extension, else jsonl); rows of an answer head carry its structured answer: JSONL defects, "
                    "confidence, per_pattern, abstain, reason, evidence, facts; CSV columns defects, confidence, "
                    "abstain, reason, per_pattern (JSON)")
-    p.add_argument("-q", "--question", help="question for every image (folders), or for rows without one")
+    p.add_argument("-q", "--question", help="question for every image (folders, map files), or for CSV / JSONL "
+                   "rows without one (default for folders and map files: the answer head's own question, e.g. "
+                   "the wafer expert's \"What defect pattern does this wafer map show?\")")
     p.add_argument("--batch-size", type=positive_int,
                    help="rows per batch, written before the next starts (default 1024 on a GPU with an answer "
                         "head, as eval, else 8)")
@@ -120,10 +122,30 @@ def _same_inputs(rows, writer, out) -> None:
                             "--overwrite to start over, or choose another --output")
 
 
+def _question(args) -> str | None:
+    """--question, else for a folder or one map file (one question for all) the model's default question
+    (domains.default_question: a model with an answer head), said on stderr; CSV / JSONL rows keep their own."""
+    from pathlib import Path
+
+    if args.question is not None:
+        return args.question
+    p = Path(args.input).expanduser()
+    if not p.exists() or (p.is_file() and p.suffix.lower() in (".csv", ".jsonl", ".ndjson")):
+        return None
+    from ..domains import default_question
+    from ..models.loader import answer_head_name, default_model_dir
+
+    q = default_question(answer_head_name(args.model or default_model_dir()))
+    if q:
+        print(f"domainvlm: asking every input {q!r} (the model's default question; --question to change)",
+              file=sys.stderr)
+    return q
+
+
 def run(args):
     from ..inference.batch_io import ResultWriter, read_inputs
 
-    rows = read_inputs(args.input, args.question)
+    rows = read_inputs(args.input, _question(args))
     out = _output(args)
     writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)
     try:

@@ -89,6 +89,15 @@ def answer_head(name: str) -> Callable:
     raise UserError(f"model config: unknown answer_head {name!r} (known: {', '.join(known) or 'none'})")
 
 
+def default_question(head: str | None) -> str | None:
+    """The question asked of every input when the user gives none (predict over a folder or a map file, ask
+    without one): ``extra["default_question"]`` of the domain registering answer head ``head``
+    (models.loader.answer_head_name reads it from a model folder); None without a head."""
+    if not head:
+        return None
+    return next((d.extra.get("default_question") for d in all_domains() if head in d.answer_heads), None)
+
+
 def sniff(path) -> Domain | None:
     """The first domain whose ``sniff`` claims this source."""
     for d in all_domains():

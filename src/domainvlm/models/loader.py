@@ -47,6 +47,22 @@ def inspect_dir(path: str | Path) -> dict:
     return {"kind": "model", "model_type": cfg["model_type"], "base": None}
 
 
+def answer_head_name(path: str | Path) -> str | None:
+    """``config.domainvlm.answer_head`` of a model folder (a LoRA adapter: of its base), read without loading
+    the model; None when it names none or the folder cannot be read (loading it says why)."""
+    from .adapter import resolve_base
+
+    folder = Path(path).expanduser()
+    try:
+        if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
+            folder = resolve_base(folder, None)
+        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UserError):
+        return None
+    head = (cfg.get("domainvlm") or {}).get("answer_head") if isinstance(cfg, dict) else None
+    return head if isinstance(head, str) else None
+
+
 def load_processor(path: str | Path, trust_remote_code: bool = False, min_pixels: int | None = None,
                    max_pixels: int | None = None):
     """The folder's processor. Qwen2-VL-family folders get the image-only processor built from their files,

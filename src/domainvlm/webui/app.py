@@ -58,10 +58,13 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
     from .image_box import ImageBox
 
     d = engine.effective_sampling(defaults or Sampling())  # the sliders show what will really be used
+    own_question = _own_question(engine)
 
     def respond(question, image, history, max_new, temperature, top_p, top_k):
         question = (question or "").strip()
         history = list(history or [])
+        if not question and image is not None and not history and own_question:  # Send on an image alone
+            question = own_question
         if not question:
             yield _display(history), history, ""
             return
@@ -120,7 +123,8 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
             with gr.Column(scale=3):
                 chatbot = gr.Chatbot(label="Chat", elem_id="chatbot", height=420, render_markdown=False,
                                      feedback_options=None)
-                question = gr.Textbox(label="Question", placeholder="Ask about the image, press Enter",
+                question = gr.Textbox(label="Question", placeholder="Ask about the image, press Enter" + (
+                                          f" (empty: {own_question!r})" if own_question else ""),
                                       elem_id="question", lines=1)
                 with gr.Row():
                     send = gr.Button("Send", variant="primary", elem_id="send")
@@ -150,3 +154,13 @@ def launch(demo, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
     return demo.launch(server_name=host, server_port=port, share=share, inbrowser=False, show_error=True,
                        ssr_mode=False, mcp_server=False, pwa=False, enable_monitoring=False, auth=auth,
                        footer_links=["api"], max_file_size=int(max_upload_mb * 2**20))
+
+
+def _own_question(engine) -> str | None:
+    """The question an answer-head model is asked about an image sent without one (domains.default_question),
+    None for other models: their users say what they want to know."""
+    from ..domains import default_question
+    from ..models.loader import answer_head_name
+
+    return default_question(answer_head_name(engine.model_dir)) if engine.has_head else None
+

@@ -34,15 +34,18 @@ def test_predict_one_multi_wafer_file_one_row_per_wafer(grids, tmp_path, name, m
     assert [w["pass"] for w in lots["LOT7"]["wafers"]] == [int((g == 1).sum()) for g in grids]
 
 
-def test_predict_one_map_file_needs_question_and_bad_file_is_one_line(grids, tmp_path, capsys):
+def test_predict_one_map_file_default_question_and_bad_file_is_one_line(grids, tmp_path, capsys):
     f = tmp_path / "lot.stdf"
     f.write_bytes(W.stdf_bytes(grids)[:-7])
     assert main(["predict", str(f), "-o", str(tmp_path / "p.jsonl"), "--no-progress", "-q", Q]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(f) in err[0] and "REC_LEN" in err[0] and not (tmp_path / "p.jsonl").exists()
     f.write_bytes(W.stdf_bytes(grids))
-    assert main(["predict", str(f), "-o", str(tmp_path / "p.jsonl"), "--no-progress"]) == 2
-    assert "needs --question" in capsys.readouterr().err
+    # no --question: the bundled expert's own question for every wafer, said on stderr
+    assert main(["predict", str(f), "-o", str(tmp_path / "p.jsonl"), "--no-progress"]) == 0
+    assert f"asking every input {Q!r}" in capsys.readouterr().err
+    rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and {r["question"] for r in rows} == {Q} and all(r["answer"] for r in rows)
 
 
 def test_lot_report_grid_names_unique_for_lots_differing_in_punctuation(grids, tmp_path):

@@ -101,6 +101,7 @@ class _Recipe:
 register(Domain(name=TASK, score=_score, sniff=sniff, read_source=read_source, answer_heads={HEAD: _head_factory},
                 augment=_augment, eval_artifacts=_artifacts,
                 extra={"augmentations": ("domain",), "prepare_model": _prepare_model,
+                       "default_question": "What class does this image belong to?",  # predict / ask without one
                        "gold_labels": lambda r: tuple(r.labels.get("labels") or ()),
                        "finish_model_dir": _finish_model_dir, "write_beside_records": _write_beside_records, "recipe": _Recipe,
                        "model_files": ("input_check.safetensors",)}))  # input_check.FILE (that module loads torch)

@@ -210,7 +210,7 @@ register(Domain(
            "check_records": _check_records,  # eval: gold classes in the model's taxonomy, before generating
            "write_beside_records": _write_beside_records,  # data build: a fab's own taxonomy.json
            "example_images": _example_images, "eval_facts": _eval_facts,
-           "example_question": "What defect pattern does this wafer map show?",
+           "default_question": "What defect pattern does this wafer map show?",  # predict / ask without one
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
            "folder_items": _fab("folder_wafers"), "file_items": _fab("file_wafers"),
