@@ -64,3 +64,17 @@ def test_bad_report_to_is_one_line_before_anything_is_written(tmp_path, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "unknown tracker 'tensorbored'" in err[0], err
     assert not run.exists()
+
+
+def test_progress_bar_keeps_the_lines_and_is_off_off_a_terminal(tmp_path, capsys):
+    """Under pytest (no terminal) tqdm's bar is disabled: only the text lines reach stdout, in order."""
+    log = RecipeLog(tmp_path, "none")
+    log.progress(0.25, 10, 0.5)
+    log("# after the bar started")
+    log.progress(0.5, 20)  # no new loss: the last one stays in the bar's text
+    assert log.bar.disable and log.bar.n == 500 and log.loss == 0.5
+    log.close(HISTORY)
+    assert log.bar is None
+    out = capsys.readouterr()
+    assert out.out == "# after the bar started\n" and "train" not in out.err
+    assert (tmp_path / "train_log.txt").read_text() == "# after the bar started\n"

@@ -3,11 +3,13 @@
 Text lines go to stdout and ``<output_dir>/train_log.txt`` as before; every metrics record (the periodic train
 record and each val candidate of the weight selection) also goes to the ``report_to`` trackers (tracking.py:
 TensorBoard under ``<output_dir>/tb`` by default, wandb / MLflow offline in the run folder), and the end of the
-run draws ``<output_dir>/training_curves.png``: the train loss and every val score over the steps.
+run draws ``<output_dir>/training_curves.png``: the train loss and every val score over the steps. On a
+terminal a progress bar sits below the lines.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .plots import plot_recipe_curves
@@ -54,11 +56,32 @@ class RecipeLog:
             if config is not None and t.name != "tensorboard":  # TensorBoard readers have train_log's config
                 t.store_init_configuration(flatten(config))
         self.sent = 0  # history records already sent to the trackers
+        self.bar = None  # the progress bar (on a terminal only; logs and CI get the text lines alone)
+        self.loss = None
 
     def __call__(self, msg: str) -> None:
-        print(msg, flush=True)
+        if self.bar is not None:
+            self.bar.write(msg)  # above the bar, which stays at the bottom
+            sys.stdout.flush()
+        else:
+            print(msg, flush=True)
         self.fh.write(msg + "\n")
         self.fh.flush()
+
+    def progress(self, progress: float, step: int, loss: float | None = None) -> None:
+        """Move the bar to ``progress`` (0..1, the recipe's own: steps or time budget, whichever ends first);
+        ``loss`` as last logged (a number the caller already has: reading it off the GPU every step would stall)."""
+        if loss is not None:
+            self.loss = loss
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=1000, desc="train", unit="", bar_format="{desc} {percentage:3.0f}%|{bar}|"
+                            "{postfix} [{elapsed}<{remaining}]", disable=None, file=sys.stderr)
+        self.bar.n = min(1000, round(progress * 1000))
+        self.bar.set_postfix_str(f"step {step}" + ("" if self.loss is None else f", loss {self.loss:.4g}"),
+                                 refresh=False)
+        self.bar.refresh()
 
     def sync(self, history: list[dict]) -> None:
         """Send the records of ``history`` not sent yet (call it after each append / weight selection)."""
@@ -77,4 +100,7 @@ class RecipeLog:
         for t in self.trackers:
             t.finish()
         self.trackers = []
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
         self.fh.close()

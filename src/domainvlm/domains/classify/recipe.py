@@ -227,12 +227,15 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
         step += 1
         train_s = time.time() - t0 - t_eval
         progress = train_progress(step, cfg.max_steps, train_s, cfg.time_budget_s)
+        log.progress(progress, step)
         if step % cfg.log_every == 0:
-            rec = {"step": step, **{k: round(v.item(), 5) for k, v in parts.items()}, "lr": round(cfg.lr * lr_scale, 7),
+            rec = {"step": step, "loss": round(loss.item(), 5), **{k: round(v.item(), 5) for k, v in parts.items()},
+                   "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1)}
             history.append(rec)
             log(json.dumps(rec))
             log.sync(history)
+            log.progress(progress, step, rec["loss"])
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
