@@ -166,15 +166,21 @@ def _conversations(path, i, turns, field) -> list[dict]:
     return out
 
 
+def _objects(path: Path):
+    """(index, item) of a JSON array / JSONL file whose every item must be an object."""
+    for i, item in enumerate(load_items(path)):
+        if not isinstance(item, dict):
+            raise UserError(f"{_loc(path, i)}: expected a JSON object, got {type(item).__name__}")
+        yield i, item
+
+
 def read_sharegpt(path: str | Path, image_root: str | Path | None = None) -> list[Record]:
     """LLaMA-Factory sharegpt: ``{"conversations": [{"from", "value"}], "images": [...], "system"?}`` or the
     ``{"messages": [{"role", "content"}], "images": [...]}`` variant. JSON array or JSONL."""
     path = Path(path)
     base = path.resolve().parent
     out = []
-    for i, item in enumerate(load_items(path)):
-        if not isinstance(item, dict):
-            raise UserError(f"{_loc(path, i)}: expected a JSON object, got {type(item).__name__}")
+    for i, item in _objects(path):
         field = "conversations" if "conversations" in item else "messages" if "messages" in item else None
         if field is None:
             raise UserError(f"{_loc(path, i, 'conversations')}: missing (neither 'conversations' nor 'messages')")
@@ -194,9 +200,7 @@ def read_llava(path: str | Path, image_root: str | Path | None = None) -> list[R
     path = Path(path)
     base = path.resolve().parent
     out = []
-    for i, item in enumerate(load_items(path)):
-        if not isinstance(item, dict):
-            raise UserError(f"{_loc(path, i)}: expected a JSON object, got {type(item).__name__}")
+    for i, item in _objects(path):
         if "conversations" not in item:
             raise UserError(f"{_loc(path, i, 'conversations')}: missing")
         messages = _conversations(path, i, item["conversations"], "conversations")
