@@ -66,3 +66,14 @@ def test_bad_taxonomy_is_one_line_naming_the_field(tmp_path, text, msg):
     with pytest.raises(UserError) as e:
         taxonomy.load(p)
     assert msg in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_resolve_matches_hand_written_names_and_refuses_ambiguity():
+    t = taxonomy.from_dict({"name": "w", "multi_label": True, "classes": [
+        {"name": "Edge-Ring", "zh": "边缘环"}, {"name": "Edge_Loc"}, {"name": "EdgeLoc"}]})
+    assert t.resolve("Edge-Ring") == "Edge-Ring"
+    assert [t.resolve(x) for x in ("edge ring", "EDGE_RING", "边缘环", "边缘环(Edge-Ring)", "Ｅｄｇｅ－Ｒｉｎｇ")] == \
+        ["Edge-Ring"] * 5
+    assert t.resolve("Edge_Loc") == "Edge_Loc"  # exact names stay themselves
+    assert t.resolve("edge loc") is None  # two classes match: no guess
+    assert t.resolve("ring") is None

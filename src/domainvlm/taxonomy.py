@@ -21,6 +21,8 @@ descriptions in en/zh) and the metrics (class order). Users write it as YAML or 
 from __future__ import annotations
 
 import json
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +36,12 @@ FILE_NAME = "taxonomy.json"
 # CSV cells 'Center; Scratch' or 'Center|Scratch'), so a class name holding one could not be read back.
 RESERVED = "+;|\n"
 RESERVED_NOTE = "'+', ';' and '|' join several classes in one label"
+
+
+def label_key(text: str) -> str:
+    """A label as written by hand, for matching: Unicode-normalised (full-width letters and brackets), case
+    folded, without spaces, '-' and '_'."""
+    return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFKC", text)).casefold()
 
 
 def reserved_char(name: str) -> str | None:
@@ -76,6 +84,16 @@ class Taxonomy:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+    def resolve(self, name: str) -> str | None:
+        """The class a label written by hand means: its exact name, else the one whose English or Chinese
+        name (or '中文(English)' display) equals ``name`` up to case, spaces, '-' and '_' ("edge ring",
+        "EDGE_RING", "边缘环" -> "Edge-Ring"); None when no class, or more than one, matches."""
+        if name in self.names:
+            return name
+        hits = {c.name for c in self.classes
+                for alias in (c.name, c.zh, c.display("zh")) if alias and label_key(alias) == label_key(name)}
+        return hits.pop() if len(hits) == 1 else None
 
     def canonical(self, labels) -> tuple[str, ...]:
         """Labels in taxonomy order, the none label dropped; unknown names raise ValueError."""

@@ -164,6 +164,23 @@ def test_data_build_bad_rows_one_line_nothing_written(lot, tmp_path, capsys, row
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_labels_as_people_type_them(lot, tmp_path, capsys):
+    """Case, spaces / '_' for '-', the Chinese names and none words in any case name the same classes; a near
+    miss ('scratches') stays an error, naming the class it is close to."""
+    d, _ = lot
+    labels = d / "labels.csv"
+    labels.write_text("image,labels,split\nwafers_1_2.xml#0,center,val\nwafers_1_2.xml#1,EDGE_RING; 中心,val\n"
+                      "wafer_3.stdf,Scratch,val\nwafer_4.klarf#0,none,val\n")
+    out = tmp_path / "data"
+    assert main(["data", "build", "--source", str(labels), "--out", str(out), "--langs", "en"]) == 0
+    recs = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["labels"]["defects"] for r in recs] == [["Center"], ["Center", "Edge-Ring"], ["Scratch"], []]
+    labels.write_text("image,labels\nwafer_3.stdf,scratches\n")
+    assert main(["data", "build", "--source", str(labels), "--out", str(tmp_path / "d2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown wafer pattern 'scratches'" in err[0] and "(did you mean 'Scratch'?)" in err[0]
+
+
 def test_labels_csv_in_a_local_code_page_is_one_line(lot, tmp_path, capsys):
     """A spreadsheet's cp1252 export: a non-UTF-8 byte on line 3 names the file and line (was a traceback)."""
     d, _ = lot
