@@ -92,6 +92,17 @@ def test_bad_csv_unknown_label(tmp_path, capsys):
     assert f"{csv}:3: field 'labels': unknown class 'spots'" in err
 
 
+def test_csv_labels_as_people_type_them_with_a_taxonomy(tmp_path):
+    """With a declared taxonomy, 'DOTS' and ' Stripes' name its classes (Taxonomy.resolve), as in wafer CSVs."""
+    image_folder(tmp_path / "img", per_class=1, splits=None)
+    csv = tmp_path / "labels.csv"
+    csv.write_text("image,labels\nimg/dots/dots_0.png,DOTS\nimg/stripes/stripes_0.png, Stripes\n", encoding="utf-8")
+    rc, out = _build(tmp_path, csv, "--taxonomy", str(taxonomy_file(tmp_path / "tax.yaml")))
+    assert rc == 0
+    recs = [json.loads(x) for f in sorted(out.glob("*.jsonl")) for x in f.read_text().splitlines()]
+    assert sorted(tuple(r["labels"]["labels"]) for r in recs) == [("dots",), ("stripes",)]
+
+
 def test_bad_taxonomy_duplicate_class(tmp_path, capsys):
     root = image_folder(tmp_path / "toy", per_class=1)
     tax = taxonomy_file(tmp_path / "tax.yaml", "name: toy\nclasses: [dots, stripes, dots]\n")

@@ -156,12 +156,14 @@ def test_eval_reads_data_in_the_models_taxonomy(tmp_path, capsys):
     assert {r.labels["taxonomy"] for r in recs} == {"steel"}
     m = get("classify").score(recs, ["Class: patches", "Class: stripes"])  # a class of the model, not the data
     assert m["unparsed"] == 0 and m["exact_match"] == 0.5 and m["confusion"]["rows"] == ["dots", "patches", "stripes"]
-    (tmp_path / "toy" / "Dots").mkdir()  # a label the model lacks: its folder named before any model runs
+    (tmp_path / "toy" / "Dots").mkdir()  # the model's 'dots' spelt otherwise: the same class (Taxonomy.resolve)
     (tmp_path / "toy" / "dots" / "dots_0.png").rename(tmp_path / "toy" / "Dots" / "d.png")
     (tmp_path / "toy" / "dots").rmdir()
+    assert sorted(r.labels["labels"][0] for r in read(root, model_dir=str(model))) == ["dots", "stripes"]
+    (tmp_path / "toy" / "Dots").rename(tmp_path / "toy" / "Spots")  # a label the model lacks: its folder named
     rc = main(["eval", "--model", str(model), "--data", str(root), "--out", str(tmp_path / "m.json")])
     err = capsys.readouterr().err.strip()
-    assert rc == 2 and f"{root / 'Dots'}: field 'labels': unknown class 'Dots'" in err
+    assert rc == 2 and f"{root / 'Spots'}: field 'labels': unknown class 'Spots'" in err
     assert not (tmp_path / "m.json").exists()
     (model / "config.json").write_text(json.dumps({"domainvlm": {"answer_head": "wafer"}}))  # not a classify model
     assert {r.labels["taxonomy"] for r in read(root, model_dir=str(model))} == {"toy"}
@@ -172,7 +174,7 @@ def test_calibrate_refuses_a_label_the_model_lacks(tmp_path, capsys):
     from test_classify_head import TAX  # the head module's taxonomy, on a tiny compact model
 
     model = tiny_head_model(tmp_path / "model", TAX)
-    bad = TAX.names[0].upper()
+    bad = TAX.names[0] + "-x"  # not a class of the model in any spelling
     root = image_folder(tmp_path / "toy", per_class=1, splits=None, classes=(TAX.names[1], bad))
     rc = main(["calibrate", "--model", str(model), "--data", str(root), "--quiet"])
     err = capsys.readouterr().err.strip()

@@ -194,7 +194,7 @@ def check_labels(items: list[Item], tax: Taxonomy, tax_source: str, split: str |
     out = []
     for it in items:
         try:
-            labs = tax.canonical(it.labels)
+            labs = tax.canonical([tax.resolve(lab) or lab for lab in it.labels])  # 'Rolled in scale' too
         except ValueError as e:
             if split and it.split != split:
                 labs = ()
