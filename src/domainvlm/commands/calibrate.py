@@ -122,8 +122,12 @@ def _records(args, path, split):
     from ..io import resolve_path
 
     # model_dir: read in the model's taxonomy, as eval does (a label it lacks names its row, not a silent drop)
+    from ..evaluate.for_model import records_for_model
+    from ..models.loader import default_model_dir
+
     recs = load_any(path, split=split, allow_pickle=args.allow_pickle, langs=(args.lang,), explain=False,
-                    image_root=args.image_root, model_dir=args.model)[: args.limit]
+                    image_root=args.image_root, model_dir=args.model)
+    recs = records_for_model(recs, args.model or default_model_dir(), path, (args.lang,))[: args.limit]
     recs = sample_records(recs, args.sample, args.sample_seed)
     if not recs:
         raise UserError(f"{path}: no records" + (f" in split {split!r}" if split else ""))

@@ -58,6 +58,9 @@ def run(args):
     model_dir = str(args.model or default_model_dir())
     recs = load_any(args.data, split=args.split, allow_pickle=args.allow_pickle, langs=(args.lang,),
                     explain=False, image_root=args.image_root, taxonomy=args.taxonomy, model_dir=model_dir)
+    from ..evaluate.for_model import records_for_model
+
+    recs = records_for_model(recs, model_dir, args.data, (args.lang,), args.taxonomy)
     if args.limit:
         recs = recs[: args.limit]
     from ..evaluate.runner import sample_records

@@ -201,6 +201,12 @@ def _example_images(cache=None) -> list[str]:
     return example_images(cache)
 
 
+def _adopt(recs, model_dir, langs=("en",), taxonomy=None):
+    from .adopt import adopt_records
+
+    return adopt_records(recs, model_dir, langs, taxonomy)
+
+
 register(Domain(
     name=NAME, score=_score, sniff=_sniff, read_source=_read_source, answer_heads={"wafer-diagnosis": _head},
     augment=_augment, eval_artifacts=_eval_artifacts, load_image=_load_image,
@@ -211,6 +217,7 @@ register(Domain(
            "write_beside_records": _write_beside_records,  # data build: a fab's own taxonomy.json
            "example_images": _example_images, "eval_facts": _eval_facts,
            "default_question": "What defect pattern does this wafer map show?",  # predict / ask without one
+           "adopt_records": _adopt,  # eval / calibrate: class folders or a CSV of PNG renders, as wafer records
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
            "folder_items": _fab("folder_wafers"), "file_items": _fab("file_wafers"),
