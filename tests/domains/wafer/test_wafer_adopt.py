@@ -17,7 +17,8 @@ from domainvlm.domains.wafer.synth import synth_map
 def folders(tmp_path):
     rng = np.random.default_rng(0)
     root = tmp_path / "exports"
-    for name, pats in (("center", ("Center",)), ("Edge Ring", ("Edge-Ring",)), ("none", ())):
+    for name, pats in (("center", ("Center",)), ("Edge Ring", ("Edge-Ring",)), ("none", ()),
+                       ("Center+Scratch", ("Center", "Scratch"))):  # a mixture folder: two classes
         (root / name).mkdir(parents=True)
         for i in range(2):
             render_map(synth_map(pats, 40, rng)).save(root / name / f"{i}.png")
@@ -32,15 +33,15 @@ def test_class_folders_of_pngs_are_wafer_records(folders, tiny_wafer_head_dir, t
     recs = records_for_model(load_any(folders, model_dir=str(tiny_wafer_head_dir), langs=("en",), explain=False),
                              tiny_wafer_head_dir, folders)
     assert {r.labels["task"] for r in recs} == {"wafer"}
-    assert sorted(tuple(r.labels["defects"]) for r in recs) == [(), (), ("Center",), ("Center",), ("Edge-Ring",),
-                                                                ("Edge-Ring",)]
+    assert sorted(tuple(r.labels["defects"]) for r in recs) == [(), (), ("Center",), ("Center",), ("Center", "Scratch"),
+                                                                ("Center", "Scratch"), ("Edge-Ring",), ("Edge-Ring",)]
     assert all(r.messages[1]["content"].startswith("Diagnosis: ") for r in recs)
     out = tmp_path / "m.json"
     assert main(["eval", "--model", str(tiny_wafer_head_dir), "--data", str(folders), "--out", str(out),
                  "--quiet"]) == 0
     m = json.loads(out.read_text())
-    assert m["task"] == "wafer" and m["n"] == 6 and m["unparsed"] == 0  # the head's lines parse as diagnoses
-    assert set(m["per_class"]) >= {"Center", "Edge-Ring", "Normal"}
+    assert m["task"] == "wafer" and m["n"] == 8 and m["unparsed"] == 0  # the head's lines parse as diagnoses
+    assert set(m["per_class"]) >= {"Center", "Edge-Ring", "Normal", "Center+Scratch"}
 
 
 def test_an_unknown_folder_is_one_line_and_other_domains_do_not_fit(folders, tiny_wafer_head_dir, tmp_path,

@@ -3,6 +3,7 @@ without going through the package (so no module imports the package that imports
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 TASK = "classify"
@@ -55,16 +56,20 @@ def _merged(tax, near):
 
 def model_taxonomy_file(model_dir) -> Path | None:
     """``taxonomy.json`` of a classify model folder (config.json answer_head: classify), else None."""
+    folder = Path(model_dir) if model_dir is not None else None
+    if folder is None or _head_of(folder) != HEAD:
+        return None
+    return folder / "taxonomy.json" if (folder / "taxonomy.json").is_file() else None
+
+
+def _head_of(folder: Path) -> str | None:
+    """config.json's domainvlm.answer_head of a model folder (None: none named, or unreadable)."""
     import json
 
-    if model_dir is None:
-        return None
-    folder = Path(model_dir)
     try:
-        head = (json.loads((folder / "config.json").read_text()).get("domainvlm") or {}).get("answer_head")
+        return (json.loads((folder / "config.json").read_text()).get("domainvlm") or {}).get("answer_head")
     except (OSError, ValueError, AttributeError):
         return None
-    return folder / "taxonomy.json" if head == HEAD and (folder / "taxonomy.json").is_file() else None
 
 
 def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain: bool = True, image_root=None,
@@ -78,6 +83,16 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
+    if model_dir is not None and _head_of(Path(model_dir)) not in (None, HEAD):
+        # read for another domain's model (a wafer expert given PNG exports in class folders): a folder name
+        # 'Center+Scratch' is that domain's mixture of two classes, not one class that may not hold '+'
+        # and 'center' / 'Center' are one of its classes in any spelling (that domain matches them so)
+        from ...taxonomy import label_key
+
+        spelling: dict[str, str] = {}
+        for it in items:
+            labs = (x.strip() for lab in it.labels for x in re.split(r"[+|]", lab) if x.strip())
+            it.labels = tuple(spelling.setdefault(label_key(x), x) for x in labs)
     own_split = p.is_dir() and p.name.lower() in SPLITS  # photos/train: taxonomy 'photos', as photos/val's
     root = p.parent if own_split else p if p.is_dir() else p.parent
     taxonomy = taxonomy or model_taxonomy_file(model_dir)
