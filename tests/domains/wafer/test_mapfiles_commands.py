@@ -128,14 +128,18 @@ def test_predict_folder_bad_file_is_one_row_with_its_error(lot, tmp_path):
     assert "REC_LEN" in rows["wafer_3.stdf"]["error"] and len(rows) == 4
 
 
-def test_data_build_from_labels_csv_then_eval(lot, tmp_path, capsys):
-    d, _ = lot
+def _build_val(d, tmp_path, labels_of_four):
+    """`data build` of a labels CSV naming the lot's four wafers (val split) -> (csv, out folder, val records)."""
     labels = d / "labels.csv"
-    labels.write_text("image,labels,split\nwafers_1_2.xml#0,Center,val\nwafers_1_2.xml#1,Edge-Ring,val\n"
-                      "wafer_3.stdf,Scratch,val\nwafer_4.klarf#0,Normal,val\n")
+    refs = ("wafers_1_2.xml#0", "wafers_1_2.xml#1", "wafer_3.stdf", "wafer_4.klarf#0")
+    labels.write_text("image,labels,split\n" + "".join(f"{r},{lab},val\n" for r, lab in zip(refs, labels_of_four)))
     out = tmp_path / "data"
     assert main(["data", "build", "--source", str(labels), "--out", str(out), "--langs", "en"]) == 0
-    recs = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    return labels, out, [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+
+
+def test_data_build_from_labels_csv_then_eval(lot, tmp_path, capsys):
+    labels, out, recs = _build_val(lot[0], tmp_path, ("Center", "Edge-Ring", "Scratch", "Normal"))
     assert [r["images"][0].rsplit("/", 1)[1] for r in recs] == ["wafers_1_2.xml#0", "wafers_1_2.xml#1",
                                                                   "wafer_3.stdf#0", "wafer_4.klarf#0"]
     assert [r["labels"]["defects"] for r in recs] == [["Center"], ["Edge-Ring"], ["Scratch"], []]
@@ -167,13 +171,7 @@ def test_data_build_bad_rows_one_line_nothing_written(lot, tmp_path, capsys, row
 def test_labels_as_people_type_them(lot, tmp_path, capsys):
     """Case, spaces / '_' for '-', the Chinese names and none words in any case name the same classes; a near
     miss ('scratches') stays an error, naming the class it is close to."""
-    d, _ = lot
-    labels = d / "labels.csv"
-    labels.write_text("image,labels,split\nwafers_1_2.xml#0,center,val\nwafers_1_2.xml#1,EDGE_RING; 中心,val\n"
-                      "wafer_3.stdf,Scratch,val\nwafer_4.klarf#0,none,val\n")
-    out = tmp_path / "data"
-    assert main(["data", "build", "--source", str(labels), "--out", str(out), "--langs", "en"]) == 0
-    recs = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    labels, _, recs = _build_val(lot[0], tmp_path, ("center", "EDGE_RING; 中心", "Scratch", "none"))
     assert [r["labels"]["defects"] for r in recs] == [["Center"], ["Center", "Edge-Ring"], ["Scratch"], []]
     labels.write_text("image,labels\nwafer_3.stdf,scratches\n")
     assert main(["data", "build", "--source", str(labels), "--out", str(tmp_path / "d2")]) == 2
