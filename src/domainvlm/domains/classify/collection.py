@@ -56,20 +56,16 @@ def _merged(tax, near):
 
 def model_taxonomy_file(model_dir) -> Path | None:
     """``taxonomy.json`` of a classify model folder (config.json answer_head: classify), else None."""
-    folder = Path(model_dir) if model_dir is not None else None
-    if folder is None or _head_of(folder) != HEAD:
+    if model_dir is None or _head_of(model_dir) != HEAD:
         return None
+    folder = Path(model_dir)
     return folder / "taxonomy.json" if (folder / "taxonomy.json").is_file() else None
 
 
-def _head_of(folder: Path) -> str | None:
-    """config.json's domainvlm.answer_head of a model folder (None: none named, or unreadable)."""
-    import json
+def _head_of(model_dir) -> str | None:
+    from ...models.loader import answer_head_name
 
-    try:
-        return (json.loads((folder / "config.json").read_text()).get("domainvlm") or {}).get("answer_head")
-    except (OSError, ValueError, AttributeError):
-        return None
+    return answer_head_name(model_dir)
 
 
 def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain: bool = True, image_root=None,
@@ -83,7 +79,7 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
-    if model_dir is not None and _head_of(Path(model_dir)) not in (None, HEAD):
+    if model_dir is not None and _head_of(model_dir) not in (None, HEAD):
         # read for another domain's model (a wafer expert given PNG exports in class folders): a folder name
         # 'Center+Scratch' is that domain's mixture of two classes, not one class that may not hold '+'
         # and 'center' / 'Center' are one of its classes in any spelling (that domain matches them so)
