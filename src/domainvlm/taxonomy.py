@@ -91,8 +91,9 @@ class Taxonomy:
         "EDGE_RING", "边缘环" -> "Edge-Ring"); None when no class, or more than one, matches."""
         if name in self.names:
             return name
+        key = label_key(name)
         hits = {c.name for c in self.classes
-                for alias in (c.name, c.zh, c.display("zh")) if alias and label_key(alias) == label_key(name)}
+                for alias in (c.name, c.zh, c.display("zh")) if alias and label_key(alias) == key}
         return hits.pop() if len(hits) == 1 else None
 
     def canonical(self, labels) -> tuple[str, ...]:

@@ -24,8 +24,13 @@ class AnswerHead(Protocol):
         """convs: [(messages, images)] as :meth:`Engine.generate` takes them; one answer or None per conv."""
 
 
+def head_name(model) -> str | None:
+    """The answer head a loaded model's config names (``config.domainvlm.answer_head``), or None."""
+    cfg = getattr(getattr(model, "config", None), "domainvlm", None) or {}
+    return cfg.get("answer_head") if isinstance(cfg, dict) else None
+
+
 def for_model(model) -> Callable | None:
     """The head factory ``(model, processor, model_dir) -> AnswerHead`` the model's config names, or None."""
-    cfg = getattr(getattr(model, "config", None), "domainvlm", None) or {}
-    name = cfg.get("answer_head") if isinstance(cfg, dict) else None
+    name = head_name(model)
     return domains.answer_head(name) if name else None

@@ -160,7 +160,7 @@ def _own_question(engine) -> str | None:
     """The question an answer-head model is asked about an image sent without one (domains.default_question),
     None for other models: their users say what they want to know."""
     from ..domains import default_question
-    from ..models.loader import answer_head_name
+    from ..inference.answer_heads import head_name
 
-    return default_question(answer_head_name(engine.model_dir)) if engine.has_head else None
+    return default_question(head_name(engine.model)) if engine.has_head else None
 

@@ -56,16 +56,12 @@ def _merged(tax, near):
 
 def model_taxonomy_file(model_dir) -> Path | None:
     """``taxonomy.json`` of a classify model folder (config.json answer_head: classify), else None."""
-    if model_dir is None or _head_of(model_dir) != HEAD:
+    from ...models.loader import answer_head_name
+
+    if model_dir is None or answer_head_name(model_dir) != HEAD:
         return None
     folder = Path(model_dir)
     return folder / "taxonomy.json" if (folder / "taxonomy.json").is_file() else None
-
-
-def _head_of(model_dir) -> str | None:
-    from ...models.loader import answer_head_name
-
-    return answer_head_name(model_dir)
 
 
 def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain: bool = True, image_root=None,
@@ -79,7 +75,9 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
 
     p = Path(path).expanduser().resolve()
     items = read_items(p, image_root)
-    if model_dir is not None and _head_of(model_dir) not in (None, HEAD):
+    from ...models.loader import answer_head_name
+
+    if model_dir is not None and answer_head_name(model_dir) not in (None, HEAD):
         # read for another domain's model (a wafer expert given PNG exports in class folders): a folder name
         # 'Center+Scratch' is that domain's mixture of two classes, not one class that may not hold '+'
         # and 'center' / 'Center' are one of its classes in any spelling (that domain matches them so)

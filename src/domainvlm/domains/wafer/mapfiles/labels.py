@@ -63,17 +63,18 @@ def check_names(names, where: str, tax, tax_source: str | None) -> tuple[str, ..
     """``names`` as a label set of ``tax`` (none words dropped); a class it lacks is one line at ``where``
     (a labels CSV's line and field, a labelled npz's key and map), suggesting --taxonomy."""
     none = {label_key(w) for w in ("Normal", "None", "正常", "无", tax.none_label or "Normal")}
-    names = [n for n in names if n and label_key(n) not in none]
-    bad = next((n for n in names if tax.resolve(n) is None), None)  # 'edge ring', '中心' as the classes
+    resolved = [(n, tax.resolve(n)) for n in names if n and label_key(n) not in none]  # 'edge ring', '中心'
+    bad = next((n for n, c in resolved if c is None), None)
     if bad is not None:
         import difflib
 
-        close = difflib.get_close_matches(label_key(bad), [label_key(n) for n in tax.names], n=1, cutoff=0.75)
-        guess = f" (did you mean {tax.names[[label_key(n) for n in tax.names].index(close[0])]!r}?)" if close else ""
+        by_key = {label_key(n): n for n in tax.names}
+        close = difflib.get_close_matches(label_key(bad), list(by_key), n=1, cutoff=0.75)
+        guess = f" (did you mean {by_key[close[0]]!r}?)" if close else ""
         hint = (f"in neither the 8 known patterns nor {tax_source}" if tax_source else
                 "(a class of your own: declare it in a taxonomy YAML and pass --taxonomy FILE)")
         raise UserError(f"{where}: unknown wafer pattern {bad!r} {hint}; known: {', '.join(tax.names)}{guess}")
-    return tax.canonical([tax.resolve(n) for n in names])
+    return tax.canonical([c for _, c in resolved])
 
 
 def read_labelled(path: Path, tax=None, tax_source: str | None = None
