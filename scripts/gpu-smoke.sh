@@ -53,6 +53,9 @@ step train-expert "$PY" -m domainvlm train-expert --config configs/wafer-expert.
   mixedwm38="$MIX" wm811k="$WM" output_dir="$OUT/expert" max_steps=30 batch_size=256 warmup_steps=5 \
   limit_maps=3000 "eval_at=[1.0]" eval_limit=512 log_every=10
 
+# the recipe's TensorBoard scalars and curves PNG (train/recipe_log.py)
+step recipe-logs bash -c "test -s '$OUT/expert/training_curves.png' && ls '$OUT/expert/tb/'*tfevents*"
+
 # the CNN teacher (channels_last, bf16 autocast, cudnn) and its token-level distillation, continuing step 1's
 # model; the replay maps' shift and die noise (map_jitter.py, off in the shipped recipe) run here too
 step train-expert-kd "$PY" -m domainvlm train-expert --config configs/wafer-expert.yaml "phases=[]" \

@@ -27,3 +27,32 @@ def plot_curves(history: list[dict], path) -> None:
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
+
+
+def plot_recipe_curves(train_loss: list[tuple], val: dict[str, list[tuple]], path) -> None:
+    """A recipe run (train-expert, train-classify): its train loss (left) and every val score of its weight
+    selection (right; ``val`` maps a name to (step, score) points, names starting 'ema/' drawn dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    if train_loss:
+        left.plot(*zip(*train_loss), lw=1, label="train loss")
+        left.set_yscale("log")
+        left.legend()
+    left.set_xlabel("optimizer step")
+    left.set_ylabel("loss")
+    left.grid(alpha=0.3)
+    for name, pts in sorted(val.items()):
+        right.plot(*zip(*pts), "o--" if name.startswith("ema/") else "o-", ms=3, lw=1, label=name)
+    right.set_xlabel("optimizer step")
+    right.set_ylabel("val score")
+    right.grid(alpha=0.3)
+    if val:
+        right.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -62,18 +62,23 @@ def start(acc, out: Path, config: dict) -> None:
     if not acc.log_with or not acc.is_main_process:
         return
     if any(t.name == "mlflow" for t in acc.log_with):
-        import mlflow
-
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            # MLflow 3 refuses a file store unless this is set; the alternative (a database) needs a server
-            # package stack, and a folder inside the run is what offline tracking wants
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri((out.resolve() / "mlruns").as_uri())
+        use_local_mlflow(out)
     acc.init_trackers("domainvlm")
     flat = flatten(config)
     for t in acc.trackers:
         if t.name != "tensorboard":
             t.store_init_configuration(flat)
+
+
+def use_local_mlflow(out: Path) -> None:
+    """MLflow logs to a file store ``<out>/mlruns`` unless ``MLFLOW_TRACKING_URI`` says otherwise."""
+    import mlflow
+
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        # MLflow 3 refuses a file store unless this is set; the alternative (a database) needs a server
+        # package stack, and a folder inside the run is what offline tracking wants
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        mlflow.set_tracking_uri((out.resolve() / "mlruns").as_uri())
 
 
 def finish(acc) -> None:

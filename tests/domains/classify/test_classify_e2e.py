@@ -54,6 +54,7 @@ def test_recipe_command_trains_and_saves_a_head_model(tmp_path):
     sel = json.loads((run / "val_selection.json").read_text())
     assert sel["summary"]["steps"] == 3 and 0.0 <= sel["summary"]["best"]["val_accuracy"] <= 1.0
     assert any("kd" in h for h in sel["history"] if "step" in h)  # the teacher was distilled
+    assert (run / "training_curves.png").is_file() and any((run / "tb").iterdir())  # curves PNG, TensorBoard
     assert (run / "model" / "taxonomy.json").is_file()
     from domainvlm.domains.classify.input_check import load
 

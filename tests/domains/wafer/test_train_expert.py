@@ -47,6 +47,15 @@ def test_train_expert_smoke(tmp_path):
     assert sel["summary"]["steps"] == 3 and sel["summary"]["best"]["weights"] in ("raw", "ema")
     assert {r["weights"] for r in sel["history"] if "eval_step" in r} == {"raw", "ema"}
     assert "# done" in (out / "train_log.txt").read_text()
+    # the same records live in TensorBoard (train/<field>, val/<weights>/<set>.<metric>) and the curves PNG
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(str(out / "tb"))
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("train/loss")] == [1, 2, 3]
+    assert tb.Scalars("val/ema/score")[0].value == pytest.approx(
+        next(r["score"] for r in sel["history"] if r.get("weights") == "ema"), rel=1e-5)
+    assert (out / "training_curves.png").stat().st_size > 5000
     model, _ = load_model(out / "model", device="cpu")
     assert model.config.domainvlm["answer_head"] == "wafer-diagnosis"
     from domainvlm.taxonomy import from_model_dir

@@ -26,6 +26,8 @@ import torch.nn.functional as F
 
 from ...errors import UserError
 from ...models.compact import CompactConfig
+from ...train.recipe_log import RecipeLog
+from ...train.tracking import parse_report_to
 from ...train.recipe_steps import (adamw, ema_or_none, select_weights, set_lr, step_optimizer, train_progress,
                                    warmup_cosine)
 
@@ -63,6 +65,7 @@ class ClassifyExpertConfig:
     teacher_lr: float = 0.1
     eval_at: list[float] = field(default_factory=lambda: [0.5, 0.8, 0.9, 1.0])
     log_every: int = 50
+    report_to: str = "tensorboard"            # trackers (train/tracking.py): tensorboard | wandb | mlflow | none
     limit: int = 0                            # > 0: first N images per split (smoke tests)
     input_check_max_reject: float = 0.02      # out-of-domain check fitted on train, threshold on val; < 0: none
     seed: int = 0
@@ -73,14 +76,9 @@ def _check(cfg: ClassifyExpertConfig) -> None:
     from ...train.config_checks import check_classify
 
     check_classify(cfg)
+    parse_report_to(cfg.report_to)  # an unknown tracker or a missing package: before anything is written
     if len(cfg.crop_scale) != 2 or not 0 < cfg.crop_scale[0] <= cfg.crop_scale[1] <= 1:
         raise UserError(f"config: crop_scale must be [low, high] with 0 < low <= high <= 1, got {cfg.crop_scale}")
-
-
-def _log(fh, msg: str) -> None:
-    print(msg, flush=True)
-    fh.write(msg + "\n")
-    fh.flush()
 
 
 def _splits(cfg):
@@ -103,12 +101,12 @@ def _fit_input_check(cfg, train_recs, val_recs, folder, log) -> None:
     if cfg.input_check_max_reject < 0:
         return
     if len(train_recs) < MIN_TRAIN:
-        _log(log, f"# no input check: {len(train_recs)} training images (it needs {MIN_TRAIN})")
+        log(f"# no input check: {len(train_recs)} training images (it needs {MIN_TRAIN})")
         return
     chk = fit_records(train_recs, val_recs, cfg.compact.image_size, cfg.input_check_max_reject,
                       info={"train_data": str(cfg.data), "train_split": cfg.train_split, "val_split": cfg.val_split})
     save(folder, chk)
-    _log(log, "# input check " + json.dumps({"threshold": chk.threshold, **chk.info}))
+    log("# input check " + json.dumps({"threshold": chk.threshold, **chk.info}))
 
 
 @torch.no_grad()
@@ -171,10 +169,10 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
     torch.manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train_log.txt", "a", encoding="utf-8")
-    _log(log, f"# classify expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
+    log = RecipeLog(out, cfg.report_to, asdict(cfg))  # train_log.txt, TensorBoard, the curves PNG at the end
+    log(f"# classify expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
               f"({torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
-    _log(log, "# config " + json.dumps(asdict(cfg)))
+    log("# config " + json.dumps(asdict(cfg)))
     model, proc = build_compact(out / "init", corpus(tax), cfg.compact, cfg.seed)
     prepare_model(model, train_recs)
     size = cfg.compact.image_size
@@ -182,7 +180,7 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
     enable_uniform_vision_attention(model)
     bank, vbank = ImageBank(train_recs, tax.answer_sets(), size, dev), ImageBank(val_recs, tax.answer_sets(), size, dev)
     tmpl = Templates(proc, model.config, tax, size, dev)
-    _log(log, f"# {tax.name}: {len(bank)} train / {len(vbank)} val images, {len(tmpl.sets)} answers, "
+    log(f"# {tax.name}: {len(bank)} train / {len(vbank)} val images, {len(tmpl.sets)} answers, "
               f"{len(tmpl.length)} templates, class token distillable in {sorted(tmpl.decision)}; "
               f"setup {time.time() - t_start:.0f}s")
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
@@ -196,8 +194,8 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
             i = torch.randint(0, len(bank), (cfg.teacher_batch,), device=dev, generator=gen)
             return aug(bank.images[i]), bank.cls[i]
 
-        teacher = train_teacher(teacher, sample, cfg.teacher_steps, cfg.teacher_lr, lambda m: _log(log, m))
-        _log(log, json.dumps({"teacher_val_accuracy": accuracy(teacher, vbank.images, vbank.cls),
+        teacher = train_teacher(teacher, sample, cfg.teacher_steps, cfg.teacher_lr, log)
+        log(json.dumps({"teacher_val_accuracy": accuracy(teacher, vbank.images, vbank.cls),
                               "teacher_train_accuracy": accuracy(teacher, bank.images, bank.cls),
                               "teacher_s": round(time.time() - t0, 1)}))
     aux = torch.nn.Linear(model.config.text_config.hidden_size, len(tmpl.sets)).to(dev)  # training only
@@ -229,17 +227,22 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
         step += 1
         train_s = time.time() - t0 - t_eval
         progress = train_progress(step, cfg.max_steps, train_s, cfg.time_budget_s)
+        log.progress(progress, step)
         if step % cfg.log_every == 0:
-            rec = {"step": step, **{k: round(v.item(), 5) for k, v in parts.items()}, "lr": round(cfg.lr * lr_scale, 7),
+            rec = {"step": step, "loss": round(loss.item(), 5), **{k: round(v.item(), 5) for k, v in parts.items()},
+                   "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1)}
             history.append(rec)
-            _log(log, json.dumps(rec))
+            log(json.dumps(rec))
+            log.sync(history)
+            log.progress(progress, step, rec["loss"])
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
             best = select_weights(step, model, ema,
                                   lambda m: {"val_accuracy": val_accuracy(ClassifyHead(m, proc), val_recs)},
-                                  "val_accuracy", best, history, lambda line: _log(log, line))
+                                  "val_accuracy", best, history, log)
+            log.sync(history)
             t_eval += time.time() - te
     model.load_state_dict(best.pop("state"))
     model.eval()
@@ -251,7 +254,7 @@ def train_classify_expert(cfg: ClassifyExpertConfig) -> dict:
     from ...io import write_json
 
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
-    _log(log, "# best " + json.dumps(best))
-    _log(log, f"# done: {step} steps, {summary['total_s']}s total")
-    log.close()
+    log("# best " + json.dumps(best))
+    log(f"# done: {step} steps, {summary['total_s']}s total")
+    log.close(history)
     return summary

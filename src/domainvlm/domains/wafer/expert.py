@@ -28,15 +28,9 @@ from ...errors import UserError
 from ...io import write_json
 from ...train.recipe_steps import (adamw, ema_or_none, select_weights, set_lr, step_optimizer, train_progress,
                                    warmup_cosine)
+from ...train.recipe_log import RecipeLog
 from ...train.speed import step_loss
 from .expert_config import ExpertConfig, _check, check  # noqa: F401 - ExpertConfig is the recipe's config
-
-
-def _log(fh, msg: str) -> None:
-    print(msg, flush=True)
-    if fh:
-        fh.write(msg + "\n")
-        fh.flush()
 
 
 def _build(cfg: ExpertConfig, out: Path):
@@ -148,10 +142,10 @@ def train_expert(cfg: ExpertConfig) -> dict:
     random.seed(cfg.seed)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    log = open(out / "train_log.txt", "a", encoding="utf-8")
-    _log(log, f"# wafer expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
+    log = RecipeLog(out, cfg.report_to, asdict(cfg))  # train_log.txt, TensorBoard, the curves PNG at the end
+    log(f"# wafer expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
               f"({torch.cuda.get_device_name(0) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}")
-    _log(log, "# config " + json.dumps(asdict(cfg)))
+    log("# config " + json.dumps(asdict(cfg)))
     tax, classes = setup_taxonomy(cfg)  # the model's own taxonomy, with the config's new classes added
     model, proc = _build(cfg, out)
     size = model.config.domainvlm.get("image_size", cfg.compact.image_size)
@@ -168,23 +162,23 @@ def train_expert(cfg: ExpertConfig) -> dict:
         sets[name] = {s: MapBank(w, size, dev, name, classes, tax) for s, w in split.items()}
         if name == "mixedwm38":
             mix_maps = split["train"].maps  # raw die grids, for superposed mixtures
-        _log(log, f"# {name}: train {len(sets[name]['train'])}, val {len(sets[name]['val'])} maps")
+        log(f"# {name}: train {len(sets[name]['train'])}, val {len(sets[name]['val'])} maps")
     new = new_banks(cfg, tax, classes, size, dev)
     if new["train"] is not None:
-        _log(log, f"# new classes {[n for n in tax.names if n not in CLASSES]}: train {len(new['train'])}, "
+        log(f"# new classes {[n for n in tax.names if n not in CLASSES]}: train {len(new['train'])}, "
                   f"val {len(new['val']) if new['val'] else 0}, test {len(new['test']) if new['test'] else 0} maps")
     tmpl = Templates(proc, model.config.image_token_id, size, dev, classes, tax)
     px = PixelMaker(proc, dev)
-    _log(log, f"# {len(tmpl.kind)} templates, longest {int(tmpl.length.max())} tokens; "
+    log(f"# {len(tmpl.kind)} templates, longest {int(tmpl.length.max())} tokens; "
               f"setup {time.time() - t_start:.0f}s")
     mix, wm = sets["mixedwm38"]["train"], sets["wm811k"]["train"]
     sup = Superposer(mix, mix_maps) if cfg.superpose_frac > 0 else None
     draw = BatchDraw(cfg, mix, wm, sup, new["train"], _overlay(cfg, new["train"], mix, mix_maps, classes, tax))
     old_val = [sets["mixedwm38"]["val"], sets["wm811k"]["val"]]
     vals = old_val + [new["val"]] * bool(new["val"])
-    teacher = setup_teacher(cfg, draw, classes, tax, vals, size, out, dev, lambda m: _log(log, m))
+    teacher = setup_teacher(cfg, draw, classes, tax, vals, size, out, dev, log)
     if cfg.teacher_only:
-        _log(log, f"# done: teacher only, {time.time() - t_start:.1f}s total")
+        log(f"# done: teacher only, {time.time() - t_start:.1f}s total")
         log.close()
         return {"teacher": str(cfg.teacher or out / "teacher.safetensors"), "total_s": round(time.time() - t_start, 1)}
     vision = FastVision(model)
@@ -200,8 +194,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     averager = ema_or_none(model, cfg.ema_decay)
     ema = averager.model if averager is not None else None
     pv0, _ = px(mix.canvas[:3])
-    _log(log, f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
-    base_old = (old_baseline(cfg, dev, tax, old_val, lambda m: _log(log, m), evaluate)
+    log(f"# fast vision path vs model: max diff {vision.check(pv0, tmpl.grid):.1e}")
+    base_old = (old_baseline(cfg, dev, tax, old_val, log, evaluate)
                 if cfg.select_penalty > 0 else None)  # the drop the selection penalises is against these
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     amp = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda")
@@ -256,6 +250,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
         step += 1
         train_s = time.time() - t0 - t_eval
         progress = train_progress(step, cfg.max_steps, train_s, cfg.time_budget_s)
+        log.progress(progress, step)
         if step % cfg.log_every == 0:
             rec = {"step": step, "loss": round(loss.item(), 5), "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1),
@@ -265,14 +260,17 @@ def train_expert(cfg: ExpertConfig) -> dict:
             if kd is not None:
                 rec["kd_loss"] = round(float(kd_sum), 5)  # weighted, included in loss
             history.append(rec)
-            _log(log, json.dumps(rec))
+            log(json.dumps(rec))
+            log.sync(history)
+            log.progress(progress, step, rec["loss"])
         while evals and progress >= evals[0] - 1e-9:
             evals.pop(0)
             te = time.time()
             best = select_weights(step, model, ema,
                                   lambda m: penalised(evaluate(head if m is model else WaferHead(m, proc, tax), vals,
                                                                limit=cfg.eval_limit), base_old, cfg),
-                                  "score", best, history, lambda line: _log(log, line))
+                                  "score", best, history, log)
+            log.sync(history)
             t_eval += time.time() - te
     state = best.pop("state")
     model.load_state_dict(state)
@@ -282,14 +280,14 @@ def train_expert(cfg: ExpertConfig) -> dict:
     _card(cfg, out / "model", best)
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
     if new["test"] is not None:  # held back: scored once, never used for selection
-        summary |= final_reports(cfg, model, proc, tax, old_val, new["test"], lambda m: _log(log, m), evaluate,
+        summary |= final_reports(cfg, model, proc, tax, old_val, new["test"], log, evaluate,
                                  base_old)
         if "baseline" in summary:
             summary["change_points"] = change_points(best, summary["baseline"])
-            _log(log, f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")
+            log(f"# change vs {cfg.init_model} (points) {json.dumps(summary['change_points'])}")
     summary["total_s"] = round(time.time() - t_start, 1)
     write_json(out / "val_selection.json", {"summary": summary, "history": history})
-    _log(log, "# best " + json.dumps(best))
-    _log(log, f"# done: {step} steps, {summary['total_s']}s total")
-    log.close()
+    log("# best " + json.dumps(best))
+    log(f"# done: {step} steps, {summary['total_s']}s total")
+    log.close(history)
     return summary

@@ -50,6 +50,7 @@ class ExpertConfig:
     #                                       ones (WM-811K's val is ordered by class: its first 500 are all Loc)
     length_buckets: int = 2               # forward each batch in this many length-sorted parts
     log_every: int = 50                   # steps between log lines
+    report_to: str = "tensorboard"        # trackers (train/tracking.py): tensorboard | wandb | mlflow | none
     limit_maps: int = 0                   # > 0: first N maps of each split only (smoke tests)
     seed: int = 0                         # seed of data order, initialisation and augmentation
     threads: int = 0                      # > 0: torch CPU threads (1 on a CPU shared with other jobs: 2 threads
@@ -108,8 +109,10 @@ def _check(cfg: ExpertConfig) -> None:
     """One clear error per bad field before any data is loaded: the value rules (train/config_checks.py), then
     the rules between fields."""
     from ...train.config_checks import check_expert
+    from ...train.tracking import parse_report_to
 
     check_expert(cfg)
+    parse_report_to(cfg.report_to)  # an unknown tracker or a missing package: before anything is written
     if cfg.follow_up_frac + cfg.out_of_scope_frac > 1.0:
         raise UserError("config: follow_up_frac + out_of_scope_frac must not exceed 1")
     if cfg.new_augment_bound and cfg.new_augment != "dihedral":
