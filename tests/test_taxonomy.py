@@ -77,3 +77,18 @@ def test_resolve_matches_hand_written_names_and_refuses_ambiguity():
     assert t.resolve("Edge_Loc") == "Edge_Loc"  # exact names stay themselves
     assert t.resolve("edge loc") is None  # two classes match: no guess
     assert t.resolve("ring") is None
+
+
+@pytest.mark.parametrize("text, names", [
+    ("Center+Scratch", ["Center", "Scratch"]),
+    (" Center; Scratch |Loc ", ["Center", "Scratch", "Loc"]),
+    ("Edge-Ring", ["Edge-Ring"]),
+    ("Center++", ["Center"]),
+    ("", []),
+    (None, []),
+])
+def test_split_label_splits_on_every_reserved_joiner(text, names):
+    assert taxonomy.split_label(text) == names
+    # every joiner a class name may not hold is one the splitter splits on, and no other character
+    assert all(taxonomy.split_label(f"a{ch}b") == ["a", "b"] for ch in taxonomy.RESERVED)
+    assert taxonomy.split_label("a-b_c d") == ["a-b_c d"]

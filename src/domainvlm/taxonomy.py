@@ -44,6 +44,13 @@ def label_key(text: str) -> str:
     return re.sub(r"[\s_\-]+", "", unicodedata.normalize("NFKC", text)).casefold()
 
 
+def split_label(text) -> list[str]:
+    """The class names of one label text ('Center+Scratch', a labels CSV cell 'Center; Scratch' or
+    'Center|Scratch', a folder name): split on the joiners of RESERVED, stripped, empties dropped. The one
+    splitter, so every reader of label text splits it alike."""
+    return [t for t in (s.strip() for s in re.split(r"[+;|\n]", text or "")) if t]
+
+
 def reserved_char(name: str) -> str | None:
     """The first character of `name` that a label text reserves, or None."""
     return next((ch for ch in name if ch in RESERVED), None)

@@ -31,10 +31,9 @@ def run(args):
     from ..errors import UserError
 
     if args.question is None:  # a model with an answer head has its own question; any other needs one
-        from ..domains import default_question
-        from ..models.loader import answer_head_name, default_model_dir
+        from ._args import model_question
 
-        args.question = default_question(answer_head_name(args.model or default_model_dir()))
+        args.question = model_question(args.model)
         if not args.question:
             raise UserError("question: missing (this model has no answer head with a default question)")
     if IMAGE_TOKEN in args.question:  # a second image slot: the processor would fail with a traceback

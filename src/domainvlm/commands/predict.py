@@ -124,7 +124,7 @@ def _same_inputs(rows, writer, out) -> None:
 
 def _question(args) -> str | None:
     """--question, else for a folder or one map file (one question for all) the model's default question
-    (domains.default_question: a model with an answer head), said on stderr; CSV / JSONL rows keep their own."""
+    (_args.model_question: a model with an answer head), said on stderr; CSV / JSONL rows keep their own."""
     from pathlib import Path
 
     if args.question is not None:
@@ -132,10 +132,9 @@ def _question(args) -> str | None:
     p = Path(args.input).expanduser()
     if not p.exists() or (p.is_file() and p.suffix.lower() in (".csv", ".jsonl", ".ndjson")):
         return None
-    from ..domains import default_question
-    from ..models.loader import answer_head_name, default_model_dir
+    from ._args import model_question
 
-    q = default_question(answer_head_name(args.model or default_model_dir()))
+    q = model_question(args.model)
     if q:
         print(f"domainvlm: asking every input {q!r} (the model's default question; --question to change)",
               file=sys.stderr)

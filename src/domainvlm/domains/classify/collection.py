@@ -3,7 +3,6 @@ without going through the package (so no module imports the package that imports
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 TASK = "classify"
@@ -81,11 +80,11 @@ def read_source(path, taxonomy=None, langs=("en", "zh"), seed: int = 0, explain:
         # read for another domain's model (a wafer expert given PNG exports in class folders): a folder name
         # 'Center+Scratch' is that domain's mixture of two classes, not one class that may not hold '+'
         # and 'center' / 'Center' are one of its classes in any spelling (that domain matches them so)
-        from ...taxonomy import label_key
+        from ...taxonomy import label_key, split_label
 
         spelling: dict[str, str] = {}
         for it in items:
-            labs = (x.strip() for lab in it.labels for x in re.split(r"[+|]", lab) if x.strip())
+            labs = (x for lab in it.labels for x in split_label(lab))
             it.labels = tuple(spelling.setdefault(label_key(x), x) for x in labs)
     own_split = p.is_dir() and p.name.lower() in SPLITS  # photos/train: taxonomy 'photos', as photos/val's
     root = p.parent if own_split else p if p.is_dir() else p.parent

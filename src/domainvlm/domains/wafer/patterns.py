@@ -8,7 +8,8 @@ A *defect set* is a sorted tuple of pattern names; the empty tuple means Normal 
 from __future__ import annotations
 
 import functools
-import re
+
+from ...taxonomy import split_label
 
 # MixedWM38 `arr_1` column order (C1..C8), exactly as published.
 PATTERNS: tuple[str, ...] = ("Center", "Donut", "Edge-Loc", "Edge-Ring", "Loc", "Near-full", "Scratch", "Random")
@@ -43,9 +44,9 @@ def _canonical(names: tuple) -> tuple[str, ...]:
 
 def split_labels(text) -> list[str]:
     """The class names of one label text, a labels CSV cell or a labelled npz's label: joined by '+' (as this
-    package writes them) or by ';' / '|' (as spreadsheets often do: "Center; Scratch"). Stripped, empties
-    dropped; none words ("Normal") are left to the caller's taxonomy. One function: both readers read alike."""
-    return [t for t in (s.strip() for s in re.split(r"[+;|]", text or "")) if t]
+    package writes them) or by ';' / '|' (as spreadsheets often do: "Center; Scratch"); none words ("Normal")
+    are left to the caller's taxonomy. taxonomy.split_label, so both readers (and classify) split alike."""
+    return split_label(text)
 
 
 def set_name(defects) -> str:
