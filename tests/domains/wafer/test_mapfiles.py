@@ -141,6 +141,52 @@ def test_klarf_without_die_list(tmp_path):
     assert "line" in msg and "field SampleTestPlan" in msg and "LOT7-01" in msg
 
 
+def test_klarf_cut_short_is_an_error_not_a_smaller_wafer(tmp_path):
+    """Read on, a cut KLARF gave a wafer of fewer dies, all passing ('Normal'); each cut is one line naming it."""
+    text = W.klarf12(grids(2))
+    plan = text.index("SampleTestPlan")
+    cuts = {"inside the die list": text.index("\n", plan + 200),
+            "inside the defect list": text.index("\n", text.index("DefectList") + 40),
+            "at a statement's end": text.index("SummaryList"),
+            "before EndOfFile": text.index("EndOfFile")}
+    for what, at in cuts.items():
+        msg = _err(write(tmp_path, "k.000", text[:at]))
+        assert "cut short" in msg and "line" in msg, what
+    n = int(text[plan:].split()[1])  # the plan says n dies, one pair less follows
+    fewer = text[:plan] + text[plan:].replace(f"SampleTestPlan {n}", f"SampleTestPlan {n + 1}", 1)
+    assert "field SampleTestPlan: declares" in _err(write(tmp_path, "k.000", fewer))
+    t18 = W.klarf18(grids(1))
+    for at in (t18.index("List DefectList"), t18.index("          ", t18.index("List DefectList")) + 5):
+        assert "cut short" in _err(write(tmp_path, "k.klarf", t18[:at]))
+    data = t18.index("Data", t18.index("List DefectList"))
+    n = int(t18[data:].split()[1])
+    more = t18[:data] + t18[data:].replace(f"Data {n}", f"Data {n + 1}", 1)
+    assert "Data declares" in _err(write(tmp_path, "k.klarf", more))
+
+
+def test_klarf18_image_list_inside_a_defect_row(tmp_path):
+    """KLA tools write IMAGEINFO mid-row (`Images 1 { ... }` then more columns): one defect, not two."""
+    text = W.klarf18([np.full((3, 3), 1, np.uint8)])
+    head = text[:text.index("      List DefectList")]
+    text = head + """      List DefectList
+      {
+        Columns 10 { int32 DEFECTID, int32 XREL, int32 YREL, int32 XINDEX, int32 YINDEX, ImageList IMAGEINFO,
+                     int32 POLARITY, float CRITICALAREA, int32 DBCLASS, int32 DBGROUP }
+        Data 2
+        {
+          1 100 200 1 1 Images 1 { "1.000_00001.jpg" "JPG" 1 "24" } 0 0.0 1 -1 0;
+          2 100 200 -1 -1 N 1 0.5 1 1;
+        }
+      }
+    }
+  }
+}
+EndOfFile;
+"""
+    m = MF.read_maps(write(tmp_path, "k.klarf", text))[0]
+    assert m.meta["defects"] == 2 and m.counts()["fail"] == 2
+
+
 def test_index_beyond_the_files_wafers(tmp_path):
     p = write(tmp_path, "g.xml", W.g85_xml(grids(2)))
     with pytest.raises(UserError, match=r"g\.xml#5: field #K: index out of range \(the file holds 2 wafers"):

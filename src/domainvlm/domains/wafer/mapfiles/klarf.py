@@ -79,25 +79,31 @@ def _ints(vals, path, line, fld) -> list[int]:
 
 # ----------------------------------------------------------------------------------------------- KLARF 1.2
 
-def _statements(text: str):
-    """KLARF 1.2 statements: (keyword, [values], line of the keyword), split at ';'."""
-    cur, line = [], 0
+def _statements(text: str, path):
+    """KLARF 1.2 statements: (keyword, [values], line of the keyword), split at ';'. A file cut short (its last
+    statement open, or no ``EndOfFile``) is an error: read on, it would give a wafer of fewer dies, all passing."""
+    cur, line, ended = [], 0, False
     for tok, n in _tokens(text):
         if tok == ";":
             if cur:
+                ended = ended or cur[0].lower() == "endoffile"
                 yield cur[0], cur[1:], line
             cur = []
             continue
         if not cur:
             line = n
         cur.append(tok)
+    if cur and cur[0].lower() == "endoffile":
+        return  # 'EndOfFile' without its ';' is still the end
     if cur:
-        yield cur[0], cur[1:], line
+        raise fail(path, f"line {line}", f"field {cur[0]}: statement not ended by ';' (the file is cut short)")
+    if not ended:
+        raise fail(path, f"line {line}", "field EndOfFile: missing (the file is cut short)")
 
 
 def _read12(text: str, path) -> list[_Wafer]:
     wafers, lot, notch, spec, geo, lot_dies = [], "", ("0", 0), None, {}, {}
-    for kw, vals, n in _statements(text):
+    for kw, vals, n in _statements(text, path):
         kw = _name(kw)
         if kw in _GEO:
             (wafers[-1].geo if wafers else geo)[kw] = vals
@@ -109,6 +115,9 @@ def _read12(text: str, path) -> list[_Wafer]:
             wafers.append(_Wafer(vals[0] if vals else str(len(wafers)), n, lot, notch, geo, lot_dies))
         elif kw in ("SampleTestPlan", "SampleDieMap"):
             xy = _ints(vals[1:], path, n, kw)
+            if not vals or _ints(vals[:1], path, n, kw)[0] * 2 != len(xy):
+                raise fail(path, f"line {n}", f"field {kw}: declares {vals[0] if vals else 'no'} dies, "
+                                              f"lists {len(xy) / 2:g} (XINDEX YINDEX pairs)")
             if wafers:
                 wafers[-1].add(kw, xy)
             else:  # before the first WaferID: the lot's, for every wafer that gives none
@@ -144,12 +153,28 @@ def _defects12(vals, spec, path, n) -> list[tuple[int, int]]:
 
 # ----------------------------------------------------------------------------------------------- KLARF 1.8
 
+_KINDS = {"Record", "Field", "List", "Columns", "Data"}
+
+
 def _tree(text: str, path):
-    """Nested (kind, name, args, children, line) from Record / Field / List / Columns / Data blocks."""
+    """Nested (head tokens, children or None, line) from Record / Field / List / Columns / Data blocks. In a
+    data row a braced value (an ImageList's ``Images 1 { "a.jpg" "JPG" 1 "24" }``) is one token of the row."""
     toks = list(_tokens(text))
     pos = 0
 
-    def block():
+    def group() -> str:
+        nonlocal pos
+        depth, parts, line = 0, [], toks[pos][1]
+        while pos < len(toks):
+            tok = toks[pos][0]
+            depth += (tok == "{") - (tok == "}")
+            parts.append(tok)
+            pos += 1
+            if depth == 0:
+                return " ".join(parts)
+        raise fail(path, f"line {line}", "field '{': a braced value not closed (the file is cut short)")
+
+    def block(opened=None):
         nonlocal pos
         items = []
         while pos < len(toks):
@@ -158,20 +183,28 @@ def _tree(text: str, path):
                 pos += 1
                 return items
             head = []
-            while pos < len(toks) and toks[pos][0] not in ("{", "}", ";"):
-                head.append(toks[pos][0])
+            while pos < len(toks):
+                tok = toks[pos][0]
+                if tok == "{" and head and _name(head[0]) not in _KINDS:
+                    head.append(group())
+                    continue
+                if tok in ("{", "}", ";"):
+                    break
+                head.append(tok)
                 pos += 1
             head[:2] = [_name(t) for t in head[:2]]  # kind (Record, List ...) and name (WaferRecord ...)
             if pos < len(toks) and toks[pos][0] == "{":
                 if not head:
                     raise fail(path, f"line {n}", "field '{': a block without a Record/Field/List name before it")
                 pos += 1
-                items.append((head, block(), n))
+                items.append((head, block((" ".join(head[:3]), n)), n))
             else:
                 if pos < len(toks) and toks[pos][0] == ";":
                     pos += 1
                 if head:
                     items.append((head, None, n))
+        if opened is not None:  # the tokens ran out inside a block: its '}' never came
+            raise fail(path, f"line {opened[1]}", f"field {opened[0]}: block not closed by '}}' (the file is cut short)")
         return items
 
     return block()
@@ -209,16 +242,41 @@ def _values(kids) -> list[str]:
 
 
 def _list_rows(kids, path, n, what) -> tuple[list[str], list[list[str]]]:
-    cols, rows = [], []
+    """(column names, rows as one value per column) of a 1.8 List, its Data block's declared row count checked."""
+    cols, types, rows = [], [], []
     for h, k, ln in kids:
         if h[0] == "Columns" and k is not None:
             vals = _values(k)
             cols = [vals[i].upper() for i in range(1, len(vals), 2)]  # 'int32 XINDEX, ...' -> names
+            types = [vals[i].lower() for i in range(0, len(vals) - 1, 2)]
         elif h[0] == "Data" and k is not None:
             rows = [r for r, _, _ in k]
+            declared = h[1] if len(h) > 1 else None
+            if declared is not None and _ints([declared], path, ln, what)[0] != len(rows):
+                raise fail(path, f"line {ln}", f"field {what}: Data declares {declared} rows, its block holds "
+                                               f"{len(rows)} (the file is cut short?)")
     if not cols:
         raise fail(path, f"line {n}", f"field {what}: List has no Columns")
-    return cols, rows
+    return cols, [_row_values(r, types) for r in rows]
+
+
+def _row_values(row: list[str], types: list[str]) -> list[str]:
+    """One value per column: an ImageList value is 'Images N' and its braced list (_tree keeps it one token)."""
+    if "imagelist" not in types:
+        return row
+    out, i = [], 0
+    for t in types:
+        if i >= len(row):
+            break
+        if t == "imagelist":
+            j = next((j for j in range(i, len(row)) if row[j].startswith("{")), None)
+            j = i if j is None or j - i > 2 else j  # 'N' (no images) stands alone
+            out.append(" ".join(row[i:j + 1]))
+            i = j + 1
+        else:
+            out.append(row[i])
+            i += 1
+    return out
 
 
 def _xy_from_list(kids, path, n, what) -> list[tuple[int, int]]:
