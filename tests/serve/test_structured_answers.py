@@ -1,6 +1,7 @@
 """The API's response_format json_schema with a head model: a diagnosis of one image comes back as the head's
 Assessment JSON (official `openai` client, server in-process on loopback); a non-wafer image abstains; a
-schema the Assessment does not fit is still decoded under the constraint."""
+schema asking for some of its fields gets the head's values of those; a schema the Assessment does not fit is
+still decoded under the constraint."""
 
 from __future__ import annotations
 
@@ -75,3 +76,16 @@ def test_schema_without_room_for_the_assessment_is_decoded_under_it(api):
     if r.choices[0].finish_reason == "stop":  # the untrained model may run out of tokens first
         assert set(json.loads(text)) == {"ok"}
     assert "defects" not in text
+
+
+@pytest.mark.parametrize("props", [
+    {"defects": {"type": "array", "items": {"type": "string", "enum": sorted(PATTERNS)}}},
+    {"defects": {"type": "array", "items": {"type": "string"}}, "confidence": {"type": "number"}},
+])
+def test_schema_asking_for_some_fields_gets_the_heads_values(api, props):
+    """Not what the small LM decodes under the schema (it wrote ['Scratch', 'Scratch', ...] and confidence
+    -2018.2): the head's own diagnosis, cut to the fields the client asked for."""
+    full = json.loads(_ask(api, _wafer_png()).choices[0].message.content)
+    schema = {"type": "object", "properties": props, "required": ["defects"]}
+    v = json.loads(_ask(api, _wafer_png(), schema=schema).choices[0].message.content)
+    assert v == {k: full[k] for k in props}

@@ -4,8 +4,10 @@ When the model has a head with structured answers (``head.assess``) and a reques
 conversation the head answers (a diagnosis of one image) gets the head's :class:`~.assessment.Assessment`
 as JSON (``{answer, defects, confidence, per_pattern, abstain, reason, evidence, facts}``, schema
 :data:`~.assessment.SCHEMA`) rather than free decoding constrained to the schema by a small language model.
-It is used only where that JSON is an instance of the requested schema (with the ``answer`` text if the schema
-allows it, else without); every other conversation is decoded under the constraint, exactly as before.
+It is used where that JSON is an instance of the requested schema: whole (with the ``answer`` text if the
+schema allows it, else without), or cut to the schema's own properties (a client asking only for
+``{defects}`` or ``{defects, confidence}`` gets the head's values, not what a small language model decodes
+under the schema); every other conversation is decoded under the constraint, exactly as before.
 """
 
 from __future__ import annotations
@@ -54,7 +56,9 @@ def answers(head, convs, sampling) -> list:
         a = getattr(ans, "assessment", None)
         text = None
         if a is not None:
-            for obj in ({"answer": str(ans), **a.to_json()}, a.to_json()):
+            full = {"answer": str(ans), **a.to_json()}
+            props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+            for obj in (full, a.to_json(), {k: full[k] for k in props if k in full}):
                 s = json.dumps(obj, ensure_ascii=False)
                 if state(schema, s) == "complete":
                     text = s
