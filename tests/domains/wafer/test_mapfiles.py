@@ -239,6 +239,38 @@ def test_pass_bins_from_the_environment(tmp_path, monkeypatch):
     assert MF.get_wafer(s, 0).counts()["fail"] == 0
 
 
+def test_pass_bins_none_of_which_the_file_has_is_an_error(tmp_path, monkeypatch):
+    """A typo in DOMAINVLM_PASS_BINS failed every die silently: 0 % yield, diagnosed Near-full."""
+    g = grids(1)[0]
+    files = [write(tmp_path, "s.stdf", W.stdf_bytes([g], seed=1)), write(tmp_path, "e.xml", W.e142_xml([g])),
+             write(tmp_path, "g.xml", W.g85_xml([g]))]
+    monkeypatch.setenv("DOMAINVLM_PASS_BINS", "98")  # no file here has bin 98
+    for f in files:
+        assert "none of 98 is a" in _err(f)
+
+
+def _record_ends(data: bytes) -> list[tuple[int, tuple[int, int]]]:
+    """(end offset, (REC_TYP, REC_SUB)) of every record of a little-endian STDF file."""
+    out, pos = [], 0
+    while pos < len(data):
+        key = (data[pos + 2], data[pos + 3])
+        pos += 4 + int.from_bytes(data[pos:pos + 2], "little")
+        out.append((pos, key))
+    return out
+
+
+def test_stdf_cut_at_a_record_boundary_is_an_error(tmp_path):
+    """Cut between two records, an STDF file read as a smaller wafer with no word of it."""
+    two = W.stdf_bytes(grids(2), seed=1)
+    msg = _err(write(tmp_path, "s.stdf", two[:_record_ends(two)[150][0]]))  # inside wafer 1
+    assert "field MRR: missing" in msg and "wafer W01 has no WRR" in msg and "cut short" in msg
+    one = W.stdf_bytes(grids(1), with_wir=False)
+    msg = _err(write(tmp_path, "n.stdf", one[:_record_ends(one)[150][0]]))
+    assert "field MRR: missing" in msg and "no WRR/MRR" in msg
+    last_wrr = max(end for end, key in _record_ends(two) if key == (2, 20))  # both wafers whole: still read
+    assert len(MF.read_maps(write(tmp_path, "w.stdf", two[:last_wrr]))) == 2
+
+
 def test_stdf_without_wir_is_one_wafer(tmp_path):
     g = grids(1)[0]
     maps = MF.read_maps(write(tmp_path, "s.stdf", W.stdf_bytes([g], with_wir=False)))

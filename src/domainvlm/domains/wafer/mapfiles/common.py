@@ -88,6 +88,7 @@ class BinTable:
     pass_codes: set
     fail_codes: set | None
     null_codes: set
+    written: tuple = ()  # (pass, fail, null) codes as the file writes them, for messages
 
     def classify(self, tokens: list[str], path, where: str) -> np.ndarray:
         out = np.empty(len(tokens), np.uint8)
@@ -109,9 +110,11 @@ class BinTable:
             return PASS
         if self.fail_codes is None or k in self.fail_codes:
             return FAIL
-        known = sorted(map(str, self.pass_codes | self.fail_codes))
-        raise fail(path, where, f"field BinCode: unknown bin code {tok!r} (the file defines {', '.join(known)}; "
-                                f"null bin {', '.join(sorted(map(str, self.null_codes))) or 'none'})")
+        known = ", ".join(dict.fromkeys([*self.written[0], *self.written[1]])) if self.written else \
+            ", ".join(sorted(map(str, self.pass_codes | self.fail_codes)))
+        nulls = ", ".join(dict.fromkeys(self.written[2])) if self.written else ""
+        raise fail(path, where, f"field BinCode: unknown bin code {tok!r} (the file defines {known}; "
+                                f"null bin {nulls or 'none'})")
 
 
 def make_table(btype: str, pass_raw, fail_raw, null_raw, path, where: str, pass_bins=None) -> BinTable:
@@ -124,8 +127,13 @@ def make_table(btype: str, pass_raw, fail_raw, null_raw, path, where: str, pass_
         except UserError:
             pass  # a null marker such as '__' or '..' that is no valid code of this type
     passes = keys(pass_bins) if pass_bins is not None else keys(pass_raw)
+    if pass_bins is not None and fail_raw is not None and not passes & (keys(pass_raw) | keys(fail_raw)):
+        # a typo in DOMAINVLM_PASS_BINS would fail every die: a lot at 0 % yield, diagnosed Near-full
+        raise fail(path, where, f"field pass_bins (DOMAINVLM_PASS_BINS): none of {', '.join(map(str, pass_bins))} "
+                                f"is a bin of this file (it defines {', '.join(map(str, [*pass_raw, *fail_raw]))})")
     fails = None if fail_raw is None else keys(fail_raw) | (keys(pass_raw) - passes)
-    return BinTable(btype, passes, fails, nulls)
+    return BinTable(btype, passes, fails, nulls,
+                    tuple(list(map(str, x or ())) for x in (pass_raw, fail_raw, null_raw)))
 
 
 # --------------------------------------------------------------------------------------------- orientation

@@ -3,7 +3,8 @@
 Records used: FAR (byte order, version), MIR (LOT_ID), WCR (WF_FLAT notch, POS_X / POS_Y axis directions;
 WAFR_SIZ / DIE_HT / DIE_WID and CENTER_X / CENTER_Y give the wafer frame in dies, so the map keeps its
 off-wafer border: see ``common.grid_from_dies``),
-WIR / WRR (one wafer each), HBR (HBIN_PF: which hard bins pass), PRR (X_COORD, Y_COORD, PART_FLG, HARD_BIN).
+WIR / WRR (one wafer each), HBR (HBIN_PF: which hard bins pass), PRR (X_COORD, Y_COORD, PART_FLG, HARD_BIN),
+MRR (the end: a file without it, a wafer still open or no WIR at all, was cut short, which is an error).
 Pass/fail of a die: PART_FLG bit 3 (0 pass, 1 fail) while bit 4 says it is valid; else the HBR pass flag of its
 hard bin; else hard bin 1 passes. ``pass_bins=[1, 3]`` (hard bins) overrides all of that.
 Retests: a die tested twice keeps its last result (as PART_FLG bits 0/1 say a retest supersedes the earlier
@@ -22,8 +23,8 @@ import numpy as np
 from .common import FAIL, PASS, WaferMap, fail, grid_from_dies, normalise, notch_degrees
 
 FMT = "stdf"
-FAR, MIR, WCR, WIR, WRR, HBR, PRR = (0, 10), (1, 10), (2, 30), (2, 10), (2, 20), (1, 40), (5, 20)
-_NAMES = {FAR: "FAR", MIR: "MIR", WCR: "WCR", WIR: "WIR", WRR: "WRR", HBR: "HBR", PRR: "PRR"}
+FAR, MIR, MRR, WCR, WIR, WRR, HBR, PRR = (0, 10), (1, 10), (1, 20), (2, 30), (2, 10), (2, 20), (1, 40), (5, 20)
+_NAMES = {FAR: "FAR", MIR: "MIR", MRR: "MRR", WCR: "WCR", WIR: "WIR", WRR: "WRR", HBR: "HBR", PRR: "PRR"}
 MISSING_XY = -32768
 
 
@@ -83,7 +84,9 @@ class _Wafer:
 
 def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
     lot, wcr, hbin_pf, wafers, open_ = "", {}, {}, [], {}  # open_: test head -> its wafer (WIR .. WRR)
+    n, ended = 0, False
     for n, pos, key, body, e in _records(data, path):
+        ended = ended or key == MRR
         where = f"record {n} ({_NAMES.get(key, key)}) at byte {pos}"
         if key == FAR:
             if len(body) < 2 or body[1] != 4:
@@ -112,6 +115,11 @@ def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
                 raise fail(path, where, "field X_COORD/Y_COORD: missing (-32768); not wafer-sort data")
             w = _wafer_of(body[0], open_, wafers, path, where)
             w.xs.append(x), w.ys.append(y), w.flags.append(body[2]), w.hbins.append(hard)
+    if not ended and (open_ or not any(w.wid != "?" for w in wafers)):
+        # cut at a record boundary: a wafer's results stop part-way, and read on it would be a smaller wafer
+        what = f"wafer {next(iter(open_.values())).wid} has no WRR" if open_ else "no WRR/MRR"
+        raise fail(path, f"record {n + 1} at byte {len(data)}", f"field MRR: missing, the file ends after "
+                                                                f"record {n} ({what}): the file is cut short")
     try:
         pass_bins = None if pass_bins is None else [int(b) for b in pass_bins]
     except (TypeError, ValueError):
@@ -120,6 +128,10 @@ def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
     wafers = [w for w in wafers if w.xs]
     if not wafers:
         raise fail(path, "PRR", "field X_COORD/Y_COORD: no part results with die coordinates in this file")
+    seen = {h for w in wafers for h in w.hbins} | set(hbin_pf)
+    if pass_bins is not None and not seen & set(pass_bins):  # a typo would fail every die: 0 % yield
+        raise fail(path, "pass_bins (DOMAINVLM_PASS_BINS)", f"field HARD_BIN: none of "
+                   f"{', '.join(map(str, pass_bins))} is a hard bin of this file (it has {', '.join(map(str, sorted(seen)))})")
     return [_map(w, k, path, lot, wcr, hbin_pf, pass_bins) for k, w in enumerate(wafers)]
 
 
