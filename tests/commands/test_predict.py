@@ -167,6 +167,28 @@ def test_resume_with_other_images_under_the_same_ids_is_refused(tmp_path, tiny_m
     assert run(_csv_input(tmp_path, 2, f"maps/m0.png,{Q}"), "-o", out, model=tiny_model_dir) == 0  # same: resumes
 
 
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_resume_with_another_model_is_refused(tmp_path, tiny_model_dir, capsys, fmt):
+    """Rerun into the same file with another --model, the first model's answers passed as the second's."""
+    import shutil
+
+    make_images(tmp_path / "maps", 2)
+    other = tmp_path / "other-model"
+    shutil.copytree(tiny_model_dir, other)
+    out = tmp_path / f"o.{fmt}"
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, model=tiny_model_dir) == 0
+    before = out.read_text()
+    capsys.readouterr()
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, model=other) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(other.resolve()) in err[0] and "--overwrite" in err[0], err
+    assert out.read_text() == before
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, model=tiny_model_dir) == 0  # the same model resumes
+    assert run(tmp_path / "maps", "-q", Q, "-o", out, "--overwrite", model=other) == 0
+    rows = read_jsonl(out) if fmt == "jsonl" else list(csv.DictReader(out.open()))
+    assert {r["model"] for r in rows} == {str(other.resolve())}
+
+
 def test_retry_errors_and_overwrite(tmp_path, tiny_model_dir):
     src = _csv_input(tmp_path, 2, f"maps/m0.png,{Q}", f"maps/late.png,{Q}")
     out = tmp_path / "o.jsonl"

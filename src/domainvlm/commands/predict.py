@@ -1,7 +1,7 @@
 """`domainvlm predict`: batch inference over a folder, CSV or JSONL of (image, question) -> JSONL or CSV.
 
 Rows are generated ``--batch-size`` at a time on the device. Re-running the same command resumes: rows already
-in the output are skipped (a row recorded for another question stops the run: ``--overwrite``). A row that
+in the output are skipped (a row recorded for another question, image or model stops the run: ``--overwrite``). A row that
 fails (missing or unreadable image, bad JSON line) gets its ``error`` filled in and the batch carries on; the
 exit code is 1 when any row failed.
 """
@@ -144,11 +144,18 @@ def _question(args) -> str | None:
 def run(args):
     from ..inference.batch_io import ResultWriter, read_inputs
 
+    from ..errors import UserError
+    from ..models.loader import default_model_dir
+
     rows = read_inputs(args.input, _question(args))
     out = _output(args)
-    writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors)
+    model = str(Path(args.model or default_model_dir()).expanduser().resolve())
+    writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors, model=model)
     try:
         _same_inputs(rows, writer, out)
+        if writer.models - {model}:  # another model's answers would pass as this one's
+            raise UserError(f"{out}: its rows were answered by {sorted(writer.models - {model})[0]}, not {model}; "
+                            "pass --overwrite to start over, or choose another --output")
         todo = [r for r in rows if r.id not in writer.done]
         skipped = len(rows) - len(todo)
         if skipped:
@@ -174,8 +181,6 @@ def run(args):
     total = len(writer.done)
     print(f"domainvlm: {total} row(s) in {out}, {writer.errors} with errors", file=sys.stderr)
     if args.lot_report:
-        from ..models.loader import default_model_dir
-
         _lot_report(out, args.lot_report, str(args.model or default_model_dir()))
     if writer.errors:
         print(f"domainvlm: {writer.errors} row(s) failed; see the 'error' field in {out}", file=sys.stderr)

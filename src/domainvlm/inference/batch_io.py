@@ -29,6 +29,7 @@ from ..io import atomic_open, iter_lines, read_text
 IMAGE_KEYS, QUESTION_KEYS = ("image", "image_path", "path", "file"), ("question", "prompt", "text")
 COLUMNS = ["id", "image", "question", "answer", "error", "reference"]
 STRUCTURED = ["defects", "confidence", "abstain", "reason", "per_pattern"]  # a head's fields, as CSV columns
+HEADER = COLUMNS + STRUCTURED + ["model"]  # model: the folder that answered (resuming checks it is the same)
 
 
 def _csv_row(r: dict) -> dict:
@@ -223,8 +224,9 @@ def read_inputs(path: str | Path, question: str | None = None) -> list[Row]:
 class ResultWriter:
     """Append-only JSONL/CSV result file that knows which ids it already holds."""
 
-    def __init__(self, path: str | Path, overwrite: bool = False, retry_errors: bool = False):
-        self.path = Path(path).expanduser()
+    def __init__(self, path: str | Path, overwrite: bool = False, retry_errors: bool = False,
+                 model: str | None = None):
+        self.path, self.model = Path(path).expanduser(), model
         self.csv = self.path.suffix.lower() == ".csv"
         if not self.csv and self.path.suffix.lower() not in (".jsonl", ".ndjson"):
             raise UserError(f"{self.path}: output must end in .jsonl or .csv")
@@ -234,16 +236,17 @@ class ResultWriter:
         self.done = {r["id"] for r in kept}
         self.questions = {r["id"]: r.get("question") for r in kept}  # resuming checks they are still the same
         self.images = {r["id"]: r.get("image") for r in kept}
+        self.models = {r.get("model") for r in kept} - {None}  # files written before rows named it: none
         self.errors = sum(1 for r in kept if r.get("error"))
         with atomic_open(self.path, "w", encoding="utf-8", newline="") as fh:  # drops partial/retried rows
             if self.csv:
-                w = csv.DictWriter(fh, COLUMNS + STRUCTURED, extrasaction="ignore")
+                w = csv.DictWriter(fh, HEADER, extrasaction="ignore")
                 w.writeheader()
                 w.writerows(map(_csv_row, kept))
             else:
                 fh.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in kept)
         self.fh = open(self.path, "a", encoding="utf-8", newline="")
-        self._csv = csv.DictWriter(self.fh, COLUMNS + STRUCTURED, extrasaction="ignore") if self.csv else None
+        self._csv = csv.DictWriter(self.fh, HEADER, extrasaction="ignore") if self.csv else None
 
     def _existing(self, retry_errors: bool) -> list[dict]:
         text = read_text(self.path)
@@ -270,6 +273,8 @@ class ResultWriter:
 
     def write(self, results: list[dict]) -> None:
         for r in results:
+            if self.model is not None:
+                r = {**r, "model": self.model}
             if self._csv:
                 self._csv.writerow(_csv_row(r))
             else:
