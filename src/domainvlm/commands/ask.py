@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from ._args import add_model_options, add_sampling_options, engine_from_args, nonneg_int, sampling_from_args
 
 NAME = "ask"
@@ -59,7 +61,14 @@ def run(args):
     else:
         print(ans)
     if args.evidence_png:
-        _write_evidence(eng, msgs, image, ans, args.evidence_png)
+        from ..inference.assessment import OUT_OF_DOMAIN
+
+        a = getattr(ans, "assessment", None)
+        if a is not None and a.reason == OUT_OF_DOMAIN:  # refused as no input of this model: nothing to point at
+            print(f"domainvlm: --evidence-png: nothing written to {args.evidence_png}: the answer turned the image "
+                  "away, so there is no evidence", file=sys.stderr)
+        else:
+            _write_evidence(eng, msgs, image, ans, args.evidence_png)
     return 0
 
 

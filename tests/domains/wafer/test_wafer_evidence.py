@@ -62,6 +62,22 @@ def test_ask_writes_the_evidence_png(tmp_path, capsys):
     assert [p.name for p in out.parent.iterdir()] == ["scratch.png"]  # no temporary file left
 
 
+def test_ask_writes_no_evidence_png_for_an_image_it_turned_away(tmp_path, capsys):
+    """A steel photo got 'does not look like a wafer map' and yet an overlay captioned 'Random: ... 29 dies'."""
+    from PIL import Image
+
+    from domainvlm.cli import main
+
+    photo = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(photo)
+    out = tmp_path / "ev.png"
+    assert main(["ask", "--image", str(photo), "--threads", "2", "--evidence-png", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "does not look like a wafer map" in cap.out and "nothing written" in cap.err
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["photo.png"]
+
+
 def test_fact_questions_are_answered_from_the_map(engine):
     from domainvlm.data.images import load_image
     from domainvlm.domains.wafer.canvas import canonical_image
