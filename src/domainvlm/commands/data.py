@@ -130,6 +130,7 @@ def _synth(args):
 def _build(args):
     from ..data.record import write_records
     from ..data.sources import load_any
+    from ..data.splits import standard_split
 
     langs = tuple(x.strip() for x in args.langs.split(",") if x.strip())
     bad = [x for x in langs if x not in ("en", "zh")]
@@ -148,10 +149,14 @@ def _build(args):
         n_read += len(recs)
         recs = _keep_langs(recs, langs, src)
         for r in recs:
-            by_split.setdefault(r.meta.get("split") or "all", []).append(r)
+            split = standard_split(r.meta.get("split") or "all", src)
+            if r.meta.get("split") and split != r.meta["split"]:
+                r.meta["split"] = split  # 'validation' rows are val rows, in val.jsonl
+            by_split.setdefault(split, []).append(r)
     if n_read and not by_split:  # every record dropped by --langs: no empty output folder
         raise UserError(f"--langs {','.join(langs)}: no record of the sources is in these languages")
     if args.split:
+        args.split = [standard_split(s, "--split") for s in args.split]
         missing = [s for s in args.split if s not in by_split]
         if missing:
             raise UserError(f"--split: {', '.join(missing)} not in the sources (present: {', '.join(sorted(by_split))})")

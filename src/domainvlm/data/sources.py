@@ -89,9 +89,31 @@ def _load_generic(p: Path, kind: str, image_root) -> list[Record]:
         return read_llava(p, image_root=image_root)
     if fmt in ("sharegpt", "records"):  # records: the role/content sharegpt variant plus id/labels/meta
         return read_sharegpt(p, image_root=image_root)
+    if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
+        raise UserError(_csv_hint(p))
+    if p.is_dir() and not any(p.iterdir()):
+        raise UserError(f"{p}: empty folder (expected class folders of images, or a data file)")
     known = ", ".join(sorted(d.name for d in domains.all_domains() if d.read_source))
     raise UserError(f"{p}: not a recognised data source (expected record JSONL, sharegpt or LLaVA JSON, or a "
                     f"source of a domain: {known})")
+
+
+def _csv_hint(p: Path) -> str:
+    """Why no reader took a CSV: every labels CSV (wafer map files, labelled pictures) has the columns image and
+    labels, so name what its header lacks, or the separator when it is no comma."""
+    import csv
+
+    with open(p, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        header = next(csv.reader(fh), [])
+    cols = [c.strip().lower() for c in header]
+    if len(cols) == 1 and any(sep in cols[0] for sep in ";\t|"):
+        return (f"{p}:1: one column {header[0]!r}: separate the columns with commas (image,labels[,split]), "
+                "not ';' or tabs")
+    missing = [c for c in ("image", "labels") if c not in cols]
+    if missing:
+        return (f"{p}:1: column {' and '.join(map(repr, missing))} missing (a labels CSV has image,labels[,split]; "
+                f"found: {', '.join(header) or 'no header'})")
+    return f"{p}: a CSV with columns image,labels that no reader takes (rows of images or wafer-map files expected)"
 
 
 def _instruct(recs: list[Record], opts: dict) -> list[Record]:

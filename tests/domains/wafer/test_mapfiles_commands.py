@@ -168,6 +168,38 @@ def test_data_build_bad_rows_one_line_nothing_written(lot, tmp_path, capsys, row
     assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.parametrize("text,match", [
+    ("image,labels,split\nwafer_3.stdf,Center,trian\n", r"labels\.csv: split 'trian' is not a split name \(did you "
+                                                         r"mean 'train'\?"),
+    ("image,labels\nwafer_3.stdf,Center,extra\n", r"labels\.csv:2: 1 field\(s\) more than the header"),
+    ("image,label\nwafer_3.stdf,Center\n", r"labels\.csv:1: column 'labels' missing .*found: image, label"),
+    ("image;labels\nwafer_3.stdf;Center\n", r"labels\.csv:1: one column 'image;labels': separate the columns")])
+def test_labels_csv_layout_mistakes_are_one_line(lot, tmp_path, capsys, text, match):
+    """A split typo wrote trian.jsonl, a stray cell was dropped, a wrong header or separator got 'not a
+    recognised data source': each is now one line naming the file (and line), nothing written."""
+    import re
+
+    d, _ = lot
+    (d / "labels.csv").write_text(text)
+    out = tmp_path / "data"
+    assert main(["data", "build", "--source", str(d / "labels.csv"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(match, err[0]), err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_labels_csv_split_spellings_and_blank_rows(lot, tmp_path):
+    """'Validation' rows are val rows (val.jsonl, as the picture reader writes them); a blank ',,' row is skipped."""
+    d, _ = lot
+    (d / "labels.csv").write_text("image,labels,split\nwafer_3.stdf,Center,Validation\n,,\n"
+                                  "wafer_4.klarf#0,Scratch,Training\n")
+    out = tmp_path / "data"
+    assert main(["data", "build", "--source", str(d / "labels.csv"), "--out", str(out), "--langs", "en"]) == 0
+    assert sorted(p.name for p in out.glob("*.jsonl")) == ["train.jsonl", "val.jsonl"]
+    val = [json.loads(x) for x in (out / "val.jsonl").read_text().splitlines()]
+    assert len(val) == 1 and val[0]["meta"]["split"] == "val" and val[0]["labels"]["defects"] == ["Center"]
+
+
 def test_labels_as_people_type_them(lot, tmp_path, capsys):
     """Case, spaces / '_' for '-', the Chinese names and none words in any case name the same classes; a near
     miss ('scratches') stays an error, naming the class it is close to."""

@@ -90,6 +90,11 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
         reader.fieldnames = [h.strip().lower() for h in reader.fieldnames or []]
         for d in reader:
             loc = f"{path}:{reader.line_num}"
+            if None in d:  # csv puts the cells past the header under None: a shifted or stray column
+                raise UserError(f"{loc}: {len(d[None])} field(s) more than the header "
+                                f"({','.join(reader.fieldnames)})")
+            if not any((v or "").strip() for v in d.values()):
+                continue  # a blank row (',,' from a spreadsheet), as the picture CSV skips it
             img = (d.get("image") or "").strip()
             if not img:
                 raise UserError(f"{loc}: field 'image': empty")
