@@ -204,3 +204,20 @@ def test_export_over_its_own_input_is_refused(tmp_path, capsys):
     rc, err = _run(capsys, ["data", "export", str(src), "--format", "sharegpt", "--out", str(src)])
     assert rc == 2 and len(err) == 1 and "must differ from the input file" in err[0]
     assert src.read_bytes() == before  # the records (labels, meta) are not replaced by sharegpt rows
+
+
+def test_rebuild_into_a_folder_with_other_split_files_is_refused(tmp_path, capsys):
+    """A second build (train only) into the first's --out left its val.jsonl beside the new train.jsonl."""
+    src = tmp_path / "maps.npz"
+    _good_npz(src, n=20)
+    out = tmp_path / "d"
+    assert main(["data", "build", "--source", str(src), "--out", str(out), "--val-fraction", "0.3"]) == 0
+    assert (out / "val.jsonl").exists()
+    before = (out / "train.jsonl").read_text()
+    capsys.readouterr()
+    rc, err = _run(capsys, ["data", "build", "--source", str(src), "--out", str(out)])  # all.jsonl only
+    assert rc == 2 and len(err) == 1 and "train.jsonl, val.jsonl from an earlier build" in err[0], err
+    assert (out / "train.jsonl").read_text() == before and not (out / "all.jsonl").exists()
+    assert main(["data", "build", "--source", str(src), "--out", str(out), "--val-fraction", "0.3"]) == 0  # same
+    assert main(["data", "build", "--source", str(src), "--out", str(out), "--split", "val",
+                 "--val-fraction", "0.3"]) == 0  # a subset on purpose

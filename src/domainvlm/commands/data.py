@@ -161,6 +161,11 @@ def _build(args):
         if missing:
             raise UserError(f"--split: {', '.join(missing)} not in the sources (present: {', '.join(sorted(by_split))})")
         by_split = {s: by_split[s] for s in args.split}
+    stale = sorted(f.name for f in out.glob("*.jsonl") if f.stem in ("train", "val", "test", "all")
+                   and f.stem not in by_split) if out.is_dir() and not args.split else []
+    if stale:  # an earlier build's val.jsonl would be read with this build's train.jsonl (other classes, say)
+        raise UserError(f"--out {out}: holds {', '.join(stale)} from an earlier build, which this one does not "
+                        "write; remove them, choose another --out, or build only some splits with --split")
     _domain_files(by_split, out, args.taxonomy)  # first: a domain refusing the records leaves no record file
     for split, recs in sorted(by_split.items()):
         if args.limit:
