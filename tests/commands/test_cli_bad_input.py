@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,23 @@ def test_rebuild_into_a_folder_with_other_split_files_is_refused(tmp_path, capsy
     assert main(["data", "build", "--source", str(src), "--out", str(out), "--val-fraction", "0.3"]) == 0  # same
     assert main(["data", "build", "--source", str(src), "--out", str(out), "--split", "val",
                  "--val-fraction", "0.3"]) == 0  # a subset on purpose
+
+
+@pytest.mark.parametrize("fmt", ["sharegpt", "llava"])
+def test_export_draws_map_references_as_pngs_trainers_can_open(tmp_path, capsys, fmt):
+    """npz#K / FILE#K references went into the export as they were: LLaMA-Factory and LLaVA open files with PIL."""
+    src = tmp_path / "maps.npz"
+    _good_npz(src, n=3)
+    d = tmp_path / "d"
+    assert main(["data", "build", "--source", str(src), "--out", str(d), "--langs", "en"]) == 0
+    out = tmp_path / "x" / "train.json"
+    assert main(["data", "export", str(d / "all.jsonl"), "--format", fmt, "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    refs = [x for r in rows for x in (r["images"] if fmt == "sharegpt" else [r["image"]])]
+    assert len(refs) == 3 and all("#" not in x and x.endswith(".png") for x in refs), refs
+    pics = [Image.open(out.parent / x) for x in refs]
+    assert all(p.format == "PNG" and min(p.size) >= 52 for p in pics)  # a 52 x 52 map, drawn
+    assert sorted(p.name for p in (out.parent / "train_images").iterdir()) == sorted(Path(x).name for x in refs)
+    keep = tmp_path / "keep.json"
+    assert main(["data", "export", str(d / "all.jsonl"), "--format", fmt, "--out", str(keep), "--keep-refs"]) == 0
+    assert all("#" in json.dumps(r) for r in json.loads(keep.read_text()))

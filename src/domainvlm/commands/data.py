@@ -74,6 +74,8 @@ def add_arguments(p):
     e.add_argument("path")
     e.add_argument("--format", choices=["sharegpt", "llava"], required=True)
     e.add_argument("--out", required=True)
+    e.add_argument("--keep-refs", action="store_true", help="keep map references (FILE#K) and DICOM paths as they "
+                                                            "are instead of drawing them as PNGs beside --out")
 
 
 def run(args):
@@ -246,6 +248,12 @@ def _export(args):
     if resolve_path(args.out) == resolve_path(args.path):  # the records (labels, meta) would be lost
         raise UserError(f"--out {args.out}: must differ from the input file")
     recs = load_any(args.path)
+    if not args.keep_refs:  # wafer maps (FILE#K) and DICOM: PNGs the trainers can open
+        from ..data.export_images import draw_for_export
+
+        n, folder = draw_for_export(recs, args.out, Path(args.path).resolve().parent)
+        if n:
+            print(f"{folder}: {n:,} images drawn as PNG (map files, npz maps, DICOM)", file=sys.stderr)
     (write_sharegpt if args.format == "sharegpt" else write_llava)(recs, args.out)
     print(f"{args.out}: {len(recs):,} records ({args.format})")
     return 0
