@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from .token_bytes import TokenBytes
+
 
 class Answer(str):
     prompt_tokens: int | None = None
@@ -71,6 +73,7 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
     start = inputs["input_ids"].shape[1]
     prompt = inputs["attention_mask"].sum(dim=1).tolist() if "attention_mask" in inputs else [start] * len(seqs)
     eos = set(engine.eos_ids)
+    to_bytes = TokenBytes(tok) if sampling.logprobs is not None else None
     result = []
     for r, row in enumerate(seqs[:, start:].tolist()):
         n = next((k + 1 for k, t in enumerate(row) if t in eos), None)
@@ -82,29 +85,30 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
         finish = "stop" if (n is not None or stopped) else ("length" if len(row) >= sampling.max_new_tokens
                                                             else "stop")
         count = n if n is not None else len(row)
-        lp = _logprobs(tok, out.logits, r, row[:count], sampling.logprobs) if sampling.logprobs is not None else None
+        lp = _logprobs(tok, to_bytes, out.logits, r, row[:count], sampling.logprobs) if to_bytes else None
         result.append(Answer.make(text.strip(), prompt_tokens=int(prompt[r]), completion_tokens=count,
                                   finish_reason=finish, logprobs=lp))
     return result
 
 
-def _logprobs(tok, logits, row: int, ids: list[int], top: int) -> list[dict]:
+def _logprobs(tok, to_bytes, logits, row: int, ids: list[int], top: int) -> list[dict]:
     items = []
     for k, t in enumerate(ids):
         lp = torch.log_softmax(logits[k][row].float(), dim=-1)
-        entry = _entry(tok, t, lp[t].item())
+        entry = _entry(tok, to_bytes, t, lp[t].item())
         if top:
             vals, idx = lp.topk(top)
-            entry["top_logprobs"] = [_entry(tok, i, v) for i, v in zip(idx.tolist(), vals.tolist())]
+            entry["top_logprobs"] = [_entry(tok, to_bytes, i, v) for i, v in zip(idx.tolist(), vals.tolist())]
         else:
             entry["top_logprobs"] = []
         items.append(entry)
     return items
 
 
-def _entry(tok, tid: int, logprob: float) -> dict:
-    s = tok.decode([tid])
-    return {"token": s, "logprob": max(logprob, -9999.0), "bytes": list(s.encode("utf-8"))}
+def _entry(tok, to_bytes, tid: int, logprob: float) -> dict:
+    # 'token' is the token decoded alone (U+FFFD for part of a character); 'bytes' its own bytes, so that
+    # concatenating them rebuilds the text (OpenAI semantics)
+    return {"token": tok.decode([tid]), "logprob": max(logprob, -9999.0), "bytes": to_bytes(tid)}
 
 
 def head_answers(engine, convs, texts: list[str], sampling) -> list[Answer]:
