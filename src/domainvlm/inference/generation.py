@@ -111,17 +111,30 @@ def _entry(tok, to_bytes, tid: int, logprob: float) -> dict:
     return {"token": tok.decode([tid]), "logprob": max(logprob, -9999.0), "bytes": to_bytes(tid)}
 
 
-def head_answers(engine, convs, texts: list[str], sampling) -> list[Answer]:
-    """An answer head's texts as Answers, cut at stop strings. Their token counts are left unset (None) and
-    counted only on demand (:meth:`Engine.count_usage`), so the head's hot path pays nothing for them."""
-    out = []
-    for text in texts:
+def head_answers(engine, convs, texts: list[str], sampling, whole: bool = False) -> list[Answer]:
+    """An answer head's texts as Answers, cut at stop strings and at ``sampling.max_new_tokens`` tokens of the
+    model's tokenizer (the one place every head's answer passes): where free decoding would have run out of
+    tokens, so would the head's answer, with ``finish_reason`` 'length'. ``whole``: the head's structured
+    JSON (response_format), one value rather than decoded text, is not cut (cut, it would not parse, and
+    evidence for a large pattern runs to thousands of tokens). ``completion_tokens``: the answer's tokens,
+    plus the end-of-turn token where it was not cut. A structured answer's assessment is kept."""
+    tok = engine.processor.tokenizer
+    out, todo = list(texts), []
+    for k, text in enumerate(texts):
         a = getattr(text, "assessment", None)  # a head's structured answer rides on its text
-        if isinstance(text, Answer) and a is None:  # decoded freely by the model: already counted from its ids
-            out.append(text)
+        if isinstance(text, Answer) and a is None:  # decoded freely by the model: already counted and cut
             continue
-        text, _ = cut_at_stop(str(text), sampling.stop)
-        out.append(Answer.make(text, completion_tokens=None, finish_reason="stop", assessment=a))
+        out[k] = (cut_at_stop(str(text), sampling.stop)[0], a)
+        todo.append(k)
+    rows = tok([out[k][0] for k in todo], add_special_tokens=False)["input_ids"] if todo else []
+    n = sampling.max_new_tokens
+    for k, ids in zip(todo, rows):
+        text, a = out[k]
+        if len(ids) >= n and not whole:  # no room left for the end-of-turn token: 'length', as free decoding
+            text = tok.decode(ids[:n], skip_special_tokens=True).strip() if len(ids) > n else text
+            out[k] = Answer.make(text, completion_tokens=n, finish_reason="length", assessment=a)
+        else:
+            out[k] = Answer.make(text, completion_tokens=len(ids) + 1, finish_reason="stop", assessment=a)
     return out
 
 
