@@ -35,14 +35,16 @@ def ids_of(engine, text):
 
 def diagnosis(engine, n, **kw):
     return engine.generate([([{"role": "user", "content": f"<image>\n{Q}"}], [wafer_map()])],
-                           Sampling(max_new_tokens=n, **kw))[0]
+                           Sampling(max_new_tokens=n, cut_head_answers=True, **kw))[0]
 
 
 def test_a_heads_answer_is_cut_at_max_new_tokens(engine):
     full = diagnosis(engine, 256)
     ids = ids_of(engine, full)
     assert full.startswith("Diagnosis:") and len(ids) > 4 and full.assessment is not None
-    assert full.finish_reason == "stop" and full.completion_tokens == len(ids) + 1  # with the end-of-turn token
+    msgs = [{"role": "user", "content": f"<image>\n{Q}"}]
+    assert full.finish_reason == "stop"  # counted on demand (short answers are not tokenized in the hot path)
+    assert engine.count_usage(full, msgs, [wafer_map()])[1] == len(ids) + 1  # with the end-of-turn token
     cut = diagnosis(engine, 3)
     assert cut.finish_reason == "length" and cut.completion_tokens == 3
     assert str(cut) == engine.processor.tokenizer.decode(ids[:3]).strip() and full.startswith(str(cut))
@@ -53,15 +55,24 @@ def test_a_heads_answer_is_cut_at_max_new_tokens(engine):
     assert str(room) == str(full) and room.finish_reason == "stop"
 
 
+def test_evaluation_keeps_a_heads_answer_whole(engine):
+    """eval / calibrate / the trainer's val pass build their own Sampling: its limit is for free decoding, and a
+    diagnosis cut there would score a right answer wrong."""
+    whole = engine.generate([([{"role": "user", "content": f"<image>\n{Q}"}], [wafer_map()])],
+                            Sampling(max_new_tokens=3))[0]
+    assert str(whole) == str(diagnosis(engine, 256)) and whole.finish_reason == "stop"
+
+
 def test_text_only_help_answer_is_cut_too(engine):
-    a = engine.generate([([{"role": "user", "content": "hi"}], [])], Sampling(max_new_tokens=5))[0]
-    full = engine.generate([([{"role": "user", "content": "hi"}], [])], Sampling(max_new_tokens=256))[0]
+    hi = [([{"role": "user", "content": "hi"}], [])]
+    a = engine.generate(hi, Sampling(max_new_tokens=5, cut_head_answers=True))[0]
+    full = engine.generate(hi, Sampling(max_new_tokens=256, cut_head_answers=True))[0]
     assert len(ids_of(engine, full)) > 5, "the help text is short: the test proves nothing"
     assert a.finish_reason == "length" and a.completion_tokens == 5 and len(ids_of(engine, a)) <= 5
 
 
 def test_stream_agrees_with_generate(engine):
-    it = engine.stream([{"role": "user", "content": f"<image>\n{Q}"}], [wafer_map()], Sampling(max_new_tokens=3))
+    it = engine.stream([{"role": "user", "content": f"<image>\n{Q}"}], [wafer_map()], Sampling(max_new_tokens=3, cut_head_answers=True))
     pieces = []
     try:
         while True:
@@ -81,7 +92,7 @@ def test_any_heads_answer_is_cut_in_the_engine(tiny_model_dir):
             return ["Diagnosis: Center\n- Center: failing dies cluster in the middle of the wafer."] * len(convs)
 
     eng.answer_head = Head()
-    a = eng.generate([([{"role": "user", "content": "What defect?"}], [])], Sampling(max_new_tokens=4))[0]
+    a = eng.generate([([{"role": "user", "content": "What defect?"}], [])], Sampling(max_new_tokens=4, cut_head_answers=True))[0]
     assert a.finish_reason == "length" and a.completion_tokens == 4
     first = ids_of(eng, Head().answer([1], None)[0])[:4]
     assert str(a) == eng.processor.tokenizer.decode(first).strip()  # stripped, as a decoded answer is
@@ -91,7 +102,8 @@ def test_structured_json_comes_back_whole(engine):
     a = diagnosis(engine, 3, json_schema=json.dumps(SCHEMA))
     v = json.loads(str(a))  # a cut JSON would not parse
     assert v["answer"].startswith("Diagnosis:") and a.finish_reason == "stop"
-    assert a.completion_tokens == len(ids_of(engine, a)) + 1
+    msgs = [{"role": "user", "content": f"<image>\n{Q}"}]
+    assert engine.count_usage(a, msgs, [wafer_map()])[1] == len(ids_of(engine, a)) + 1  # counted on demand
 
 
 def test_ask_honours_max_new_tokens(tiny_wafer_head_dir, tmp_path, capsys):

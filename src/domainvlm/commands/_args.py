@@ -117,7 +117,8 @@ def sampling_from_args(args):
     from ..inference.engine import Sampling
 
     return Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                    cut_head_answers=True)  # --max-new-tokens holds for a head's answer too
 
 
 def key_from_env(var: str) -> str:

@@ -57,6 +57,7 @@ class Sampling:
     logprobs: int | None = None    # None: off; N: each token's log-prob and the top N alternatives
     json_schema: str | None = None  # JSON text of a schema (json_constraint's subset): constrained decoding
     annotate: bool = False  # an answer head's full structured answer: confidence, evidence, facts (opt-in: slow)
+    cut_head_answers: bool = False  # a head's answer cut at max_new_tokens too (API, CLI); eval keeps it whole
 
     def check(self) -> "Sampling":
         for name in ("temperature", "top_p", "repetition_penalty"):

@@ -112,25 +112,33 @@ def _entry(tok, to_bytes, tid: int, logprob: float) -> dict:
 
 
 def head_answers(engine, convs, texts: list[str], sampling, whole: bool = False) -> list[Answer]:
-    """An answer head's texts as Answers, cut at stop strings and at ``sampling.max_new_tokens`` tokens of the
-    model's tokenizer (the one place every head's answer passes): where free decoding would have run out of
-    tokens, so would the head's answer, with ``finish_reason`` 'length'. ``whole``: the head's structured
-    JSON (response_format), one value rather than decoded text, is not cut (cut, it would not parse, and
-    evidence for a large pattern runs to thousands of tokens). ``completion_tokens``: the answer's tokens,
-    plus the end-of-turn token where it was not cut. A structured answer's assessment is kept."""
-    tok = engine.processor.tokenizer
+    """An answer head's texts as Answers, cut at stop strings and, where ``sampling.cut_head_answers`` (the
+    API's max_tokens, the CLI's --max-new-tokens), at ``sampling.max_new_tokens`` tokens of the model's
+    tokenizer: where free decoding would have run out of tokens, so does the head's answer, with
+    ``finish_reason`` 'length'. Evaluation keeps head answers whole (its limit is for free decoding), and its
+    hot path tokenizes nothing. ``whole``: the head's structured JSON (response_format), one value rather than
+    decoded text, is not cut (cut, it would not parse; evidence for a large pattern runs to thousands of
+    tokens). ``completion_tokens`` of an answer not tokenized here is counted on demand
+    (:meth:`Engine.count_usage`). A structured answer's assessment is kept."""
+    n = sampling.max_new_tokens
+    cut = getattr(sampling, "cut_head_answers", False) and not whole
     out, todo = list(texts), []
     for k, text in enumerate(texts):
         a = getattr(text, "assessment", None)  # a head's structured answer rides on its text
         if isinstance(text, Answer) and a is None:  # decoded freely by the model: already counted and cut
             continue
-        out[k] = (cut_at_stop(str(text), sampling.stop)[0], a)
-        todo.append(k)
-    rows = tok([out[k][0] for k in todo], add_special_tokens=False)["input_ids"] if todo else []
-    n = sampling.max_new_tokens
-    for k, ids in zip(todo, rows):
+        text = cut_at_stop(str(text), sampling.stop)[0]
+        if cut and len(text.encode("utf-8")) + 1 >= n:  # a token holds >= 1 byte: shorter ones cannot reach n
+            out[k] = (text, a)
+            todo.append(k)
+        else:
+            out[k] = Answer.make(text, completion_tokens=None, finish_reason="stop", assessment=a)
+    if not todo:
+        return out
+    tok = engine.processor.tokenizer
+    for k, ids in zip(todo, tok([out[k][0] for k in todo], add_special_tokens=False)["input_ids"]):
         text, a = out[k]
-        if len(ids) >= n and not whole:  # no room left for the end-of-turn token: 'length', as free decoding
+        if len(ids) >= n:  # no room left for the end-of-turn token: 'length', as free decoding
             text = tok.decode(ids[:n], skip_special_tokens=True).strip() if len(ids) > n else text
             out[k] = Answer.make(text, completion_tokens=n, finish_reason="length", assessment=a)
         else:
