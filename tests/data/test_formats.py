@@ -125,6 +125,30 @@ def test_llamafactory_messages_jsonl_through_load_any(tmp_path):
         load_any(bad)
 
 
+def test_llamafactory_alpaca_through_load_any(tmp_path):
+    """LLaMA-Factory's alpaca rows (instruction / input / output / system / history / images) were 'not a
+    recognised data source'."""
+    from domainvlm.data.sources import load_any
+
+    src = tmp_path / "alpaca.json"
+    rows = [{"instruction": "<image>What defect is this?", "input": "", "output": "Crazing.", "images": ["a.png"]},
+            {"instruction": "<image>Describe the image.", "input": "In one word.", "output": "Lines.",
+             "system": "You inspect steel.", "history": [["Hello", "Hi."]], "images": ["b.png"]}]
+    src.write_text(json.dumps(rows))
+    a, b = load_any(src)
+    assert detect_json_format(src) == "alpaca" and a.images == [str(tmp_path / "a.png")]
+    assert a.messages == [{"role": "user", "content": "<image>What defect is this?"},
+                          {"role": "assistant", "content": "Crazing."}]
+    assert [m["role"] for m in b.messages] == ["system", "user", "assistant", "user", "assistant"]
+    assert b.messages[3]["content"] == "<image>Describe the image.\nIn one word." and b.messages[1]["content"] == "Hello"
+    src.write_text(json.dumps([{**rows[0], "output": ""}]))
+    with pytest.raises(UserError, match="record 0: field 'output': must be a non-empty string"):
+        load_any(src)
+    src.write_text(json.dumps([{**rows[0], "history": [["only a question"]]}]))
+    with pytest.raises(UserError, match="record 0: field 'history': must be a list of"):
+        load_any(src)
+
+
 @pytest.mark.parametrize("item, msg", [
     ({"images": []}, "record 0: field 'conversations': missing"),
     ({"conversations": [{"from": "human", "value": "<image>x"}, {"from": "gpt", "value": "y"}]},

@@ -257,7 +257,7 @@ def write_llava(records, path: str | Path, image_root: str | Path | None = None)
 
 
 def detect_json_format(path: str | Path) -> str:
-    """'sharegpt' | 'llava' | 'records' (domainvlm JSONL) | 'xrayglm' | 'r2gen' | 'iu-pairs' | 'unknown'.
+    """'sharegpt' | 'llava' | 'alpaca' | 'records' (domainvlm JSONL) | 'xrayglm' | 'r2gen' | 'iu-pairs' | 'unknown'.
     Decided from the first record's keys; 'unknown' lets the caller try other loaders or report the file."""
     items = load_items(path)
     if not items:
@@ -277,5 +277,7 @@ def detect_json_format(path: str | Path) -> str:
         if "image" in first or ("id" in first and "images" not in first):
             return "llava"
         return "sharegpt"
+    if "instruction" in first and "output" in first:
+        return "alpaca"
     return "unknown"
 

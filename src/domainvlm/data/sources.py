@@ -89,12 +89,16 @@ def _load_generic(p: Path, kind: str, image_root) -> list[Record]:
         return read_llava(p, image_root=image_root)
     if fmt in ("sharegpt", "records"):  # records: the role/content sharegpt variant plus id/labels/meta
         return read_sharegpt(p, image_root=image_root)
+    if fmt == "alpaca":
+        from .alpaca import read_alpaca
+
+        return read_alpaca(p, image_root=image_root)
     if p.is_file() and p.suffix.lower() in (".csv", ".tsv"):
         raise UserError(_csv_hint(p))
     if p.is_dir() and not any(p.iterdir()):
         raise UserError(f"{p}: empty folder (expected class folders of images, or a data file)")
     known = ", ".join(sorted(d.name for d in domains.all_domains() if d.read_source))
-    raise UserError(f"{p}: not a recognised data source (expected record JSONL, sharegpt or LLaVA JSON, or a "
+    raise UserError(f"{p}: not a recognised data source (expected record JSONL, sharegpt, alpaca or LLaVA JSON, or a "
                     f"source of a domain: {known})")
 
 
