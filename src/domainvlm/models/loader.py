@@ -31,6 +31,8 @@ def _read_json(p: Path) -> dict:
 def inspect_dir(path: str | Path) -> dict:
     """What is in a model folder: {'kind': 'model'|'adapter', 'model_type', 'base'}."""
     p = Path(path).expanduser()
+    if p.is_file():
+        raise UserError(f"{p}: a file, not a model folder (give the folder holding config.json and the weights)")
     if not p.is_dir():
         raise UserError(f"{p}: model directory not found (models load from local folders only)")
     if (p / "adapter_config.json").exists():
@@ -47,12 +49,15 @@ def inspect_dir(path: str | Path) -> dict:
     return {"kind": "model", "model_type": cfg["model_type"], "base": None}
 
 
-def answer_head_name(path: str | Path) -> str | None:
+def answer_head_name(path: str | Path, strict: bool = False) -> str | None:
     """``config.domainvlm.answer_head`` of a model folder (a LoRA adapter: of its base), read without loading
-    the model; None when it names none or the folder cannot be read (loading it says why)."""
+    the model; None when it names none or the folder cannot be read (loading it says why). ``strict``: a folder
+    that cannot be read raises the UserError saying why (for callers whose next words would be "no head")."""
     from .adapter import resolve_base
 
     folder = Path(path).expanduser()
+    if strict and inspect_dir(folder)["kind"] == "adapter" and not (folder / "config.json").is_file():
+        inspect_dir(resolve_base(folder, None))
     try:
         if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
             folder = resolve_base(folder, None)
