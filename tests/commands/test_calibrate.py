@@ -28,13 +28,15 @@ def val_npz(tmp_path_factory):
 def test_calibrate_then_eval_reports_calibrated_confidence(wafer_model, val_npz, tmp_path, capsys):
     scores = tmp_path / "scores.jsonl"
     rc = main(["calibrate", "--model", str(wafer_model), "--data", str(val_npz), "--split", "val",
-               "--target-risk", "0.5", "--quiet", "--threads", "1", "--scores", str(scores)])
+               "--target-risk", "0.5", "--quiet", "--threads", "1", "--scores", str(scores), "--force"])
     assert rc == 0
     cal = json.loads((wafer_model / "calibration.json").read_text())
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     refit = tmp_path / "refit"
     refit.mkdir()
-    assert main(["calibrate", "--from-scores", str(scores), "--out", str(refit), "--target-risk", "0.5"]) == 0
+    # --force: the untrained model's scores carry no signal, so its temperature fit runs to the range's end
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(refit), "--target-risk", "0.5",
+                 "--force"]) == 0
     again = json.loads((refit / "calibration.json").read_text())
     assert again["temperature"] == pytest.approx(cal["temperature"]) and again["threshold"] == cal["threshold"]
     assert cal["temperature"] > 0 and 0 <= cal["threshold"] <= 1 and cal["n"] == printed["n"] > 0
@@ -53,7 +55,7 @@ def test_calibrate_then_eval_reports_calibrated_confidence(wafer_model, val_npz,
 
 def test_calibrate_out_folder_and_model_without_head(tiny_model_dir, wafer_model, val_npz, tmp_path, capsys):
     rc = main(["calibrate", "--model", str(wafer_model), "--data", str(val_npz), "--split", "val", "--limit", "8",
-               "--out", str(tmp_path), "--quiet", "--threads", "1"])
+               "--out", str(tmp_path), "--quiet", "--threads", "1", "--force"])
     assert rc == 0 and json.loads((tmp_path / "calibration.json").read_text())["limit"] == 8
     capsys.readouterr()
     assert main(["calibrate", "--model", str(tiny_model_dir), "--data", str(val_npz), "--quiet"]) == 2
@@ -84,17 +86,21 @@ def test_a_target_risk_no_threshold_meets_is_warned_in_one_line(tmp_path, capsys
     """The three most confident answers are wrong: no threshold reaches 2 % risk; what is stored is said."""
     wrong, right = ([0.0, -3.0], 1, 0), ([-0.5, -1.0], 0, 0)
     scores = _scores(tmp_path / "s.jsonl", [wrong] * 3 + [right])
-    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0.02"]) == 0
+    # --force: with its most confident answers wrong the temperature fit runs to its upper bound (warned too)
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0.02",
+                 "--force"]) == 0
     cap = capsys.readouterr()
     cal = json.loads((tmp_path / "calibration.json").read_text())
     assert cal["target_reachable"] is False and cal["risk"] == 1.0 and cal["coverage"] == 0.75
     warn = [x for x in cap.err.splitlines() if "warning" in x]
-    assert warn == [f"domainvlm: warning: no threshold meets --target-risk 0.02 on these 4 val answers; stored "
+    assert warn[0].startswith("domainvlm: warning: the temperature fit ran to its upper bound")
+    assert warn[1:] == [f"domainvlm: warning: no threshold meets --target-risk 0.02 on these 4 val answers; stored "
                     f"threshold {cal['threshold']:.4f} in {tmp_path / 'calibration.json'} (answers 75.0% of them, "
                     "error rate 100.0% among those)"]
     assert json.loads(cap.out.strip().splitlines()[-1])["risk"] == 1.0
-    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0.8"]) == 0
-    assert "warning" not in capsys.readouterr().err  # 3 wrong of 4 answered: met
+    assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path), "--target-risk", "0.8",
+                 "--force"]) == 0
+    assert "no threshold meets" not in capsys.readouterr().err  # 3 wrong of 4 answered: met
 
 
 def test_max_abstain_missing_the_target_is_warned(tmp_path, capsys):
@@ -108,3 +114,32 @@ def test_max_abstain_missing_the_target_is_warned(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("domainvlm: warning: --max-abstain 0 lowered the threshold below "
                                                "what --target-risk 0 needs; stored threshold ")
     assert err[0].endswith("(answers 100.0% of them, error rate 25.0% among those)")
+
+
+def test_a_temperature_at_the_end_of_its_range_is_refused_unless_forced(tmp_path, capsys):
+    """Val answers without an error drive the NLL fit to T = 0.02 (every confidence ~100%); answers whose
+    scores never favour the gold line drive it to 50. Neither is a fit: the stored calibration stays as it is
+    unless --force, which stores it with a warning."""
+    kept = {"temperature": 0.37, "threshold": 0.5}
+    (tmp_path / "calibration.json").write_text(json.dumps(kept))
+    right = _scores(tmp_path / "right.jsonl", [([0.0, -3.0], 0, 0), ([-0.5, -1.0], 0, 0), ([-3.0, 0.0], 1, 1)])
+    flat = _scores(tmp_path / "flat.jsonl", [([0.0, -1.0], 1, 0), ([-1.0, 0.0], 0, 1)] * 2)
+    for scores, bound, fix in [
+            (right, "lower bound T=0.02: 0 error(s) in these 3 val answers", "calibrate on more val data"
+             " (enough to hold some errors)"),
+            (flat, "upper bound T=50: the line scores do not favour the gold line on these 4", "check that the val"
+             " labels are this model's classes, or train it further")]:
+        assert main(["calibrate", "--from-scores", str(scores), "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"the temperature fit ran to its {bound}" in err[0], err
+        assert err[0].endswith("left as it is - " + fix + ", or pass --force to store it anyway")
+        assert json.loads((tmp_path / "calibration.json").read_text()) == kept
+    assert main(["calibrate", "--from-scores", str(right), "--out", str(tmp_path), "--force"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("domainvlm: warning: the temperature fit ran to its lower bound")
+    cal = json.loads((tmp_path / "calibration.json").read_text())
+    assert cal["temperature"] == pytest.approx(0.02, rel=1e-3) and cal["temperature_at_bound"] == "lower"
+    one_error = _scores(tmp_path / "one.jsonl", [([0.0, -3.0], 0, 0)] * 5 + [([-0.5, -1.0], 1, 0)])
+    assert main(["calibrate", "--from-scores", str(one_error), "--out", str(tmp_path)]) == 0  # identified
+    cal = json.loads((tmp_path / "calibration.json").read_text())
+    assert 0.02 < cal["temperature"] < 50 and cal["temperature_at_bound"] is None

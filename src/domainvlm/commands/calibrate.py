@@ -4,7 +4,9 @@ Every val record is answered by the model's constrained head with T = 1; the tem
 negative log-likelihood of the gold line is fitted (temperature scaling), then the abstention threshold with
 the highest coverage whose error rate on these records is at most ``--target-risk``. Both go to
 ``calibration.json`` in the model folder (or ``--out``), written atomically; ``ask``, ``predict``, ``eval``,
-``serve`` and the web UI then report calibrated confidence and abstain below the threshold.
+``serve`` and the web UI then report calibrated confidence and abstain below the threshold. A temperature
+at an end of the fit's range (no errors on val: 0.02; scores unrelated to the labels: 50) is not identified:
+refused, the stored calibration kept, unless ``--force``.
 
 ``--input-check TRAIN_DATA`` first fits the head's out-of-domain input check (heads with ``fit_input_check``:
 classify) from TRAIN_DATA's images, its threshold on the --data images; ``--input-check-only`` stops there.
@@ -46,6 +48,9 @@ def add_arguments(p):
                    help="share of the --data images the input check may turn away (default 0.02)")
     p.add_argument("--input-check-only", action="store_true",
                    help="fit only the input check (calibration.json is left as it is)")
+    p.add_argument("--force", action="store_true",
+                   help="store the temperature even when its fit ran to an end of the search range (0.02 or 50: "
+                        "e.g. val answers without a single error, where T is not identified); refused otherwise")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="question language for raw sources")
     p.add_argument("--image-root", help="folder that relative image paths are relative to")
     p.add_argument("--batch-size", type=positive_int, help="records per batch")
@@ -90,6 +95,7 @@ def run(args):
         write_jsonl(args.scores, [{"data": d, "gold": g, "answered": c, "line_logprobs": lp} for lp, g, c, d in rows])
     cal = fit(rows, per_data, args.target_risk, args.max_abstain)
     cal.info.update(info)
+    _check_temperature(cal, dest, args.force)
     path = save(dest, cal)
     i = cal.info
     _warn_missed_target(i, cal.threshold, path)
@@ -98,6 +104,32 @@ def run(args):
                       "ece_before": round(i["ece_before"], 5), "ece_after": round(i["ece_after"], 5), "n": i["n"],
                       "file": str(path)}))
     return 0
+
+
+def _check_temperature(cal, dest, force: bool) -> None:
+    """A temperature at an end of the fit's range is no fit (the val NLL still falls beyond it): refused, so a
+    good calibration.json is not replaced by one claiming ~100% confidence for everything; --force stores it,
+    with a warning."""
+    import sys
+
+    from ..errors import UserError
+
+    bound, n = cal.info.get("temperature_at_bound"), cal.info["n"]
+    if not bound:
+        return
+    errors = round(n * (1 - cal.info["accuracy"]))
+    if bound == "lower":
+        why = (f"the temperature fit ran to its lower bound T={cal.temperature:g}: {errors} error(s) in these {n} "
+               "val answers, too few to fit T (it would make every confidence ~100%)")
+        fix = "calibrate on more val data (enough to hold some errors)"
+    else:
+        why = (f"the temperature fit ran to its upper bound T={cal.temperature:g}: the line scores do not favour "
+               f"the gold line on these {n} val answers (it would flatten every confidence)")
+        fix = "check that the val labels are this model's classes, or train it further"
+    if force:
+        print(f"domainvlm: warning: {why}; stored anyway (--force)", file=sys.stderr)
+        return
+    raise UserError(f"{why}; {dest / 'calibration.json'} left as it is - {fix}, or pass --force to store it anyway")
 
 
 def _warn_missed_target(info: dict, threshold: float, path) -> None:
@@ -229,7 +261,7 @@ def fit(rows, per_data: dict, target_risk: float, max_abstain: float | None = No
         per_data.setdefault(d, {"n": len(idx)}).update(
             ece=cm.ece(c, k), accuracy=sum(k) / len(k), abstain_rate=sum(x < thr for x in c) / len(c))
     info = {"target_risk": target_risk, "max_abstain": max_abstain, "coverage": cov, "risk": risk, "n": len(rows),
-            "target_reachable": reachable,
+            "target_reachable": reachable, "temperature_at_bound": cm.at_bound(t),
             "accuracy": sum(correct) / len(rows), "nll_before": cm.nll(lp, gold, 1.0), "nll_after": cm.nll(lp, gold, t),
             "ece_before": cm.ece(before, correct), "ece_after": cm.ece(after, correct), "data": per_data,
             "fitted": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}

@@ -5,7 +5,7 @@ record's gold label set (``Domain.extra["gold_labels"]``).
 
 * :func:`fit_temperature`: the temperature T minimising the negative log-likelihood of the gold line under
   softmax(line log-probs / T) (temperature scaling, Guo et al. 2017); 1-D and convex in 1/T, solved by a
-  golden-section search.
+  golden-section search; :func:`at_bound` says when the fit ran to an end of its range (T not identified).
 * :func:`metrics`: ECE over 15 equal-width bins of the answer's confidence, the Brier score of that
   confidence (mean (p - correct)^2), accuracy at 95% / 90% coverage (the most confident answers kept), the
   risk-coverage curve and the reliability table.
@@ -37,7 +37,11 @@ def nll(logprobs: torch.Tensor, gold: torch.Tensor, temperature: float) -> float
     return float(torch.nn.functional.cross_entropy(logprobs / temperature, gold))
 
 
-def fit_temperature(logprobs: torch.Tensor, gold: torch.Tensor, lo: float = 0.02, hi: float = 50.0) -> float:
+T_RANGE = (0.02, 50.0)  # where fit_temperature searches
+
+
+def fit_temperature(logprobs: torch.Tensor, gold: torch.Tensor, lo: float = T_RANGE[0],
+                    hi: float = T_RANGE[1]) -> float:
     """T in [lo, hi] minimising the NLL of ``gold`` (N,) under softmax(``logprobs`` (N, lines) / T)."""
     lp = logprobs.double().clamp_min(-1e4)  # -inf lines (impossible under the model) stay finite
     f = lambda inv: nll(lp, gold, 1.0 / inv)  # noqa: E731 - convex in the inverse temperature
@@ -55,6 +59,16 @@ def fit_temperature(logprobs: torch.Tensor, gold: torch.Tensor, lo: float = 0.02
             d = a + g * (b - a)
             fd = f(d)
     return 1.0 / ((a + b) / 2)
+
+
+def at_bound(t: float, lo: float = T_RANGE[0], hi: float = T_RANGE[1]) -> str | None:
+    """'lower' / 'upper' when a fitted T sits at an end of its search range, else None. The NLL then still
+    falls beyond the range, so T is not identified by the data: 'lower' when the gold line is the top line of
+    (nearly) every record (no errors: T -> 0, every confidence ~100%), 'upper' when the line scores do not
+    favour the gold line (T -> inf, every confidence flattened)."""
+    if t <= lo * (1 + 1e-3):
+        return "lower"
+    return "upper" if t >= hi * (1 - 1e-3) else None
 
 
 def reliability(conf: list[float], correct: list[bool], bins: int = BINS) -> list[dict]:
