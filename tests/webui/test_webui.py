@@ -235,3 +235,18 @@ def test_webui_folder_examples_fill_only_the_image(tiny_model_dir, monkeypatch, 
     (ds,) = [b for b in seen["demo"].blocks.values() if isinstance(b, gradio.Dataset)]
     assert len(ds.samples) == 1 and len(ds.samples[0]) == 1  # the image only: the user asks the question
     assert "wafer" not in json.dumps(ds.samples)
+
+
+def test_webui_domain_inputs_follow_the_models_head(tiny_wafer_head_dir, monkeypatch, tmp_path):
+    """A steel-photo model's page showed the wafer-map file box and a 'wafer #K' field."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    from domainvlm.inference import answer_heads
+    from domainvlm.webui.app import build_demo
+
+    def names(demo):
+        return {fn.name for fn in demo.fns.values()}
+
+    engine = Engine(tiny_wafer_head_dir)
+    assert "show_map_file" in names(build_demo(engine))  # a wafer model: its domain's map-file box
+    monkeypatch.setattr(answer_heads, "head_name", lambda model: "classify")
+    assert "show_map_file" not in names(build_demo(engine))

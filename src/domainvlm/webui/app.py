@@ -35,12 +35,16 @@ def example_images(folder: str | Path | None = None, cache: str | Path | None = 
     return make(cache) if make else []
 
 
-def _domain_inputs(gr, image) -> None:
-    """Extra inputs that fill the image box (``Domain.extra["webui_inputs"]``, e.g. a wafer-map file box)."""
+def _domain_inputs(gr, image, engine) -> None:
+    """Extra inputs that fill the image box (``Domain.extra["webui_inputs"]``, e.g. a wafer-map file box): those
+    of the domain whose answer head the model has (a steel-photo model gets no wafer-map box), every domain's
+    for a model without a head (a base may be asked about anything)."""
     from .. import domains
+    from ..inference.answer_heads import head_name
 
+    head = head_name(engine.model) if engine.has_head else None
     for d in domains.all_domains():
-        if d.extra.get("webui_inputs"):
+        if d.extra.get("webui_inputs") and (head is None or head in d.answer_heads):
             d.extra["webui_inputs"](gr, image)
 
 
@@ -112,7 +116,7 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
                                  elem_id="image", height=320)
                 if max_upload_mb:
                     image.max_upload_bytes = int(max_upload_mb * 2**20)
-                _domain_inputs(gr, image)
+                _domain_inputs(gr, image, engine)
                 with gr.Accordion("Sampling", open=False):
                     max_new = gr.Slider(1, 1024, value=d.max_new_tokens, step=1, label="max new tokens",
                                         elem_id="max-new-tokens")
