@@ -149,6 +149,7 @@ def _build(args):
                         image_root=args.image_root, convert_dir=out, qa_per_report=args.qa_per_report,
                         taxonomy=args.taxonomy, val_fraction=args.val_fraction)
         n_read += len(recs)
+        _warn_missing_images(recs, src)
         recs = _keep_langs(recs, langs, src)
         for r in recs:
             split = standard_split(r.meta.get("split") or "all", src)
@@ -193,6 +194,20 @@ def _warn_shared_images(by_split) -> None:
         ref, a, b = shared[0]
         print(f"domainvlm: warning: {len(shared):,} image reference(s) are in more than one split file "
               f"(e.g. {ref} in {a} and {b}): evaluation on one would see images trained on", file=sys.stderr)
+
+
+def _warn_missing_images(recs, src) -> None:
+    """Report sources (R2Gen's annotation, XrayGLM's captions) name images that may not be there: said now, not
+    when train or eval stops at the first one after loading the model."""
+    from ..data.images import split_ref
+
+    seen: dict[str, bool] = {}
+    missing = [r for r in recs if not all(seen.setdefault(x, split_ref(x)[0].exists()) for x in r.images)]
+    if missing:
+        first = next(x for x in missing[0].images if not seen[x])
+        print(f"domainvlm: warning: {src}: {len(missing):,} of {len(recs):,} record(s) name an image that does not "
+              f"exist (e.g. {first}); train and eval stop at them (--image-root DIR if the images are elsewhere)",
+              file=sys.stderr)
 
 
 def _keep_langs(recs, langs, src) -> list:
