@@ -254,3 +254,17 @@ def test_build_warns_of_records_whose_images_are_missing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "2 of 3 record(s) name an image that does not exist" in err and "gone.png" in err
     assert (tmp_path / "d" / "all.jsonl").exists()  # said, not refused: --image-root may come later
+
+
+def test_unreadable_non_image_files_and_two_indices_are_named(tmp_path, capsys):
+    """An empty or text 'lot.xml' said "not a readable image (UnidentifiedImageError ...)"; 'x#1 --index 2'
+    said 'image not found'."""
+    (tmp_path / "empty.xml").write_bytes(b"")
+    (tmp_path / "notes.stdf").write_text("hello\n")
+    for name, says in (("empty.xml", "empty file"), ("notes.stdf", "neither an image nor a file a domain reads")):
+        rc, err = _run(capsys, ["ask", "--image", str(tmp_path / name), "What is this?"])
+        assert rc == 2 and len(err) == 1 and str(tmp_path / name) in err[0] and says in err[0], err
+    src = tmp_path / "maps.npz"
+    _good_npz(src)
+    rc, err = _run(capsys, ["ask", "--image", f"{src}#1", "--index", "2", "What is this?"])
+    assert rc == 2 and len(err) == 1 and "--index 2" in err[0] and "give one of the two" in err[0], err

@@ -28,7 +28,7 @@ def add_arguments(p):
 def run(args):
     from pathlib import Path
 
-    from ..data.images import load_image
+    from ..data.images import load_image, split_ref
     from ..data.record import IMAGE_TOKEN
     from ..errors import UserError
 
@@ -40,6 +40,8 @@ def run(args):
             raise UserError("question: missing (this model has no answer head with a default question)")
     if IMAGE_TOKEN in args.question:  # a second image slot: the processor would fail with a traceback
         raise UserError(f"question: may not contain the reserved token '{IMAGE_TOKEN}'")
+    if args.index is not None and split_ref(args.image)[1]:
+        raise UserError(f"--index {args.index}: {args.image} already names one item (#K); give one of the two")
     ref = args.image if args.index is None else f"{args.image}#{args.index}"
     image = load_image(ref)
     eng = engine_from_args(args)

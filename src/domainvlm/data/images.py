@@ -120,6 +120,11 @@ def load_image(ref: str, base_dir: str | Path | None = None, size: int | None = 
         if p.suffix.lower() == ".npz":  # an array file of many maps: say how to pick one, not PIL's complaint
             raise UserError(f"{p}: an .npz holds many maps, not one image; name one as {p.name}#N "
                             "(ask: or --index N)") from None
+        if p.stat().st_size == 0:
+            raise UserError(f"{p}: empty file") from None
+        if p.suffix.lower() not in IMAGE_SUFFIXES:  # 'lot.xml' that is no map file: PIL's complaint misleads
+            raise UserError(f"{p}: neither an image nor a file a domain reads (e.g. a wafer-map file: its "
+                            "content is not one)") from None
         raise UserError(f"{p}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 
