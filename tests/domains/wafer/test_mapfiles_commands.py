@@ -249,7 +249,7 @@ def test_http_api_accepts_map_file_uploads(lot, expert):
     content = [{"type": "text", "text": Q}, {"type": "image_url", "image_url": {
         "url": f"data:application/octet-stream;base64,{b64(d / 'wafer_3.stdf')}"}}]
     r = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": content}],
-                                                  "max_tokens": 24})
+                                                  "max_tokens": 256})
     # the upload is drawn unpadded and redrawn on the canvas, the CLI draws it there at once: same diagnosis and
     # text, a slightly different confidence (its last line)
     same = lambda a, b: a.rsplit("\nConfidence:", 1)[0] == b.rsplit("\nConfidence:", 1)[0]  # noqa: E731
