@@ -14,6 +14,19 @@ def test_unrecognized_option_names_the_sub_command(capsys):
                                                "(see domainvlm train --help)")
     assert main(["calibrate", "--max-new-tokens", "4"]) == 2
     assert "domainvlm calibrate: error: unrecognized arguments: --max-new-tokens 4" in capsys.readouterr().err
+    # key=value overrides after the bad flag are overrides, not 'unrecognized' too
+    assert main(["train", "data=x.jsonl", "--bogus", "output_dir=y", "max_steps=1"]) == 2
+    assert capsys.readouterr().err.strip() == ("domainvlm train: error: unrecognized arguments: --bogus "
+                                               "(see domainvlm train --help)")
+
+
+@pytest.mark.parametrize("cmd, field", [("train", "max_steps="), ("train-expert", "max_steps="),
+                                        ("train-classify", "max_steps=")])
+def test_recipe_help_lists_every_config_field(capsys, cmd, field):
+    """train-classify's --help listed no config field, unlike train and train-expert."""
+    assert main([cmd, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"  {field}" in out and "seed=0" in out
 
 
 def test_no_command_is_a_usage_error(capsys):

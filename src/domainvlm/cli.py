@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
         if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
             args.overrides = list(args.overrides or []) + extra
         elif extra:  # named by the sub-command's parser, so the hint points at its own --help
-            getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
+            flags = [x for x in extra if x.startswith("-")]  # only those: the key=value ones after them are fine
+            bad = flags if hasattr(args, "overrides") and flags else extra
+            getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(bad)}")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 2
     if not getattr(args, "_run", None):  # no command: a usage mistake like any other (exit 2)

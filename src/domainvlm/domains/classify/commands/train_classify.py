@@ -7,7 +7,25 @@ HELP = ("train a compact classification expert from a labelled image folder/CSV 
         "(e.g. configs/neu-steel-expert.yaml), selected on val")
 
 
+_FIELDS = "<config fields>"
+
+
 def add_arguments(p):
+    import argparse
+
+    class Help(argparse.RawDescriptionHelpFormatter):
+        """Every config field in --help, read from the dataclass when help is shown: the recipe imports torch,
+        which every other command's start would pay for."""
+
+        def add_text(self, text):
+            if text == _FIELDS:
+                from ....config import config_help
+                from .. import _Recipe as recipe
+
+                text = config_help(recipe.config_class())
+            super().add_text(text)
+
+    p.formatter_class, p.epilog = Help, _FIELDS
     p.add_argument("--config", help="YAML with ClassifyExpertConfig fields (e.g. configs/neu-steel-expert.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value, dotted for nested (max_steps=100 compact.layers=2)")
 
