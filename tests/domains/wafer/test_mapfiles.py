@@ -187,6 +187,21 @@ EndOfFile;
     assert m.meta["defects"] == 2 and m.counts()["fail"] == 2
 
 
+def test_g85_ascii_codes_with_a_space_for_the_null_bin(tmp_path):
+    """NullBin=" ": the off-wafer spaces at a row's ends were dropped ('Row 1: 0 bin codes, expected 26')."""
+    import re
+
+    g = grids(2)
+    dotted = W.g85_xml(g, "ASCII")
+    spaced = re.sub(r"<Row>(.*?)</Row>", lambda m: "<Row>" + m.group(1).replace(".", " ") + "</Row>",
+                    dotted.replace('NullBin="."', 'NullBin=" "'))
+    assert 'NullBin=" "' in spaced and "CDATA[  " in spaced
+    want = [m.grid for m in MF.read_maps(write(tmp_path, "dot.xml", dotted))]
+    got = [m.grid for m in MF.read_maps(write(tmp_path, "space.xml", spaced))]
+    for a, b in zip(want, got):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_index_beyond_the_files_wafers(tmp_path):
     p = write(tmp_path, "g.xml", W.g85_xml(grids(2)))
     with pytest.raises(UserError, match=r"g\.xml#5: field #K: index out of range \(the file holds 2 wafers"):

@@ -68,9 +68,12 @@ def code_key(tok: str, btype: str, path, where: str, fld: str = "BinCode"):
         raise fail(path, where, f"field {fld}: {tok!r} is not a {btype} bin code") from None
 
 
-def split_row(text: str, btype: str, width: int | None = None) -> list[str]:
-    """Codes of one map row: whitespace-separated, or fixed width (ASCII 1, HexaDecimal 2, Integer2 4)."""
+def split_row(text: str, btype: str, width: int | None = None, null: str | None = None) -> list[str]:
+    """Codes of one map row: whitespace-separated, or fixed width (ASCII 1, HexaDecimal 2, Integer2 4). ASCII
+    codes with a space for the null bin (``null`` ' '): every character is a code, spaces at the ends too."""
     text = text.strip("\r\n")
+    if btype == "ascii" and null == " ":
+        return list(text)
     if text.strip() and len(text.split()) > 1:
         return text.split()
     text = text.strip()

@@ -59,7 +59,7 @@ def _one(sm, k: int, path, lots: dict, pass_bins) -> WaferMap:
         raise fail(path, where, "field BinCode: no <BinCode> rows")
     grid = []
     for i, r in enumerate(rows):
-        toks = split_row(r.text or "", btype, width)
+        toks = split_row(r.text or "", btype, width, null)
         if grid and len(toks) != len(grid[0]):
             raise fail(path, f"{where}, BinCode row {i + 1}",
                        f"field BinCode: {len(toks)} codes, expected {len(grid[0])} as in row 1")

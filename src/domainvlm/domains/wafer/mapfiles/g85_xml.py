@@ -57,7 +57,7 @@ def _one(m, k: int, path, pass_bins) -> WaferMap:
     width = len(dev.get("NullBin") or "") if btype == "decimal" and dev.get("NullBin") else None
     grid = []
     for i, r in enumerate(rows_el):
-        toks = split_row(r.text or "", btype, width)
+        toks = split_row(r.text or "", btype, width, dev.get("NullBin"))
         want = n_cols if n_cols is not None else (len(grid[0]) if grid else len(toks))
         if len(toks) != want:
             raise fail(path, f"{where}, Row {i + 1}", f"field Row: {len(toks)} bin codes, expected {want} "
