@@ -202,6 +202,21 @@ def test_g85_ascii_codes_with_a_space_for_the_null_bin(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_klarf18_geometry_in_nm_as_tools_write_it(tmp_path):
+    """Real 1.8 files give SampleSize {diameter nm, 0} and pitches in nm: read as mm / um they had no frame."""
+    import re
+
+    text = W.klarf18(grids(1))
+    nums = lambda name: [float(v) for v in re.search(name + r" 2 \{([^}]*)\}", text).group(1).split(",")]  # noqa: E731
+    (_, d), (px, py), (sx, sy) = nums("SampleSize"), nums("DiePitch"), nums("SampleCenterLocation")
+    nm = re.sub(r"SampleSize 2 \{[^}]*\}", f"SampleSize 2 {{{d * 1e6:.0f}, 0}}", text)
+    nm = re.sub(r"DiePitch 2 \{[^}]*\}", f"DiePitch 2 {{{px * 1e3:.0f}, {py * 1e3:.0f}}}", nm)
+    nm = re.sub(r"SampleCenterLocation 2 \{[^}]*\}", f"SampleCenterLocation 2 {{{sx * 1e3:.0f}, {sy * 1e3:.0f}}}", nm)
+    a, b = (MF.read_maps(write(tmp_path, f"{n}.klarf", t))[0] for n, t in (("um", text), ("nm", nm)))
+    assert a.meta["grid"] == b.meta["grid"] and a.meta["grid"].startswith("wafer frame")
+    np.testing.assert_array_equal(a.grid, b.grid)
+
+
 def test_index_beyond_the_files_wafers(tmp_path):
     p = write(tmp_path, "g.xml", W.g85_xml(grids(2)))
     with pytest.raises(UserError, match=r"g\.xml#5: field #K: index out of range \(the file holds 2 wafers"):

@@ -324,10 +324,14 @@ def read(data: bytes, path, version: str) -> list[WaferMap]:
 
 
 def _frame(geo: dict):
-    """(rows, cols, cx, cy) from SampleSize (diameter, mm), DiePitch (um) and SampleCenterLocation (um from
-    die (0,0)'s origin); None when one is missing or odd."""
+    """(rows, cols, cx, cy) from SampleSize (shape code, diameter in mm), DiePitch (um) and SampleCenterLocation
+    (um from die (0,0)'s origin); None when one is missing or odd. KLARF 1.8 files as tools write them give
+    all three in nm, the diameter first (``SampleSize 2 {300000000, 0}``): told apart by that first value,
+    which as a shape code is 1-3."""
     try:
-        diameter = float(geo["SampleSize"][1]) * 1000.0
+        size = [float(v) for v in geo["SampleSize"][:2]]
+        nm = size[0] > 1000  # a diameter, not a shape code
+        diameter = size[0] if nm else size[1] * 1000.0  # um, or nm for an nm file (only ratios matter below)
         px, py = (float(v) for v in geo["DiePitch"][:2])
         sx, sy = (float(v) for v in geo["SampleCenterLocation"][:2])
     except (KeyError, IndexError, ValueError):
