@@ -217,6 +217,16 @@ def test_klarf18_geometry_in_nm_as_tools_write_it(tmp_path):
     np.testing.assert_array_equal(a.grid, b.grid)
 
 
+def test_g85_ascii_header_keys_with_digits(tmp_path):
+    """A key such as REF1X (tools add their own) stopped the file: 'expected KEY:value'."""
+    g = grids(1)
+    text = W.g85_ascii(g, 0)
+    extra = text.replace("DUTMS:mm", "DUTMS:mm\nREF1X:3\nTOOL2ID:P12", 1)
+    assert "REF1X:3" in extra
+    np.testing.assert_array_equal(MF.read_maps(write(tmp_path, "a.map", extra))[0].grid,
+                                  MF.read_maps(write(tmp_path, "b.map", text))[0].grid)
+
+
 def test_index_beyond_the_files_wafers(tmp_path):
     p = write(tmp_path, "g.xml", W.g85_xml(grids(2)))
     with pytest.raises(UserError, match=r"g\.xml#5: field #K: index out of range \(the file holds 2 wafers"):

@@ -25,7 +25,7 @@ import numpy as np
 from .common import WaferMap, bin_type, fail, make_table, normalise, notch_degrees, split_row
 
 FMT = "g85-ascii"
-_LINE = re.compile(r"^\s*([A-Za-z_]+)\s*[:=]\s?(.*)$")
+_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s?(.*)$")  # keys such as FNLOC, DEVICE2, REF1X
 KEYS = ("ROWCT", "COLCT", "ROWDATA")
 SINF_OFF = ("FD", "FE", "FF")  # SINF's edge (FD, FE) and reference (FF) dies: off the product map
 
