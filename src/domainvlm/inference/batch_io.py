@@ -115,6 +115,8 @@ def read_folder(path: Path, question: str | None) -> list[Row]:
     entries = [p for p in path.rglob("*") if not p.is_dir() and not is_junk(p.relative_to(path))]
     files = sorted(p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     items = [it for it in _domain_items(path, files) if not _junk_ref(path, it[1])]
+    claimed = {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}
+    files = [p for p in files if str(p) not in claimed]  # named like an image, read by a domain (content decides)
     if not files and not items:
         raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
     used = {str(p) for p in files} | {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}

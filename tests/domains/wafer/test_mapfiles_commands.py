@@ -282,3 +282,18 @@ def test_web_ui_map_file_box(lot, expert, tmp_path, monkeypatch):
 
     with pytest.raises(gr.Error, match="index out of range"):
         fn(str(d / "wafers_1_2.xml"), 4)
+
+
+def test_predict_folder_reads_a_map_file_named_like_an_image(lot, tmp_path, capsys):
+    """Detected by content, any name: a G85 file saved as 'scan.png' was one error row ('holds 2 wafers')."""
+    from PIL import Image
+
+    d, _ = lot
+    f = tmp_path / "f"
+    f.mkdir()
+    (f / "scan.png").write_bytes((d / "wafers_1_2.xml").read_bytes())
+    Image.new("RGB", (52, 52), (0, 128, 0)).save(f / "photo.png")
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", str(f), "-q", Q, "-o", str(out), "--no-progress"]) == 0
+    rows = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+    assert sorted(rows) == ["photo.png", "scan.png#0", "scan.png#1"] and not any(r.get("error") for r in rows.values())

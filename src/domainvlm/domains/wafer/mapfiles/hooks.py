@@ -98,7 +98,7 @@ def map_base64(s, what: str, max_pixels: int):
 def folder_wafers(folder: Path, images) -> list[tuple[str, str, str | None]]:
     """Domain.extra["folder_items"] (predict folders): (row id, image ref FILE#K, error) per wafer of each map file
     under ``folder`` that is not already an image; a file that cannot be read becomes one row with its error."""
-    taken = {Path(p) for p in images}
+    taken = {Path(p) for p in images if _image_bytes(Path(p))}  # 'x.png' holding a G85 map is a map file
     out = []
     for p in sorted(q for q in folder.rglob("*") if q.is_file() and q not in taken):
         if p.name.startswith(".") or kind(p) is None:
@@ -111,6 +111,20 @@ def folder_wafers(folder: Path, images) -> list[tuple[str, str, str | None]]:
             continue
         out += [(f"{rel}#{k}", f"{p}#{k}", None) for k in range(n)]
     return out
+
+
+_MAGIC = (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+
+
+def _image_bytes(p: Path) -> bool:
+    """Does the file start as an image (PNG, JPEG, GIF, BMP, TIFF, WebP) or a DICOM (preamble + 'DICM')?
+    132 bytes read, so a folder of photos costs one small read each, not a map-file sniff."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return True  # unreadable: the image reader says why
+    return head.startswith(_MAGIC) or head[128:132] == b"DICM"
 
 
 def file_wafers(path: Path) -> list[tuple[str, str, None]] | None:
