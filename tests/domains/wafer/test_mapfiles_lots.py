@@ -66,3 +66,21 @@ def test_lot_report_grid_names_unique_for_lots_differing_in_punctuation(grids, t
         assert (tmp_path / "rep" / png).is_file() and f"![maps]({png})" in md
     assert names == {lot: v["grid_png"] for lot, v in
                      json.loads((tmp_path / "rep" / "lot_summary.json").read_text())["lots"].items()}
+
+
+def test_lot_report_says_when_a_wafer_id_comes_from_two_files(grids, tmp_path):
+    """A retest exported as a second file counted 4 wafers of a 2-wafer lot with no word of it."""
+    from domainvlm.domains.wafer.lot_report import write_lot_report
+
+    rows = []
+    for name in ("first.xml", "retest.xml"):
+        (tmp_path / name).write_text(W.g85_xml(grids[:2]))
+        rows += [{"id": f"{name}#{k}", "image": f"{tmp_path / name}#{k}", "answer": "Diagnosis: Normal",
+                  "error": None} for k in range(2)]
+    pred = tmp_path / "p.jsonl"
+    pred.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lot = write_lot_report(pred, tmp_path / "rep")["lots"]["LOT7"]
+    assert lot["n_wafers"] == 4 and lot["repeated_wafer_ids"] == {"LOT7-01": ["first.xml", "retest.xml"],
+                                                                  "LOT7-02": ["first.xml", "retest.xml"]}
+    md = (tmp_path / "rep" / "lot_report.md").read_text()
+    assert "Wafer LOT7-01 appears 2 times (first.xml, retest.xml)" in md

@@ -89,6 +89,11 @@ def summarise(rows: list[dict], tax=None) -> dict:
         lot["mean_yield"] = round(sum(w["yield"] for w in ws) / len(ws), 4)
         lot["wafers_per_diagnosis"] = dict(diags.most_common())
         lot["wafers_per_pattern"] = {p: per_pattern[p] for p in (NORMAL, *tax.names) if per_pattern[p]}
+        # one wafer id in two files (a retest exported again): counted each time, so the report says so
+        files: dict[str, list] = {}
+        for w in ws:
+            files.setdefault(w["wafer_id"], []).append(Path(str(w["image"]).rsplit("#", 1)[0]).name)
+        lot["repeated_wafer_ids"] = {wid: names for wid, names in files.items() if len(names) > 1}
     return {"lots": lots, "rows_not_wafer_maps": skipped, "unreadable_map_files": unreadable}
 
 
@@ -101,6 +106,8 @@ def _markdown(summary: dict) -> str:
         out += ["", "| wafer | file | yield | pass | fail | diagnosis |", "|---|---|---|---|---|---|"]
         out += [f"| {w['wafer_id']} | {Path(w['image']).name} | {100 * w['yield']:.1f}% | {w['pass']} | {w['fail']} "
                 f"| {w['diagnosis']} |" for w in s["wafers"]]
+        out += ["", *(f"Wafer {wid} appears {len(names)} times ({', '.join(names)}): a retest exported again? "
+                       "Each is counted." for wid, names in s.get("repeated_wafer_ids", {}).items())]
         out += ["", f"![maps]({s['grid_png']})", ""]
     bad = summary.get("unreadable_map_files") or []
     if bad:
