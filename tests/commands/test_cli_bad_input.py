@@ -268,3 +268,21 @@ def test_unreadable_non_image_files_and_two_indices_are_named(tmp_path, capsys):
     _good_npz(src)
     rc, err = _run(capsys, ["ask", "--image", f"{src}#1", "--index", "2", "What is this?"])
     assert rc == 2 and len(err) == 1 and "--index 2" in err[0] and "give one of the two" in err[0], err
+
+
+def test_train_no_progress_hides_transformers_bars_too(tmp_path, capfd):
+    """--no-progress still printed transformers' 'Writing model shards' / 'Loading weights' bars."""
+    from transformers.utils import logging as hf_logging
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+    rec = {"id": "1", "images": ["a.png"], "messages": [{"role": "user", "content": "<image>\nq"},
+                                                        {"role": "assistant", "content": "a"}]}
+    (tmp_path / "d.jsonl").write_text(json.dumps(rec) + "\n")
+    argv = ["train", f"data={tmp_path / 'd.jsonl'}", f"output_dir={tmp_path / 'run'}", "max_steps=1",
+            "eval_samples=0", "compact.layers=1", "compact.hidden=32", "compact.heads=2", "compact.kv_heads=1",
+            "--no-progress"]
+    was = hf_logging.is_progress_bar_enabled()
+    assert main(argv) == 0
+    err = capfd.readouterr().err
+    assert "Writing model shards" not in err and "Loading weights" not in err, err[-500:]
+    assert hf_logging.is_progress_bar_enabled() == was  # restored for what runs next in this process

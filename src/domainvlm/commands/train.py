@@ -38,6 +38,15 @@ def run(args):
     check_train(cfg)  # train() checks again (library callers); here before the trainer's imports too
     from ..train.trainer import train
 
-    res = train(cfg, resume=args.resume, progress=not args.no_progress)
+    from transformers.utils import logging as hf_logging
+
+    bars = hf_logging.is_progress_bar_enabled()
+    if args.no_progress:  # transformers' own bars too ('Writing model shards', 'Loading weights')
+        hf_logging.disable_progress_bar()
+    try:
+        res = train(cfg, resume=args.resume, progress=not args.no_progress)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     print(json.dumps(res))
     return 0
