@@ -80,7 +80,8 @@ def _table(res: dict) -> None:
     from rich.table import Table
 
     conf = {True: ", confidence on", False: ", confidence off"}.get(res.get("confidence"), "")
-    t = Table(title=f"domainvlm bench: {res['device']}, {res['threads']} threads, {res['dtype']}{conf}",
+    threads = f"{res['threads']} thread{'' if res['threads'] == 1 else 's'}"
+    t = Table(title=f"domainvlm bench: {res['device']}, {threads}, {res['dtype']}{conf}",
               caption=res["machine"])
     for c in ("measurement", "p50 ms", "p95 ms", "maps/s"):
         t.add_column(c, justify="left" if c == "measurement" else "right")

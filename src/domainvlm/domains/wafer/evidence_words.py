@@ -71,8 +71,9 @@ def describe(pattern: str, mask: np.ndarray, grid: np.ndarray, zh: str | None = 
     span_en = f"around {clock} o'clock" if lo == hi else f"from {lo} to {hi} o'clock"
     span_zh = f"{clock}点钟方向" if lo == hi else f"{lo}点至{hi}点钟方向"
     extent = "arc" if band == "edge" and lo != hi else "spot"
+    dies = f"{len(pts)} die" + ("" if len(pts) == 1 else "s")
     return {"clock": clock, "radius_band": band, "extent": extent,
-            "text": {"en": f"{pattern}: {span_en}, in the {ZONE_EN[band]} ({len(pts)} dies).",
+            "text": {"en": f"{pattern}: {span_en}, in the {ZONE_EN[band]} ({dies}).",
                      "zh": f"{zp}：{span_zh}，{ZONE_ZH[band]}（{len(pts)}颗芯片）。"}}
 
 
