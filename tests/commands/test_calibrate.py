@@ -143,3 +143,14 @@ def test_a_temperature_at_the_end_of_its_range_is_refused_unless_forced(tmp_path
     assert main(["calibrate", "--from-scores", str(one_error), "--out", str(tmp_path)]) == 0  # identified
     cal = json.loads((tmp_path / "calibration.json").read_text())
     assert 0.02 < cal["temperature"] < 50 and cal["temperature_at_bound"] is None
+
+
+def test_a_fit_that_raises_the_val_ece_is_said(capsys, tmp_path):
+    """A 150-map fit stored T 1.16 that took the val ECE from 0.0130 to 0.0151 with no word of it."""
+    from domainvlm.commands.calibrate import _warn_worse_ece
+
+    _warn_worse_ece({"ece_before": 0.01303, "ece_after": 0.01505, "n": 150}, tmp_path / "calibration.json")
+    err = capsys.readouterr().err
+    assert "raises the val ECE from 0.0130 to 0.0150 on these 150 answers" in err
+    _warn_worse_ece({"ece_before": 0.02, "ece_after": 0.01, "n": 150}, tmp_path / "calibration.json")
+    assert capsys.readouterr().err == ""
