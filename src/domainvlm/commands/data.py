@@ -132,7 +132,7 @@ def _synth(args):
 def _build(args):
     from ..data.record import write_records
     from ..data.sources import load_any
-    from ..data.splits import standard_split
+    from ..data.splits import STANDARD, standard_split
 
     langs = tuple(x.strip() for x in args.langs.split(",") if x.strip())
     bad = [x for x in langs if x not in ("en", "zh")]
@@ -164,7 +164,7 @@ def _build(args):
         if missing:
             raise UserError(f"--split: {', '.join(missing)} not in the sources (present: {', '.join(sorted(by_split))})")
         by_split = {s: by_split[s] for s in args.split}
-    stale = sorted(f.name for f in out.glob("*.jsonl") if f.stem in ("train", "val", "test", "all")
+    stale = sorted(f.name for f in out.glob("*.jsonl") if f.stem in (*STANDARD, "all")
                    and f.stem not in by_split) if out.is_dir() and not args.split else []
     if stale:  # an earlier build's val.jsonl would be read with this build's train.jsonl (other classes, say)
         raise UserError(f"--out {out}: holds {', '.join(stale)} from an earlier build, which this one does not "

@@ -105,12 +105,16 @@ def _lot_report(out: Path, dest: str, model_dir) -> None:
     print(f"domainvlm: lot report for {len(s['lots'])} lot(s) in {dest}", file=sys.stderr)
 
 
-def _same_inputs(rows, writer, out) -> None:
+def _same_inputs(rows, writer, out, model: str) -> None:
     """Resuming keeps the answers already in ``out``: refuse when a row there answers another question (a changed
     --question or input) or another image (the input's rows renumbered or edited; a row's id is its line in a
-    CSV or JSONL), which would otherwise pass old answers off as the new input's."""
+    CSV or JSONL), or was answered by another model, which would otherwise pass old answers off as the new
+    input's (or this model's)."""
     from ..errors import UserError
 
+    if writer.models - {model}:
+        raise UserError(f"{out}: its rows were answered by {sorted(writer.models - {model})[0]}, not {model}; "
+                        "pass --overwrite to start over, or choose another --output")
     for r in rows:
         old = writer.questions.get(r.id)
         if old is not None and r.question is not None and old != r.question:
@@ -125,8 +129,6 @@ def _same_inputs(rows, writer, out) -> None:
 def _question(args) -> str | None:
     """--question, else for a folder or one map file (one question for all) the model's default question
     (_args.model_question: a model with an answer head), said on stderr; CSV / JSONL rows keep their own."""
-    from pathlib import Path
-
     if args.question is not None:
         return args.question
     p = Path(args.input).expanduser()
@@ -143,8 +145,6 @@ def _question(args) -> str | None:
 
 def run(args):
     from ..inference.batch_io import ResultWriter, read_inputs
-
-    from ..errors import UserError
     from ..models.loader import default_model_dir
 
     rows = read_inputs(args.input, _question(args))
@@ -152,10 +152,7 @@ def run(args):
     model = str(Path(args.model or default_model_dir()).expanduser().resolve())
     writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors, model=model)
     try:
-        _same_inputs(rows, writer, out)
-        if writer.models - {model}:  # another model's answers would pass as this one's
-            raise UserError(f"{out}: its rows were answered by {sorted(writer.models - {model})[0]}, not {model}; "
-                            "pass --overwrite to start over, or choose another --output")
+        _same_inputs(rows, writer, out, model)
         todo = [r for r in rows if r.id not in writer.done]
         skipped = len(rows) - len(todo)
         if skipped:

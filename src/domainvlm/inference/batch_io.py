@@ -119,7 +119,7 @@ def read_folder(path: Path, question: str | None) -> list[Row]:
     files = [p for p in files if str(p) not in claimed]  # named like an image, read by a domain (content decides)
     if not files and not items:
         raise UserError(f"{path}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} and domain files)")
-    used = {str(p) for p in files} | {ref.rsplit("#", 1)[0] if "#" in ref else ref for _, ref, _ in items}
+    used = {str(p) for p in files} | claimed
     if n := sum(str(p) not in used for p in entries):  # say so: a silent skip reads like a lost row
         import sys
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from .knowledge import parse_diagnosis
 from .patterns import NORMAL
 from .taxonomy import for_model_dir
+from ...data.images import split_ref
 from ...errors import UserError
 from ...io import atomic_open, atomic_path, write_json
 
@@ -92,7 +93,7 @@ def summarise(rows: list[dict], tax=None) -> dict:
         # one wafer id in two files (a retest exported again): counted each time, so the report says so
         files: dict[str, list] = {}
         for w in ws:
-            files.setdefault(w["wafer_id"], []).append(Path(str(w["image"]).rsplit("#", 1)[0]).name)
+            files.setdefault(w["wafer_id"], []).append(split_ref(str(w["image"]))[0].name)
         lot["repeated_wafer_ids"] = {wid: names for wid, names in files.items() if len(names) > 1}
     return {"lots": lots, "rows_not_wafer_maps": skipped, "unreadable_map_files": unreadable}
 
@@ -106,8 +107,9 @@ def _markdown(summary: dict) -> str:
         out += ["", "| wafer | file | yield | pass | fail | diagnosis |", "|---|---|---|---|---|---|"]
         out += [f"| {w['wafer_id']} | {Path(w['image']).name} | {100 * w['yield']:.1f}% | {w['pass']} | {w['fail']} "
                 f"| {w['diagnosis']} |" for w in s["wafers"]]
+        repeated = s.get("repeated_wafer_ids") or {}
         out += ["", *(f"Wafer {wid} appears {len(names)} times ({', '.join(names)}): a retest exported again? "
-                       "Each is counted." for wid, names in s.get("repeated_wafer_ids", {}).items())]
+                      "Each is counted." for wid, names in repeated.items())] if repeated else []
         out += ["", f"![maps]({s['grid_png']})", ""]
     bad = summary.get("unreadable_map_files") or []
     if bad:
