@@ -195,6 +195,26 @@ def test_train_with_unlabelled_val_and_task_metric_fails_before_training(tmp_pat
     assert "eval_samples=0" in err[0] and not out.exists()
 
 
+def test_train_with_val_data_of_another_task_fails_before_training(tmp_path, capsys):
+    """Report train data with classify val data trained and selected on unparsed_rate 1.0, rc 0."""
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "a.png")
+
+    def rec(task, answer):
+        return json.dumps({"id": "1", "images": ["a.png"], "labels": {"task": task, "labels": ["x"]},
+                           "messages": [{"role": "user", "content": "<image>\nq"},
+                                        {"role": "assistant", "content": answer}]}) + "\n"
+    (tmp_path / "t.jsonl").write_text(rec("report", "No acute disease."))
+    (tmp_path / "v.jsonl").write_text(rec("classify", "Class: x"))
+    out = tmp_path / "run"
+    argv = ["train", f"data={tmp_path / 't.jsonl'}", f"val_data={tmp_path / 'v.jsonl'}", f"output_dir={out}",
+            "max_steps=1", "compact.layers=1", "compact.hidden=32", "compact.heads=2", "compact.kv_heads=1"]
+    rc, err = _run(capsys, argv)
+    assert rc == 2 and len(err) == 1 and "v.jsonl: val records of task classify" in err[0], err
+    assert "its tasks: report" in err[0] and not out.exists()
+
+
 def test_export_over_its_own_input_is_refused(tmp_path, capsys):
     src = tmp_path / "train.jsonl"
     rec = {"id": "1", "images": [], "messages": [{"role": "user", "content": "q"},

@@ -247,6 +247,34 @@ def test_without_question_a_head_model_asks_its_own(tmp_path, tiny_model_dir, ti
     assert err == ["domainvlm: error: question: missing (this model has no answer head with a default question)"]
 
 
+@pytest.mark.parametrize("case", ["no config.json", "config.json bad", "a file", "adapter base gone"])
+def test_without_question_an_unreadable_model_says_why_not_no_head(tmp_path, tiny_model_dir, case, capsys):
+    """The default question is read from the model folder: one that cannot be read is reported as such (as
+    with a question), not as "this model has no answer head"."""
+    import shutil
+
+    img = str(make_images(tmp_path / "maps", 1)[0])
+    m = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, m)
+    if case == "no config.json":
+        (m / "config.json").unlink()
+        want = f"{m}: no config.json"
+    elif case == "config.json bad":
+        (m / "config.json").write_text("{bad")
+        want = f"{m / 'config.json'}: malformed JSON"
+    elif case == "a file":
+        m, want = m / "model.safetensors", f"{m / 'model.safetensors'}: a file, not a model folder"
+    else:
+        shutil.rmtree(m)
+        m.mkdir()
+        (m / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tmp_path / "gone")}))
+        want = f"base model directory {tmp_path / 'gone'} not found"
+    for argv in (["ask", "--image", img, "--model", str(m)], ["predict", str(tmp_path / "maps"), "--model", str(m)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and want in err[0] and "answer head" not in err[0], err
+
+
 def test_folder_skips_what_os_zip_tools_and_nases_add(tmp_path, tiny_model_dir, capsys):
     """macOS ._x AppleDouble files and __MACOSX/, Synology @eaDir/ thumbnails (real JPEGs), Thumbs.db,
     desktop.ini and dot-files are no inputs: no row (an error row, or an answer about a thumbnail), no warning."""

@@ -135,6 +135,24 @@ def test_logprobs(api):
         assert abs(t.top_logprobs[0].logprob - t.logprob) < 1e-4
 
 
+def test_logprob_bytes_rebuild_chinese_text(api, monkeypatch):
+    """Tokens holding part of a character decode alone to U+FFFD; their ``bytes`` are still their own."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inference"))
+    from test_token_bytes import ZH, forcing
+
+    tok = api["engine"].processor.tokenizer
+    ids = tok(ZH, add_special_tokens=False)["input_ids"]
+    forcing(monkeypatch, api["engine"], ids)
+    r = api["client"].chat.completions.create(model="tiny", messages=user("hello"), max_tokens=len(ids),
+                                              temperature=0, logprobs=True)
+    content = r.choices[0].logprobs.content
+    assert r.choices[0].message.content == ZH
+    assert b"".join(bytes(t.bytes) for t in content) == ZH.encode("utf-8")
+
+
 @pytest.mark.parametrize("body,field", [
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"logit_bias": {"5": 1}}, "logit_bias"),

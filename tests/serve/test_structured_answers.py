@@ -89,3 +89,32 @@ def test_schema_asking_for_some_fields_gets_the_heads_values(api, props):
     schema = {"type": "object", "properties": props, "required": ["defects"]}
     v = json.loads(_ask(api, _wafer_png(), schema=schema).choices[0].message.content)
     assert v == {k: full[k] for k in props}
+
+
+def _plain(client, image, max_tokens, **kw):
+    msgs = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(image)}},
+                                         {"type": "text", "text": "What defect pattern does this wafer map show?"}]}]
+    return client.chat.completions.create(model="tiny", messages=msgs, max_tokens=max_tokens, temperature=0, **kw)
+
+
+def test_max_tokens_cuts_the_heads_answer(api):
+    full = _plain(api, _wafer_png(), 200)
+    cut = _plain(api, _wafer_png(), 3)
+    assert full.choices[0].finish_reason == "stop" and full.usage.completion_tokens > 3
+    assert cut.choices[0].finish_reason == "length" and cut.usage.completion_tokens == 3
+    text = cut.choices[0].message.content
+    assert text and full.choices[0].message.content.startswith(text) and len(text) < 20
+    chunks = list(_plain(api, _wafer_png(), 3, stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 3
+    hi = api.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5)
+    assert hi.choices[0].finish_reason == "length" and hi.usage.completion_tokens == 5  # the help text, cut
+
+
+def test_max_tokens_leaves_the_heads_json_whole(api):
+    """The structured answer is one value, not decoded text: cut, it would not parse (docs/api.md)."""
+    r = _plain(api, _wafer_png(), 3, response_format={"type": "json_schema",
+                                                      "json_schema": {"name": "a", "schema": SCHEMA}})
+    assert json.loads(r.choices[0].message.content)["answer"].startswith("Diagnosis:")
+    assert r.choices[0].finish_reason == "stop" and r.usage.completion_tokens > 3

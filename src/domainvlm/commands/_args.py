@@ -94,11 +94,11 @@ def add_sampling_options(p, max_new_tokens: int = 256) -> None:
 def model_question(model=None) -> str | None:
     """The question asked when the user gives none: domains.default_question of the model folder ``model``
     (None: the default model), its head read from the folder's config without loading it; None for a model
-    without an answer head."""
+    without an answer head. A folder that cannot be read raises why: "no default question" would hide it."""
     from ..domains import default_question
     from ..models.loader import answer_head_name, default_model_dir
 
-    return default_question(answer_head_name(model or default_model_dir()))
+    return default_question(answer_head_name(model or default_model_dir(), strict=True))
 
 
 def engine_from_args(args):
@@ -117,7 +117,8 @@ def sampling_from_args(args):
     from ..inference.engine import Sampling
 
     return Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
-                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed)
+                    top_k=args.top_k, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                    cut_head_answers=True)  # --max-new-tokens holds for a head's answer too
 
 
 def key_from_env(var: str) -> str:

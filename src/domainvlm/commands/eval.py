@@ -76,6 +76,9 @@ def run(args):
     if check is not None:                                            # said before the model is loaded
         check(recs, model_dir)
     base = resolve_path(args.image_root) if args.image_root else resolve_path(args.data).parent
+    from ..evaluate.runner import check_images_found
+
+    check_images_found(recs, base)  # a wrong image root: said before the model loads
     from ..inference.prefetch import default_batch_size, frozen_heap
 
     eng = engine_from_args(args)

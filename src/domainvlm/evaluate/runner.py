@@ -82,6 +82,37 @@ def score(records: list[Record], answers: list[str], model_dir=None) -> dict:
     return fn(records, answers)
 
 
+def _none_readable(first: str, n: int) -> UserError:
+    """The error for n records none of whose images could be read: the first one's message."""
+    return UserError(first + (f" (and all {n - 1} other records' images)" if n > 1 else ""))
+
+
+def check_images_found(records: list[Record], base_dir=None) -> None:
+    """Raise the error the run would end with when no record has all its image files on disk (a wrong data
+    path or --image-root): before the model is loaded. Nothing is read, and it stops at the first record
+    whose files are all there, so a good data set costs a few stat calls."""
+    from ..data.images import load_image, resolve
+    from ..inference.loading import _named
+
+    def missing(ref: str) -> str | None:  # load_image's own message when the file is not there
+        try:
+            if resolve(ref, base_dir)[0].exists():
+                return None
+            load_image(ref, base_dir)  # fails at once: says 'image not found' (or why the ref is no file)
+        except UserError as e:
+            return str(e)
+        return None
+
+    first = None
+    for r in records:
+        why = next((m for m in map(missing, r.images) if m is not None), None)
+        if why is None:
+            return
+        first = first or _named(f"record {r.id}", UserError(why))
+    if first is not None:
+        raise _none_readable(first, len(records))
+
+
 def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch_size: int | None = None,
                      sampling: Sampling | None = None, progress: bool = True,
                      answers_out: list | None = None) -> tuple[dict, list[dict]]:
@@ -95,8 +126,7 @@ def evaluate_records(engine: Engine, records: list[Record], base_dir=None, batch
     if answers_out is not None:
         answers_out.extend(answers)
     if errors and len(errors) == len(records):  # nothing readable: a wrong image root, not bad files
-        more = f" (and all {len(records)} other records' images)" if len(records) > 1 else ""
-        raise UserError(errors[min(errors)] + more)
+        raise _none_readable(errors[min(errors)], len(records))
     metrics = score(records, answers, getattr(engine, "model_dir", None))
     if errors:  # records with unreadable images: scored as wrong (empty answer), and named
         metrics["errors"] = [errors[k] for k in sorted(errors)]

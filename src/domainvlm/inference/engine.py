@@ -8,7 +8,8 @@ It wraps any model the common loader reads. The generation contract is two calls
 
 A model whose config names an answer head (:mod:`.answer_heads`) plugs in through one hook: the engine calls
 ``head.answer(convs, sampling)`` under its lock and decodes freely every conversation the head leaves to it
-(``None``). A head's answers are emitted whole (one piece each).
+(``None``). A head's answers are cut at ``max_new_tokens`` tokens like decoded ones (``finish_reason``
+'length'; not its structured JSON, see :func:`.generation.head_answers`) and emitted whole (one piece each).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class Sampling:
     logprobs: int | None = None    # None: off; N: each token's log-prob and the top N alternatives
     json_schema: str | None = None  # JSON text of a schema (json_constraint's subset): constrained decoding
     annotate: bool = False  # an answer head's full structured answer: confidence, evidence, facts (opt-in: slow)
+    cut_head_answers: bool = False  # a head's answer cut at max_new_tokens too (API, CLI); eval keeps it whole
 
     def check(self) -> "Sampling":
         for name in ("temperature", "top_p", "repetition_penalty"):
@@ -180,9 +182,9 @@ class Engine:
     def count_usage(self, answer, messages: list[dict], images: list,
                     prompt_tokens: int | None = None) -> tuple[int, int]:
         """(prompt tokens, completion tokens) of an answer to (messages, images). Counted from the generated
-        ids where the engine decoded; for an answer head's answer (which prepares its own inputs), the
-        ``prompt_tokens`` the caller already counted (the server's prompt budget) or the prompt as encoded
-        here, and the answer's tokens plus the end-of-turn token."""
+        ids where the engine decoded, from the answer's text where an answer head wrote it (generation.
+        head_answers); for a head's answer (which prepares its own inputs), the ``prompt_tokens`` the caller
+        already counted (the server's prompt budget) or the prompt as encoded here."""
         p = getattr(answer, "prompt_tokens", None) or prompt_tokens
         c = getattr(answer, "completion_tokens", None)
         if p is None:
@@ -214,7 +216,7 @@ class Engine:
             if free:
                 for k, a in zip(free, self._decode([convs[k] for k in free], sampling)):
                     texts[k] = a
-        result = head_answers(self, convs, texts, sampling)
+        result = head_answers(self, convs, texts, sampling, whole=structured)  # cut at max_new_tokens
         if emit is not None:
             for i, a in enumerate(result):
                 emit(i, a)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+from .token_bytes import TokenBytes
+
 
 class Answer(str):
     prompt_tokens: int | None = None
@@ -71,6 +73,7 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
     start = inputs["input_ids"].shape[1]
     prompt = inputs["attention_mask"].sum(dim=1).tolist() if "attention_mask" in inputs else [start] * len(seqs)
     eos = set(engine.eos_ids)
+    to_bytes = TokenBytes(tok) if sampling.logprobs is not None else None
     result = []
     for r, row in enumerate(seqs[:, start:].tolist()):
         n = next((k + 1 for k, t in enumerate(row) if t in eos), None)
@@ -82,42 +85,64 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
         finish = "stop" if (n is not None or stopped) else ("length" if len(row) >= sampling.max_new_tokens
                                                             else "stop")
         count = n if n is not None else len(row)
-        lp = _logprobs(tok, out.logits, r, row[:count], sampling.logprobs) if sampling.logprobs is not None else None
+        lp = _logprobs(tok, to_bytes, out.logits, r, row[:count], sampling.logprobs) if to_bytes else None
         result.append(Answer.make(text.strip(), prompt_tokens=int(prompt[r]), completion_tokens=count,
                                   finish_reason=finish, logprobs=lp))
     return result
 
 
-def _logprobs(tok, logits, row: int, ids: list[int], top: int) -> list[dict]:
+def _logprobs(tok, to_bytes, logits, row: int, ids: list[int], top: int) -> list[dict]:
     items = []
     for k, t in enumerate(ids):
         lp = torch.log_softmax(logits[k][row].float(), dim=-1)
-        entry = _entry(tok, t, lp[t].item())
+        entry = _entry(tok, to_bytes, t, lp[t].item())
         if top:
             vals, idx = lp.topk(top)
-            entry["top_logprobs"] = [_entry(tok, i, v) for i, v in zip(idx.tolist(), vals.tolist())]
+            entry["top_logprobs"] = [_entry(tok, to_bytes, i, v) for i, v in zip(idx.tolist(), vals.tolist())]
         else:
             entry["top_logprobs"] = []
         items.append(entry)
     return items
 
 
-def _entry(tok, tid: int, logprob: float) -> dict:
-    s = tok.decode([tid])
-    return {"token": s, "logprob": max(logprob, -9999.0), "bytes": list(s.encode("utf-8"))}
+def _entry(tok, to_bytes, tid: int, logprob: float) -> dict:
+    # 'token' is the token decoded alone (U+FFFD for part of a character); 'bytes' its own bytes, so that
+    # concatenating them rebuilds the text (OpenAI semantics)
+    return {"token": tok.decode([tid]), "logprob": max(logprob, -9999.0), "bytes": to_bytes(tid)}
 
 
-def head_answers(engine, convs, texts: list[str], sampling) -> list[Answer]:
-    """An answer head's texts as Answers, cut at stop strings. Their token counts are left unset (None) and
-    counted only on demand (:meth:`Engine.count_usage`), so the head's hot path pays nothing for them."""
-    out = []
-    for text in texts:
+def head_answers(engine, convs, texts: list[str], sampling, whole: bool = False) -> list[Answer]:
+    """An answer head's texts as Answers, cut at stop strings and, where ``sampling.cut_head_answers`` (the
+    API's max_tokens, the CLI's --max-new-tokens), at ``sampling.max_new_tokens`` tokens of the model's
+    tokenizer: where free decoding would have run out of tokens, so does the head's answer, with
+    ``finish_reason`` 'length'. Evaluation keeps head answers whole (its limit is for free decoding), and its
+    hot path tokenizes nothing. ``whole``: the head's structured JSON (response_format), one value rather than
+    decoded text, is not cut (cut, it would not parse; evidence for a large pattern runs to thousands of
+    tokens). ``completion_tokens`` of an answer not tokenized here is counted on demand
+    (:meth:`Engine.count_usage`). A structured answer's assessment is kept."""
+    n = sampling.max_new_tokens
+    cut = getattr(sampling, "cut_head_answers", False) and not whole
+    out, todo = list(texts), []
+    for k, text in enumerate(texts):
         a = getattr(text, "assessment", None)  # a head's structured answer rides on its text
-        if isinstance(text, Answer) and a is None:  # decoded freely by the model: already counted from its ids
-            out.append(text)
+        if isinstance(text, Answer) and a is None:  # decoded freely by the model: already counted and cut
             continue
-        text, _ = cut_at_stop(str(text), sampling.stop)
-        out.append(Answer.make(text, completion_tokens=None, finish_reason="stop", assessment=a))
+        text = cut_at_stop(str(text), sampling.stop)[0]
+        if cut and len(text.encode("utf-8")) + 1 >= n:  # a token holds >= 1 byte: shorter ones cannot reach n
+            out[k] = (text, a)
+            todo.append(k)
+        else:
+            out[k] = Answer.make(text, completion_tokens=None, finish_reason="stop", assessment=a)
+    if not todo:
+        return out
+    tok = engine.processor.tokenizer
+    for k, ids in zip(todo, tok([out[k][0] for k in todo], add_special_tokens=False)["input_ids"]):
+        text, a = out[k]
+        if len(ids) >= n:  # no room left for the end-of-turn token: 'length', as free decoding
+            text = tok.decode(ids[:n], skip_special_tokens=True).strip() if len(ids) > n else text
+            out[k] = Answer.make(text, completion_tokens=n, finish_reason="length", assessment=a)
+        else:
+            out[k] = Answer.make(text, completion_tokens=len(ids) + 1, finish_reason="stop", assessment=a)
     return out
 
 

@@ -31,6 +31,8 @@ def _read_json(p: Path) -> dict:
 def inspect_dir(path: str | Path) -> dict:
     """What is in a model folder: {'kind': 'model'|'adapter', 'model_type', 'base'}."""
     p = Path(path).expanduser()
+    if p.is_file():
+        raise UserError(f"{p}: a file, not a model folder (give the folder holding config.json and the weights)")
     if not p.is_dir():
         raise UserError(f"{p}: model directory not found (models load from local folders only)")
     if (p / "adapter_config.json").exists():
@@ -47,12 +49,15 @@ def inspect_dir(path: str | Path) -> dict:
     return {"kind": "model", "model_type": cfg["model_type"], "base": None}
 
 
-def answer_head_name(path: str | Path) -> str | None:
+def answer_head_name(path: str | Path, strict: bool = False) -> str | None:
     """``config.domainvlm.answer_head`` of a model folder (a LoRA adapter: of its base), read without loading
-    the model; None when it names none or the folder cannot be read (loading it says why)."""
+    the model; None when it names none or the folder cannot be read (loading it says why). ``strict``: a folder
+    that cannot be read raises the UserError saying why (for callers whose next words would be "no head")."""
     from .adapter import resolve_base
 
     folder = Path(path).expanduser()
+    if strict and inspect_dir(folder)["kind"] == "adapter" and not (folder / "config.json").is_file():
+        inspect_dir(resolve_base(folder, None))
     try:
         if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
             folder = resolve_base(folder, None)
@@ -67,21 +72,31 @@ def load_processor(path: str | Path, trust_remote_code: bool = False, min_pixels
                    max_pixels: int | None = None):
     """The folder's processor. Qwen2-VL-family folders get the image-only processor built from their files,
     whatever processor class they name; ``min_pixels``/``max_pixels`` set its image resolution."""
-    from transformers import AutoProcessor
+    from .folder_check import check_chat_template, processor_problem
 
     info = inspect_dir(path)
-    if info["model_type"] in QWEN_FAMILY:
+    if info["model_type"] not in QWEN_FAMILY and (min_pixels is not None or max_pixels is not None):
+        raise UserError(f"{path}: --min-pixels/--max-pixels apply to Qwen2-VL-family models only "
+                        f"(this is {info['model_type']})")
+    try:
+        proc = _build_processor(path, info["model_type"], trust_remote_code, min_pixels, max_pixels)
+    except (OSError, ValueError) as e:  # transformers names a hub URL or a backend class, not the file
+        raise processor_problem(Path(path), e) from None
+    # AutoProcessor silently falls back to a bare tokenizer when the image processor can't be built.
+    if not hasattr(proc, "image_processor"):
+        raise processor_problem(Path(path))
+    check_chat_template(Path(path), proc)
+    return proc
+
+
+def _build_processor(path, model_type: str, trust_remote_code: bool, min_pixels, max_pixels):
+    if model_type in QWEN_FAMILY:
         from .processor import ImageOnlyQwen2VLProcessor
 
         return ImageOnlyQwen2VLProcessor.from_dir(str(path), min_pixels=min_pixels, max_pixels=max_pixels)
-    if min_pixels is not None or max_pixels is not None:
-        raise UserError(f"{path}: --min-pixels/--max-pixels apply to Qwen2-VL-family models only "
-                        f"(this is {info['model_type']})")
-    proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
-    # AutoProcessor silently falls back to a bare tokenizer when the image processor can't be built.
-    if not hasattr(proc, "image_processor"):
-        raise UserError(f"{path}: no usable image processor (AutoProcessor returned {type(proc).__name__})")
-    return proc
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code, local_files_only=True)
 
 
 def _model_class(model_type: str):
@@ -129,11 +144,18 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
 
         kw["quantization_config"] = bnb_config(quantization, info["model_type"], compute_dtype=kw["dtype"])
         kw["device_map"] = {"": device}  # bitsandbytes quantizes while loading onto the target device
+    # the processor first: it is cheap and its files are checked, so a damaged folder fails before the weights load
+    processor = load_processor(path, trust_remote_code, min_pixels, max_pixels)
+    from safetensors import SafetensorError
+
     try:
         model = _model_class(info["model_type"]).from_pretrained(str(path), **kw)
+    except SafetensorError as e:
+        from .folder_check import weights_problem
+
+        raise weights_problem(path, e) from None
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: cannot load model ({str(e).splitlines()[0]})") from None
-    processor = load_processor(path, trust_remote_code, min_pixels, max_pixels)
     if adapter is not None:
         from peft import PeftModel
 

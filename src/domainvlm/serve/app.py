@@ -103,7 +103,7 @@ def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=
         raise oc.ApiError(400, f"{field}: {n} is over this server's limit of {cfg.max_tokens_cap}", param=field)
     return Sampling(max_new_tokens=n, temperature=d.temperature if temperature is None else temperature,
                     top_p=d.top_p if top_p is None else top_p, top_k=d.top_k if top_k is None else top_k,
-                    repetition_penalty=d.repetition_penalty if rep is None else rep)
+                    repetition_penalty=d.repetition_penalty if rep is None else rep, cut_head_answers=True)
 
 
 def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:

@@ -129,6 +129,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     if not records:
         raise UserError(f"{cfg.data}: no records")
     train_recs, val_recs = _split(records, cfg)
+    tasks = lambda rs: {r.labels.get("task") for r in rs} - {None}  # noqa: E731
+    if cfg.val_data and tasks(val_recs) - tasks(train_recs) and tasks(train_recs):  # selecting on another task
+        raise UserError(f"{cfg.val_data}: val records of task {', '.join(sorted(tasks(val_recs) - tasks(train_recs)))}"
+                        f", which {cfg.data} does not train (its tasks: {', '.join(sorted(tasks(train_recs)))})")
     if cfg.eval_samples and val_recs:  # the task metric needs labels: say so now, not at the first eval
         from ..evaluate.runner import task_of
 

@@ -78,7 +78,7 @@ def build_demo(engine: Engine, defaults: Sampling | None = None, examples: list[
         msgs = history + [{"role": "user", "content": content}]
         images = [image.convert("RGB")] if image is not None and IMAGE_TOKEN in msgs[0]["content"] else []
         s = replace(d, max_new_tokens=int(max_new), temperature=float(temperature), top_p=float(top_p),
-                    top_k=int(top_k))
+                    top_k=int(top_k), cut_head_answers=True)  # the slider holds for a head's answer too
         shown = _display(msgs) + [{"role": "assistant", "content": ""}]
         yield shown, history, ""
         text = ""

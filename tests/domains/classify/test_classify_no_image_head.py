@@ -32,7 +32,7 @@ def _user(q):
 @pytest.mark.parametrize("q", ["What class is this?", "Classify this image.", "这张图像属于哪个类别？", "这是什么？",
                                "Is it crazing?"])
 def test_text_only_class_questions_abstain(engine, q):
-    ans = engine.generate([(_user(q), [])], Sampling(max_new_tokens=4))[0]
+    ans = engine.generate([(_user(q), [])], Sampling(max_new_tokens=256))[0]  # room for the whole message
     a = ans.assessment
     assert a.abstain and a.reason == NO_IMAGE and a.labels == () and parse_answer(ans, TAX.names) is None
     assert ("图像" in ans) if a.lang == "zh" else ("need an image" in ans)
@@ -68,3 +68,18 @@ def test_structured_answer_says_no_image(engine):
     ans = engine.generate([(_user("Classify this image."), [])], S(json_schema=json.dumps(SCHEMA)))[0]
     got = json.loads(str(ans))
     assert got["abstain"] is True and got["reason"] == NO_IMAGE and got["defects"] == []
+
+
+@pytest.mark.parametrize("q, note", [("这是什么？", "我只能判断图像属于哪一类"),
+                                     ("Is the defect severe?", "I can only say which class an image shows")])
+def test_a_later_turn_about_the_image_gets_its_class_again(engine, monkeypatch, q, note):
+    """A compact model's LM learnt only the first answer: later turns decoded freely were word salad. They get
+    the image's class again, in the new question's language, said to be all the model answers."""
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    first = engine.generate([(_user("<image>\nWhat class is this?"), [img])])[0]
+    msgs = [*_user("<image>\nWhat class is this?"), {"role": "assistant", "content": str(first)}, *_user(q)]
+    ans = engine.generate([(msgs, [img])])[0]
+    alone = engine.generate([(_user(f"<image>\n{q}"), [img])])[0]  # the question asked first (its language)
+    assert ans != "FREE" and ans.startswith(note) and ans.assessment.labels == alone.assessment.labels
+    assert str(ans).split("\n", 1)[1] == str(alone)

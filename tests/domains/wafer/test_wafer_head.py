@@ -78,9 +78,12 @@ def test_batched_and_single_answers_agree(engine):
 
 
 def test_other_questions_fall_back_to_free_decoding(engine, monkeypatch):
-    """The head answers the first question and leaves the rest to the engine (None), which decodes them."""
+    """The head answers the first question and leaves the rest to the engine (None), which decodes them: on a
+    real base, whose LM chats (a compact model's later turns: test_later_turns_about_the_map_*)."""
     from domainvlm.inference.engine import Engine
 
+    head = wh.head_for(engine)
+    monkeypatch.setattr(head.model.config, "domainvlm", {"answer_head": "wafer"})  # no compact architecture
     seen = []
     monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: seen.extend(convs) or ["FREE"] * len(convs))
     monkeypatch.setattr(wh.WaferHead, "prefers_diagnosis", lambda self, pv, g, prompts: [False] * len(prompts))
@@ -94,11 +97,11 @@ def test_other_questions_fall_back_to_free_decoding(engine, monkeypatch):
     # it answers (test_wafer_no_image_head.py), a diagnosis request without a map abstains there
     no_image = [{"role": "user", "content": "What does yield mean?"}]
     convs = [(first, [img]), (follow, [img]), (off_topic, [img]), (no_image, [])]
-    direct = wh.head_for(engine).answer(convs)
+    direct = head.answer(convs)
     assert parse_diagnosis(direct[0]) is not None and direct[1:3] == [None] * 2
-    assert direct[3].startswith("I answer questions about one wafer map")
+    assert direct[3] is None  # a real base: its own chat for a text-only turn too
     out = engine.generate(convs)
-    assert out[0] == direct[0] and out[1:3] == ["FREE"] * 2 and out[3] == direct[3] and len(seen) == 2
+    assert out[0] == direct[0] and out[1:] == ["FREE"] * 3 and len(seen) == 3
 
 
 def test_free_decoding_really_runs_the_model(engine):
@@ -175,3 +178,32 @@ def test_pixel_values_single_frames_of_any_mode_and_size(engine):
     ref = patchify(torch.from_numpy(np.stack([np.asarray(im) for im in want])), **dict(h.ip, temporal=1))
     assert torch.equal(pv, ref) and pv.shape[1] == 3 * h.ip["patch"] ** 2
     assert g.tolist() == [[1, h.size // h.ip["patch"], h.size // h.ip["patch"]]] * 4
+
+
+def test_later_turns_about_the_map_to_a_compact_model(engine, monkeypatch):
+    """Its LM learnt one follow-up ("what should I check first?"): other later turns decoded freely were
+    fragments ("Check, e."), a Chinese one got an English line. Diagnosis and fact questions are answered as if
+    asked first, the rest with the trained follow-up from the map's diagnosis (and what the model answers)."""
+    from domainvlm.domains.wafer.follow_up import NOTE
+    from domainvlm.domains.wafer.instruct import follow_up_answer
+    from domainvlm.inference.engine import Engine
+
+    monkeypatch.setattr(Engine, "_decode", lambda self, convs, s, *a: ["FREE"] * len(convs))
+    img = _maps(1)[0]
+    first = [{"role": "user", "content": "<image>\nDiagnose this wafer map."}]
+    said = engine.generate([(first, [img])])[0]
+
+    def later(q):
+        msgs = first + [{"role": "assistant", "content": str(said)}, {"role": "user", "content": q}]
+        return engine.generate([(msgs, [img])])[0]
+
+    def alone(q):
+        return engine.generate([([{"role": "user", "content": f"<image>\n{q}"}], [img])])[0]
+
+    for q in ("这是什么缺陷？", "What is the yield?", "How many dies failed?"):
+        assert later(q) == alone(q) != "FREE", q
+    zh = later("这是什么？")
+    assert zh.startswith("诊断：") and zh == alone("这是什么？")
+    defects = tuple(alone("What defect pattern does this wafer map show?").assessment.labels)
+    assert later("What should I check first in the fab?") == follow_up_answer(defects, "en", wh.head_for(engine).tax)
+    assert later("Is it severe?") == f"{NOTE['en']}\n{follow_up_answer(defects, 'en', wh.head_for(engine).tax)}"

@@ -206,6 +206,24 @@ class ClassifyHead:
             return None
         return Assessment(labels=(), confidence=None, abstain=True, reason=NO_IMAGE, lang=question_lang(q))
 
+    def _follow_ups(self, convs, got, sampling, batch_size) -> dict:
+        """Later turns about the conversation's image, to a model whose LM learnt only the class answer (it
+        decoded them into word salad: "Scratches: scratches / ...scored into the in scratches Rolled划痕..."):
+        the image's class again, in the new question's language, said to be all this model answers."""
+        from ...data.record import IMAGE_TOKEN
+        from ...inference.no_image import answers_only_lm
+
+        todo = [k for k, ((m, ims), a) in enumerate(zip(convs, got))
+                if a is None and ims and m and m[-1]["role"] == "user" and not _first_turn_one_image(m, ims)]
+        if not todo or not answers_only_lm(self.model):
+            return {}
+        firsts = [([{"role": "user", "content": f"{IMAGE_TOKEN}\n{convs[k][0][-1]['content']}"}], convs[k][1][-1:])
+                  for k in todo]
+        from .input_check import follow_up_note
+
+        return {k: _with_note(ans, follow_up_note(question_lang(firsts[j][0][0]["content"])))
+                for j, (k, ans) in enumerate(zip(todo, self.answer(firsts, sampling, batch_size)))}
+
     def _text_only_answer(self, messages, images) -> str | None:
         """A text-only turn the head did not abstain on: a general question naming a class ("what is
         crazing?") gets the taxonomy's description of it; any other ("hello") to a model whose LM learnt only
@@ -247,7 +265,12 @@ class ClassifyHead:
         from . import input_check
 
         out: list[str | None] = []
-        for (m, ims), a in zip(convs, self.assess(convs, sampling, batch_size)):
+        got = self.assess(convs, sampling, batch_size)
+        again = self._follow_ups(convs, got, sampling, batch_size)
+        for k, ((m, ims), a) in enumerate(zip(convs, got)):
+            if k in again:
+                out.append(again[k])
+                continue
             if a is None:
                 out.append(self._text_only_answer(m, ims))
                 continue
@@ -260,6 +283,12 @@ class ClassifyHead:
                 text = ic.with_confidence(text, a, self.calibration)
             out.append(Answer.make(text, assessment=a, completion_tokens=None))
         return out
+
+
+def _with_note(ans, note: str):
+    from ...inference.generation import Answer
+
+    return Answer.make(f"{note}\n{ans}", assessment=getattr(ans, "assessment", None), completion_tokens=None)
 
 
 def _forward_params(model) -> set:

@@ -184,6 +184,12 @@ def help_message(taxonomy, lang: str) -> str:
             f'"What class is this?".{more}')
 
 
+def follow_up_note(lang: str) -> str:
+    """The line before the class answer to a later turn about the same image (head.ClassifyHead._follow_ups)."""
+    return ("我只能判断图像属于哪一类；这张图像：" if lang == "zh" else
+            "I can only say which class an image shows. For this image:")
+
+
 def message(taxonomy, lang: str) -> str:
     """The answer in the question's language when an image is turned away."""
     if lang == "zh":

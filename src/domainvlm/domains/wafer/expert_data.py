@@ -198,10 +198,10 @@ def pattern_canvas(maps, size: int, device) -> torch.Tensor:
 
 def class_rows(cls: torch.Tensor, rows: torch.Tensor | None = None, minlength: int = 0) -> tuple[torch.Tensor, ...]:
     """(``rows`` sorted by class, start per class, count per class): an index for :func:`pick_of_class`;
-    ``rows`` default: all."""
+    ``rows`` default: all. The sort is stable, so a seed picks the same maps on every device."""
     rows = torch.arange(len(cls), device=cls.device) if rows is None else rows
     counts = torch.bincount(cls[rows], minlength=max(minlength, int(cls.max()) + 1))
-    return rows[torch.argsort(cls[rows])], torch.cumsum(counts, 0) - counts, counts
+    return rows[torch.argsort(cls[rows], stable=True)], torch.cumsum(counts, 0) - counts, counts
 
 
 def pick_of_class(index: tuple[torch.Tensor, ...], cls: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

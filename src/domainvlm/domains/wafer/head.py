@@ -278,11 +278,13 @@ class WaferHead:
         (assess.knowledge_answer), the rest assessed."""
         from ...inference.generation import Answer
         from .assess import help_answer, knowledge_answer, no_image, text
+        from .follow_up import later_turns
         from .questions import answer_facts
 
+        later = later_turns(self, convs)  # later turns about the map, to a compact model (follow_up.py)
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
-        done = answer_facts(self, convs, todo)[0] if todo else {}
+        done = {**later, **(answer_facts(self, convs, todo)[0] if todo else {})}
         for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text;
             if ims:                            # "hello" to a compact model: what it answers (not a made-up line)
                 continue

@@ -13,7 +13,7 @@ from ...lang import question_lang  # noqa: F401 - re-exported (the head and asse
 _INTENT = {
     "en": re.compile(r"defect|pattern|diagnos|classif|fail|wrong|wafer|\bmap\b|\bdies?\b|yield|systematic|problem|"
                      r"issue|fault|anomal|what (do you see|does (it|this) show|is (this|it|shown))", re.I),
-    "zh": re.compile(r"缺陷|模式|诊断|分类|失效|晶圆|晶片|图|问题|故障|异常|良率|芯片|划痕|判断"),
+    "zh": re.compile(r"缺陷|模式|诊断|分类|失效|晶圆|晶片|图|问题|故障|异常|良率|芯片|划痕|判断|这是什么"),
 }
 
 
