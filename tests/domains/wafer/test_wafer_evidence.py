@@ -95,3 +95,21 @@ def test_fact_questions_are_answered_from_the_map(engine):
     assert where.startswith("Scratch:") and "o'clock" in where
     assert _ask(engine, "Where is the donut?", scratch).startswith("No Donut is seen")
     assert _ask(engine, "What defect pattern does this wafer map show?", scratch).startswith("Diagnosis: Scratch")
+
+
+def test_evidence_of_a_map_drawn_at_another_size_than_the_canvas(engine):
+    """A 260 px picture: the attributions are on the model's 224 px canvas, the dies read from the picture
+    (per_die reshaped the 224 px array into the 260 px die blocks: ValueError in ask --json and the API)."""
+    from domainvlm.domains.wafer.dies import read_dies
+    from domainvlm.domains.wafer.evidence import annotator
+
+    m, gt = synth_map_with_masks(("Loc",), 52, np.random.default_rng(3))
+    img = render_map(m, size=260)
+    dies = read_dies(img)
+    px = np.ones((224, 224))
+    assert dies.per_die(px).sum() == pytest.approx(224 * 224 * dies.grid.size * dies.k ** 2 / 260 ** 2)
+    (e,), masks = annotator(engine.answer_head).evidence(img, ("Loc",))
+    assert all(m[r, c] == 2 for r, c in e["dies"])
+    assert (masks["Loc"] & gt["Loc"]).sum() / (masks["Loc"] | gt["Loc"]).sum() > 0.3
+    # the model sees the picture squeezed onto its canvas, so the top die may sit one die off the drawn cluster
+    assert np.abs(np.argwhere(gt["Loc"]) - e["top_die"]).max(1).min() <= 1

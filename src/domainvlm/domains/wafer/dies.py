@@ -29,12 +29,29 @@ class Dies:
     k: int  # pixels per die side
     top: int  # pixel row of die row 0
     left: int  # pixel column of die column 0
+    shape: tuple[int, int] = ()  # (H, W) of the image the dies were read from; () = as the pixels given
 
     def per_die(self, pixels: np.ndarray) -> np.ndarray:
-        """Sum a (H, W) per-pixel array over each die's k x k block -> (h, w)."""
+        """Sum a (H, W) per-pixel array over each die's k x k block -> (h, w). Pixels of the model's canvas
+        for a picture of another size (a 260 px map, drawn at 224 by a nearest resize) are first summed into
+        the picture pixel each was sampled from, so every die gets what its own pixels got."""
         h, w = self.grid.shape
+        if self.shape and pixels.shape != tuple(self.shape):
+            (H, W), (ph, pw) = self.shape, pixels.shape
+            src = _source(ph, H)[:, None] * W + _source(pw, W)[None, :]
+            pixels = np.bincount(src.ravel(), weights=pixels.ravel(), minlength=H * W).reshape(H, W)
         block = pixels[self.top:self.top + h * self.k, self.left:self.left + w * self.k]
         return block.reshape(h, self.k, w, self.k).sum(axis=(1, 3))
+
+    def canvas_px(self, pos: np.ndarray, axis: int, size: int) -> np.ndarray:
+        """Picture pixel positions along ``axis`` (0 rows, 1 columns) -> their pixels on a size x size canvas."""
+        n = self.shape[axis] if self.shape else size
+        return (np.asarray(pos) * size) // n
+
+
+def _source(n: int, src: int) -> np.ndarray:
+    """The source pixel each of ``n`` pixels samples in a nearest resize from ``src`` (PIL's pixel centres)."""
+    return np.minimum(((np.arange(n) + 0.5) * src / n).astype(np.int64), src - 1)
 
 
 def _step(changes: np.ndarray, n: int) -> tuple[int, int]:
@@ -58,9 +75,9 @@ def read_dies(img) -> Dies:
     grid = lab[oy + k // 2::k, ox + k // 2::k][:h, :w]
     on = np.argwhere(grid > 0)
     if len(on) == 0:
-        return Dies(grid.copy(), k, oy, ox)
+        return Dies(grid.copy(), k, oy, ox, (H, W))
     (r0, c0), (r1, c1) = on.min(0), on.max(0) + 1
-    return Dies(grid[r0:r1, c0:c1].copy(), k, oy + r0 * k, ox + c0 * k)
+    return Dies(grid[r0:r1, c0:c1].copy(), k, oy + r0 * k, ox + c0 * k, (H, W))
 
 
 def geometry(grid: np.ndarray) -> dict[str, np.ndarray]:

@@ -182,7 +182,9 @@ class Attributor:
 
     def point(self, raw: np.ndarray, dies) -> np.ndarray | None:
         """The per-die score the top die is picked by (None: ``raw`` itself, the pixel path)."""
-        return None if self.level is None else token_values(raw, dies.grid, dies, self.head.ip["patch"])
+        if self.level is None:
+            return None
+        return token_values(raw, dies.grid, dies, self.head.ip["patch"], self.head.size)
 
     def __call__(self, assessment, image, lang: str = "en") -> None:
         """The head's annotator hook: fills ``assessment.evidence`` for the named patterns."""

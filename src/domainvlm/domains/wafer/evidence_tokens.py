@@ -166,13 +166,13 @@ def to_dies(scores: np.ndarray, fail_px: np.ndarray, dies, patch: int, merge: in
     return np.stack([dies.per_die(p) for p in px])
 
 
-def token_values(shared: np.ndarray, grid: np.ndarray, dies, patch: int) -> np.ndarray:
+def token_values(shared: np.ndarray, grid: np.ndarray, dies, patch: int, size: int) -> np.ndarray:
     """Per failing die, the whole score of its token (:func:`to_dies`' share times the failing dies of its
     patch, a die in the patch of its centre): for picking the top die, where a token's share would favour the
-    dies of a patch with few failing dies (a cluster's fringe) over its core."""
+    dies of a patch with few failing dies (a cluster's fringe) over its core. ``size``: the canvas side."""
     h, w = grid.shape
-    py = (dies.top + np.arange(h) * dies.k + dies.k // 2) // patch
-    px = (dies.left + np.arange(w) * dies.k + dies.k // 2) // patch
+    py = dies.canvas_px(dies.top + np.arange(h) * dies.k + dies.k // 2, 0, size) // patch
+    px = dies.canvas_px(dies.left + np.arange(w) * dies.k + dies.k // 2, 1, size) // patch
     cell = py[:, None] * (px.max() + 1) + px[None, :]
     n = np.bincount(cell.ravel(), weights=(grid == 2).ravel().astype(float))
     return np.where(grid == 2, shared * n[cell], 0.0)
