@@ -6,9 +6,10 @@ import json
 import shutil
 
 
-def test_bench_cpu_table_and_json(tiny_model_dir, tmp_path, capsys):
+def test_bench_cpu_table_and_json(tiny_model_dir, tmp_path, capsys, monkeypatch):
     from domainvlm.cli import main
 
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # bench's own default, 2 threads
     d = tmp_path / "m"
     shutil.copytree(tiny_model_dir, d)
     cfg = json.loads((d / "config.json").read_text())
@@ -22,6 +23,13 @@ def test_bench_cpu_table_and_json(tiny_model_dir, tmp_path, capsys):
     lat, thr = res["rows"]
     assert lat["p50_ms"] > 0 and lat["p95_ms"] >= lat["p50_ms"] and thr["maps_per_s"] > 0
     assert "latency, batch 1" in capsys.readouterr().err
+    # a shell's OMP_NUM_THREADS holds (it ran 2 threads under OMP_NUM_THREADS=1); --threads still wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["bench", "--model", str(d), "--runs", "2", "--batch-size", "2", "--maps", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["threads"] == 1
+    assert main(["bench", "--model", str(d), "--runs", "2", "--batch-size", "2", "--maps", "2", "--threads", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["threads"] == 2
 
 
 def test_bench_refuses_cuda_without_gpu(capsys):

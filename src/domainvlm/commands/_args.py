@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def _number(kind, lo=None, hi=None, lo_open=False, what=None):
@@ -57,6 +58,12 @@ def out_file(text: str) -> str:
     return text
 
 
+def _env_threads() -> int | None:
+    """OMP_NUM_THREADS as a positive int, or None (unset or not a number: torch's own rule then applies)."""
+    v = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(v) if v.isdigit() and int(v) > 0 else None
+
+
 def add_model_options(p, device: str | None = None, threads: int | None = None) -> None:
     """The options that say which model to load and how: one definition for every inference command."""
     g = p.add_argument_group("model")
@@ -65,8 +72,9 @@ def add_model_options(p, device: str | None = None, threads: int | None = None) 
     g.add_argument("--device", type=device_name, default=device,
                    help=f"cpu, cuda, cuda:N (default: {device or 'cuda if available'})")
     g.add_argument("--dtype", choices=DTYPES, help="weights dtype (default: bfloat16 on CUDA, float32 on CPU)")
+    threads = _env_threads() or threads  # a shell's OMP_NUM_THREADS=1 holds unless --threads says otherwise
     g.add_argument("--threads", type=positive_int, default=threads,
-                   help=f"CPU threads for torch (default: {threads or 'torch default'})")
+                   help=f"CPU threads for torch (default: $OMP_NUM_THREADS if set, else {threads or 'torch default'})")
     g.add_argument("--quantization", choices=["4bit", "8bit"],
                    help="load the language model quantized with bitsandbytes (vision tower unquantized)")
     g.add_argument("--trust-remote-code", action="store_true",
