@@ -21,7 +21,7 @@ from domainvlm.domains.wafer.knowledge import parse_diagnosis
 from domainvlm.inference.engine import Engine, Sampling
 
 Q = "What defect pattern does this wafer map show?"
-S = Sampling(max_new_tokens=24)
+S = Sampling(max_new_tokens=256)  # whole head answers: the API cuts them at max_new_tokens (cut_head_answers)
 WRITERS = {"g85.xml": lambda g: W.g85_xml(g, "HexaDecimal", 90), "g85.map": lambda g: W.g85_ascii(g, 180),
            "e142.xml": lambda g: W.e142_xml(g, "Integer2", 270), "sort.stdf": lambda g: W.stdf_bytes(g, ">", "L"),
            "insp.000": lambda g: W.klarf12(g, "UP"), "insp.klarf": lambda g: W.klarf18(g, "RIGHT")}
