@@ -33,7 +33,7 @@ def _data(tmp_path):
 
 
 @pytest.mark.slow
-def test_train_expert_smoke(tmp_path):
+def test_train_expert_smoke(tmp_path, capsys):
     from domainvlm.cli import main
     from domainvlm.models.loader import load_model
 
@@ -42,7 +42,7 @@ def test_train_expert_smoke(tmp_path):
     tiny = TINY
     assert main(["train-expert", f"mixedwm38={mixed}", f"wm811k={wm}", f"output_dir={out}", "max_steps=3",
                  "batch_size=8", "superpose_frac=0.5", "rotate_frac=0.5", "short_answer_frac=0.5", "length_buckets=4",
-                 "warmup_steps=1", "log_every=1", "eval_at=[1.0]", *tiny]) == 0
+                 "warmup_steps=1", "log_every=2", "eval_at=[1.0]", *tiny]) == 0
     sel = json.loads((out / "val_selection.json").read_text())
     assert sel["summary"]["steps"] == 3 and sel["summary"]["best"]["weights"] in ("raw", "ema")
     assert {r["weights"] for r in sel["history"] if "eval_step" in r} == {"raw", "ema"}
@@ -52,7 +52,7 @@ def test_train_expert_smoke(tmp_path):
 
     tb = EventAccumulator(str(out / "tb"))
     tb.Reload()
-    assert [e.step for e in tb.Scalars("train/loss")] == [1, 2, 3]
+    assert [e.step for e in tb.Scalars("train/loss")] == [2, 3]  # every log_every-th step and the last
     assert tb.Scalars("val/ema/score")[0].value == pytest.approx(
         next(r["score"] for r in sel["history"] if r.get("weights") == "ema"), rel=1e-5)
     assert (out / "training_curves.png").stat().st_size > 5000
@@ -69,6 +69,21 @@ def test_train_expert_smoke(tmp_path):
     assert got == {"MixedWM38 val": round(best["mixedwm38"]["exact_match"], 4),
                    "WM-811K val": round(best["wm811k"]["exact_match"], 4)}
     assert fm["pipeline_tag"] == "image-text-to-text" and fm["license"] == "apache-2.0"
+    # the same command again: refused (it restarted and appended to the finished run's log and curves)
+    capsys.readouterr()
+    again = ["train-expert", f"mixedwm38={mixed}", f"wm811k={wm}", f"output_dir={out}", "batch_size=8",
+             "warmup_steps=1", "log_every=2", "eval_at=[1.0]", *tiny]
+    weights = (out / "model" / "model.safetensors").read_bytes()
+    assert main(again + ["max_steps=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds a finished run" in err and "overwrite=true" in err and len(err.splitlines()) == 1
+    assert (out / "model" / "model.safetensors").read_bytes() == weights and not (out / "train_log.prev.txt").exists()
+    assert main(again + ["max_steps=2", "overwrite=true"]) == 0  # a new run with its own log and curves
+    assert (out / "train_log.txt").read_text().count("# wafer expert recipe") == 1
+    assert "# done: 3 steps" in (out / "train_log.prev.txt").read_text()
+    tb = EventAccumulator(str(out / "tb"))
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("train/loss")] == [2]
 
 
 @pytest.mark.slow

@@ -131,6 +131,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     from .expert_extend import (change_points, check_answer_lines, final_reports, freeze_lm_layers, new_banks,
                                 old_baseline, penalised, setup_taxonomy)
     from .presence import PresenceHead, pattern_targets
+    from .expert_phases import prepare_run_dir
     from .sources import load_wafer_file
 
     t_start = time.time()
@@ -141,6 +142,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     out = Path(cfg.output_dir)
+    prepare_run_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     log = RecipeLog(out, cfg.report_to, asdict(cfg))  # train_log.txt, TensorBoard, the curves PNG at the end
     log(f"# wafer expert recipe, {time.strftime('%Y-%m-%d %H:%M:%S')}, device {dev} "
@@ -251,7 +253,7 @@ def train_expert(cfg: ExpertConfig) -> dict:
         train_s = time.time() - t0 - t_eval
         progress = train_progress(step, cfg.max_steps, train_s, cfg.time_budget_s)
         log.progress(progress, step)
-        if step % cfg.log_every == 0:
+        if step % cfg.log_every == 0 or progress >= 1.0:  # the last step too: the curves end where training did
             rec = {"step": step, "loss": round(loss.item(), 5), "lr": round(cfg.lr * lr_scale, 7),
                    "progress": round(progress, 4), "train_s": round(train_s, 1),
                    "maps_per_s": round(step * cfg.batch_size / max(train_s, 1e-9), 1)}

@@ -56,6 +56,7 @@ class ExpertConfig:
     threads: int = 0                      # > 0: torch CPU threads (1 on a CPU shared with other jobs: 2 threads
     #                                       contending with other processes ran ~10x slower); 0 = torch's default
     phases: list[dict] = field(default_factory=list)  # field overrides per phase (domains/wafer/expert_phases.py)
+    overwrite: bool = False               # train again into an output_dir that holds a finished run (refused)
     # A fab's own taxonomy (domains/wafer/expert_extend.py): continue init_model on new classes plus replay
     taxonomy: str | None = None           # YAML/JSON of classes (and mixtures) added to init_model's taxonomy
     new_data: str | None = None           # labelled map npz (domains/wafer/labelled.py) or a labels CSV of map

@@ -141,12 +141,12 @@ def final_reports(cfg, model, proc, tax, old_val: list, test, log, evaluate, bas
     measured); the saved model's old val scores are the selection's (best). ``evaluate``: expert.evaluate."""
     from .head import WaferHead
 
-    out = {"test": evaluate(WaferHead(model, proc, tax), [test], limit=cfg.eval_limit)}
+    out = {"test": evaluate(WaferHead(model, proc, tax), [test])}  # whole: eval_limit is for the evals' val
     log(f"# held-back test {out['test']}")
     if cfg.eval_baseline and cfg.init_model:
         head = _baseline_head(cfg, model.device)
         banks = ([] if base_old is not None else old_val) + [test] * cfg.eval_baseline_test
-        res = evaluate(head, banks, limit=cfg.eval_limit, tax=tax) if banks else {}
+        res = evaluate(head, banks, tax=tax) if banks else {}  # old val already cut to eval_limit
         if base_old is None and cfg.eval_baseline_test:
             out["baseline"] = res
         else:  # old val scored before training (base_old), or no test maps: no mean over other banks

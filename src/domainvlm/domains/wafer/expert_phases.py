@@ -29,7 +29,7 @@ def phase_configs(cfg, check=None) -> list:
             raise UserError(f"config: phases[{i - 1}] must be a mapping of field overrides")
         if "phases" in ov or "output_dir" in ov:
             raise UserError(f"config: phases[{i - 1}] cannot set 'phases' or 'output_dir'")
-        merged = {**base, **ov, "phases": []}
+        merged = {**base, **ov, "phases": [], "overwrite": True}  # run_phases decides which phases run
         if isinstance(ov.get("compact"), dict):
             merged["compact"] = {**base["compact"], **ov["compact"]}
         merged["output_dir"] = str(Path(cfg.output_dir) / f"phase{i}")
@@ -44,6 +44,33 @@ def phase_configs(cfg, check=None) -> list:
     return out
 
 
+def finished(folder) -> bool:
+    """A run folder whose training ended: its val_selection.json and model/ are written last."""
+    return (Path(folder) / "val_selection.json").exists() and (Path(folder) / "model").is_dir()
+
+
+def prepare_run_dir(cfg) -> None:
+    """A single-phase run into ``output_dir``: a finished run there is refused unless overwrite=true (phases
+    skip theirs, but a rerun of one phase has nothing to resume and would replace the model); the log and
+    TensorBoard events of an earlier run there are moved to ``train_log.prev.txt`` / ``tb.prev``, so this
+    run's curves and log are its own (they were appended to the earlier run's)."""
+    out = Path(cfg.output_dir)
+    if finished(out) and not cfg.overwrite:
+        raise UserError(f"{out}: holds a finished run (val_selection.json, model/); give another output_dir, or "
+                        f"overwrite=true to train again")
+    moved = []
+    for name, prev in (("train_log.txt", "train_log.prev.txt"), ("tb", "tb.prev")):
+        if (out / name).exists():
+            if (out / prev).is_dir():
+                shutil.rmtree(out / prev)
+            else:
+                (out / prev).unlink(missing_ok=True)
+            (out / name).rename(out / prev)
+            moved.append(prev)
+    if moved:
+        print(f"# {out}: the earlier run's log kept as {', '.join(moved)}", flush=True)
+
+
 def run_phases(cfg, train_one, check=None) -> dict:
     """Run (or skip, when finished) every phase with ``train_one(cfg) -> summary``; returns the last summary.
     Every phase is built and checked before the first one trains."""
@@ -51,7 +78,7 @@ def run_phases(cfg, train_one, check=None) -> dict:
     summary: dict = {}
     for i, pcfg in enumerate(phases, 1):
         done = Path(pcfg.output_dir) / "val_selection.json"
-        if done.exists() and (Path(pcfg.output_dir) / "model").is_dir():
+        if finished(pcfg.output_dir) and not cfg.overwrite:
             print(f"# phase {i}/{len(phases)} finished earlier ({done}), skipped", flush=True)
             summary = json.loads(done.read_text(encoding="utf-8"))["summary"]
             continue
