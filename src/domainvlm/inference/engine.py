@@ -27,7 +27,7 @@ from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
 from . import structured as _structured
 from .attention import answering_attention
-from .generation import Answer, StopFilter, answers, extra_kwargs, head_answers
+from .generation import Answer, StopFilter, StripFilter, answers, extra_kwargs, head_answers
 
 
 class SamplingError(UserError):
@@ -200,8 +200,8 @@ class Engine:
         (the text, with token counts and the finish reason as attributes).
 
         ``emit(row, piece)``, if given, is called as each row's text grows (text from a stop string on is never
-        emitted); ``cancelled(row)`` true ends that row early. With an answer head, each row's answer is
-        emitted whole once the batch is done."""
+        emitted; the pieces join to exactly the row's Answer, stripped as it is); ``cancelled(row)`` true ends
+        that row early. With an answer head, each row's answer is emitted whole once the batch is done."""
         sampling = sampling or Sampling()
         with self.lock, answering_attention(self.device):
             _seed(sampling)
@@ -229,10 +229,11 @@ class Engine:
         inputs = self._inputs(convs)
         kw, crit, filters = {}, [], []
         if emit is not None:
+            # each row's text as answers() makes it: cut at a stop string, then stripped
+            sinks = [StripFilter(lambda s, i=i: emit(i, s)) for i in range(len(convs))]
             if sampling.stop:
-                filters = [StopFilter(sampling.stop, lambda s, i=i: emit(i, s)) for i in range(len(convs))]
-            kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs),
-                                         (lambda i, s: filters[i](s)) if filters else emit)
+                filters = sinks = [StopFilter(sampling.stop, sink) for sink in sinks]
+            kw["streamer"] = RowStreamer(self.processor.tokenizer, len(convs), lambda i, s: sinks[i](s))
             crit = [RowCancel(cancelled)] if cancelled else []
         out = self.model.generate(**inputs, **self.generate_kwargs(sampling), pad_token_id=self.pad_id, **kw,
                                   **extra_kwargs(self, inputs, sampling, crit))

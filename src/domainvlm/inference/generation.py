@@ -86,6 +86,7 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
                                                             else "stop")
         count = n if n is not None else len(row)
         lp = _logprobs(tok, to_bytes, out.logits, r, row[:count], sampling.logprobs) if to_bytes else None
+        # stripped, as the streamed pieces are (StripFilter): both are the same text
         result.append(Answer.make(text.strip(), prompt_tokens=int(prompt[r]), completion_tokens=count,
                                   finish_reason=finish, logprobs=lp))
     return result
@@ -169,3 +170,25 @@ class StopFilter:
         if not self.done and len(self.text) > self.sent:
             self.emit(self.text[self.sent:])
         self.sent = len(self.text)
+
+
+class StripFilter:
+    """Streaming: send exactly what ``str.strip`` keeps of the whole text, so the pieces join to the non-streamed
+    answer (which is stripped: a model's leading space or newline is not part of the answer). Leading
+    whitespace is never sent; trailing whitespace is held until more text follows it, and never sent if none
+    does."""
+
+    def __init__(self, emit):
+        self.emit, self.started, self.held = emit, False, ""
+
+    def __call__(self, piece: str) -> None:
+        if not self.started:
+            piece = piece.lstrip()
+            if not piece:
+                return
+            self.started = True
+        text = self.held + piece
+        body = text.rstrip()
+        self.held = text[len(body):]
+        if body:
+            self.emit(body)
