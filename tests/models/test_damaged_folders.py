@@ -32,6 +32,10 @@ DAMAGE = {  # name -> (what is done to the folder, what the one line must say)
     "no chat_template.jinja": (lambda d: (d / "chat_template.jinja").unlink(), r"/m: chat_template\.jinja missing"),
     "chat template syntax": (lambda d: (d / "chat_template.jinja").write_text("{% for %}"),
                              r"/m: chat template does not compile"),
+    "chat_template.json bad": (lambda d: (d / "chat_template.json").write_text('{"chat_template": '),
+                               r"/m/chat_template\.json: malformed JSON"),
+    "chat_template.json without it": (lambda d: (d / "chat_template.json").write_text('{"template": "x"}'),
+                                      r"/m/chat_template\.json: field 'chat_template' missing"),
     "model.safetensors cut": (lambda d: _cut(d / "model.safetensors", 1000),
                               r"/m/model\.safetensors: not a readable safetensors file .*cut short"),
     "model.safetensors half": (lambda d: _cut(d / "model.safetensors", (d / "model.safetensors").stat().st_size // 2),
@@ -81,3 +85,37 @@ def test_damaged_folder_fails_before_the_weights_load(tiny_model_dir, tmp_path, 
     monkeypatch.setattr(loader, "_model_class", lambda t: pytest.fail("weights loaded before the files were checked"))
     with pytest.raises(UserError, match="tokenizer.json missing"):
         load_model(d, device="cpu")
+
+
+def _json_template_only(src, d, template=None):
+    """``d``: a copy of ``src`` whose chat template is only in chat_template.json (the file transformers 4.x
+    processors saved, as many hub folders ship; 5.x saves chat_template.jinja)."""
+    shutil.copytree(src, d)
+    jinja = (d / "chat_template.jinja").read_text(encoding="utf-8")
+    (d / "chat_template.jinja").unlink()
+    (d / "chat_template.json").write_text(json.dumps({"chat_template": template or jinja}), encoding="utf-8")
+    return jinja
+
+
+def test_template_kept_only_in_chat_template_json_loads(tmp_path):
+    from domainvlm.models.tiny import build_tiny
+
+    build_tiny("qwen2_vl", tmp_path / "base")
+    template = _json_template_only(tmp_path / "base", tmp_path / "m")
+    _, proc = load_model(tmp_path / "m", device="cpu")  # before: "chat_template.jinja missing"
+    assert proc.chat_template == template
+    proc.save_pretrained(tmp_path / "saved")  # saved the 5.x way, and read back
+    assert (tmp_path / "saved" / "chat_template.jinja").read_text(encoding="utf-8") == template
+
+
+def test_chat_template_json_wins_over_the_jinja_as_in_stock_transformers(tiny_model_dir, tmp_path):
+    """Both files (a 4.x folder re-saved by 5.x tools): the one stock ProcessorMixin reads, chat_template.json."""
+    from transformers import ProcessorMixin
+
+    from domainvlm.models.loader import load_processor
+
+    d = tmp_path / "m"
+    jinja = _json_template_only(tiny_model_dir, d, template="{{ 'json: ' }}" + "{{ messages[0]['role'] }}")
+    (d / "chat_template.jinja").write_text(jinja, encoding="utf-8")
+    stock = ProcessorMixin.get_processor_dict(str(d), local_files_only=True)[0]["chat_template"]
+    assert load_processor(d).chat_template == stock != jinja

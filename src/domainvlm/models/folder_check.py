@@ -58,8 +58,8 @@ def processor_problem(folder: Path, e: BaseException | None = None) -> UserError
 def check_chat_template(folder: Path, processor) -> None:
     """Refuse a processor with no or an uncompilable chat template now, not at the first question."""
     if not getattr(processor, "chat_template", None):
-        raise UserError(f"{folder}: chat_template.jinja missing (the model folder has no chat template, "
-                        f"none in tokenizer_config.json either)")
+        raise UserError(f"{folder}: chat_template.jinja missing (the model folder has no chat template: no "
+                        f"chat_template.json either, none in tokenizer_config.json)")
     from jinja2 import TemplateSyntaxError
 
     probe = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]

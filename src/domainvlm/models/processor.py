@@ -39,7 +39,8 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
         tok = AutoTokenizer.from_pretrained(path, **kw)
         ip = Qwen2VLImageProcessorPil.from_pretrained(path, **kw)
         set_resolution(ip, min_pixels, max_pixels)
-        return cls(image_processor=ip, tokenizer=tok, chat_template=getattr(tok, "chat_template", None))
+        template = folder_chat_template(Path(path)) or getattr(tok, "chat_template", None)
+        return cls(image_processor=ip, tokenizer=tok, chat_template=template)
 
     def to_dict(self):
         out = super().to_dict()
@@ -50,6 +51,25 @@ class ImageOnlyQwen2VLProcessor(Qwen2VLProcessor):
         files = super().save_pretrained(save_directory, **kw)
         stock_names(save_directory)
         return files
+
+
+def folder_chat_template(folder: Path):
+    """A folder's processor chat template, found as stock ``ProcessorMixin.from_pretrained`` finds it: the legacy
+    chat_template.json (what 4.x processors saved; many hub folders still ship only it) before
+    chat_template.jinja (what 5.x saves). None when neither exists: the tokenizer's own template then applies
+    (chat_template.jinja again, or tokenizer_config.json's). Malformed JSON raises ValueError, which the loader
+    reports naming the file."""
+    legacy = folder / "chat_template.json"
+    if legacy.is_file():
+        d = json.loads(legacy.read_text(encoding="utf-8"))
+        template = d.get("chat_template") if isinstance(d, dict) else None
+        if not isinstance(template, (str, dict)) or not template:
+            from ..errors import UserError
+
+            raise UserError(f"{legacy}: field 'chat_template' missing (it should hold the template text)")
+        return template
+    jinja = folder / "chat_template.jinja"
+    return jinja.read_text(encoding="utf-8") if jinja.is_file() else None
 
 
 def set_resolution(ip, min_pixels: int | None, max_pixels: int | None) -> None:
