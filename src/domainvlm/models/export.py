@@ -77,7 +77,9 @@ def export_merged(adapter: str | Path, out: str | Path, base: str | Path | None 
     except (OSError, ValueError) as e:
         raise UserError(f"{base}: cannot load base model ({str(e).splitlines()[0]})") from None
     check_adapter_fits(model, adapter, base)
-    proc = load_processor(base, trust_remote_code)  # the adapter changes weights, never the processor
+    # the processor the adapter was trained with (saved beside it; a bare peft folder: the base's), so the merged
+    # folder answers at the trained resolution with the trained chat template
+    proc = load_processor(adapter, trust_remote_code, base=base)
     try:
         peft_model = PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError) as e:

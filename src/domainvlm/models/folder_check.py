@@ -37,6 +37,14 @@ def _broken_json(folder: Path) -> str | None:
     return None
 
 
+def has_processor(folder: Path) -> bool:
+    """Whether ``folder`` holds a processor of its own (tokenizer and image processor files): the trainer saves
+    one beside every adapter, a bare peft save has none."""
+    folder = Path(folder)
+    return (any((folder / f).is_file() for f in TOKENIZER_FILES)
+            and any((folder / f).is_file() for f in IMAGE_PROCESSOR_FILES))
+
+
 def processor_problem(folder: Path, e: BaseException | None = None) -> UserError:
     """The error for a processor (tokenizer + image processor) that could not be built from ``folder``."""
     folder = Path(folder)

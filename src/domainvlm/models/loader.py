@@ -69,12 +69,23 @@ def answer_head_name(path: str | Path, strict: bool = False) -> str | None:
 
 
 def load_processor(path: str | Path, trust_remote_code: bool = False, min_pixels: int | None = None,
-                   max_pixels: int | None = None):
+                   max_pixels: int | None = None, base: str | Path | None = None):
     """The folder's processor. Qwen2-VL-family folders get the image-only processor built from their files,
-    whatever processor class they name; ``min_pixels``/``max_pixels`` set its image resolution."""
-    from .folder_check import check_chat_template, processor_problem
+    whatever processor class they name; ``min_pixels``/``max_pixels`` set its image resolution.
 
+    A LoRA adapter folder gets the processor saved beside it when it holds one: the one it was trained with
+    (its min_pixels/max_pixels, its chat template), which the base's need not be. A bare peft folder gets its
+    base's (``base``: that folder, else the one adapter_config.json records)."""
+    from .folder_check import check_chat_template, has_processor, processor_problem
+
+    path = Path(path).expanduser()
     info = inspect_dir(path)
+    if info["kind"] == "adapter":
+        from .adapter import resolve_base
+
+        base = resolve_base(path, base)
+        info = inspect_dir(base)
+        path = path if has_processor(path) else base
     if info["model_type"] not in QWEN_FAMILY and (min_pixels is not None or max_pixels is not None):
         raise UserError(f"{path}: --min-pixels/--max-pixels apply to Qwen2-VL-family models only "
                         f"(this is {info['model_type']})")
@@ -145,7 +156,7 @@ def load_model(path: str | Path | None = None, device: str | None = None, dtype:
         kw["quantization_config"] = bnb_config(quantization, info["model_type"], compute_dtype=kw["dtype"])
         kw["device_map"] = {"": device}  # bitsandbytes quantizes while loading onto the target device
     # the processor first: it is cheap and its files are checked, so a damaged folder fails before the weights load
-    processor = load_processor(path, trust_remote_code, min_pixels, max_pixels)
+    processor = load_processor(adapter or path, trust_remote_code, min_pixels, max_pixels, base=path)
     from safetensors import SafetensorError
 
     try:
