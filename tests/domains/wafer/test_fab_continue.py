@@ -89,3 +89,14 @@ def test_continue_on_a_new_class(tmp_path):
     en, zh = head.answer([(q, [img]), (q_zh, [img])])
     assert en.startswith("Diagnosis: Reticle-Repeat\n- Reticle-Repeat: a periodic grid"), en
     assert zh.startswith("诊断：光罩重复(Reticle-Repeat)\n"), zh
+    # no calibration.json (init_model's is for other classes): the log and the card give the command, which runs
+    # as given (a labelled map set's split is its file name: val.npz is all val)
+    import shlex
+
+    from domainvlm.cli import main
+
+    assert not (out / "model" / "calibration.json").exists()
+    hint = next(ln for ln in (out / "train_log.txt").read_text().splitlines() if "domainvlm calibrate" in ln)
+    assert hint.split("`")[1] in (out / "model" / "README.md").read_text()
+    cmd = shlex.split(hint.split("`")[1])[1:]
+    assert main(cmd + ["--force", "--threads", "1"]) == 0 and (out / "model" / "calibration.json").exists()

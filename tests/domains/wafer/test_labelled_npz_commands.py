@@ -104,8 +104,16 @@ def test_unknown_class_and_split_errors(fab, known, tmp_path):
     with pytest.raises(UserError, match=rf"typo\.npz: key 'labels': map {i}: unknown wafer pattern 'Probe-Kard' "
                                         r"in neither the 8 known patterns nor .*fab-patterns\.yaml"):
         load_any(bad, taxonomy=str(YAML))
-    with pytest.raises(UserError, match=r"known\.npz: has no split column, cannot select split 'test'"):
+    with pytest.raises(UserError, match=r"known\.npz: a labelled map set has no split column \(its file name names "
+                                        r"no split\); --split test selects none of it \(leave --split out"):
         load_any(known[0], split="test")
+    # without a split column its split is its file's name (synth_fab's train.npz / val.npz / test.npz): so
+    # `eval / calibrate --data val.npz --data mixedwm38.npz --split val` takes all of val.npz
+    val = _save(tmp_path, known[1], "val.npz")
+    assert len(load_any(val, split="val", langs=("en",))) == len(load_any(val, langs=("en",))) == len(known[1])
+    assert len(load_any(val, split="validation", langs=("en",))) == len(known[1])
+    with pytest.raises(UserError, match=r"val\.npz: .*\(its split is 'val', by its file name\); --split train"):
+        load_any(val, split="train")
     with pytest.raises(UserError, match=r"fab\.npz: no maps in split 'val' \(present: test\)"):
         load_any(p, split="val", taxonomy=str(YAML))
 

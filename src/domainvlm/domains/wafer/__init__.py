@@ -77,7 +77,9 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
         ref_path = (Path(convert_dir) if convert_dir else p.parent) / (p.stem + "_converted.npz")
         (save_wm811k_npz if fmt.startswith("wm811k") else save_mixedwm38_npz)(ws, ref_path)
     idx = None
-    if split:
+    if split and ws.split is None and fmt == "labelled-npz":  # its split is its file's name (val.npz)
+        _check_file_split(p, split)
+    elif split:
         if ws.split is None:
             raise UserError(f"{p}: has no split column, cannot select split {split!r}")
         idx = [i for i, s in enumerate(ws.split) if s == split]
@@ -89,6 +91,22 @@ def _read_source(path, split=None, allow_pickle: bool = False, langs=("en", "zh"
         return build_records(ws, str(p), range(len(ws)) if idx is None else idx, langs, seed, explain,
                              follow_up_frac, taxonomy, model_dir)
     return build_wafer_records(ws, str(ref_path), langs, seed, explain, follow_up_frac, idx)
+
+
+def _check_file_split(p: Path, split: str) -> None:
+    """A labelled map set (synth_fab's train.npz / val.npz / test.npz) holds one split, named by its file: all
+    of it for --split of that name (eval / calibrate --data val.npz --data mixedwm38.npz --split val), an error
+    for another, a file named like no split says how to take it whole."""
+    from ...data.splits import ALIASES, STANDARD
+    from ...errors import UserError
+
+    stem = ALIASES.get(p.stem.lower(), p.stem.lower())
+    want = ALIASES.get(split.lower(), split.lower())
+    if stem == want:
+        return
+    what = f"its split is {stem!r}, by its file name" if stem in STANDARD else "its file name names no split"
+    raise UserError(f"{p}: a labelled map set has no split column ({what}); --split {split} selects none of it "
+                    f"(leave --split out to use all of it)")
 
 
 def _augment(record, images, name: str) -> list:

@@ -108,8 +108,17 @@ def _card(cfg: ExpertConfig, folder: Path, best: dict) -> None:
     results = [(f"{names.get(k, k)} val", v) for k, v in best.items() if isinstance(v, dict)]
     fm = front_matter(folder.parent.name, base_model_id(cfg.init_model), base_license(cfg.init_model),
                       datasets=list(names.values()), results=results, tags=["wafer-map", "qwen2_vl"])
+    cal = f"\n{calibrate_hint(cfg, folder)}\n" if cfg.taxonomy else ""
     write_card(folder, fm, f"# {folder.parent.name}\n\nWafer-map expert trained with `domainvlm train-expert`; "
-                           "validation metrics are in the front matter and val_selection.json.\n")
+                           f"validation metrics are in the front matter and val_selection.json.\n{cal}")
+
+
+def calibrate_hint(cfg: ExpertConfig, folder: Path) -> str:
+    """A continued model answers with new classes, so init_model's calibration.json does not hold for it (none
+    is copied): confidence is then the raw line probability and nothing abstains for low confidence."""
+    data = " ".join(f"--data {d}" for d in (cfg.new_val, cfg.mixedwm38, cfg.wm811k) if d)
+    return (f"Not calibrated yet (the classes changed): fit its confidence and abstention threshold on val with "
+            f"`domainvlm calibrate --model {folder} {data} --split val`.")
 
 
 def train_expert(cfg: ExpertConfig) -> dict:
@@ -280,6 +289,8 @@ def train_expert(cfg: ExpertConfig) -> dict:
     save_model_dir(model, proc, out / "model")
     tax.save(out / "model")  # the classes the head answers with, stored with the model
     _card(cfg, out / "model", best)
+    if cfg.taxonomy:
+        log("# " + calibrate_hint(cfg, out / "model"))
     summary = {"steps": step, "train_s": round(time.time() - t0 - t_eval, 1), "best": best}
     if new["test"] is not None:  # held back: scored once, never used for selection
         summary |= final_reports(cfg, model, proc, tax, old_val, new["test"], log, evaluate,
