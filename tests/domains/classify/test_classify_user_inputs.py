@@ -27,6 +27,10 @@ def test_split_folder_aliases_become_train_val_test(tmp_path):
     assert len(read(root, split="val")) == 2 and len(read(root, split="valid")) == 2
     rc, out = _build(tmp_path, root)
     assert rc == 0 and sorted(p.name for p in out.glob("*.jsonl")) == ["test.jsonl", "train.jsonl", "val.jsonl"]
+    # Training/ Testing/ (Kaggle's layout) too: classify had its own table, without them, and took
+    # 'Training' and 'Testing' for classes
+    kaggle = image_folder(tmp_path / "kaggle", per_class=1, splits=("Training", "Testing"))
+    assert {r.meta["split"] for r in read(kaggle)} == {"train", "test"}
 
 
 def test_csv_split_column_aliases(tmp_path):

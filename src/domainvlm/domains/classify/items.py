@@ -4,17 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SPLITS = ("train", "val", "valid", "validation", "test", "dev")
-# One name per split whatever the folder or column says, so `--split val` / `val_split: val` find
-# valid/, Validation/ or dev/ data too and data build writes val.jsonl, not Validation.jsonl.
-_SPLIT_NAMES = {"valid": "val", "validation": "val", "dev": "val"}
+from ...data.splits import ALIASES, STANDARD
+
+# One name per split whatever the folder or column says (data.splits' one table, which data build writes by),
+# so `--split val` / `val_split: val` find valid/, Validation/, dev/ or Training/ data too and data build
+# writes val.jsonl, not Validation.jsonl.
+SPLITS = (*STANDARD, *ALIASES)
 
 
 def split_name(split: str | None) -> str | None:
     if split is None or not str(split).strip():
         return None
     s = str(split).strip().lower()
-    return _SPLIT_NAMES.get(s, s)
+    return ALIASES.get(s, s)
 
 
 @dataclass
