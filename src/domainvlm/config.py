@@ -37,9 +37,14 @@ def _coerce(value, typ, key: str):
     origin = typing.get_origin(typ)
     args = typing.get_args(typ)
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
             return None
-        typ = next(a for a in args if a is not type(None))
+        members = [a for a in args if a is not type(None)]
+        lists = [a for a in members if typing.get_origin(a) is list]
+        if lists and isinstance(value, str) and value.lstrip().startswith("["):
+            value = _coerce(value, lists[0], key)  # `str | list[str]` on the CLI: report_to=[a,b] is the list
+        # a YAML list meets the list member (report_to: [tensorboard]), anything else the first one
+        typ = lists[0] if lists and isinstance(value, list) else members[0]
         origin, args = typing.get_origin(typ), typing.get_args(typ)
     if dataclasses.is_dataclass(typ):
         if not isinstance(value, dict):

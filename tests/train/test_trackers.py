@@ -137,3 +137,20 @@ def test_unknown_or_missing_tracker_is_one_clear_error(tmp_path, monkeypatch):
         assert tracking.parse_report_to(["TensorBoard", " mlflow ", "mlflow"]) == ["tensorboard", "mlflow"]
     assert tracking.parse_report_to(["TensorBoard", " tensorboard "]) == ["tensorboard"]
     assert tracking.parse_report_to("none") == tracking.parse_report_to("") == []
+
+
+def test_report_to_as_a_yaml_list_like_hf_training_arguments(tmp_path, tiny_model_dir):
+    """`report_to: [tensorboard]` (TrainingArguments' list form) was read as the text "['tensorboard']" and refused."""
+    from domainvlm.config import load_config
+
+    y = tmp_path / "c.yaml"
+    y.write_text(f"model: {tiny_model_dir}\ndata: {_data(tmp_path)}\noutput_dir: {tmp_path / 'run'}\nmax_steps: 1\n"
+                 "batch_size: 3\neval_every: 0\neval_samples: 0\nsave_every: 0\nreport_to: [tensorboard]\n")
+    cfg = load_config(TrainConfig, y)
+    assert cfg.report_to == ["tensorboard"]
+    train(cfg, progress=False)
+    assert list((tmp_path / "run" / "tb").glob("*tfevents*"))
+    # the CLI's list form too; a plain string stays one (comma-separated names, none)
+    assert load_config(TrainConfig, None, ["report_to=[tensorboard, none]"]).report_to == ["tensorboard", "none"]
+    assert load_config(TrainConfig, None, ["report_to=tensorboard,none"]).report_to == "tensorboard,none"
+    assert load_config(TrainConfig, None, ["report_to=none"]).report_to == "none"

@@ -70,7 +70,8 @@ class TrainConfig:
     max_pixels: int | None = None         # Qwen2-VL-family bases: image resolution cap, the image-token budget per
     #                                       image (fewer pixels: less memory; None = the base's)
     trust_remote_code: bool = False       # allow Python code shipped in the base folder
-    report_to: str = "tensorboard"        # experiment trackers, comma-separated: tensorboard | wandb | mlflow | none
+    report_to: str | list[str] = "tensorboard"  # experiment trackers, comma-separated or a list (as in HF
+    #                                       TrainingArguments): tensorboard | wandb | mlflow | none
     #                                       (offline, inside output_dir: tb/, wandb/ (offline mode), mlruns/)
     augment: str = "none"               # none | dihedral (random rotation/mirror of wafer maps; labels kept) |
     #                                     domain (the records' domain's own, e.g. classify: flips, crops, jitter)
