@@ -75,6 +75,20 @@ def test_qlora_trains_a_step_and_merges_into_the_full_precision_base(bases, tmp_
     Qwen2VLForConditionalGeneration.from_pretrained(tmp_path / "merged")
 
 
+def test_qlora_counts_the_4bit_weights_unpacked(bases):
+    """The trainable/total counts printed and logged: a 4-bit base holds as many weights as the plain one (its
+    packed Params4bit tensors hold two per element), so QLoRA counts what LoRA on the plain base counts."""
+    from domainvlm.train.config import TrainConfig
+    from domainvlm.train.tuning import apply_tuning, count_trainable
+
+    cfg = TrainConfig(mode="lora")
+    plain = apply_tuning(load_model(bases["qwen2_vl"], device="cpu", dtype="float32")[0], cfg)
+    cfg.quantization = "4bit"
+    quant, _ = load_model(bases["qwen2_vl"], device="cpu", dtype="float32", quantization="4bit")
+    assert any(type(p).__name__ == "Params4bit" for p in quant.parameters())
+    assert count_trainable(apply_tuning(quant, cfg)) == count_trainable(plain)
+
+
 def test_quantization_mistakes_are_clear_errors():
     with pytest.raises(UserError, match="unknown mode '3bit'"):
         bnb_config("3bit")

@@ -168,3 +168,24 @@ def test_init_adapter_continues_an_adapter_and_rejects_a_foreign_one(bases, tmp_
         apply_tuning(fresh(bases, "llava"), make_cfg(mode="lora", init_adapter=str(tmp_path / "stage1")))
     with pytest.raises(UserError, match="no adapter_config.json"):
         apply_tuning(fresh(bases, "llava"), make_cfg(mode="lora", init_adapter=str(tmp_path)))
+
+
+def test_parameter_counts_unpack_4bit_weights(bases):
+    """bitsandbytes' Params4bit holds two 4-bit weights per uint8 element: its numel() is half the weights
+    (QLoRA's printed and logged totals were short by that). A stand-in of that class, not bitsandbytes itself."""
+    from domainvlm.train.tuning import count_trainable
+
+    class Params4bit(torch.nn.Parameter):  # matched by class name, as peft's get_nb_trainable_parameters does
+        pass
+
+    m = fresh(bases, "qwen2_vl")
+    before = count_trainable(m)
+    w = m.model.language_model.layers[0].mlp.down_proj
+    n = w.weight.numel()
+    w.weight = Params4bit(torch.zeros(n // 2, 1, dtype=torch.uint8), requires_grad=False)  # as bnb packs it
+    assert count_trainable(m) == (before[0] - n, before[1])
+    assert sum(t for _, t in count_by_part(m).values()) == before[1]
+    from domainvlm.train.tuning import n_weights
+
+    packed = Params4bit(torch.zeros(8, 1, dtype=torch.uint8), requires_grad=False)  # 16 weights
+    assert n_weights(packed) == 16 and n_weights(torch.nn.Parameter(torch.zeros(3, 5))) == 15

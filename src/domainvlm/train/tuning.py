@@ -18,9 +18,16 @@ _WRAPPERS = {"base_model", "module", "_fsdp_wrapped_module", "_checkpoint_wrappe
 _LAYER = re.compile(r"\.layers\.(\d+)\.")
 
 
+def n_weights(p) -> int:
+    """Weights a parameter holds. bitsandbytes' 4-bit ``Params4bit`` packs two per byte of its storage (uint8:
+    2 per element), so its numel() undercounts: peft's get_nb_trainable_parameters rule, here for any model
+    (peft's method needs a PeftModel) and without importing bitsandbytes (matched by class name, as peft does)."""
+    return p.numel() * 2 * p.element_size() if type(p).__name__ == "Params4bit" else p.numel()
+
+
 def count_trainable(model) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(n_weights(p) for p in model.parameters())
+    train = sum(n_weights(p) for p in model.parameters() if p.requires_grad)
     return train, total
 
 
@@ -29,8 +36,8 @@ def count_by_part(model) -> dict[str, tuple[int, int]]:
     out = {p: [0, 0] for p in PARTS}
     for name, p in model.named_parameters():
         c = out[part_of(name)]
-        c[1] += p.numel()
-        c[0] += p.numel() if p.requires_grad else 0
+        c[1] += n_weights(p)
+        c[0] += n_weights(p) if p.requires_grad else 0
     return {k: (v[0], v[1]) for k, v in out.items()}
 
 
