@@ -47,6 +47,15 @@ def encode_prompt(processor, messages: list[dict], images: list) -> dict:
     return _encode(processor, messages, images, add_generation_prompt=True)
 
 
+class CutsImage(ValueError):
+    """max_length ends inside an image's tokens (a cut image breaks the vision forward); carries the numbers."""
+
+    def __init__(self, needed: int, length: int, max_length: int):
+        self.needed, self.length, self.max_length = needed, length, max_length
+        super().__init__(f"sequence of {length} tokens cuts through an image at max_length={max_length} "
+                         f"(its image tokens end at token {needed})")
+
+
 def encode_train(processor, messages: list[dict], images: list, max_length: int | None = None) -> dict:
     """Full conversation with ``labels`` = token ids on assistant turns, IGNORE elsewhere."""
     enc = _encode(processor, messages, images, add_generation_prompt=False)
@@ -70,7 +79,7 @@ def encode_train(processor, messages: list[dict], images: list, max_length: int 
     if max_length and ids.shape[0] > max_length:
         image_id = getattr(processor, "image_token_id", None)
         if image_id is not None and (ids[max_length:] == image_id).any():
-            raise ValueError(f"sequence of {ids.shape[0]} tokens cuts through an image at max_length={max_length}")
+            raise CutsImage(int((ids == image_id).nonzero().max()) + 1, ids.shape[0], max_length)
         for k in SEQ_KEYS:
             if k in enc:
                 enc[k] = enc[k][:, :max_length]

@@ -65,9 +65,10 @@ def checkpoint_step(path: Path) -> int | None:
 
 
 def save_checkpoint(model, processor, optimizer_sd: dict, scheduler, state: dict, dest: Path, keep: int = 1,
-                    rank_rng: list | None = None) -> None:
+                    rank_rng: list | None = None, config: dict | None = None) -> None:
     """Model/adapter in HF format plus optimizer/scheduler/RNG state and the trainer's own counters. One process
-    writes it all (under FSDP from state gathered beforehand); rank_rng: every rank's rng_state()."""
+    writes it all (under FSDP from state gathered beforehand); rank_rng: every rank's rng_state(); config: the
+    run's settings, kept with the weights they made (--resume compares them: train/preflight.py)."""
     dest = Path(dest)
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -75,6 +76,8 @@ def save_checkpoint(model, processor, optimizer_sd: dict, scheduler, state: dict
     processor.save_pretrained(tmp / "model")
     torch.save({"optimizer": optimizer_sd, "scheduler": scheduler.state_dict(), **rng_state(),
                 **({"rank_rng": rank_rng} if rank_rng else {})}, tmp / "optim.pt")
+    if config is not None:
+        (tmp / "train_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
     (tmp / "trainer_state.json").write_text(json.dumps(state, indent=1), encoding="utf-8")  # written last
     prev = checkpoint_step(dest)
     swap_in(tmp, dest, dest.with_name(f"{dest.name}-{prev}") if keep > 1 and prev is not None else None)

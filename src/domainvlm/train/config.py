@@ -25,6 +25,7 @@ class TrainConfig:
     data: str = ""                        # record JSONL (domainvlm data build)
     val_data: str | None = None           # separate val JSONL; else `val_fraction` of `data` is held out
     val_fraction: float = 0.05            # share of `data` held out for validation when no val_data is given
+    #                                       (0: none; no val step, model/ keeps the lowest train loss's weights)
     output_dir: str = "runs/model"        # run folder: model/, checkpoint/, tb/, logs and curves
     model: str | None = None              # local HF folder; None -> build a new compact model (below)
     compact: CompactConfig = field(default_factory=CompactConfig)  # the compact model built when model is None

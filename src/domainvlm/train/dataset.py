@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from .. import domains
 from ..data.images import load_image
 from ..data.record import Record, read_jsonl
 from ..errors import UserError
-from ..models.chat_format import encode_train
+from ..models.chat_format import CutsImage, encode_train
 
 
 def augmentations() -> dict[str, list]:
@@ -60,8 +61,34 @@ class RecordDataset(Dataset):
             with torch.random.fork_rng(devices=[]):  # the domain draws from torch's RNG: seed it per item
                 torch.manual_seed(self.item_seed(i))
                 images = domains.get(r.labels["task"]).augment(r, images, self.augment)
-        return encode_train(self.processor, r.messages, images, self.max_length)
+        try:
+            return encode_train(self.processor, r.messages, images, self.max_length)
+        except CutsImage as e:  # a user setting, not a bug: one line naming the record and the length it needs
+            raise TooShort(r.id, e) from None
+
+
+class TooShort(UserError):
+    """max_length cuts through a record's image tokens: ``needed`` tokens hold them, ``length`` the whole record."""
+
+    def __init__(self, record_id: str, e, of: str = ""):
+        self.record_id, self.length, self.needed, self.max_length = record_id, e.length, e.needed, e.max_length
+        super().__init__(f"max_length={e.max_length} cuts through the image tokens of record {record_id!r}{of}: "
+                         f"they need max_length >= {e.needed} ({e.length} keeps its whole answer; or give each "
+                         "image fewer tokens, e.g. max_pixels)")
 
 
 def load_records(path: str | Path) -> list[Record]:
     return list(read_jsonl(path))
+
+
+def split_records(records: list[Record], cfg) -> tuple[list[Record], list[Record]]:
+    """(train, val): cfg.val_data, else a seeded ``val_fraction`` of ``records`` held out."""
+    if cfg.val_data:
+        return records, load_records(cfg.val_data)
+    rng = random.Random(cfg.seed)
+    idx = list(range(len(records)))
+    rng.shuffle(idx)
+    # val_fraction=0 holds out nothing; any other share at least one record, and never all of them
+    n_val = min(max(1, int(len(records) * cfg.val_fraction)), len(records) - 1) if len(records) > 1 else 0
+    val = set(idx[:n_val if cfg.val_fraction > 0 else 0])
+    return [r for i, r in enumerate(records) if i not in val], [records[i] for i in sorted(val)]

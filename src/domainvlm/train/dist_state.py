@@ -87,3 +87,23 @@ def rank_and_world() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
     return 0, 1
+
+
+class _Gathered:
+    """An unwrapped model whose save_pretrained writes a state dict gathered from FSDP shards beforehand."""
+
+    def __init__(self, model, state_dict):
+        self._model, self._sd = model, state_dict
+
+    def save_pretrained(self, path, **kw):
+        return self._model.save_pretrained(path, state_dict=self._sd, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._model, name)
+
+
+def saveable(acc, model):
+    """What rank 0 saves. Under FSDP every rank must call this (it all-gathers the shards)."""
+    if not is_fsdp(acc):
+        return acc.unwrap_model(model)
+    return _Gathered(acc.unwrap_model(model), acc.get_state_dict(model))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-import random
+import shutil
 from pathlib import Path
 
 import torch
@@ -23,9 +23,10 @@ from .checkpoint import checkpoint_step, load_checkpoint_state, recover_checkpoi
 from .checkpoint import save_checkpoint, save_model_dir
 from .config import TrainConfig
 from .config_checks import check_train
-from .dataset import RecordDataset, load_records
-from .dist_state import all_ranks, gather_optimizer, load_optimizer, param_names, rank_and_world
+from .dataset import RecordDataset, load_records, split_records
+from .dist_state import all_ranks, gather_optimizer, load_optimizer, param_names, rank_and_world, saveable
 from .plots import plot_curves
+from .preflight import check_attention, check_lengths, check_resume
 from .speed import load_attn, rank_weight, step_loss, train_context
 from .tracking import make_trackers, parse_report_to
 from .tracking import finish as finish_trackers
@@ -35,17 +36,6 @@ from .tuning import apply_memory_options, apply_tuning, count_trainable
 
 def _one_thread(_):
     torch.set_num_threads(1)  # loader workers only preprocess; extra BLAS threads starve the training step
-
-
-def _split(records, cfg: TrainConfig):
-    if cfg.val_data:
-        return records, load_records(cfg.val_data)
-    rng = random.Random(cfg.seed)
-    idx = list(range(len(records)))
-    rng.shuffle(idx)
-    n_val = min(max(1, int(len(records) * cfg.val_fraction)), len(records) - 1) if len(records) > 1 else 0
-    val = set(idx[:n_val])
-    return [r for i, r in enumerate(records) if i not in val], [records[i] for i in sorted(val)]
 
 
 def _corpus(records):
@@ -117,18 +107,23 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
         raise UserError("train: no data given (data=path/to/train.jsonl)")
     if cfg.attn_implementation == "varlen" and not cfg.packing:
         raise UserError("attn_implementation=varlen attends within packed samples: set packing=true too")
+    check_attention(cfg)
     out = Path(cfg.output_dir)
     ckpt = out / "checkpoint"
     if cfg.save_total_limit < 1:
         raise UserError(f"save_total_limit: must be at least 1, got {cfg.save_total_limit}")
     if resume:  # a kill mid-swap leaves .old/.tmp
         _recover(ckpt, cfg.save_total_limit)
+        check_resume(cfg, ckpt, out)
     report_to = parse_report_to(cfg.report_to)  # a missing tracker package fails now, not after loading
     set_seed(cfg.seed)
     records = load_records(cfg.data)
     if not records:
         raise UserError(f"{cfg.data}: no records")
-    train_recs, val_recs = _split(records, cfg)
+    train_recs, val_recs = split_records(records, cfg)
+    if not val_recs and cfg.select_metric != "val_loss":
+        raise UserError(f"select_metric={cfg.select_metric} needs validation records: set val_fraction > 0 or "
+                        "val_data (without them the weights are selected on the train loss)")
     tasks = lambda rs: {r.labels.get("task") for r in rs} - {None}  # noqa: E731
     if cfg.val_data and tasks(val_recs) - tasks(train_recs) and tasks(train_recs):  # selecting on another task
         raise UserError(f"{cfg.val_data}: val records of task {', '.join(sorted(tasks(val_recs) - tasks(train_recs)))}"
@@ -152,11 +147,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                       gradient_accumulation_steps=cfg.grad_accum,
                       log_with=make_trackers(report_to, out, out.name) or None)
     _check_fsdp(acc, cfg)
+    made = not out.exists()
+    try:  # a set-up mistake leaves no run folder behind (the compact model is built into out/init)
+        if model is not None:
+            model, proc = apply_tuning(model, cfg), processor
+        else:
+            model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None, acc.device, precision)
+        check_lengths(train_recs + val_recs[:512], proc, cfg, base_dir)  # needs the processor: after loading
+    except UserError:
+        if made and acc.is_main_process:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     out.mkdir(parents=True, exist_ok=True)
-    if model is not None:
-        model, proc = apply_tuning(model, cfg), processor
-    else:
-        model, proc = _load_or_build(cfg, train_recs, out, ckpt if resume else None, acc.device, precision)
     hooks = _domain_hooks(train_recs)
     if "prepare_model" in hooks:  # before any eval, so in-training eval answers as the saved model will
         hooks["prepare_model"](model, train_recs, cfg.data)
@@ -197,12 +199,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     if acc.is_main_process:
         print(f"training {n_train:,} of {n_total:,} parameters on {len(train_recs):,} records "
               f"({len(val_recs):,} val), {total} steps, device {acc.device}, {precision}")
+        if not val_recs:
+            print("no validation records: no val step; model/ keeps the weights of the lowest train loss "
+                  "(mean over the steps since the previous eval)")
     if resume:  # last, so nothing in the set-up above draws from the restored streams
         restore_rng(optim_state, *rank_and_world())
     bar = tqdm(total=total, initial=state["step"], desc="train", disable=not (progress and acc.is_main_process))
     epoch = state["step"] // steps_per_epoch
     model.train()
     running, n_run = 0.0, 0
+    since_eval = []  # the train losses that select the weights when nothing is held out
     while state["step"] < total:
         if hasattr(dl, "set_epoch"):
             dl.set_epoch(epoch)
@@ -221,7 +227,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                 sched.step()
                 opt.zero_grad(set_to_none=True)
             # the logged loss is the mean over processes, so multi-GPU curves compare with one GPU's
-            running += (acc.reduce(loss.detach(), "mean") if acc.num_processes > 1 else loss).item()
+            since_eval.append((acc.reduce(loss.detach(), "mean") if acc.num_processes > 1 else loss).item())
+            running += since_eval[-1]
             n_run += 1
             if not acc.sync_gradients:
                 continue
@@ -237,14 +244,16 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
                 acc.log({"train/loss": rec["loss"], "train/lr": rec["lr"]}, step=step)
                 running, n_run = 0.0, 0
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
-                _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad)
+                train_loss, since_eval = sum(since_eval) / len(since_eval), []
+                _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad, train_loss)
                 model.train()
             if (cfg.save_every and step % cfg.save_every == 0) or step == total:
                 # every rank: gathering FSDP shards (and each rank's RNG) is a collective
-                to_save, optim_sd = _saveable(acc, model), gather_optimizer(acc, model, opt)
+                to_save, optim_sd = saveable(acc, model), gather_optimizer(acc, model, opt)
                 rngs = all_ranks(rng_state())
                 if acc.is_main_process:
-                    save_checkpoint(to_save, proc, optim_sd, sched, state, ckpt, cfg.save_total_limit, rngs)
+                    save_checkpoint(to_save, proc, optim_sd, sched, state, ckpt, cfg.save_total_limit, rngs,
+                                    to_dict(cfg))
                 plot_curves(state["history"], out / "loss_curve.png")
             if step >= total:
                 break
@@ -254,7 +263,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model=N
     final = state["history"][-1] if state["history"] else {}
     acc.wait_for_everyone()  # all ranks must see the same out/model before deciding to gather
     if not (out / "model").exists():  # no eval improved anything: ship the last weights
-        to_save = _saveable(acc, model)
+        to_save = saveable(acc, model)
         if acc.is_main_process:
             save_model_dir(to_save, proc, out / "model")
     if acc.is_main_process and "finish_model_dir" in hooks:
@@ -271,6 +280,7 @@ def _card(cfg: TrainConfig, folder: Path, best: dict | None) -> None:
     from ..models.card import base_license, base_model_id, front_matter, training_body, write_card
 
     val = Path(cfg.val_data or cfg.data).stem + (" val" if not cfg.val_data else "")
+    best = None if best and "train_loss" in best else best  # selected on the train loss: no val result to show
     tags = [cfg.mode] + (["qlora"] if cfg.quantization else [])
     fm = front_matter(folder.parent.name, base_model_id(cfg.model), base_license(cfg.model),
                       datasets=[Path(cfg.data).stem], results=[(val, best or {})], tags=tags,
@@ -288,30 +298,13 @@ def _domain_hooks(records) -> dict:
     return {k: d.extra[k] for k in ("prepare_model", "finish_model_dir") if d and k in d.extra}
 
 
-class _Gathered:
-    """An unwrapped model whose save_pretrained writes a state dict gathered from FSDP shards beforehand."""
-
-    def __init__(self, model, state_dict):
-        self._model, self._sd = model, state_dict
-
-    def save_pretrained(self, path, **kw):
-        return self._model.save_pretrained(path, state_dict=self._sd, **kw)
-
-    def __getattr__(self, name):
-        return getattr(self._model, name)
-
-
-def _saveable(acc, model):
-    """What rank 0 saves. Under FSDP every rank must call this (it all-gathers the shards)."""
-    if acc.distributed_type != DistributedType.FSDP:
-        return acc.unwrap_model(model)
-    return _Gathered(acc.unwrap_model(model), acc.get_state_dict(model))
-
-
 @torch.no_grad()
-def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad):
-    if not val_recs:
-        return
+def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad, train_loss):
+    if not val_recs:  # nothing held out: select on the train loss since the previous eval
+        rec = {"step": state["step"], "train_loss": train_loss}
+        if acc.is_main_process:
+            print(json.dumps(rec))
+        return _select(acc, model, proc, state, out, rec, "train_loss")
     model.eval()
     ds = RecordDataset(val_recs[:512], proc, cfg.max_length, base_dir)
     dl = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=lambda b: collate(b, pad))
@@ -337,14 +330,19 @@ def _evaluate(acc, model, proc, val_recs, base_dir, cfg, state, out, pad):
                 rec[k] = metrics[k]
     state["history"].append(rec)
     acc.log({f"val/{k}": v for k, v in rec.items() if k != "step" and v is not None}, step=state["step"])
-    to_save = _saveable(acc, model) if fsdp else None  # collective before the rank-0-only branch
     if acc.is_main_process:
         print(json.dumps(rec))
-        key = cfg.select_metric
+    _select(acc, model, proc, state, out, rec, cfg.select_metric)
+
+
+def _select(acc, model, proc, state, out, rec, key):
+    """Save out/model when ``rec[key]`` beats the best so far (losses: lower is better)."""
+    to_save = saveable(acc, model) if acc.distributed_type == DistributedType.FSDP else None  # a collective
+    if acc.is_main_process:
         val = rec.get(key)
         if val is not None:
-            better = state["best"] is None or (val < state["best"][key] if key == "val_loss"
-                                               else val > state["best"][key])
+            best = (state["best"] or {}).get(key)  # None too when a resumed run selects on another metric
+            better = best is None or (val < best if key.endswith("_loss") else val > best)
             if better:
                 state["best"] = dict(rec)
                 save_model_dir(to_save or acc.unwrap_model(model), proc, out / "model")
