@@ -93,6 +93,27 @@ def test_ask_evidence_png_without_evidence_head_fails_before_answering(tiny_mode
     assert rc == 2 and cap.out == "" and "is a folder" in cap.err
 
 
+def test_ask_evidence_png_draws_nothing_the_answer_withheld(wafer_model, maps, tmp_path, capsys):
+    """Below the review threshold the answer abstains and --json has no evidence, yet --evidence-png drew the
+    withheld guess's evidence. Now nothing is written and stderr says why; otherwise the PNG is drawn."""
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(wafer_model, d)
+    (d / "calibration.json").write_text(json.dumps({"temperature": 5.0, "threshold": 0.99}))  # all abstain
+    out = tmp_path / "ev.png"
+    for extra in ([], ["--json"]):
+        rc = main(["ask", "--model", str(d), "--image", str(maps / "m1.png"), *extra, "--evidence-png", str(out), Q])
+        cap = capsys.readouterr()
+        assert rc == 0 and not out.exists(), extra
+        assert "nothing written" in cap.err and "low_confidence" in cap.err and len(cap.err.strip().splitlines()) == 1
+    v = json.loads(cap.out)
+    assert v["abstain"] is True and v["reason"] == "low_confidence" and v["evidence"] == []
+    (d / "calibration.json").unlink()
+    assert main(["ask", "--model", str(d), "--image", str(maps / "m1.png"), "--evidence-png", str(out), Q]) == 0
+    assert out.exists() and "nothing written" not in capsys.readouterr().err
+
+
 def test_ask_json_of_a_fact_question_is_the_structured_answer(wafer_model, maps, tmp_path, capsys):
     """'What is the yield?' printed {"answer"} only; now the fields of a diagnosis with the facts, the answer
     the fact. A picture that is no wafer map gets the abstention, not a yield read off its pixels."""
