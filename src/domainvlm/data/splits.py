@@ -16,11 +16,16 @@ ALIASES = {"training": "train", "valid": "val", "validation": "val", "validate":
            "testing": "test"}
 
 
+def alias(name: str) -> str:
+    """``name`` lower case with the aliases joined ('Validation' -> 'val'); any other name as it is."""
+    s = str(name).strip().lower()
+    return ALIASES.get(s, s)
+
+
 def standard_split(name: str, where: str) -> str:
     """``name`` as data build writes it: lower case, aliases joined; a near miss of a standard name is a
     UserError naming ``where`` (the source)."""
-    s = str(name).strip().lower()
-    s = ALIASES.get(s, s)
+    s = alias(name)
     if s in STANDARD or s == "all":
         return s
     near = difflib.get_close_matches(s, [*STANDARD, *ALIASES], n=1, cutoff=0.75)

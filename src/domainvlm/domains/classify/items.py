@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...data.splits import ALIASES, STANDARD
+from ...data.splits import ALIASES, STANDARD, alias
 
 # One name per split whatever the folder or column says (data.splits' one table, which data build writes by),
 # so `--split val` / `val_split: val` find valid/, Validation/, dev/ or Training/ data too and data build
@@ -15,8 +15,7 @@ SPLITS = (*STANDARD, *ALIASES)
 def split_name(split: str | None) -> str | None:
     if split is None or not str(split).strip():
         return None
-    s = str(split).strip().lower()
-    return ALIASES.get(s, s)
+    return alias(split)
 
 
 @dataclass

@@ -97,12 +97,11 @@ def _check_file_split(p: Path, split: str) -> None:
     """A labelled map set (synth_fab's train.npz / val.npz / test.npz) holds one split, named by its file: all
     of it for --split of that name (eval / calibrate --data val.npz --data mixedwm38.npz --split val), an error
     for another, a file named like no split says how to take it whole."""
-    from ...data.splits import ALIASES, STANDARD
+    from ...data.splits import STANDARD, alias
     from ...errors import UserError
 
-    stem = ALIASES.get(p.stem.lower(), p.stem.lower())
-    want = ALIASES.get(split.lower(), split.lower())
-    if stem == want:
+    stem = alias(p.stem)
+    if stem == alias(split):
         return
     what = f"its split is {stem!r}, by its file name" if stem in STANDARD else "its file name names no split"
     raise UserError(f"{p}: a labelled map set has no split column ({what}); --split {split} selects none of it "
