@@ -91,3 +91,50 @@ def test_ask_evidence_png_without_evidence_head_fails_before_answering(tiny_mode
                "2", "--evidence-png", str(tmp_path)])
     cap = capsys.readouterr()
     assert rc == 2 and cap.out == "" and "is a folder" in cap.err
+
+
+def test_ask_evidence_png_draws_nothing_the_answer_withheld(wafer_model, maps, tmp_path, capsys):
+    """Below the review threshold the answer abstains and --json has no evidence, yet --evidence-png drew the
+    withheld guess's evidence. Now nothing is written and stderr says why; otherwise the PNG is drawn."""
+    import shutil
+
+    d = tmp_path / "model"
+    shutil.copytree(wafer_model, d)
+    (d / "calibration.json").write_text(json.dumps({"temperature": 5.0, "threshold": 0.99}))  # all abstain
+    out = tmp_path / "ev.png"
+    for extra in ([], ["--json"]):
+        rc = main(["ask", "--model", str(d), "--image", str(maps / "m1.png"), *extra, "--evidence-png", str(out), Q])
+        cap = capsys.readouterr()
+        assert rc == 0 and not out.exists(), extra
+        assert "nothing written" in cap.err and "low_confidence" in cap.err and len(cap.err.strip().splitlines()) == 1
+    v = json.loads(cap.out)
+    assert v["abstain"] is True and v["reason"] == "low_confidence" and v["evidence"] == []
+    (d / "calibration.json").unlink()
+    assert main(["ask", "--model", str(d), "--image", str(maps / "m1.png"), "--evidence-png", str(out), Q]) == 0
+    assert out.exists() and "nothing written" not in capsys.readouterr().err
+
+
+def test_ask_json_of_a_fact_question_is_the_structured_answer(wafer_model, maps, tmp_path, capsys):
+    """'What is the yield?' printed {"answer"} only; now the fields of a diagnosis with the facts, the answer
+    the fact. A picture that is no wafer map gets the abstention, not a yield read off its pixels."""
+    from domainvlm.domains.wafer.render import render_map
+
+    yy, xx = np.mgrid[:16, :16] - 7.5
+    m = np.where(yy ** 2 + xx ** 2 < 56, 1, 0).astype(np.uint8)  # 16 dies a side: whole on the tiny 32 px canvas
+    m[6:9, 5:9] = 2
+    render_map(m).save(tmp_path / "small.png")
+    n, f = int((m > 0).sum()), int((m == 2).sum())
+    for q, words in (("What is the yield?", "The yield is"), ("良率是多少？", "良率为")):
+        assert main(["ask", "--model", str(wafer_model), "--image", str(tmp_path / "small.png"), "--json", q]) == 0
+        v = json.loads(capsys.readouterr().out)
+        assert v["answer"].startswith(words) and f"{100 * (n - f) / n:.1f}%" in v["answer"]
+        assert {"defects", "confidence", "per_pattern", "abstain", "reason", "evidence", "facts"} <= set(v)
+        assert len(v["per_pattern"]) == 8 and 0 <= v["confidence"] <= 1
+        assert (v["facts"]["dies"], v["facts"]["failing"], v["facts"]["grid"]) == (n, f, list(m.shape))
+    for extra in ([], ["--json"]):
+        assert main(["ask", "--model", str(wafer_model), "--image", str(maps / "noise.png"), *extra,
+                     "What is the yield?"]) == 0
+        out = capsys.readouterr().out
+        assert "does not look like a wafer map" in out and "yield is" not in out
+    v = json.loads(out)
+    assert v["abstain"] is True and v["reason"] == "out_of_domain" and v["facts"] == {}

@@ -51,8 +51,8 @@ def run(args):
         _evidence_drawer(eng)
     if args.json and eng.answer_head is not None and hasattr(eng.answer_head, "confidence"):
         eng.answer_head.confidence = True  # asked for the structured answer: score confidence even uncalibrated
-        if hasattr(eng.answer_head, "enable_annotations"):  # and its evidence and map facts
-            eng.answer_head.enable_annotations()
+    if (args.json or args.evidence_png) and hasattr(eng.answer_head, "enable_annotations"):
+        eng.answer_head.enable_annotations()  # evidence and map facts; the PNG draws the answer's own evidence
     msgs = [{"role": "user", "content": f"{IMAGE_TOKEN}\n{args.question}"}]
     ans = eng.generate([(msgs, [image])], sampling_from_args(args))[0]
     if args.json:
@@ -66,19 +66,27 @@ def run(args):
         from ..inference.assessment import OUT_OF_DOMAIN
 
         a = getattr(ans, "assessment", None)
-        if a is not None and a.reason == OUT_OF_DOMAIN:  # refused as no input of this model: nothing to point at
-            print(f"domainvlm: --evidence-png: nothing written to {args.evidence_png}: the answer turned the image "
-                  "away, so there is no evidence", file=sys.stderr)
+        if a is not None and a.abstain:  # the JSON has no evidence then: the PNG must not draw what was withheld
+            why = ("turned the image away" if a.reason == OUT_OF_DOMAIN
+                   else f"withheld its diagnosis (reason: {a.reason})")
+            print(f"domainvlm: --evidence-png: nothing written to {args.evidence_png}: the answer {why}, so there "
+                  "is no evidence", file=sys.stderr)
         else:
             _write_evidence(eng, msgs, image, ans, args.evidence_png)
     return 0
 
 
 def _write_evidence(eng, msgs, image, answer, path) -> None:
+    """The evidence the answer itself carries (the same as ``--json``'s, no second attribution); an answer
+    without an assessment (freely decoded) gets the head's evidence for the diagnosis it names."""
     from ..io import atomic_path
 
+    a = getattr(answer, "assessment", None)
+    overlay = getattr(eng.answer_head, "evidence_overlay", None)
+    pic = overlay(a, image) if a is not None and overlay is not None else None
+    pic = pic if pic is not None else _evidence_drawer(eng)(msgs, image, answer)
     with atomic_path(path, ".png") as tmp:
-        _evidence_drawer(eng)(msgs, image, answer).save(tmp, format="PNG")
+        pic.save(tmp, format="PNG")
 
 
 def _evidence_drawer(eng):

@@ -171,3 +171,36 @@ def test_real_wafer_maps_pass_the_check(shared_data):
         imgs = [Image.fromarray(a) for a in canvas_rgb(canvas_batch([ws.maps[i] for i in idx]))]
         turned = sum(check(im) is not None for im in imgs)
         assert turned <= 0.02 * len(imgs), (name, turned)
+
+
+def _drawn_in(m: np.ndarray, colours, k: int = 5) -> Image.Image:
+    """A map drawn by another tool: its own three colours (off, pass, fail), k pixels a die."""
+    return Image.fromarray(np.array(colours, np.uint8)[m].repeat(k, 0).repeat(k, 1))
+
+
+OTHER_PALETTES = [((0, 0, 0), (128, 128, 128), (255, 0, 0)), ((0, 0, 0), (200, 200, 200), (255, 0, 0)),
+                  ((255, 255, 255), (0, 200, 0), (255, 0, 0)), ((30, 30, 30), (111, 111, 111), (215, 215, 215))]
+
+
+def test_a_map_in_other_colours_abstains_saying_how_to_give_it(engine):
+    """A 52 x 52 map drawn at 260 px in black / grey / red was read by snapping each colour to the nearest
+    palette colour (red -> off-wafer, light grey -> fail) and diagnosed with high confidence, yield 0 % or
+    100 %. Which colour fails cannot be told without guessing: it abstains, in the question's language, and
+    says how to give the map; facts are not made up from it either. Our palette at any size is read as before."""
+    from domainvlm.domains.wafer.synth import synth_map
+
+    m = synth_map(("Scratch",), 52, np.random.default_rng(0))
+    for cols in OTHER_PALETTES:
+        assert check(_drawn_in(m, cols)) == (OUT_OF_DOMAIN, "palette"), cols
+    for size in (None, 100, 224, 260, 300, 500):
+        assert check(render_map(m, size=size)) is None, size
+    img = _drawn_in(m, OTHER_PALETTES[0])
+    qs = ("What defect pattern does this wafer map show?", "这张晶圆图显示了什么缺陷模式？",
+          "What is the yield?", "良率是多少？")
+    got = engine.generate([([{"role": "user", "content": f"<image>\n{q}"}], [img]) for q in qs])
+    for q, a in zip(qs, got):
+        assert a.assessment is not None and a.assessment.abstain and a.assessment.reason == OUT_OF_DOMAIN, (q, a)
+        assert a.assessment.labels == () and a.assessment.facts == {} and "%" not in a, (q, a)
+    assert "not the wafer-map palette" in got[0] and "npz" in got[0] and "render_map" in got[0]
+    assert "不是我能读取的晶圆图配色" in got[1] and "npz" in got[1]
+    assert "not the wafer-map palette" in got[2] and "不是我能读取的晶圆图配色" in got[3]

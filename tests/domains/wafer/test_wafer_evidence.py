@@ -113,3 +113,32 @@ def test_evidence_of_a_map_drawn_at_another_size_than_the_canvas(engine):
     assert (masks["Loc"] & gt["Loc"]).sum() / (masks["Loc"] | gt["Loc"]).sum() > 0.3
     # the model sees the picture squeezed onto its canvas, so the top die may sit one die off the drawn cluster
     assert np.abs(np.argwhere(gt["Loc"]) - e["top_die"]).max(1).min() <= 1
+
+
+def test_evidence_dies_are_in_the_maps_own_frame(engine, tmp_path):
+    """A map with off-wafer margin rows and columns (MixedWM38 maps have one): the dies were reported in the
+    frame cropped to the wafer's bounding box, (3, 2) off the map's own row / col here. Now in the map's frame
+    (``frame: map`` where the picture was drawn from the map, ``picture`` for a picture's own die grid, the
+    same for a map drawn edge to edge), and the overlay tints those very dies."""
+    from domainvlm.data.images import load_image
+    from domainvlm.domains.wafer.batch_load import MapCanvas
+    from domainvlm.domains.wafer.canvas import canonical_image
+    from domainvlm.domains.wafer.evidence import annotator
+    from domainvlm.domains.wafer.overlay import evidence_overlay
+
+    m, gt = synth_map_with_masks(("Loc",), 48, np.random.default_rng(3))
+    pad = np.pad(m, ((3, 1), (2, 2)))  # 52 x 52, off-wafer margins
+    loc = np.pad(gt["Loc"], ((3, 1), (2, 2)))
+    render_map(pad).save(tmp_path / "m.png")
+    pics = [("map", render_map(pad, size=224)), ("map", MapCanvas(pad, 224).to_pil()),
+            ("map", canonical_image(render_map(pad, size=300))), ("map", render_map(pad, size=260)),
+            ("picture", canonical_image(load_image(str(tmp_path / "m.png"))))]
+    att = annotator(engine.answer_head)
+    for frame, pic in pics:
+        (e,), _ = att.evidence(pic, ("Loc",))
+        assert e["dies"] and all(pad[r, c] == 2 for r, c in e["dies"]), frame
+        assert np.abs(np.argwhere(loc) - e["top_die"]).max(1).min() <= 1, frame
+        assert (e.get("frame"), e["grid"]) == (frame, [52, 52]), frame
+    over = np.asarray(evidence_overlay(pics[0][1], [e]))  # 224 canvas: 4 px a die from pixel 8, drawn at 2x
+    tinted = {(r, c) for r in range(52) for c in range(52) if over[2 * (8 + 4 * r + 2), 2 * (8 + 4 * c + 2), 0] > 200}
+    assert tinted == {tuple(d) for d in e["dies"]}

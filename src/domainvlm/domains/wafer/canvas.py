@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .render import _LUT, _layout, labels_to_map, palette_index, render_map
+from .render import _LUT, MAP_LAYOUT, _layout, labels_to_map, palette_index, render_map
 
 CANVAS = 224  # the wafer expert's input side (16-pixel patches, 2x2 merge -> 49 image tokens)
 
@@ -113,6 +113,21 @@ def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
     lab = palette_index(img, tol=24)
     if lab is None:
         return img
-    out = render_map(labels_to_map(lab), size=size)
+    m = labels_to_map(lab)
+    out = render_map(m, size=size)
+    now = out.info.pop(MAP_LAYOUT, None)  # None: a map larger than the canvas (dies dropped)
     out.info.update(img.info)  # e.g. input_check's mark of a picture drawn from map data
+    out.info.pop(MAP_LAYOUT, None)
+    if now is not None:
+        out.info[MAP_LAYOUT] = _carried(img.info.get(MAP_LAYOUT), lab.shape[0] // m.shape[0], now)
     return out
+
+
+def _carried(was, kp: int, now: tuple) -> tuple:
+    """The layout of the redrawn canvas (``now``, of the picture's die grid, ``kp`` pixels a die) in the frame
+    of the map the picture was drawn from (``was``, its own layout) when the two grids line up; else the
+    picture's own die grid ("picture")."""
+    top, left, k = now[:3]
+    if was is None or was[2] != kp or was[0] % kp or was[1] % kp:
+        return (*now[:5], "picture")
+    return (top + was[0] // kp * k, left + was[1] // kp * k, k, was[3], was[4], was[5])

@@ -5,6 +5,9 @@ common step of the pixel columns/rows where colours change, the offset where the
 canvas centres the map, so dies need not start at pixel 0); the grid is cropped to the wafer's bounding box.
 For every map whose wafer touches its own border (MixedWM38, synthetic maps, most WM-811K maps) this is the
 exact map. The pixel layout comes back too, so per-pixel quantities (attributions) can be summed per die.
+``origin`` places the cropped grid in the frame die coordinates are reported in (evidence, overlay): the map's
+own rows and columns where the picture carries its layout (render.MAP_LAYOUT: drawn from map data), else the
+picture's die grid from its top-left die; a map with off-wafer margin rows keeps them counted either way.
 
 :func:`geometry` gives every die its normalised radius (1 on the rim), clock hour (12 = top of the image, as
 drawn) and zone, shared by the map facts and the evidence wording.
@@ -17,7 +20,7 @@ from math import gcd
 
 import numpy as np
 
-from .render import palette_index
+from .render import MAP_LAYOUT, palette_index
 
 ZONES = ("centre", "middle", "edge")  # radius thirds of the wafer: r < 1/3, < 2/3, <= 1
 QUADRANTS = ("top-right", "top-left", "bottom-left", "bottom-right")
@@ -30,6 +33,13 @@ class Dies:
     top: int  # pixel row of die row 0
     left: int  # pixel column of die column 0
     shape: tuple[int, int] = ()  # (H, W) of the image the dies were read from; () = as the pixels given
+    origin: tuple[int, int] = (0, 0)  # (row, col) of grid[0, 0] in the reported frame
+    frame_shape: tuple[int, int] = ()  # (h, w) of that frame; () = the grid's
+    frame: str = "picture"  # "map": the map data's rows / cols; "picture": the picture's die grid
+
+    def framed(self, rc) -> list[int]:
+        """A (row, col) of the grid in the reported frame."""
+        return [int(rc[0]) + self.origin[0], int(rc[1]) + self.origin[1]]
 
     def per_die(self, pixels: np.ndarray) -> np.ndarray:
         """Sum a (H, W) per-pixel array over each die's k x k block -> (h, w). Pixels of the model's canvas
@@ -75,9 +85,24 @@ def read_dies(img) -> Dies:
     grid = lab[oy + k // 2::k, ox + k // 2::k][:h, :w]
     on = np.argwhere(grid > 0)
     if len(on) == 0:
-        return Dies(grid.copy(), k, oy, ox, (H, W))
+        return Dies(grid.copy(), k, oy, ox, (H, W), (0, 0), tuple(map(int, grid.shape)))
     (r0, c0), (r1, c1) = on.min(0), on.max(0) + 1
-    return Dies(grid[r0:r1, c0:c1].copy(), k, oy + r0 * k, ox + c0 * k, (H, W))
+    out = Dies(grid[r0:r1, c0:c1].copy(), k, oy + r0 * k, ox + c0 * k, (H, W), (int(r0), int(c0)),
+               tuple(map(int, grid.shape)))
+    return _in_map(out, getattr(img, "info", {}).get(MAP_LAYOUT))
+
+
+def _in_map(d: Dies, layout) -> Dies:
+    """``d`` placed in the frame of a drawn map's layout (render.MAP_LAYOUT) where its dies line up with it
+    and lie inside it; else as read (the picture's die grid)."""
+    if not layout or layout[2] != d.k or (d.top - layout[0]) % d.k or (d.left - layout[1]) % d.k:
+        return d
+    r0, c0 = (d.top - layout[0]) // d.k, (d.left - layout[1]) // d.k
+    h, w = d.grid.shape
+    if r0 < 0 or c0 < 0 or r0 + h > layout[3] or c0 + w > layout[4]:
+        return d
+    d.origin, d.frame_shape, d.frame = (int(r0), int(c0)), (int(layout[3]), int(layout[4])), layout[5]
+    return d
 
 
 def geometry(grid: np.ndarray) -> dict[str, np.ndarray]:

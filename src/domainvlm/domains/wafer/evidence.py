@@ -167,16 +167,18 @@ class Attributor:
         return dies, {p: dies.per_die(px[i]) for i, p in enumerate(labels)}
 
     def evidence(self, image, labels: tuple, lang: str = "en") -> tuple[list[dict], dict]:
-        """Per named pattern a dict (pattern, dies (row, col) of its mask, top die, words), and the masks."""
+        """Per named pattern a dict (pattern, dies (row, col) of its mask, top die, grid and frame they are
+        in: dies.read_dies, words), and the masks (on the grid cropped to the wafer)."""
         dies, raw = self.raw_scores(image, labels, lang)
         lab = clusters(dies.grid == 2)
         out, masks = [], {}
         for p, r in raw.items():
             mask, top, _ = select(r, dies.grid, lab, self.point(r, dies))
             masks[p] = mask
-            out.append({"pattern": p, "n_dies": int(mask.sum()),
-                        "dies": [[int(y), int(x)] for y, x in np.argwhere(mask)],
-                        "top_die": None if top is None else list(top), "grid": list(dies.grid.shape),
+            out.append({"pattern": p, "n_dies": int(mask.sum()),  # (row, col) in the map's frame, not the crop
+                        "dies": [dies.framed(rc) for rc in np.argwhere(mask)],
+                        "top_die": None if top is None else dies.framed(top),
+                        "grid": list(dies.frame_shape or dies.grid.shape), "frame": dies.frame,
                         **describe(p, mask, dies.grid, _zh_of(self.head, p))})
         return out, masks
 

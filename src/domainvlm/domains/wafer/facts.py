@@ -21,15 +21,16 @@ def _part(mask: np.ndarray, fail: np.ndarray, total_fail: int) -> dict:
             "share_of_failing_pct": round(100 * f / total_fail, 2) if total_fail else 0.0}
 
 
-def map_facts(grid: np.ndarray, evidence: list[dict] | None = None) -> dict:
-    """Facts of a die grid (0 off-wafer / 1 pass / 2 fail); ``evidence``: the head's per-pattern evidence."""
+def map_facts(grid: np.ndarray, evidence: list[dict] | None = None, shape=None) -> dict:
+    """Facts of a die grid (0 off-wafer / 1 pass / 2 fail); ``evidence``: the head's per-pattern evidence;
+    ``shape``: the grid reported (the map's, that evidence die coordinates index; default: ``grid``'s)."""
     wafer, fail = grid > 0, grid == 2
     n, f = int(wafer.sum()), int(fail.sum())
     geo = geometry(grid)
     zones = {z: _part(wafer & (geo["zone"] == i), fail, f) for i, z in enumerate(ZONES)}
     quads = {q: _part(wafer & (geo["quadrant"] == i), fail, f) for i, q in enumerate(QUADRANTS)}
     out = {"dies": n, "failing": f, "passing": n - f, "yield_pct": round(100 * (n - f) / n, 2) if n else 0.0,
-           "grid": list(grid.shape), "zones": zones, "quadrants": quads,
+           "grid": list(shape or grid.shape), "zones": zones, "quadrants": quads,
            "worst_zone": max(ZONES, key=lambda z: zones[z]["fail_pct"]) if n else None,
            "worst_quadrant": max(QUADRANTS, key=lambda q: quads[q]["fail_pct"]) if n else None}
     out["patterns"] = {e["pattern"]: {k: e.get(k) for k in ("clock", "radius_band", "extent", "text")}
@@ -38,7 +39,8 @@ def map_facts(grid: np.ndarray, evidence: list[dict] | None = None) -> dict:
 
 
 def image_facts(image, evidence: list[dict] | None = None) -> dict:
-    return map_facts(read_dies(image).grid, evidence)
+    dies = read_dies(image)
+    return map_facts(dies.grid, evidence, dies.frame_shape)
 
 
 def annotate(assessment, image, lang: str = "en") -> None:

@@ -274,7 +274,7 @@ class WaferHead:
         """The engine's hook: the text of each assessment (an Answer carrying it as ``.assessment``), None
         where :meth:`assess` leaves the conversation to free decoding.
         Fact questions (yield, die counts, where a pattern lies) are answered from the map itself
-        (questions.py), a text-only question about what a named pattern is from the taxonomy's text
+        (questions.py; with the diagnosis's fields where a structured answer is asked for), a text-only question about what a named pattern is from the taxonomy's text
         (assess.knowledge_answer), the rest assessed."""
         from ...inference.generation import Answer
         from .assess import help_answer, knowledge_answer, no_image, text
@@ -284,7 +284,7 @@ class WaferHead:
         later = later_turns(self, convs)  # later turns about the map, to a compact model (follow_up.py)
         convs = [(m, [head_image(i, self.size) for i in ims]) for m, ims in convs]
         todo = [k for k, (m, ims) in enumerate(convs) if self.first_turn_with_map(m, ims)]
-        done = {**later, **(answer_facts(self, convs, todo)[0] if todo else {})}
+        done = {**later, **(answer_facts(self, convs, todo, batch_size)[0] if todo else {})}
         for k, (m, ims) in enumerate(convs):  # text-only "what is an edge-ring pattern?": the taxonomy's text;
             if ims:                            # "hello" to a compact model: what it answers (not a made-up line)
                 continue

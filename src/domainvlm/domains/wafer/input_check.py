@@ -30,8 +30,20 @@ WHY = {
     "no_dies": ("the map has no dies", "晶圆图上没有芯片"),
     "all_fail": ("every die on the map fails, so no defect pattern can be told apart",
                  "晶圆图上所有芯片均失效，无法区分缺陷模式"),
+    "palette": ("its colours are not the wafer-map palette I read", "其颜色不是我能读取的晶圆图配色"),
 }
+PALETTE_TOL = 32  # a dominant colour this close (per channel) to a palette colour is that colour, re-encoded
 
+
+PALETTE_MESSAGE = (
+    "No diagnosis: the colours of this picture are not the wafer-map palette I read (off-wafer dark purple, pass "
+    "teal, fail yellow), and I do not guess which colour is a failing die. Please give the map itself: an npz "
+    "of die values (0 off-wafer, 1 pass, 2 fail; file.npz#N) or a fab map file (SEMI G85 / E142, STDF, KLARF), "
+    "or draw it in that palette (domainvlm.domains.wafer.render.render_map).",
+    "无法诊断：这张图的颜色不是我能读取的晶圆图配色（晶圆外为深紫色、合格为青绿色、失效为黄色），"
+    "我不会猜测哪种颜色代表失效芯片。请直接提供晶圆图数据：芯片值的 npz 文件（0 晶圆外、1 合格、2 失效；"
+    "file.npz#N），或晶圆图文件（SEMI G85 / E142、STDF、KLARF），或用该配色绘制"
+    "（domainvlm.domains.wafer.render.render_map）。")
 
 FROM_MAP_DATA = "domainvlm.wafer_map_data"  # PIL info key: drawn from a wafer data / map file (see check)
 
@@ -62,7 +74,7 @@ def check(img, all_fail_ok: bool = False) -> tuple[str, str] | None:
         return bad or (None if from_data or _round(lab > 0) else (OUT_OF_DOMAIN, "shape"))
     a = (full[::2, ::2] if min(full.shape[:2]) >= 128 else full) >> 3  # coarsened colours: tolerant of re-encoding noise
     codes = (a[..., 0].astype(np.int32) << 10) | (a[..., 1].astype(np.int32) << 5) | a[..., 2]
-    _, counts = np.unique(codes, return_counts=True)
+    colours, counts = np.unique(codes, return_counts=True)
     if np.sort(counts)[::-1][:4].sum() < MIN_COVER * codes.size:
         return OUT_OF_DOMAIN, "colours"
     border = np.concatenate([codes[0], codes[-1], codes[:, 0], codes[:, -1]])
@@ -70,7 +82,21 @@ def check(img, all_fail_ok: bool = False) -> tuple[str, str] | None:
     die = codes != vals[n.argmax()]
     if die.sum() < 0.02 * die.size:
         return OUT_OF_DOMAIN, "blank"
-    return None if _round(die) else (OUT_OF_DOMAIN, "shape")
+    if not _round(die):
+        return OUT_OF_DOMAIN, "shape"
+    # A round map of flat colours that are not ours (black / grey / red): which colour is a failing die can
+    # only be guessed, and the nearest palette colour was a confident wrong answer; a re-encoded (JPEG) render
+    # of our palette keeps its dominant colours near the palette and is read as before.
+    return None if _palette_colours(colours, counts, codes.size) else (OUT_OF_DOMAIN, "palette")
+
+
+def _palette_colours(colours: np.ndarray, counts: np.ndarray, n: int) -> bool:
+    """Are the commonest coarse colours (those covering MIN_COVER of the ``n`` pixels) all near palette colours?"""
+    order = np.argsort(counts)[::-1]
+    top = colours[order[:np.searchsorted(np.cumsum(counts[order]), MIN_COVER * n) + 1]]
+    rgb = np.stack([(top >> 10) & 31, (top >> 5) & 31, top & 31], -1) * 8 + 4
+    near = np.abs(rgb[:, None, :] - np.array(list(PALETTE.values()))[None]).max(-1) <= PALETTE_TOL
+    return bool(near.any(1).all())
 
 
 def _dies(any_die, any_pass, all_fail_ok: bool):
@@ -200,6 +226,8 @@ def message(reason: str, detail: str, lang: str) -> str:
         return ("诊断需要一张晶圆图，但这个问题没有附带晶圆图。请附上晶圆图（图像或晶圆图文件）后再问。" if lang == "zh"
                 else "I need a wafer map to diagnose, and this question came without one. Please attach the "
                      "wafer map (an image or a map file) and ask again.")
+    if detail == "palette":  # it may well be a wafer map: say how to give it so that it can be read
+        return PALETTE_MESSAGE[lang == "zh"]
     why = WHY[detail][lang == "zh"]
     if reason == UNREADABLE:
         return (f"无法诊断：{why}。请检查晶圆图数据。" if lang == "zh"

@@ -23,8 +23,8 @@ def evidence_overlay(image, evidence: list[dict], scale: int = 2, lang: str = "e
     k = dies.k
     for i, e in enumerate(evidence):
         col = np.array(COLOURS[i % len(COLOURS)], np.float32)
-        for r, c in e.get("dies", []):
-            y, x = dies.top + r * k, dies.left + c * k
+        for r, c in e.get("dies", []):  # the evidence's frame (dies.read_dies: origin) -> pixels of the crop
+            y, x = dies.top + (r - dies.origin[0]) * k, dies.left + (c - dies.origin[1]) * k
             a[y:y + k, x:x + k] = (0.35 * base[y:y + k, x:x + k] + 0.65 * col).astype(np.uint8)
     out = Image.fromarray(a).resize((a.shape[1] * scale, a.shape[0] * scale), Image.Resampling.NEAREST)
     legend = 16 * max(len(evidence), 1) + 6
@@ -35,7 +35,7 @@ def evidence_overlay(image, evidence: list[dict], scale: int = 2, lang: str = "e
         col = COLOURS[i % len(COLOURS)]
         if e.get("top_die"):
             r, c = e["top_die"]
-            y, x = (dies.top + r * k) * scale, (dies.left + c * k) * scale
+            y, x = (dies.top + (r - dies.origin[0]) * k) * scale, (dies.left + (c - dies.origin[1]) * k) * scale
             d.rectangle([x - 2, y - 2, x + k * scale + 1, y + k * scale + 1], outline=col, width=2)
         text = e.get("text", {}).get("en", e.get("pattern", ""))  # PIL's default font has no CJK glyphs
         d.rectangle([4, out.height + 5 + 16 * i, 14, out.height + 15 + 16 * i], fill=col)

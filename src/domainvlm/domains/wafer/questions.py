@@ -71,12 +71,20 @@ def fact_question(q: str, tax=None) -> tuple[str, str | None] | None:
     return None
 
 
-def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int]]:
-    """Answers to the fact questions among ``todo`` (first turns about one canonical map): {index: text}, and
-    the indices left for the diagnosis. 'where' questions get the head's own diagnosis and its evidence."""
+def answer_facts(head, convs, todo: list[int], batch_size: int = 1024) -> tuple[dict, list[int]]:
+    """Answers to the fact questions among ``todo`` (first turns about one canonical map): {index: text, Answer,
+    or an Assessment the head words (assess.text)}, and the indices left for the diagnosis. A picture the input
+    check turns away gets its abstention, not numbers read off it (a radiograph had a "yield"). When a
+    structured answer is asked for (confidence or annotators on: ``ask --json``, the API's json_schema,
+    predict's rows), the map is assessed as for the standard diagnosis question (:func:`_assessed`): the answer
+    carries defects, confidence, evidence and facts as a diagnosis does, its text is the fact. 'where'
+    questions get the head's own diagnosis and evidence."""
+    from ...inference.assessment import Assessment
+    from . import input_check
     from .evidence_head import diagnose_with_evidence
 
-    done, rest = {}, []
+    done, rest, asked = {}, [], []
+    structured = bool(getattr(head, "annotators", None) or getattr(head, "confidence", None))
     for k in todo:
         q = convs[k][0][-1]["content"]
         fq = fact_question(q, getattr(head, "tax", None))
@@ -85,12 +93,45 @@ def answer_facts(head, convs, todo: list[int]) -> tuple[dict[int, str], list[int
             continue
         kind, pat = fq
         lang, image = question_lang(q), convs[k][1][0]
+        bad = input_check.check(image, all_fail_ok=True)  # an all-fail map has a yield (0 %), no dies none
+        if bad is not None:
+            done[k] = Assessment(labels=(), confidence=None, abstain=True, reason=bad[0], detail=bad[1], lang=lang)
+            continue
+        if structured:
+            asked.append((k, kind, pat, lang))
+            continue
         image = image.to_pil() if hasattr(image, "to_pil") else image  # a die grid not yet drawn (batch_load)
         named, evidence = (), None
         if kind == "where":
             named, evidence = diagnose_with_evidence(head, QUESTIONS[lang][0], image, lang, (pat,))  # as trained
         done[k] = say(image_facts(image, evidence), kind, lang, pat, named, getattr(head, "tax", None))
+    if asked:
+        done.update(_assessed(head, convs, asked, batch_size))
     return done, rest
+
+
+def _assessed(head, convs, asked: list[tuple], batch_size: int) -> dict:
+    """Structured fact answers: the assessment of the standard diagnosis question about each map, its facts
+    filled (they are the answer, so also where annotators are off), worded as the fact. A 'where' question
+    whose diagnosis abstains gets that abstention (the head words it): the pattern's place would be a withheld
+    diagnosis's."""
+    from ...data.record import IMAGE_TOKEN
+    from ...inference.generation import Answer
+    from .evidence import attributor
+
+    firsts = [([{"role": "user", "content": f"{IMAGE_TOKEN}\n{QUESTIONS[lang][0]}"}], convs[k][1])
+              for k, _, _, lang in asked]
+    out = {}
+    for (k, kind, pat, lang), a in zip(asked, head._assess(firsts, batch_size)):
+        pic = convs[k][1][0]
+        pic = pic.to_pil() if hasattr(pic, "to_pil") else pic
+        if kind == "where" and not a.abstain and pat in a.labels and not any(e["pattern"] == pat for e in a.evidence):
+            a.evidence = attributor(head).evidence(pic, tuple(a.labels), lang)[0]  # annotators off: it is the answer
+        if not a.facts:
+            a.facts = image_facts(pic, a.evidence)
+        out[k] = a if a.abstain and kind == "where" else Answer.make(
+            say(a.facts, kind, lang, pat, a.labels, head.tax), assessment=a, completion_tokens=None)
+    return out
 
 
 # ------------------------------------------------------------------------------- instruction data per map

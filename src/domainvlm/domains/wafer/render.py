@@ -16,6 +16,10 @@ from ...errors import UserError
 PALETTE: dict[int, tuple[int, int, int]] = {0: (68, 1, 84), 1: (33, 145, 140), 2: (253, 231, 37)}
 _LUT = np.array([PALETTE[i] for i in range(3)], dtype=np.uint8)
 DEFAULT_SIDE = 224  # longest side targeted when no size is given (a common vision-encoder input)
+# PIL info key of a drawn map: (top, left, k, h, w, frame): pixel of its die (0, 0), pixels a die, its shape,
+# and "map" (drawn from map data) or "picture" (a picture's die grid, redrawn); dies.read_dies reports die
+# coordinates in that frame, not in the wafer's bounding box
+MAP_LAYOUT = "domainvlm.map_layout"
 
 
 def _check(m) -> np.ndarray:
@@ -50,7 +54,7 @@ def render_map(m: np.ndarray, size: int | None = None) -> Image.Image:
         raise UserError(f"render size must be positive, got {size}")
     k, s, top, left = _layout(h, w, size)
     if size is None:
-        return Image.fromarray(_LUT[m.repeat(k, 0).repeat(k, 1)], "RGB")
+        return _laid_out(Image.fromarray(_LUT[m.repeat(k, 0).repeat(k, 1)], "RGB"), (0, 0, k, h, w, "map"))
     if k == 0:  # map larger than the image: nearest sampling keeps palette colours but drops dies
         sq = np.zeros((s, s), np.uint8)
         sq[(s - h) // 2:(s - h) // 2 + h, (s - w) // 2:(s - w) // 2 + w] = m
@@ -58,7 +62,12 @@ def render_map(m: np.ndarray, size: int | None = None) -> Image.Image:
         return Image.fromarray(_LUT[sq[np.ix_(idx, idx)]], "RGB")
     out = np.zeros((size, size), np.uint8)  # uint8 indices and repeat: 5x faster than kron on intp
     out[top:top + h * k, left:left + w * k] = m.repeat(k, 0).repeat(k, 1)
-    return Image.fromarray(_LUT[out], "RGB")
+    return _laid_out(Image.fromarray(_LUT[out], "RGB"), (top, left, k, h, w, "map"))
+
+
+def _laid_out(img: Image.Image, layout: tuple) -> Image.Image:
+    img.info[MAP_LAYOUT] = layout
+    return img
 
 
 _CODES = (_LUT[:, 0].astype(np.uint32) << 16) | (_LUT[:, 1].astype(np.uint32) << 8) | _LUT[:, 2]
