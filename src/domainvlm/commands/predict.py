@@ -150,7 +150,8 @@ def run(args):
     rows = read_inputs(args.input, _question(args))
     out = _output(args)
     model = str(Path(args.model or default_model_dir()).expanduser().resolve())
-    writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors, model=model)
+    writer = ResultWriter(out, overwrite=args.overwrite, retry_errors=args.retry_errors, model=model,
+                          input_ids={r.id for r in rows})
     try:
         _same_inputs(rows, writer, out, model)
         todo = [r for r in rows if r.id not in writer.done]

@@ -200,6 +200,10 @@ def read_jsonl(path: Path, question: str | None) -> list[Row]:
 def read_inputs(path: str | Path, question: str | None = None) -> list[Row]:
     path = Path(path).expanduser()
     if not path.exists():
+        base, sep, k = str(path).rpartition("#")
+        if sep and k.isdigit() and Path(base).is_file():
+            raise UserError(f"{path}: predict reads whole files (one row per wafer of {Path(base).name}); give "
+                            f"{base}, or ask about one wafer with: domainvlm ask --image {path}")
         raise UserError(f"{path}: no such file or folder")
     if path.is_dir():
         rows = read_folder(path, question)
@@ -227,7 +231,7 @@ class ResultWriter:
     """Append-only JSONL/CSV result file that knows which ids it already holds."""
 
     def __init__(self, path: str | Path, overwrite: bool = False, retry_errors: bool = False,
-                 model: str | None = None):
+                 model: str | None = None, input_ids: set | None = None):
         self.path, self.model = Path(path).expanduser(), model
         self.csv = self.path.suffix.lower() == ".csv"
         if not self.csv and self.path.suffix.lower() not in (".jsonl", ".ndjson"):
@@ -235,6 +239,8 @@ class ResultWriter:
         if self.path.is_dir():  # e.g. -o results.jsonl/ made by hand: reading it to resume would be a traceback
             raise UserError(f"{self.path}: is a folder; give a file name")
         kept = [] if overwrite or not self.path.exists() else self._existing(retry_errors)
+        if input_ids is not None:  # an error row of an input now gone under that id (a map file that did not
+            kept = [r for r in kept if not r.get("error") or r["id"] in input_ids]  # read is FILE, then FILE#K)
         self.done = {r["id"] for r in kept}
         self.questions = {r["id"]: r.get("question") for r in kept}  # resuming checks they are still the same
         self.images = {r["id"]: r.get("image") for r in kept}

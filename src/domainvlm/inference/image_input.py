@@ -139,6 +139,9 @@ def _local_file(url: str, what: str, max_pixels: int, local_root, max_bytes: int
         raise ImageInputError(f"{what}: file: URLs must name a file on this server (file:///path), "
                               f"not host {parts.netloc[:60]!r}")
     given = urllib.parse.unquote(parts.path)
+    if parts.fragment and not parts.fragment.isdigit():  # a '#' in a file name is %23 in a URL
+        raise ImageInputError(f"{what}: #{parts.fragment[:40]}: after '#' a file: URL takes a wafer index K (a "
+                              "number); write a '#' that is part of the file name as %23")
     if "\0" in given:
         raise ImageInputError(f"{what}: the file path contains a NUL byte")
     try:
@@ -155,4 +158,10 @@ def _local_file(url: str, what: str, max_pixels: int, local_root, max_bytes: int
         data = path.read_bytes()
     except OSError as e:
         raise ImageInputError(f"{what}: {given[:200]}: cannot be read ({e.strerror})") from None
+    if parts.fragment:  # FILE#K: wafer K of a multi-wafer map file, as on the command line
+        img = _from_domains((data, int(parts.fragment)), what, max_pixels, "decode_upload_at")
+        if img is None:
+            raise ImageInputError(f"{what}: #{parts.fragment}: selects a wafer of a map file, and no domain reads "
+                                  "this file as one")
+        return img
     return decode_image(data, what, max_pixels)

@@ -237,6 +237,7 @@ register(Domain(
            "adopt_records": _adopt,  # eval / calibrate: class folders or a CSV of PNG renders, as wafer records
            # fab map files (SEMI G85 / E142, STDF, KLARF; mapfiles/): uploads, folders, web UI, lot report
            "decode_upload": _fab("map_upload"), "decode_base64": _fab("map_base64"),
+           "decode_upload_at": _fab("map_upload_at"),
            "folder_items": _fab("folder_wafers"), "file_items": _fab("file_wafers"),
            "webui_inputs": _webui_inputs, "lot_report": _lot_report},
 ))

@@ -46,11 +46,11 @@ def _wafer(ref: str):
     p, index = resolve(ref)
     if kind(p) is not None:
         w = get_wafer(str(p), index)
-        return w.grid, w.wafer_id, w.lot_id or "(no lot id)", w.fmt
+        return w.grid, w.wafer_id, w.lot_id or "(no lot id)", w.fmt, bool(w.meta.get("ends_without_mrr"))
     if index is not None and p.suffix.lower() == ".npz" and p.is_file():
         from .sources import get_map
 
-        return get_map(str(p), index), f"{p.stem}#{index}", p.stem, "npz"
+        return get_map(str(p), index), f"{p.stem}#{index}", p.stem, "npz", False
     return None
 
 
@@ -75,19 +75,21 @@ def summarise(rows: list[dict], tax=None) -> dict:
         if w is None:
             skipped += 1
             continue
-        grid, wid, lot, fmt = w
+        grid, wid, lot, fmt, cut = w
         n_pass, n_fail = int((grid == 1).sum()), int((grid == 2).sum())
         diag = _diagnosis(r, tax)
         lots.setdefault(lot, {"wafers": []})["wafers"].append({
             "image": r["image"], "wafer_id": wid, "format": fmt, "dies": n_pass + n_fail, "pass": n_pass,
-            "fail": n_fail, "yield": round(n_pass / (n_pass + n_fail), 4) if n_pass + n_fail else 0.0,
-            "diagnosis": diag, "_grid": grid})
+            "fail": n_fail, "yield": round(n_pass / (n_pass + n_fail), 4) if n_pass + n_fail else None,
+            "diagnosis": diag, "_grid": grid, "_cut": cut})
     for lot in lots.values():
         ws = lot["wafers"]
         diags = Counter(w["diagnosis"] for w in ws)
         per_pattern = Counter(p for w in ws for p in (w["diagnosis"].split("+") if w["diagnosis"][0] != "(" else []))
         lot["n_wafers"] = len(ws)
-        lot["mean_yield"] = round(sum(w["yield"] for w in ws) / len(ws), 4)
+        ys = [w["yield"] for w in ws if w["yield"] is not None]  # a map with no dies has no yield (not 0 %)
+        lot["mean_yield"] = round(sum(ys) / len(ys), 4) if ys else None
+        lot["wafers_without_dies"] = len(ws) - len(ys)
         lot["wafers_per_diagnosis"] = dict(diags.most_common())
         lot["wafers_per_pattern"] = {p: per_pattern[p] for p in (NORMAL, *tax.names) if per_pattern[p]}
         # one wafer id in two files (a retest exported again): counted each time, so the report says so
@@ -95,21 +97,28 @@ def summarise(rows: list[dict], tax=None) -> dict:
         for w in ws:
             files.setdefault(w["wafer_id"], []).append(split_ref(str(w["image"]))[0].name)
         lot["repeated_wafer_ids"] = {wid: names for wid, names in files.items() if len(names) > 1}
+        lot["files_without_end_record"] = sorted({split_ref(str(w["image"]))[0].name for w in ws if w.pop("_cut")})
     return {"lots": lots, "rows_not_wafer_maps": skipped, "unreadable_map_files": unreadable}
 
 
 def _markdown(summary: dict) -> str:
     out = ["# Lot report", ""]
     for lot, s in sorted(summary["lots"].items()):
-        out += [f"## Lot {lot}", "", f"{s['n_wafers']} wafers, mean yield {100 * s['mean_yield']:.1f}%", "",
+        n, empty = s["n_wafers"], s.get("wafers_without_dies", 0)
+        mean = "no dies" if s["mean_yield"] is None else f"mean yield {_pct(s['mean_yield'])}"
+        out += [f"## Lot {_md(lot)}", "", f"{n} wafer{'s' if n != 1 else ''}, {mean}"
+                + (f" ({empty} without dies left out)" if empty and s["mean_yield"] is not None else ""), "",
                 "| pattern | wafers |", "|---|---|"]
         out += [f"| {p} | {n} |" for p, n in s["wafers_per_pattern"].items()]
         out += ["", "| wafer | file | yield | pass | fail | diagnosis |", "|---|---|---|---|---|---|"]
-        out += [f"| {w['wafer_id']} | {Path(w['image']).name} | {100 * w['yield']:.1f}% | {w['pass']} | {w['fail']} "
-                f"| {w['diagnosis']} |" for w in s["wafers"]]
+        out += [f"| {_md(w['wafer_id'])} | {_md(Path(w['image']).name)} | {_pct(w['yield'])} | {w['pass']} "
+                f"| {w['fail']} | {_md(w['diagnosis'])} |" for w in s["wafers"]]
         repeated = s.get("repeated_wafer_ids") or {}
         out += ["", *(f"Wafer {wid} appears {len(names)} times ({', '.join(names)}): a retest exported again? "
                       "Each is counted." for wid, names in repeated.items())] if repeated else []
+        cut = s.get("files_without_end_record") or []
+        out += ["", f"{', '.join(map(_md, cut))}: no end-of-lot record (STDF MRR), so wafers after the last one "
+                    "read may be missing."] if cut else []
         out += ["", f"![maps]({s['grid_png']})", ""]
     bad = summary.get("unreadable_map_files") or []
     if bad:
@@ -118,6 +127,15 @@ def _markdown(summary: dict) -> str:
     if summary["rows_not_wafer_maps"]:
         out.append(f"{summary['rows_not_wafer_maps']} row(s) were not wafer maps and are not counted.")
     return "\n".join(out) + "\n"
+
+
+def _pct(y) -> str:
+    return "-" if y is None else f"{100 * y:.1f}%"
+
+
+def _md(text) -> str:
+    """A cell of the pasted report: a '|' in a wafer or lot id would add a column, '<', '*' ... would format."""
+    return re.sub(r"([\\|*`<>\[\]])", r"\\\1", str(text))  # "_" stays: intraword, it does not format
 
 
 def _safe(name: str) -> str:
@@ -151,7 +169,7 @@ def _grid_png(wafers: list[dict], dest: Path) -> None:
     for i, w in enumerate(wafers):
         x, y = (i % cols) * TILE, (i // cols) * (TILE + CAPTION)
         sheet.paste(render_map(w["_grid"], size=TILE - 8), (x + 4, y + 4))
-        draw.text((x + 4, y + TILE), f"{w['wafer_id']}  {100 * w['yield']:.1f}%", fill="black", font=font)
+        draw.text((x + 4, y + TILE), f"{w['wafer_id']}  {_pct(w['yield'])}", fill="black", font=font)
         draw.text((x + 4, y + TILE + 16), w["diagnosis"][:34], fill="black", font=font)
     with atomic_path(dest, suffix=".png") as tmp:
         sheet.save(tmp, "PNG")

@@ -70,17 +70,31 @@ def read_bytes(data: bytes, name: str = "upload", pass_bins=None) -> list[WaferM
 
     fmt = sniff_bytes(data[:HEAD])
     if fmt is None:
+        root = xml_root_name(_utf8(data[:HEAD & ~1]))
+        if root and root.lower() in ("maps", "map", "mapdata"):
+            raise UserError(f"{name}: root element <{root}>: XML tags are case-sensitive; SEMI G85 writes <Maps> or "
+                            "<Map>, SEMI E142 <MapData>")
         raise UserError(f"{name}: not a wafer-map file (expected SEMI G85 XML/ASCII, SEMI E142, STDF V4 or KLARF)")
     explicit = pass_bins is not None
     pass_bins = env_pass_bins() if pass_bins is None else pass_bins
     if fmt.startswith("klarf"):
         if explicit:  # the environment's setting is meant for sort maps: a folder may mix in KLARF files
             raise UserError(f"{name}: pass_bins does not apply to KLARF (a die fails when it has a defect)")
-        return klarf.read(_utf8(data), name, fmt)
+        return _checked(klarf.read(_utf8(data), name, fmt), name)
     if fmt == "g85-ascii":
         data = _utf8(data)  # XML keeps its bytes: the parser reads a UTF-16 BOM and declaration itself
     reader = {"g85-xml": g85_xml, "g85-ascii": g85_ascii, "e142": e142, "stdf": stdf}[fmt]
-    return reader.read(data, name, pass_bins=pass_bins)
+    return _checked(reader.read(data, name, pass_bins=pass_bins), name)
+
+
+def _checked(maps: list[WaferMap], name: str) -> list[WaferMap]:
+    """Every reader's maps have rows and columns: rows with no bin codes at all would otherwise reach the
+    renderer, the lot report or a training record as a (rows, 0) grid and fail there without the file's name."""
+    for m in maps:
+        if m.grid.ndim != 2 or 0 in m.grid.shape:
+            raise UserError(f"{name}: wafer {m.index} ({m.wafer_id}): field BinCode: the map rows hold no bin codes "
+                            f"(a {'x'.join(map(str, m.grid.shape))} map)")
+    return maps
 
 
 def read_maps(path, pass_bins=None) -> list[WaferMap]:

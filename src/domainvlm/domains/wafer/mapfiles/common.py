@@ -92,6 +92,16 @@ class BinTable:
     fail_codes: set | None
     null_codes: set
     written: tuple = ()  # (pass, fail, null) codes as the file writes them, for messages
+    seen: dict = field(default_factory=dict)  # code -> as first written, met in the map's rows (check_pass_bins)
+
+    def check_pass_bins(self, pass_bins, path, where: str) -> None:
+        """Without a fail list (SINF) any non-pass code fails, so a user pass set naming no code of the map (a typo
+        in DOMAINVLM_PASS_BINS) would give a wafer at 0 % yield, diagnosed Near-full: refuse it."""
+        if pass_bins is None or self.fail_codes is not None or self.pass_codes & self.seen.keys() or not self.seen:
+            return
+        raise fail(path, where, f"field pass_bins (DOMAINVLM_PASS_BINS): none of {', '.join(map(str, pass_bins))} "
+                                f"is a bin code of this file (its map rows hold "
+                                f"{', '.join(sorted(self.seen.values()))})")
 
     def classify(self, tokens: list[str], path, where: str) -> np.ndarray:
         out = np.empty(len(tokens), np.uint8)
@@ -106,9 +116,16 @@ class BinTable:
     def _one(self, tok: str, path, where: str) -> int:
         if tok in self.null_codes:
             return OFF
-        k = code_key(tok, self.btype, path, where)
+        try:
+            k = code_key(tok, self.btype, path, where)
+        except UserError as e:
+            if set(tok) <= set("_.@ -") and not self.null_codes & {tok}:  # '__' and the like: a null marker
+                raise UserError(f"{e}; if {tok!r} marks sites without a die, declare it as the null bin "
+                                f"(NULBC:{tok} in SINF, NullBin=\"{tok}\" in G85 XML)") from None
+            raise
         if k in self.null_codes:
             return OFF
+        self.seen.setdefault(k, tok)
         if k in self.pass_codes:
             return PASS
         if self.fail_codes is None or k in self.fail_codes:
@@ -225,6 +242,7 @@ def xml_root_name(head: bytes) -> str | None:
     text = head.decode("utf-8", errors="replace").lstrip("\ufeff \t\r\n")
     if not text.startswith("<"):
         return None
+    text = re.sub(r"<!--.*?(-->|$)|<\?.*?(\?>|$)", "", text, flags=re.S)  # comments may hold '<Tool>'
     for m in re.finditer(r"<([A-Za-z_][\w.:-]*)", text):
         return m.group(1).rsplit(":", 1)[-1]
     return None

@@ -22,7 +22,7 @@ import re
 
 import numpy as np
 
-from .common import WaferMap, bin_type, fail, make_table, normalise, notch_degrees, split_row
+from .common import BinTable, WaferMap, bin_type, fail, make_table, normalise, notch_degrees, split_row
 
 FMT = "g85-ascii"
 _LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s?(.*)$")  # keys such as FNLOC, DEVICE2, REF1X
@@ -71,7 +71,7 @@ def _codes(head, key) -> list[str]:
     return [c for c in re.split(r"[\s,]+", head.get(key, (0, ""))[1]) if c]
 
 
-def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
+def _one(head, rows, start, k, path, pass_bins, tables: list) -> WaferMap:
     where = f"line {start} (wafer {k})"
     if not rows:
         raise fail(path, where, "field RowData: no map rows")
@@ -87,6 +87,7 @@ def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
         listed = {c.upper() for c in [*passes, *(fails or []), *map(str, pass_bins or [])]}
         nulls += [c for c in SINF_OFF if c not in listed]
     table = make_table(btype, passes or ["01"], fails, nulls, path, where, pass_bins)  # SINF: 01 when not given
+    tables.append(table)
     n_rows, n_cols = _int(head, "ROWCT", path), _int(head, "COLCT", path)
     width = len(null) if null and btype != "ascii" else None
     grid = []
@@ -113,4 +114,11 @@ def _one(head, rows, start, k, path, pass_bins) -> WaferMap:
 
 def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
     text = data.decode("utf-8-sig", errors="replace")  # -sig: editors on Windows prepend a BOM
-    return [_one(h, r, s, k, path, pass_bins) for k, (h, r, s) in enumerate(_blocks(text, path))]
+    tables: list = []
+    maps = [_one(h, r, s, k, path, pass_bins, tables) for k, (h, r, s) in enumerate(_blocks(text, path))]
+    merged = BinTable(tables[0].btype, set().union(*(t.pass_codes for t in tables)), None, set(),
+                      seen={k: v for t in tables for k, v in t.seen.items()}) if tables and all(
+                          t.fail_codes is None for t in tables) else None
+    if merged is not None:  # over the whole file: one all-fail wafer of a lot may be real
+        merged.check_pass_bins(pass_bins, path, f"all {len(maps)} wafer(s)")
+    return maps

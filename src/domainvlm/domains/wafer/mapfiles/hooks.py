@@ -76,6 +76,16 @@ def map_upload(data: bytes, what: str, max_pixels: int):
     return _upload_image(data, what, None, max_pixels)
 
 
+def map_upload_at(value, what: str, max_pixels: int):
+    """Domain.extra["decode_upload_at"]: (map-file bytes, K) -> wafer K rendered (a file: URL ending in #K)."""
+    data, index = value
+    if sniff_bytes(data[:HEAD]) is None:
+        from ....inference.image_input import ImageInputError
+
+        raise ImageInputError(f"{what}: #K selects a wafer, but the file is not a wafer-map file")
+    return _upload_image(data, what, index, max_pixels)
+
+
 def map_base64(s, what: str, max_pixels: int):
     """Domain.extra["decode_base64"]: '<base64 or data URL of a map file>#K' picks wafer K; else None."""
     m = _INDEX.search(s) if isinstance(s, str) else None

@@ -93,6 +93,10 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
             if None in d:  # csv puts the cells past the header under None: a shifted or stray column
                 raise UserError(f"{loc}: {len(d[None])} field(s) more than the header "
                                 f"({','.join(reader.fieldnames)})")
+            short = [k for k, v in d.items() if v is None]  # a row cut short: no cell at all, not an empty one
+            if short and any((v or "").strip() for v in d.values()):
+                raise UserError(f"{loc}: field {short[0]!r}: missing (the row has fewer cells than the header "
+                                f"{','.join(reader.fieldnames)}; an empty labels cell, 'image,', means Normal)")
             if not any((v or "").strip() for v in d.values()):
                 continue  # a blank row (',,' from a spreadsheet), as the picture CSV skips it
             img = (d.get("image") or "").strip()
@@ -108,6 +112,8 @@ def read_labelled(path: Path, tax=None, tax_source: str | None = None
                 w = get_wafer(str(p), int(idx) if idx else None)
             except UserError as e:
                 raise UserError(f"{loc}: field 'image': {e}") from None
+            if not (w.grid > 0).any():  # all null bins: nothing to label, nothing to learn from
+                raise UserError(f"{loc}: field 'image': {img}: the map has no dies (every site is a null bin)")
             ref = f"{p.resolve()}#{w.index}"
             if ref in seen:  # the same wafer twice: in two splits it leaks into the evaluation
                 raise UserError(f"{loc}: field 'image': {img} is the same wafer as line {seen[ref]}")

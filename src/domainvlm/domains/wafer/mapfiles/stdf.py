@@ -132,7 +132,15 @@ def read(data: bytes, path, pass_bins=None) -> list[WaferMap]:
     if pass_bins is not None and not seen & set(pass_bins):  # a typo would fail every die: 0 % yield
         raise fail(path, "pass_bins (DOMAINVLM_PASS_BINS)", f"field HARD_BIN: none of "
                    f"{', '.join(map(str, pass_bins))} is a hard bin of this file (it has {', '.join(map(str, sorted(seen)))})")
-    return [_map(w, k, path, lot, wcr, hbin_pf, pass_bins) for k, w in enumerate(wafers)]
+    maps = [_map(w, k, path, lot, wcr, hbin_pf, pass_bins) for k, w in enumerate(wafers)]
+    if not ended:  # every wafer closed, but the lot's end is missing: later wafers may be cut off. Read, and say so
+        import sys
+
+        print(f"domainvlm: {path}: no MRR at the end (STDF requires one): the file may be cut short after wafer "
+              f"{maps[-1].wafer_id}; read {len(maps)} wafer(s)", file=sys.stderr)
+        for m in maps:
+            m.meta["ends_without_mrr"] = True
+    return maps
 
 
 def _wafer_of(head: int, open_: dict, wafers: list, path, where: str) -> _Wafer:
