@@ -112,6 +112,19 @@ def test_evidence_png_of_a_non_wafer_image_is_null_and_abstains(client):
     assert v["abstain"] and v["reason"] == OUT_OF_DOMAIN and r.choices[0].message.model_extra["evidence_png"] is None
 
 
+def test_evidence_png_of_a_low_confidence_abstention_is_null(client, http, monkeypatch):
+    """The API drew the withheld guess's evidence under an 'Uncertain' answer (ask --evidence-png writes nothing)."""
+    from dataclasses import replace
+
+    head = http.engine.answer_head
+    monkeypatch.setattr(head, "calibration", replace(head.calibration, threshold=1.01))  # every answer abstains
+    r = client.chat.completions.create(model="tiny", messages=_msgs(_wafer_png(2)), max_tokens=200, temperature=0,
+                                       response_format=_schema(SCHEMA), extra_body={"evidence_png": True})
+    v = json.loads(r.choices[0].message.content)
+    assert v["abstain"] and v["reason"] == "low_confidence" and v["evidence"] == []
+    assert r.choices[0].message.model_extra["evidence_png"] is None
+
+
 def test_evidence_png_bad_uses_are_400s(http, tiny_model_dir):
     body = {"messages": _msgs(_wafer_png()), "evidence_png": True, "stream": True}
     r = http.post("/v1/chat/completions", json=body)

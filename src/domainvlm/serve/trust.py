@@ -44,10 +44,11 @@ def png_data_url(img) -> str:
 
 def overlay(engine, answer, images) -> str | None:
     """The evidence of ``answer`` (an annotated head answer) drawn over its image, as a PNG data URL; None
-    where the head did not assess the conversation (a follow-up turn, no image) or there is nothing to draw on
-    (an input that is not of the model's kind). Drawing only: the evidence was computed with the answer."""
+    where the head did not assess the conversation (a follow-up turn, no image), where the answer abstained (its
+    JSON has no evidence, so the picture must not show the withheld guess: as ``ask --evidence-png``) or there is
+    nothing to draw on. Drawing only: the evidence was computed with the answer."""
     a = getattr(answer, "assessment", None)
-    if a is None or len(images) != 1:
+    if a is None or a.abstain or len(images) != 1:
         return None
     img = engine.answer_head.evidence_overlay(a, images[0])
     return None if img is None else png_data_url(img)

@@ -39,6 +39,6 @@ def assessment_overlay(head, assessment, image):
     attribution. None where there is nothing to draw on (no assessment, or an input that is no wafer map)."""
     from ...inference.assessment import OUT_OF_DOMAIN
 
-    if assessment is None or assessment.reason == OUT_OF_DOMAIN:
-        return None
+    if assessment is None or assessment.reason == OUT_OF_DOMAIN or assessment.abstain:
+        return None  # an abstention carries no evidence: nothing of a withheld guess is drawn
     return evidence_overlay(canonical_image(image, head.size), assessment.evidence, lang=assessment.lang)
