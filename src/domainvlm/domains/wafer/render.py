@@ -115,11 +115,20 @@ def _within(px: np.ndarray, tol: int) -> bool:
 
 
 def labels_to_map(lab: np.ndarray) -> np.ndarray:
-    """Die grid of palette indices rendered without padding: the die size is where colours change."""
+    """Die grid of palette indices: the die size is where colours change. A render without padding has its die
+    grid at pixel 0; a map pasted onto a margin that is no multiple of the die size (a PNG placed at (20, 17) on a
+    canvas) is read from where its colour changes fall, else its dies came back as 1-pixel dies (28,272 'dies'
+    for a 1,264-die wafer). A map scaled by a fraction (die blocks of 7 and 8 pixels) has no exact die grid and
+    still comes back as 1-pixel dies."""
     H, W = lab.shape
     cols = np.flatnonzero((lab[:, 1:] != lab[:, :-1]).any(0)) + 1  # where some row changes colour
     rows = np.flatnonzero((lab[1:] != lab[:-1]).any(1)) + 1
     k = int(np.gcd.reduce(np.concatenate([[H, W], cols, rows])))
+    if k == 1 and len(cols) > 1 and len(rows) > 1:
+        ko = int(np.gcd.reduce(np.concatenate([np.diff(cols), np.diff(rows)])))  # square dies: both axes
+        if ko > 1:
+            oy, ox = int(rows[0] % ko), int(cols[0] % ko)
+            return lab[oy + ko // 2::ko, ox + ko // 2::ko][:(H - oy) // ko, :(W - ox) // ko].copy()
     return lab[k // 2::k, k // 2::k][: H // k, : W // k].copy()
 
 
