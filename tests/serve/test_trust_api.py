@@ -125,6 +125,18 @@ def test_evidence_png_of_a_low_confidence_abstention_is_null(client, http, monke
     assert r.choices[0].message.model_extra["evidence_png"] is None
 
 
+def test_two_images_in_one_message_to_a_compact_model_are_a_400(http):
+    """Answered about the second image alone, with no word of it; a new image in a later message still works."""
+    img = {"type": "image_url", "image_url": {"url": data_url(_wafer_png())}}
+    two = [{"role": "user", "content": [img, img, {"type": "text", "text": Q}]}]
+    r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": two, "max_tokens": 50})
+    err = r.json()["error"]
+    assert r.status_code == 400 and err["param"] == "messages[0].content" and "one image per question" in err["message"]
+    turns = [{"role": "user", "content": [img, {"type": "text", "text": Q}]}, {"role": "assistant", "content": "ok"},
+             {"role": "user", "content": [img, {"type": "text", "text": Q}]}]
+    assert http.post("/v1/chat/completions", json={"model": "tiny", "messages": turns, "max_tokens": 50}).status_code == 200
+
+
 def test_evidence_png_bad_uses_are_400s(http, tiny_model_dir):
     body = {"messages": _msgs(_wafer_png()), "evidence_png": True, "stream": True}
     r = http.post("/v1/chat/completions", json=body)

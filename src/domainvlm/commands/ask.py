@@ -44,6 +44,9 @@ def run(args):
         raise UserError(f"--index {args.index}: {args.image} already names one item (#K); give one of the two")
     ref = args.image if args.index is None else f"{args.image}#{args.index}"
     image = load_image(ref)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one answer: a 'Loading weights' bar on stderr is noise (as chat does)
     eng = engine_from_args(args)
     if args.evidence_png:  # refuse before answering, not after printing an answer (exit 2 then looked odd)
         if Path(args.evidence_png).is_dir():

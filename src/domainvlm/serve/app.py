@@ -106,6 +106,18 @@ def _sampling(cfg: ServeConfig, max_tokens, temperature, top_p, top_k=None, rep=
                     repetition_penalty=d.repetition_penalty if rep is None else rep, cut_head_answers=True)
 
 
+def one_image_per_message(messages: list[dict]) -> None:
+    """A compact model answers about one image a question: two in one message were answered about the last one
+    alone, with no word of it. A later message may bring another image (a new map in the same chat)."""
+    from ..data.record import IMAGE_TOKEN
+
+    for i, m in enumerate(messages):
+        if str(m.get("content") or "").count(IMAGE_TOKEN) > 1:
+            raise oc.ApiError(400, f"messages[{i}].content: {m['content'].count(IMAGE_TOKEN)} images in one message; "
+                              "this model answers about one image per question (send one request per image)",
+                              param=f"messages[{i}].content")
+
+
 def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
     app = FastAPI(title="domainvlm API", version="1", description="OpenAI-compatible chat completions with "
                   "images, plus a VisualGLM-style endpoint. Errors are JSON: {'error': {'message', ...}}.")
@@ -125,11 +137,17 @@ def create_app(batcher: Batcher, cfg: ServeConfig) -> FastAPI:
 
     decoding = threading.BoundedSemaphore(max(1, cfg.decode_slots))
 
+    from ..inference.no_image import answers_only_lm
+
+    one_image = answers_only_lm(batcher.engine.model)  # a compact model learnt one image per question
+
     def conversation(build, *a):
         """Parse the request, then refuse an over-long prompt before it queues: (messages, images, prompt
         tokens as the processor will count them, or None where no limit is set and nothing was counted)."""
         with decoding:  # the thread pool has ~40 threads: 40 requests x 4 x 16 MP decoded at once is 7.7 GB
             messages, images = build(*a)
+        if one_image:
+            one_image_per_message(messages)
         return messages, images, budget.check(messages, images) or None
 
     @app.exception_handler(oc.ApiError)

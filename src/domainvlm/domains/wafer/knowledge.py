@@ -84,8 +84,10 @@ def explain(defects, lang: str = "en", tax=None) -> str:
     """Short explanation of each pattern and its typical process causes (lines after the diagnosis)."""
     d = _canonical(defects, tax)
     if not d:
-        return ("无明显缺陷模式，失效芯片稀疏随机，属正常良率波动。" if lang == "zh"
-                else "No systematic defect pattern: the few failing dies are sparse, within normal yield loss.")
+        # no claim about how many dies fail: WM-811K's Normal ('none') maps reach 36 % failing dies, and an
+        # all-pass map has none (the yield is a map fact, asked for or in the structured answer)
+        return ("无明显缺陷模式：失效芯片没有空间规律。" if lang == "zh"
+                else "No systematic defect pattern: the failing dies show no spatial signature.")
     lines = []
     for p in d:
         looks = tax.get(p).describe(lang) if tax is not None else LOOKS[lang][p]
