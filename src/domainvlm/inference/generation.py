@@ -15,7 +15,9 @@ from .token_bytes import TokenBytes
 class Answer(str):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    finish_reason: str = "stop"  # 'stop' (end of turn or a stop string) | 'length' (max_new_tokens reached)
+    # 'stop' (end of turn or a stop string) | 'length' (max_new_tokens reached, or a JSON constraint ended the
+    # answer short of a complete value)
+    finish_reason: str = "stop"
     logprobs: list | None = None  # [{'token', 'logprob', 'bytes', 'top_logprobs': [...]}] when asked for
     assessment = None  # an answer head's structured answer (inference/assessment.Assessment), if any
 
@@ -74,6 +76,13 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
     prompt = inputs["attention_mask"].sum(dim=1).tolist() if "attention_mask" in inputs else [start] * len(seqs)
     eos = set(engine.eos_ids)
     to_bytes = TokenBytes(tok) if sampling.logprobs is not None else None
+    schema = None
+    if sampling.json_schema is not None:
+        import json
+
+        from .json_constraint import state
+
+        schema = json.loads(sampling.json_schema)
     result = []
     for r, row in enumerate(seqs[:, start:].tolist()):
         n = next((k + 1 for k, t in enumerate(row) if t in eos), None)
@@ -84,6 +93,9 @@ def answers(engine, inputs: dict, out, sampling) -> list[Answer]:
                                                                    sampling.stop)[1]), len(row))
         finish = "stop" if (n is not None or stopped) else ("length" if len(row) >= sampling.max_new_tokens
                                                             else "stop")
+        if schema is not None and n is not None and not stopped and \
+                state(schema, tok.decode(row[:n - 1], skip_special_tokens=True)) != "complete":
+            finish = "length"  # JsonLogits found no token to go on with: cut short, never 'stop' with bad JSON
         count = n if n is not None else len(row)
         lp = _logprobs(tok, to_bytes, out.logits, r, row[:count], sampling.logprobs) if to_bytes else None
         # stripped, as the streamed pieces are (StripFilter): both are the same text

@@ -7,8 +7,11 @@ The schema subset (enough for labels, findings, yes/no and scores): ``type`` (on
 ``properties``, ``required``, ``additionalProperties`` (false, true or a schema), ``items``, ``minItems``,
 ``maxItems``, ``enum``, ``const``, plus the annotations ``title``, ``description``, ``$schema``. Any other
 keyword is refused up front (:func:`check_schema`) rather than silently not enforced. Insignificant
-whitespace is limited to one space after ``:`` and ``,`` so a model cannot pad forever. A character that
-the tokenizer splits over several tokens (half of it decodes as U+FFFD) is not generated.
+whitespace is limited to one space after ``:`` and ``,`` so a model cannot pad forever. Numbers are limited
+too (:data:`MAX_DIGITS` significant digits, a :data:`MAX_EXP_DIGITS`-digit exponent, :data:`MAX_NUMBER_CHARS`
+characters), and every admitted prefix can still be completed within the limits. A character that the
+tokenizer splits over several tokens (half of it decodes as U+FFFD) is not generated; where that leaves no
+token to go on with, the answer ends there and is reported as cut short (``finish_reason`` ``length``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ KEYWORDS = {"type", "properties", "required", "additionalProperties", "items", "
 TYPES = {"object", "array", "string", "number", "integer", "boolean", "null"}
 ANY: dict = {}  # the schema every JSON value satisfies
 OBJECT = {"type": "object"}  # json_object mode
-MAX_NUMBER_CHARS = 24
+MAX_NUMBER_CHARS = 24  # a number's whole text, sign and exponent included
+MAX_DIGITS = 15  # significant digits: exact in a float64 (and a JavaScript number); no 20-digit garbage
+MAX_EXP_DIGITS = 2  # |exponent| <= 99: with MAX_DIGITS, every admitted number is a finite float
+_END = "\x00"  # never valid in JSON text: appended, it ends a top-level number without extending it
 _ESC = set('"\\/bfnrt')
 
 
@@ -58,6 +64,17 @@ def check_schema(schema, where: str = "schema") -> None:
         check_schema(schema["items"], f"{where}.items")
     if "enum" in schema and (not isinstance(schema["enum"], list) or not schema["enum"]):
         raise SchemaError(f"{where}.enum: must be a non-empty list")
+    # schemas no value satisfies: decoding under them could only end in invalid JSON
+    if types == []:
+        raise SchemaError(f"{where}.type: must name at least one type")
+    lo, hi = schema.get("minItems", 0), schema.get("maxItems")
+    if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+        raise SchemaError(f"{where}.minItems: more than maxItems")
+    props = schema.get("properties") or {}
+    if schema.get("additionalProperties", not props) is False:
+        for name in schema.get("required") or []:
+            if name not in props:
+                raise SchemaError(f"{where}.required: {name!r} is not among the properties allowed")
 
 
 def _literal(s: str, i: int, lit: str) -> int:
@@ -123,33 +140,43 @@ def _string(s: str, i: int) -> int:
         i += 1
 
 
-def _digits(s: str, j: int) -> int:
-    """End of the run of ASCII digits at ``j``; none there is invalid, or partial at the end of the text."""
-    k = j
-    while j < len(s) and s[j].isdigit() and s[j].isascii():
+def _run(s: str, j: int) -> int:
+    """End of the run of ASCII digits at ``j`` (``str.isdigit`` also takes '²' and other scripts' digits)."""
+    while j < len(s) and "0" <= s[j] <= "9":
         j += 1
-    if j == k:
-        raise _Partial if j >= len(s) else _Invalid
     return j
 
 
 def _number(s: str, i: int, integer: bool) -> int:
-    j = i + 1 if i < len(s) and s[i] == "-" else i
-    digits, j = j, _digits(s, j)
-    if s[digits] == "0" and j - digits > 1:
+    """A JSON number within the limits above (an integer: no fraction or exponent). A prefix is admitted only
+    if it can still be completed within them: not a number of MAX_NUMBER_CHARS ending in 'E-' (no digit
+    fits), nor a '.' after MAX_DIGITS significant digits. Checking the limits only once they are exceeded
+    let such dead ends through, and the constraint then had to end the answer as invalid JSON."""
+    n = len(s)
+    j = i + 1 if i < n and s[i] == "-" else i
+    k, j = j, _run(s, j)
+    if j - k > 1 and s[k] == "0":  # no leading zeros
         raise _Invalid
-    if not integer and j < len(s) and s[j] == ".":
-        j = _digits(s, j + 1)
-    if not integer and j < len(s) and s[j] in "eE":
+    mantissa, need = s[k:j], int(j == k)  # need: one more digit is required to complete the number
+    if not need and not integer and j < n and s[j] == ".":
+        k, j = j + 1, _run(s, j + 1)
+        mantissa, need = mantissa + s[k:j], int(j == k)
+    mantissa_need = need  # that digit is a significant one ('1.' needs a fraction digit, '-' one digit)
+    if not need and not integer and j < n and s[j] in "eE":
         j += 1
-        if j < len(s) and s[j] in "+-":
+        if j < n and s[j] in "+-":
             j += 1
-        j = _digits(s, j)
-    if j - i > MAX_NUMBER_CHARS:
+        k, j = j, _run(s, j)
+        if j - k > MAX_EXP_DIGITS:
+            raise _Invalid
+        need, mantissa_need = int(j == k), 0
+    if len(mantissa.lstrip("0")) + mantissa_need > MAX_DIGITS or j - i + need > MAX_NUMBER_CHARS:
         raise _Invalid
-    if j >= len(s):
-        raise _Partial  # more digits may follow; the enclosing value's next character ends it
-    return j
+    if j < n:  # the next character ends the number (the enclosing value checks it)
+        if need:
+            raise _Invalid
+        return j
+    raise _Partial
 
 
 def value(schema: dict, s: str, i: int) -> int:
@@ -235,14 +262,24 @@ def _array(schema: dict, s: str, i: int) -> int:
 
 
 def state(schema: dict, text: str) -> str:
-    """'complete', 'partial' (a valid prefix) or 'invalid'."""
+    """'complete', 'partial' (a valid prefix) or 'invalid'. A top-level number ("12") is complete, though
+    more digits may follow."""
+    return _state(schema, text)[0]
+
+
+def _state(schema: dict, text: str) -> tuple[str, bool]:
+    """The state, and whether more text may follow (a partial value, or a complete top-level number)."""
     try:
         end = value(schema, text, 0)
     except _Partial:
-        return "partial"
+        try:
+            ends = value(schema, text + _END, 0) == len(text)
+        except (_Partial, _Invalid, json.JSONDecodeError):
+            ends = False
+        return ("complete" if ends else "partial"), True
     except (_Invalid, json.JSONDecodeError):
-        return "invalid"
-    return "complete" if end == len(text) else "invalid"
+        return "invalid", False
+    return ("complete" if end == len(text) else "invalid"), False
 
 
 class JsonLogits(LogitsProcessor):
@@ -257,14 +294,14 @@ class JsonLogits(LogitsProcessor):
         for row in range(scores.shape[0]):
             gen = input_ids[row, self.start:].tolist()
             text = self.tok.decode(gen, skip_special_tokens=True)
-            if state(self.schema, text) == "complete":
-                allowed = self.eos
-            else:
-                allowed = self._allowed(gen, text, scores[row])
+            st, more = _state(self.schema, text)
+            allowed = self._allowed(gen, text, scores[row]) if more else []
+            if st == "complete":
+                allowed = allowed + self.eos
             if allowed:
                 out[row, allowed] = scores[row, allowed]
-            else:  # no token continues the value: end here (the caller reports it)
-                out[row, self.eos] = 0.0
+            else:  # no token continues the value (the tokenizer cannot spell it): end here; the answer
+                out[row, self.eos] = 0.0  # is reported cut short (generation.answers: 'length')
         return out
 
     def _allowed(self, gen: list[int], text: str, row: torch.Tensor) -> list[int]:

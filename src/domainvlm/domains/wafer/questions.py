@@ -12,6 +12,7 @@ import functools
 import re
 
 from ...lang import question_lang
+from .dies import QUADRANTS
 from .facts import image_facts, map_facts, say
 from .instruct import QUESTIONS
 from .taxonomy import default
@@ -32,21 +33,74 @@ def _vocab_of(tax=None) -> tuple[dict, dict]:
     return _vocab(tuple((c.name, c.zh) for c in (tax or _TAX).classes))
 
 
-_KINDS = {  # first match wins: a 'where' question about a pattern before the general ones
-    "en": [("yield", r"\byield\b"),
-           ("failing", r"how many (?:\w+ )*?(?:dies|chips)? ?(?:fail|failed|failing|bad|defective)|"
-                       r"(?:number|count) of (?:fail|failed|failing|bad|defective) (?:dies|chips)"),
-           ("dies", r"how many (?:dies|chips)|(?:number|count) of (?:dies|chips)|die count|total dies"),
-           ("zone", r"which (?:zone|region|ring|area)|centre or (?:the )?edge|center or (?:the )?edge"),
-           ("quadrant", r"which quadrant")],
-    "zh": [("yield", r"良率|成品率"),
-           ("failing", r"(?:多少|几)(?:颗|个)?(?:芯片|晶粒)?(?:失效|不良|坏)|失效(?:芯片|晶粒)?(?:数|有多少|多少)"),
-           ("dies", r"(?:多少|几)(?:颗|个)(?:芯片|晶粒)|芯片总数|晶粒总数|芯片数"),
-           ("zone", r"哪个区域|哪个区|中心还是边缘"),
-           ("quadrant", r"哪个象限")],
+# ------------------------------------------------------------------------------- the fact-question router
+# A question is read for its parts, not matched whole by one regex per kind (first match won: "How many dies
+# passed?" got the total, "did not fail" the failing count, "what defect causes the yield loss?" the yield):
+# whether it asks for a pattern or cause (the diagnosis), which dies (polarity: fail / pass words, a negation
+# flips them), a count or a rate, the zone / quadrant it is scoped to, or which part fails most.
+_FAIL = {"en": r"yield[-\s]loss|fail(?:s|ed|ing|ures?)?|bad|defective|faulty|reject(?:s|ed)?|dead|broken|"
+               r"scrap(?:s|ped)?|non[-\s]?functional",
+         "zh": r"不合格|不良|失效|坏|故障|报废|损坏|缺陷(?=的?(?:芯片|晶粒|品))"}
+_PASS = {"en": r"pass(?:es|ed|ing)?|good|yield(?:s|ed|ing)?|working|functional|healthy|in[-\s]spec",
+         "zh": r"合格|良品|良好|完好|通过|正常|好的|好(?=芯片|晶粒)"}
+_NEG = {"en": r"(?:\b(?:not|never|no|without)\s+|n't\s+|\bnon-?)(?:\w+\s+)?",  # "did not yet fail", "non-failing"
+        "zh": r"(?:没有|没|未|无|非|不(?!良|合格))(?:能|曾|会|被)?"}  # 不良 / 不合格 are fail words themselves
+_POLARITY = {lang: re.compile(rf"(?P<neg>{_NEG[lang]})?{b}(?:(?P<fail>{_FAIL[lang]})|(?P<pass>{_PASS[lang]})){b}",
+                              re.I) for lang, b in (("en", r"\b"), ("zh", ""))}
+
+# Zone / quadrant words; not where they name a pattern ("centre pattern", "edge ring", 边缘局部).
+_NOT_PATTERN = {"en": r"(?![-\s]*(?:patterns?|defects?|clusters?|types?|class(?:es)?|signatures?)\b)",
+                "zh": r"(?!模式|缺陷|图案|型|类|簇)"}
+_PARTS = {
+    "en": {"centre": r"\b(?:cent(?:er|re)|central|inner(?:most)?|core)\b|\bmiddle of the (?:wafer|map)\b",
+           "middle": r"\b(?:middle|mid(?:[-\s]?radius)?)\b(?!\s+of\s+the\s+(?:wafer|map))",
+           "edge": r"\b(?:edge|rim|periphery|peripheral|perimeter|outer(?:most)?|border)\b(?![-\s]*(?:rings?|locs?)\b)"
+                   r"|\bouter(?:most)?[-\s]ring\b",
+           "top-right": r"\b(?:top|upper)[-\s]?right\b", "top-left": r"\b(?:top|upper)[-\s]?left\b",
+           "bottom-left": r"\b(?:bottom|lower)[-\s]?left\b", "bottom-right": r"\b(?:bottom|lower)[-\s]?right\b"},
+    "zh": {"centre": r"中心|中央|内圈", "middle": r"中间|中部", "edge": r"边缘(?!环|局部)|外圈|外围|周边",
+           "top-right": r"右上", "top-left": r"左上", "bottom-left": r"左下", "bottom-right": r"右下"},
 }
+_PART_RX = {lang: {k: re.compile(f"(?:{v}){_NOT_PATTERN[lang]}", re.I) for k, v in d.items()}
+            for lang, d in _PARTS.items()}
+
+_WHICH_PART = {"en": r"\b(?:which|what)\s+(?:\w+\s+)?(?:zones?|regions?|rings?|areas?|parts?|sides?|quadrants?|"
+                     r"bands?)\b",
+               "zh": r"哪(?:个|一个|一|些)?(?:区域|区|环|圈|部分|象限|侧|边|方向)"}
+_RX = {lang: {k: re.compile(v, re.I) for k, v in d.items()} for lang, d in {
+    "en": {
+        # asks for a pattern or a cause: the diagnosis answers it, whatever numbers it mentions ("which defect
+        # limits the yield?")
+        "diagnosis": r"\b(?:what|which)\s+(?:\S+\s+){0,3}?(?:defects?|patterns?|failure\s+(?:modes?|types?)|"
+                     r"signatures?|mechanisms?|issues?|problems?|causes?|types?|kinds?|class(?:es)?)\b|"
+                     r"\bpatterns?\b|\bwhy\b|\bcaus|\breasons?\b|\broot\b|\blimit(?:s|ed|ing)?\b|\bbecause\b|"
+                     r"\bdriv(?:e|es|ing|ers?)\b|\bresponsible\b|\bbehind\b|\bexplain|\bkill|\bdetractors?\b|"
+                     r"\bdiagnos|\bclassif",
+        "rank": _WHICH_PART["en"] + r"|\b(?:cent(?:er|re)|middle|edge|inner|outer)\s+or\s+(?:the\s+)?"
+                r"(?:cent(?:er|re)|middle|edge|inner|outer)\b|\b(?:most|highest|worst|largest)\b.*\b(?:zones?|"
+                r"regions?|quadrants?|areas?)\b|\b(?:zones?|regions?|quadrants?|areas?)\b.*\b(?:most|highest|"
+                r"worst|largest)\b|\bwhere\b.*\b(?:most|majority|bulk|concentrat)",
+        "which_part": _WHICH_PART["en"] + r"|\bin (?:what|which)\b",
+        "quadrant": r"quadrant|\b(?:top|upper|bottom|lower)[-\s]?(?:left|right)\b",
+        "rate": r"\b(?:rate|ratio|percent(?:age)?|share|fraction|proportion|portion)s?\b|%|\bhow much of\b",
+        "count": r"\bhow many\b|\bnumber of\b|\bcount\b|\btotal (?:number|dies|chips)\b",
+        "yield": r"\byield\b"},
+    "zh": {
+        "diagnosis": r"原因|为什么|为何|导致|造成|引起|限制|机理|根源|诊断|分类|模式|类型|"
+                     r"(?:什么|哪种|哪类|哪个|哪些|何种)(?:缺陷|问题|图案)",
+        "rank": _WHICH_PART["zh"] + r"|(?:中心|中间|边缘)(?:区域?)?还是(?:中心|中间|边缘)|"
+                r"(?:区域|象限)[^，,。？?]*最(?:高|多|严重|差|大)|最(?:高|多|严重|差|大)的?(?:区域|象限|区)|"
+                r"哪里最(?:多|严重|集中)|集中在哪",
+        "which_part": _WHICH_PART["zh"],
+        "quadrant": r"象限|右上|左上|左下|右下",
+        "rate": r"率|比例|百分比|占比|比率|百分之|几成",
+        "count": r"多少|几(?:颗|个|片)|数量|数目|个数|总数|(?:芯片|晶粒|失效|不良|合格|良品)数",
+        "yield": r"(?<!不)良率|成品率|良品率|合格率"},
+}.items()}
 _WHERE = {"en": re.compile(r"\bwhere\b|\blocat|\bwhich part\b|\bposition\b", re.I),
           "zh": re.compile(r"哪里|哪儿|位置|在哪|什么地方|分布在")}
+
+
 def named_pattern(q: str, tax=None) -> str | None:
     """The class ``q`` names, in ``tax`` (the model's taxonomy; default: the 8 known patterns)."""
     name_re, zh_names = _vocab_of(tax)
@@ -57,17 +111,54 @@ def named_pattern(q: str, tax=None) -> str | None:
     return max(hits, key=len) if hits else None  # "Edge-Loc" rather than "Loc"
 
 
+def polarity(q: str, lang: str) -> str | None:
+    """"fail" / "pass": the dies a count or rate is about (the first such word, negated or not), else None."""
+    m = _POLARITY[lang].search(q)
+    if m is None:
+        return None
+    return ("pass" if m["fail"] else "fail") if m["neg"] else ("fail" if m["fail"] else "pass")
+
+
+def parts_named(q: str, lang: str) -> list[str]:
+    """The zones / quadrants ``q`` names, in the order named."""
+    hits = sorted((m.start(), p) for p, rx in _PART_RX[lang].items() if (m := rx.search(q)))
+    return list(dict.fromkeys(p for _, p in hits))
+
+
 def fact_question(q: str, tax=None) -> tuple[str, str | None] | None:
-    """(kind, pattern) if ``q`` asks a fact about the map, else None (a diagnosis or anything else); ``tax``:
-    the classes a 'where' question may name (the model's taxonomy)."""
+    """(kind, target) if ``q`` asks a fact about the map, else None (a diagnosis or anything else). Kinds as in
+    :func:`.facts.say`; target: the pattern of 'where', the zone / quadrant a count or rate is asked of (None:
+    the whole wafer). ``tax``: the classes a 'where' question may name (the model's taxonomy)."""
     q = (q or "").replace("<image>", "").strip()
     lang = question_lang(q)
+    rx = _RX[lang]
     pat = named_pattern(q, tax)
-    if pat is not None and _WHERE[lang].search(q):
-        return "where", pat
-    for kind, rx in _KINDS[lang]:
-        if re.search(rx, q, re.I):
-            return kind, None
+    # a zone word is no pattern name ("failed in the center", 中心还是边缘), unless it says so ("centre pattern")
+    masked = q
+    for p_rx in _PART_RX[lang].values():
+        masked = p_rx.sub(" ", masked)
+    strict, rank = named_pattern(masked, tax), rx["rank"].search(q)
+    if pat is not None and _WHERE[lang].search(q) and (strict or not rank):  # "where is the center?" as before
+        return "where", strict or pat
+    if strict is not None and rx["which_part"].search(q):  # "which zone is the scratch in?"
+        return "where", strict
+    if rx["diagnosis"].search(q):
+        return None
+    if rank:
+        return ("quadrant" if rx["quadrant"].search(q) else "zone"), None
+    parts, pol = parts_named(q, lang), polarity(q, lang)
+    rate, count = rx["rate"].search(q), rx["count"].search(q)
+    if len(parts) > 1 and (rate or count or pol):  # "... in the centre and at the edge?": the table of parts
+        return ("quadrant" if all(p in QUADRANTS for p in parts) else "zone"), None
+    part = parts[0] if parts else None
+    if rate:
+        if pol == "fail" or (pol is None and part and not rx["yield"].search(q)):  # "what share of the edge fails?"
+            return "fail_rate", part
+        return ("yield", part) if pol == "pass" or rx["yield"].search(q) else None
+    if count:
+        return {"pass": "passing", "fail": "failing", None: "dies"}[pol], part
+    if rx["yield"].search(q):
+        return "yield", part
     return None
 
 
