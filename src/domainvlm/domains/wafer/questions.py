@@ -169,10 +169,10 @@ def answer_facts(head, convs, todo: list[int], batch_size: int = 1024) -> tuple[
     structured answer is asked for (confidence or annotators on: ``ask --json``, the API's json_schema,
     predict's rows), the map is assessed as for the standard diagnosis question (:func:`_assessed`): the answer
     carries defects, confidence, evidence and facts as a diagnosis does, its text is the fact. 'where'
-    questions get the head's own diagnosis and evidence."""
+    questions are always assessed so (structured or not): the text of one whose diagnosis abstains is that
+    abstention, as ``ask --json``'s is (the text path once located a pattern of a withheld diagnosis)."""
     from ...inference.assessment import Assessment
     from . import input_check
-    from .evidence_head import diagnose_with_evidence
 
     done, rest, asked = {}, [], []
     structured = bool(getattr(head, "annotators", None) or getattr(head, "confidence", None))
@@ -188,24 +188,54 @@ def answer_facts(head, convs, todo: list[int], batch_size: int = 1024) -> tuple[
         if bad is not None:
             done[k] = Assessment(labels=(), confidence=None, abstain=True, reason=bad[0], detail=bad[1], lang=lang)
             continue
-        if structured:
+        if structured or kind == "where":
             asked.append((k, kind, pat, lang))
             continue
         image = image.to_pil() if hasattr(image, "to_pil") else image  # a die grid not yet drawn (batch_load)
-        named, evidence = (), None
-        if kind == "where":
-            named, evidence = diagnose_with_evidence(head, QUESTIONS[lang][0], image, lang, (pat,))  # as trained
-        done[k] = say(image_facts(image, evidence), kind, lang, pat, named, getattr(head, "tax", None))
+        done[k] = say(image_facts(image), kind, lang, pat, (), getattr(head, "tax", None))
     if asked:
         done.update(_assessed(head, convs, asked, batch_size))
     return done, rest
 
 
+def asks_where_it(q: str, tax=None) -> bool:
+    """``q`` asks where something is without naming a pattern or a fact ("Where is it?", "它在哪里？"): in a
+    later turn, "it" is the pattern the conversation already diagnosed (follow_up.py)."""
+    q = (q or "").replace("<image>", "").strip()
+    return bool(_WHERE[question_lang(q)].search(q)) and named_pattern(q, tax) is None \
+        and fact_question(q, tax) is None
+
+
+def answer_where(head, convs, asks: list[tuple], batch_size: int = 1024) -> dict:
+    """{index: answer} of 'where' questions about patterns given, not named in the question (a later turn's
+    "where is it?"): ``asks`` (index, patterns, lang); patterns: a tuple (() for Normal: nothing to locate),
+    or None for the diagnosis's own. ``convs``: images already the head's (head_image). Assessed and
+    worded as a first 'where' question is (an abstaining diagnosis: that abstention)."""
+    return _assessed(head, convs, [(k, "where", pats, lang) for k, pats, lang in asks], batch_size)
+
+
+_NOTHING_TO_LOCATE = {"en": "There is no defect pattern to locate on this map (diagnosis: Normal).",
+                      "zh": "这张图上没有可定位的缺陷模式（诊断：正常）。"}
+
+
+def _where_pats(pats, labels) -> tuple:
+    """The patterns a 'where' target stands for: one, several, or (None) the diagnosis's own."""
+    return (pats,) if isinstance(pats, str) else tuple(labels if pats is None else pats)
+
+
+def _where_text(facts: dict, lang: str, pats, labels: tuple, tax) -> str:
+    """Where each pattern of the target lies, one line each (a line names its pattern)."""
+    pats = _where_pats(pats, labels)
+    if not pats:
+        return _NOTHING_TO_LOCATE["zh" if lang == "zh" else "en"]
+    return "\n".join(say(facts, "where", lang, p, labels, tax) for p in pats)
+
+
 def _assessed(head, convs, asked: list[tuple], batch_size: int) -> dict:
-    """Structured fact answers: the assessment of the standard diagnosis question about each map, its facts
+    """Fact answers on an assessment: that of the standard diagnosis question about each map, its facts
     filled (they are the answer, so also where annotators are off), worded as the fact. A 'where' question
     whose diagnosis abstains gets that abstention (the head words it): the pattern's place would be a withheld
-    diagnosis's."""
+    diagnosis's. A 'where' target may be a pattern, a tuple of them or None (answer_where)."""
     from ...data.record import IMAGE_TOKEN
     from ...inference.generation import Answer
     from .evidence import attributor
@@ -216,12 +246,17 @@ def _assessed(head, convs, asked: list[tuple], batch_size: int) -> dict:
     for (k, kind, pat, lang), a in zip(asked, head._assess(firsts, batch_size)):
         pic = convs[k][1][0]
         pic = pic.to_pil() if hasattr(pic, "to_pil") else pic
-        if kind == "where" and not a.abstain and pat in a.labels and not any(e["pattern"] == pat for e in a.evidence):
+        want = _where_pats(pat, a.labels) if kind == "where" else ()
+        seen = {e["pattern"] for e in a.evidence}
+        if not a.abstain and any(p in a.labels and p not in seen for p in want):
             a.evidence = attributor(head).evidence(pic, tuple(a.labels), lang)[0]  # annotators off: it is the answer
         if not a.facts:
             a.facts = image_facts(pic, a.evidence)
-        out[k] = a if a.abstain and kind == "where" else Answer.make(
-            say(a.facts, kind, lang, pat, a.labels, head.tax), assessment=a, completion_tokens=None)
+        if kind == "where":
+            out[k] = a if a.abstain else Answer.make(_where_text(a.facts, lang, pat, tuple(a.labels), head.tax),
+                                                     assessment=a, completion_tokens=None)
+            continue
+        out[k] = Answer.make(say(a.facts, kind, lang, pat, a.labels, head.tax), assessment=a, completion_tokens=None)
     return out
 
 
