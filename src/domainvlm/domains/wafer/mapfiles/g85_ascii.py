@@ -11,6 +11,11 @@ per map row (the layout KLA's SINF and many probers write)::
     BINTYPE:HexaDecimal   (optional: HexaDecimal (default), Decimal or ASCII)
     RowData:__ __ 01 01 1F ...
 
+ASCII codes are one character per die with no separators (as G85 / E142 write BinType ASCII), so a space in
+such a row is a die site: the null bin when NULBC (or NULLBIN) is blank or ' ', or when no null bin is
+declared and rows hold spaces; with no BINTYPE, one-character BCEQU codes and a space null say ASCII too.
+Editors strip trailing spaces, so a row shorter than COLCT is padded with nulls; a longer one is an error.
+
 Any header line after map rows starts the next wafer; keys it does not restate keep their values.
 ``FAILBIN:`` (optional) lists the fail codes; then any other code is an error rather than a fail.
 Rows are drawn top to bottom.
@@ -25,14 +30,17 @@ import numpy as np
 from .common import BinTable, WaferMap, bin_type, fail, make_table, normalise, notch_degrees, split_row
 
 FMT = "g85-ascii"
-_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=]\s?(.*)$")  # keys such as FNLOC, DEVICE2, REF1X
+_LINE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*[:=](.*)$")  # keys such as FNLOC, DEVICE2, REF1X
+ALIASES = {"NULLBIN": "NULBC", "NULBIN": "NULBC"}  # G85's own word, as some text writers spell it
+SPACE = ("", " ", "' '", '" "')  # NULBC values that declare a space (a lone space is lost to stripping)
+_SEPARATED = re.compile(r"\S( \S)*")  # 'P P X': one-character codes with spaces between, not space nulls
 KEYS = ("ROWCT", "COLCT", "ROWDATA")
 SINF_OFF = ("FD", "FE", "FF")  # SINF's edge (FD, FE) and reference (FF) dies: off the product map
 
 
 def looks_like(text: str) -> bool:
     keys = {m.group(1).upper() for line in text.splitlines()[:200] if (m := _LINE.match(line))}
-    return {"ROWCT", "COLCT"} <= keys or "ROWDATA" in keys and bool(keys & {"WAFER", "BCEQU", "NULBC"})
+    return {"ROWCT", "COLCT"} <= keys or "ROWDATA" in keys and bool(keys & {"WAFER", "BCEQU", "NULBC", "NULLBIN"})
 
 
 def _blocks(text: str, path):
@@ -44,8 +52,9 @@ def _blocks(text: str, path):
         m = _LINE.match(line)
         if not m:
             raise fail(path, f"line {n}", f"expected KEY:value or RowData:..., got {line.strip()[:40]!r}")
-        key, val = m.group(1).upper(), m.group(2).rstrip()
-        if key == "ROWDATA":
+        key, val = m.group(1).upper(), m.group(2)
+        key = ALIASES.get(key, key)
+        if key == "ROWDATA":  # as written: with space nulls every character counts, leading spaces too
             rows.append((n, val))
             continue
         if rows:  # a header line after map rows starts the next wafer (its LOT/DEVICE may precede WAFER);
@@ -71,15 +80,38 @@ def _codes(head, key) -> list[str]:
     return [c for c in re.split(r"[\s,]+", head.get(key, (0, ""))[1]) if c]
 
 
+def _spaced(text: str) -> bool:
+    """A space among a row's codes; one space right after 'RowData:' may be the writer's separator."""
+    return " " in (text[1:] if text[:1] == " " else text).rstrip()
+
+
+def _space_rows(texts: list[str], n_cols: int | None) -> list[list[str]]:
+    """Codes of one wafer's ASCII rows whose null bin is a space: one character per die, column by column."""
+    if all(_SEPARATED.fullmatch(t.strip()) for t in texts) and any(" " in t.strip() for t in texts):
+        return [t.split() for t in texts]  # 'P P X' throughout: spaces separate, a map of nulls between dies is none
+    if n_cols is not None and all(t[:1] == " " for t in texts) and any(len(t) == n_cols + 1 for t in texts):
+        texts = [t[1:] for t in texts]  # 'RowData: ' + codes: a row one too wide proves the separator
+    if n_cols is not None:  # trailing nulls an editor stripped; a row wider than COLCT stays wrong
+        texts = [t.ljust(n_cols) for t in texts]
+    return [list(t) for t in texts]
+
+
 def _one(head, rows, start, k, path, pass_bins, tables: list) -> WaferMap:
     where = f"line {start} (wafer {k})"
     if not rows:
         raise fail(path, where, "field RowData: no map rows")
-    btype = bin_type(head.get("BINTYPE", (0, "HexaDecimal"))[1], path, where)
     passes = _codes(head, "BCEQU")
+    null = head.get("NULBC", (0, ""))[1]
+    declared_space = "NULBC" in head and null in SPACE
+    if "BINTYPE" not in head and declared_space and passes and all(len(c) == 1 for c in passes) \
+            and any("  " in t.rstrip() or len(tok) % 2 for _, t in rows for tok in t.split()):
+        btype = "ascii"  # one-character pass codes and a space null; blank runs or odd runs: no hex pairs
+    else:
+        btype = bin_type(head.get("BINTYPE", (0, "HexaDecimal"))[1], path, where)
     if not passes and btype == "ascii" and pass_bins is None:
         raise fail(path, where, "field BCEQU: missing, so pass dies cannot be told from fails (give pass_bins)")
-    null = head.get("NULBC", (0, ""))[1]
+    space = btype == "ascii" and (declared_space or "NULBC" not in head and any(_spaced(t) for _, t in rows))
+    null = " " if space else null
     nulls = [null] if null else []
     nulls += ["@@"] if btype == "hexadecimal" else []  # uninspected: no result, so neither pass nor fail
     fails = _codes(head, "FAILBIN") if "FAILBIN" in head else None
@@ -90,14 +122,18 @@ def _one(head, rows, start, k, path, pass_bins, tables: list) -> WaferMap:
     tables.append(table)
     n_rows, n_cols = _int(head, "ROWCT", path), _int(head, "COLCT", path)
     width = len(null) if null and btype != "ascii" else None
+    spaced = _space_rows([t for _, t in rows], n_cols) if space else None
     grid = []
     for i, (n, text) in enumerate(rows):
-        toks = split_row(text.replace(",", " ") if btype != "ascii" else text, btype, width)  # '01,01,__' too
+        toks = spaced[i] if space else \
+            split_row(text.replace(",", " ") if btype != "ascii" else text, btype, width)  # '01,01,__' too
         want = n_cols if n_cols is not None else (len(grid[0]) if grid else len(toks))
         if len(toks) != want:
             src = "COLCT" if n_cols is not None else "as in row 1"
+            hint = "; the null bin is a space and editors strip trailing spaces: COLCT gives the row width" \
+                if space and n_cols is None else ""
             raise fail(path, f"line {n} (RowData {i + 1})", f"field RowData: {len(toks)} bin codes, expected "
-                                                             f"{want} ({src})")
+                                                             f"{want} ({src}){hint}")
         grid.append(table.classify(toks, path, f"line {n} (RowData {i + 1})"))
     if n_rows is not None and n_rows != len(grid):
         raise fail(path, where, f"field ROWCT: says {n_rows} but the map has {len(grid)} RowData lines")
