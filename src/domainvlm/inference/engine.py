@@ -27,7 +27,7 @@ from ..models.chat_format import collate, encode_prompt
 from ..models.loader import load_model
 from . import structured as _structured
 from .attention import answering_attention
-from .generation import Answer, StopFilter, StripFilter, answers, extra_kwargs, head_answers
+from .generation import Answer, StopFilter, StripFilter, answers, extra_kwargs, head_answers, score_answers
 
 
 class SamplingError(UserError):
@@ -85,8 +85,9 @@ class Sampling:
 
     @property
     def free_decoding(self) -> bool:
-        """Needs the model's own token-by-token decoding (an answer head cannot honour it)."""
-        return self.json_schema is not None or self.logprobs is not None
+        """Needs the model's own token-by-token decoding (an answer head cannot honour it). Not log-probs: a
+        head's answer is scored token by token afterwards (generation.score_answers)."""
+        return self.json_schema is not None
 
 
 class Engine:
@@ -217,6 +218,9 @@ class Engine:
                 for k, a in zip(free, self._decode([convs[k] for k in free], sampling)):
                     texts[k] = a
         result = head_answers(self, convs, texts, sampling, whole=structured)  # cut at max_new_tokens
+        if sampling.logprobs is not None:  # the head's text, scored by the model
+            with self.lock, answering_attention(self.device):
+                score_answers(self, convs, result, sampling)
         if emit is not None:
             for i, a in enumerate(result):
                 emit(i, a)

@@ -124,6 +124,32 @@ def _entry(tok, to_bytes, tid: int, logprob: float) -> dict:
     return {"token": tok.decode([tid]), "logprob": max(logprob, -9999.0), "bytes": to_bytes(tid)}
 
 
+def score_answers(engine, convs, result: list[Answer], sampling) -> None:
+    """Log-probs of the answers the model did not decode itself (an answer head's): its raw distribution at each
+    token of the returned text, teacher-forced after the prompt in one forward per answer, so they describe
+    the tokens returned (plus the end-of-turn token where the answer ended, as decoded ones count it). A head
+    keeps answering with log-probs on: skipping it left the language, the diagnosis and the follow-ups to a
+    compact model's raw decoding (an English follow-up came back in Chinese). Call under the engine's lock."""
+    tok = engine.processor.tokenizer
+    to_bytes = TokenBytes(tok)
+    end = tok.eos_token_id if tok.eos_token_id is not None else engine.eos_ids[0]
+    for k, a in enumerate(result):
+        if a.logprobs is not None:  # decoded freely: scored as generated
+            continue
+        ids = tok(str(a), add_special_tokens=False)["input_ids"] + ([end] if a.finish_reason == "stop" else [])
+        inputs = engine._inputs([convs[k]])
+        prompt = inputs["input_ids"]
+        for key, v in list(inputs.items()):  # every per-token key grows: ids, mask 1, token types 0 (text)
+            if isinstance(v, torch.Tensor) and v.dim() == 2 and v.shape == prompt.shape:
+                fill = ids if key == "input_ids" else [1 if key == "attention_mask" else 0] * len(ids)
+                inputs[key] = torch.cat([v, torch.tensor([fill], dtype=v.dtype, device=v.device)], dim=1)
+        # logits of the last len(ids) + 1 positions: the one before each answer token predicts it
+        logits = engine.model(**inputs, use_cache=False, logits_to_keep=len(ids) + 1).logits[0, :len(ids)]
+        lp = _logprobs(tok, to_bytes, logits[:, None], 0, ids, sampling.logprobs) if ids else []
+        result[k] = Answer.make(str(a), prompt_tokens=int(prompt.shape[1]), completion_tokens=len(ids),
+                                finish_reason=a.finish_reason, logprobs=lp, assessment=a.assessment)
+
+
 def head_answers(engine, convs, texts: list[str], sampling, whole: bool = False) -> list[Answer]:
     """An answer head's texts as Answers, cut at stop strings and, where ``sampling.cut_head_answers`` (the
     API's max_tokens, the CLI's --max-new-tokens), at ``sampling.max_new_tokens`` tokens of the model's
