@@ -10,7 +10,8 @@
 #
 # Steps: 1 a few train-expert steps (fast vision path check under TF32, bf16 autocast, EMA, val selection,
 # save), then the CNN teacher and its distillation for a few steps; 2 a bf16 LoRA step of the generic trainer on a tiny Qwen2-VL; 3 eval of the bundled expert on cuda
-# over both full val sets; 4 bench on cuda, and answer + evidence at batch 8; then the eval/bench speed ratio. Exit 0 only if all pass.
+# over both full val sets; 4 bench on cuda, and answer + evidence at batch 8; 5 log-probs and json_schema answers
+# (scripts/gpu_smoke_engine.py); then the eval/bench speed ratio. Exit 0 only if all pass.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/gpu-smoke}
@@ -111,6 +112,8 @@ step bench "$PY" -m domainvlm bench --device cuda --source "$MIX" --runs 100 --b
 # answer + evidence on cuda (the evidence's lean LM step, kept vision tokens at batch <= 16)
 step bench-evidence "$PY" -m domainvlm bench --device cuda --evidence --runs 10 --batch-size 8 --maps 8 \
   --out "$OUT/bench_evidence.json"
+# answer paths eval and bench do not take: log-probs of a head's answer (scored teacher-forced), json_schema
+step engine-answers "$PY" scripts/gpu_smoke_engine.py "$MIX"
 
 "$PY" - "$OUT" <<'EOF' | tee -a "$LOG"
 import json, sys
