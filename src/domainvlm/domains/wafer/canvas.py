@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from .render import _LUT, MAP_LAYOUT, _layout, labels_to_map, palette_index, render_map
+from .render import _LUT, MAP_LAYOUT, _layout, flatten, labels_to_map, palette_index, render_map
 
 CANVAS = 224  # the wafer expert's input side (16-pixel patches, 2x2 merge -> 49 image tokens)
 
@@ -107,20 +107,55 @@ def canonical_image(img: Image.Image, size: int = CANVAS) -> Image.Image:
     """The canvas rendering of a wafer-map image: a size x size image passes as is; another rendering of a
     map in the wafer palette (e.g. an unpadded PNG) is read back into its map and redrawn; anything else is
     returned unchanged (the processor resizes it)."""
-    img = img if img.mode == "RGB" else img.convert("RGB")  # no copy of an RGB image: host time per map
+    img = flatten(img)  # alpha / a non-palette margin as off-wafer; no copy of a palette RGB image
     if img.size == (size, size):
         return img
     lab = palette_index(img, tol=24)
     if lab is None:
         return img
     m = labels_to_map(lab)
-    out = render_map(m, size=size)
+    out = _resized_canvas(img, m, size) if lab.shape[0] == lab.shape[1] else None
+    out = render_map(m, size=size) if out is None else out
     now = out.info.pop(MAP_LAYOUT, None)  # None: a map larger than the canvas (dies dropped)
     out.info.update(img.info)  # e.g. input_check's mark of a picture drawn from map data
     out.info.pop(MAP_LAYOUT, None)
     if now is not None:
         out.info[MAP_LAYOUT] = _carried(img.info.get(MAP_LAYOUT), lab.shape[0] // m.shape[0], now)
     return out
+
+
+def _resized_canvas(img: Image.Image, m: np.ndarray, size: int) -> Image.Image | None:
+    """A canvas resized by a fraction (a 224 canvas saved at 300 px) taken back to ``size``: read at its
+    fractional pitch its die grid ``m`` keeps the canvas padding as extra off-wafer dies, and redrawn from it
+    the wafer came out smaller than on the map's own canvas (16 of 135 answers changed). Nearest-neighbour back
+    to ``size`` when that loses no pixel (it resizes back to ``img`` exactly) and its whole-pixel dies are
+    those of ``m``; its layout in the frame of ``m``. Else None."""
+    small = img.resize((size, size), Image.Resampling.NEAREST)
+    if not np.array_equal(np.asarray(small.resize(img.size, Image.Resampling.NEAREST)), np.asarray(img)):
+        return None
+    lab = palette_index(small)
+    cols = np.flatnonzero((lab[:, 1:] != lab[:, :-1]).any(0)) + 1
+    rows = np.flatnonzero((lab[1:] != lab[:-1]).any(1)) + 1
+    k = int(np.gcd.reduce(np.concatenate([np.diff(cols), np.diff(rows)]))) if len(cols) > 1 < len(rows) else 0
+    on = np.argwhere(m > 0)
+    if k < 2 or not len(on):
+        return None
+    oy, ox = rows[0] % k, cols[0] % k
+    h, w = (size - oy) // k, (size - ox) // k
+    g = lab[oy:oy + h * k:k, ox:ox + w * k:k]
+    core = np.zeros_like(lab)  # every die a whole k x k block; the strips around them off-wafer (padding)
+    core[oy:oy + h * k, ox:ox + w * k] = g.repeat(k, 0).repeat(k, 1)
+    on_g = np.argwhere(g > 0)
+    if not np.array_equal(core, lab) or not len(on_g) or not np.array_equal(_bbox(m, on), _bbox(g, on_g)):
+        return None  # the same dies as read from img (not a finer grid: dies of 4 and 6 pixels at k = 2)
+    (r0, c0), (s0, t0) = on.min(0), on_g.min(0)
+    small.info[MAP_LAYOUT] = (int(oy + (s0 - r0) * k), int(ox + (t0 - c0) * k), k, *m.shape, "picture")
+    return small
+
+
+def _bbox(g: np.ndarray, on: np.ndarray) -> np.ndarray:
+    (r0, c0), (r1, c1) = on.min(0), on.max(0) + 1
+    return g[r0:r1, c0:c1]
 
 
 def _carried(was, kp: int, now: tuple) -> tuple:

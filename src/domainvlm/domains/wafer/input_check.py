@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from ...inference.assessment import NO_IMAGE, OUT_OF_DOMAIN, UNREADABLE
-from .render import PALETTE, palette_index
+from .render import PALETTE, flat_array, palette_index
 
 MIN_COVER = 0.9  # share of pixels in the 4 commonest (coarsened) colours: a wafer map is flat colour
 MIN_ELLIPSE_IOU = 0.85  # die area vs its bounding box's ellipse: val maps >= 0.89 (0.1th pct), a square 0.785
@@ -64,8 +64,7 @@ def check(img, all_fail_ok: bool = False) -> tuple[str, str] | None:
     if grid is not None:
         return _dies(grid > 0, grid == 1, all_fail_ok)
     from_data = bool(getattr(img, "info", {}).get(FROM_MAP_DATA))
-    rgb = img if img.mode == "RGB" else img.convert("RGB")
-    full = np.asarray(rgb)
+    full = flat_array(img)  # a transparent or non-palette margin is off-wafer, as the head reads it
     lab = _palette(full)  # every other pixel (host time per map); exact counts below read all pixels
     if lab is not None:  # the wafer palette: 0 off-wafer, 1 pass, 2 fail
         red = full[..., 0]

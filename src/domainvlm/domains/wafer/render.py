@@ -73,6 +73,67 @@ def _laid_out(img: Image.Image, layout: tuple) -> Image.Image:
 _CODES = (_LUT[:, 0].astype(np.uint32) << 16) | (_LUT[:, 1].astype(np.uint32) << 8) | _LUT[:, 2]
 
 
+def flatten(img: Image.Image) -> Image.Image:
+    """RGB of a picture as its dies are read: a transparent area (alpha, PNG tRNS) is composited onto the
+    off-wafer colour, and a margin in a colour no wafer colour is near (what a dropped alpha leaves: white from
+    matplotlib, black from numpy) becomes off-wafer when every other pixel is in the palette. Else the picture
+    as it was (an RGB image itself: no copy, host time per map)."""
+    if img.mode == "RGB" and MAP_LAYOUT in img.info:  # drawn by render_map: palette, no array (host time)
+        return img
+    return _flat(img)[0]
+
+
+def flat_array(img: Image.Image) -> np.ndarray:
+    """:func:`flatten`'s pixels, (H, W, 3) uint8."""
+    return np.asarray(img) if img.mode == "RGB" and MAP_LAYOUT in img.info else _flat(img)[1]
+
+
+def _flat(img: Image.Image) -> tuple[Image.Image, np.ndarray]:
+    info = {k: v for k, v in img.info.items() if k != "transparency"}
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        if rgba.getextrema()[3][0] < 255:
+            rgba = Image.alpha_composite(Image.new("RGBA", img.size, (*PALETTE[0], 255)), rgba)
+        img = rgba.convert("RGB")
+        img.info.update(info)
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
+        img.info.update(info)
+    a = np.asarray(img)
+    b = _margin_off(a)
+    if b is a:
+        return img, a
+    out = Image.fromarray(b, "RGB")
+    out.info.update(info)
+    return out, b
+
+
+def _margin_off(a: np.ndarray, tol: int = 24) -> np.ndarray:
+    """``a`` with its margin colour (the border's commonest, no wafer colour) as off-wafer, when the rest is
+    palette and holds pass or fail dies; else ``a`` itself. A photo fails on a sparse sample first."""
+    if a.ndim != 3 or min(a.shape[:2]) < 3:
+        return a
+    border = np.concatenate([a[0], a[-1], a[1:-1, 0], a[1:-1, -1]])
+    code = (border[:, 0].astype(np.uint32) << 16) | (border[:, 1].astype(np.uint32) << 8) | border[:, 2]
+    if np.isin(code, _CODES).all() or _within(border, tol):  # every render of ours: exact colours, at once
+        return a
+    vals, n = np.unique(code, return_counts=True)
+    c = np.array([(vals[n.argmax()] >> s) & 255 for s in (16, 8, 0)], np.int16)
+    if n.max() < 0.5 * len(border) or _within(c[None], tol):
+        return a
+    bg = np.abs(a.astype(np.int16) - c).max(-1) <= tol
+    if not _within(a[::7, ::7][~bg[::7, ::7]], tol):
+        return a
+    rest = a[~bg]
+    if len(rest) < 0.02 * bg.size or not _within(rest, tol):
+        return a
+    if not any((np.abs(rest.astype(np.int16) - c).max(-1) <= tol).any() for c in _LUT[1:].astype(np.int16)):
+        return a  # no pass or fail die: left to the input check (blank)
+    out = a.copy()
+    out[bg] = _LUT[0]
+    return out
+
+
 def palette_index(img: Image.Image, tol: int | None = None) -> np.ndarray | None:
     """Palette index of every pixel: the nearest wafer colour, so mild re-encoding noise is tolerated.
 
@@ -80,7 +141,7 @@ def palette_index(img: Image.Image, tol: int | None = None) -> np.ndarray | None
     pixels (every render of ours) are matched by colour code, the rest compared colour by colour; an image
     that is no wafer map is turned down on a sparse sample first. Host time per map (this bounds eval on a GPU)
     and memory stay a few bytes per pixel."""
-    a = np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+    a = flat_array(img)
     if tol is not None and not _within(a[::7, ::7].reshape(-1, 3), tol):
         return None
     code = (a[..., 0].astype(np.uint32) << 16) | (a[..., 1].astype(np.uint32) << 8) | a[..., 2]
@@ -118,8 +179,8 @@ def labels_to_map(lab: np.ndarray) -> np.ndarray:
     """Die grid of palette indices: the die size is where colours change. A render without padding has its die
     grid at pixel 0; a map pasted onto a margin that is no multiple of the die size (a PNG placed at (20, 17) on a
     canvas) is read from where its colour changes fall, else its dies came back as 1-pixel dies (28,272 'dies'
-    for a 1,264-die wafer). A map scaled by a fraction (die blocks of 7 and 8 pixels) has no exact die grid and
-    still comes back as 1-pixel dies."""
+    for a 1,264-die wafer). A map scaled by a fraction (nearest-neighbour: die blocks of 5 and 6 pixels) is read
+    on the fractional die pitch its colour changes fit (:func:`_fractional_grid`)."""
     H, W = lab.shape
     cols = np.flatnonzero((lab[:, 1:] != lab[:, :-1]).any(0)) + 1  # where some row changes colour
     rows = np.flatnonzero((lab[1:] != lab[:-1]).any(1)) + 1
@@ -129,7 +190,68 @@ def labels_to_map(lab: np.ndarray) -> np.ndarray:
         if ko > 1:
             oy, ox = int(rows[0] % ko), int(cols[0] % ko)
             return lab[oy + ko // 2::ko, ox + ko // 2::ko][:(H - oy) // ko, :(W - ox) // ko].copy()
+        got = _fractional_grid(lab, rows, cols)
+        if got is not None:
+            return got
     return lab[k // 2::k, k // 2::k][: H // k, : W // k].copy()
+
+
+# Below ~1.5 pixels a die a map of 1-pixel dies fits a pitch too; at 1.5 and over two 1-pixel runs in a row
+# (every outline of a 1-pixel-die wafer has them) fit none.
+MIN_PITCH = 1.4
+
+
+def _fractional_grid(lab: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray | None:
+    """The die grid of a map resized by a fraction, or None. Nearest-neighbour resizing puts every die edge
+    within a pixel of o + n * p (p: the fractional die pitch); per axis the largest pitches that colour
+    changes fit are tried, and a grid is taken only when redrawing it gives back every pixel of ``lab``."""
+    eys = _edges(rows, lab.shape[0])
+    exs = _edges(cols, lab.shape[1]) if eys else []
+    for ey in eys:
+        for ex in exs:
+            wy, wx = np.diff(ey), np.diff(ex)
+            m = lab[np.ix_(ey[:-1] + wy // 2, ex[:-1] + wx // 2)]
+            if np.array_equal(m.repeat(wy, 0).repeat(wx, 1), lab):
+                return m
+    return None
+
+
+def _edges(b: np.ndarray, size: int, tries: int = 2) -> list[np.ndarray]:
+    """Die edges (0 and ``size`` included) along one axis for the largest pitches p >= MIN_PITCH that put every
+    colour change ``b`` (sorted pixel positions) within one pixel-wide window of o + n * p: the phases b / p
+    mod 1 then fill an arc of at most 1 / p. The smallest run is one die, so p is within a pixel of it."""
+    g = np.diff(b)
+    if len(b) < 3 or ((g[1:] == 1) & (g[:-1] == 1)).any():  # two 1-pixel runs in a row: 1-pixel dies
+        return []
+    lo, hi = max(MIN_PITCH, float(g.min()) - 1), float(g.min()) + 1
+    ps = np.arange(hi, lo, -0.05 * lo / size)  # steps drift a phase by <= 0.05 px over the axis
+    bf = b.astype(np.float64)
+    ok = np.zeros(len(ps), bool)
+    for c in range(0, len(ps), 256):
+        p = ps[c:c + 256, None]
+        ph = np.sort((bf / p) % 1.0, axis=1)
+        gap = np.diff(np.concatenate([ph, ph[:, :1] + 1.0], 1), axis=1).max(1)
+        ok[c:c + 256] = (1.0 - gap) * p[:, 0] <= 1.1
+    out = []
+    edge = np.flatnonzero(np.diff(np.concatenate([[0], ok.view(np.int8), [0]])))
+    for a, z in zip(edge[::2], edge[1::2]):  # runs of fitting pitches, largest first: the middle of each
+        p = float(ps[a:z].mean())
+        ph = (bf / p) % 1.0
+        srt = np.sort(ph)
+        k = int(np.diff(np.concatenate([srt, srt[:1] + 1.0])).argmax())
+        o = srt[(k + 1) % len(srt)] * p  # the arc of phases starts after its largest gap
+        j = np.floor((bf - o) / p + 1e-6)
+        p = float(((j - j.mean()) * (bf - bf.mean())).sum() / max(((j - j.mean()) ** 2).sum(), 1e-9))
+        o = float((bf - j * p).mean())
+        if p < MIN_PITCH or len(np.unique(j)) < len(j):
+            continue
+        n0 = int(np.floor(-o / p))
+        at = np.round(o + np.arange(n0, int(np.ceil((size - o) / p)) + 1) * p).astype(np.int64)
+        at[j.astype(np.int64) - n0] = b  # an edge where a colour changes is exact
+        out.append(np.unique(np.concatenate([[0, size], at[(at > 0) & (at < size)]])))
+        if len(out) == tries:
+            break
+    return out
 
 
 def image_to_map(img: Image.Image, grid: tuple[int, int] | None = None) -> np.ndarray:
